@@ -1,0 +1,41 @@
+"""Engines are imported lazily: `import sem` must not pull in torch or vLLM."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+from sem.engines.base import Delta, Engine, SamplingOptions
+from sem.errors import ConfigError
+from sem.settings import EngineKind, Settings
+
+__all__ = ["Delta", "Engine", "SamplingOptions", "build_engine", "resolve_engine_kind"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_engine_kind(kind: EngineKind) -> EngineKind:
+    """`auto` means vLLM when it is installed, transformers otherwise."""
+    if kind is not EngineKind.auto:
+        return kind
+    return EngineKind.vllm if importlib.util.find_spec("vllm") is not None else EngineKind.hf
+
+
+async def build_engine(settings: Settings) -> Engine:
+    """Start the engine the settings name, on the model they name."""
+    from sem.assets import ensure_model
+
+    model = settings.model_path
+    if settings.model is None:
+        ensure_model(settings.home_dir)
+    kind = resolve_engine_kind(settings.engine)
+    log.info("starting %s engine on %s", kind.value, model)
+    if kind is EngineKind.vllm:
+        from sem.engines.vllm import VLLMEngine
+
+        return await VLLMEngine.start(model, settings)
+    if kind is EngineKind.hf:
+        from sem.engines.hf import HFEngine
+
+        return await HFEngine.start(model, settings)
+    raise ConfigError(f"unknown engine {kind!r}")

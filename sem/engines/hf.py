@@ -1,0 +1,122 @@
+"""transformers `generate` as an Engine: the reference path, and the one the trainer's policy uses on CPU.
+
+One request runs at a time (a lock): `generate` on 2 CPU cores gains nothing from threads. The whole
+generation comes back as one Delta.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sem.engines.base import Delta, SamplingOptions, first_stop
+from sem.errors import EngineError
+from sem.settings import Settings
+
+
+class HFEngine:
+    name = "hf"
+
+    def __init__(self, model: Any, tokenizer: Any, model_name: str) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self._lock = asyncio.Lock()
+        self._cancelled: set[str] = set()
+        self._guard = threading.Lock()
+
+    @classmethod
+    async def start(cls, model_path: str, settings: Settings) -> HFEngine:
+        return await asyncio.to_thread(cls.load, model_path, settings.dtype, settings.served_model_name)
+
+    @classmethod
+    def load(cls, model_path: str, dtype: str = "bfloat16", served_name: str | None = None) -> HFEngine:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
+        model.eval()
+        return cls(model, tokenizer, served_name or model_path)
+
+    async def generate(
+        self, prompt_ids: list[int], options: SamplingOptions, *, request_id: str
+    ) -> AsyncIterator[Delta]:
+        async with self._lock:
+            try:
+                delta = await asyncio.to_thread(self._generate_sync, prompt_ids, options, request_id)
+            except asyncio.CancelledError:
+                await self.abort(request_id)  # the worker thread sees the flag and stops at the next token
+                raise
+            finally:
+                with self._guard:
+                    self._cancelled.discard(request_id)
+        yield delta
+
+    def _generate_sync(self, prompt_ids: list[int], options: SamplingOptions, request_id: str) -> Delta:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        engine = self
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                with engine._guard:
+                    stop = request_id in engine._cancelled
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool)
+
+        if options.seed is not None:
+            torch.manual_seed(options.seed)
+        sample = options.temperature > 0
+        inputs = torch.tensor([prompt_ids], dtype=torch.long)
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(
+                    inputs,
+                    attention_mask=torch.ones_like(inputs),
+                    max_new_tokens=options.max_tokens,
+                    do_sample=sample,
+                    temperature=options.temperature if sample else None,
+                    top_p=options.top_p if sample else None,
+                    top_k=None,
+                    stop_strings=options.stop or None,
+                    tokenizer=self.tokenizer,
+                    stopping_criteria=StoppingCriteriaList([_Cancelled()]),
+                    return_dict_in_generate=True,
+                    output_scores=options.logprobs,
+                    pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                )
+        except Exception as exc:  # torch/transformers raise many types; the caller needs one
+            raise EngineError(f"generation failed: {exc}") from exc
+        new_ids: list[int] = out.sequences[0, len(prompt_ids) :].tolist()
+        logprobs = None
+        if options.logprobs:
+            scores = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+            logprobs = scores[0].tolist()
+        return self._finish(new_ids, logprobs, options, request_id)
+
+    def _finish(self, ids: list[int], logprobs: list[float] | None, options: SamplingOptions, request_id: str) -> Delta:
+        eos = self.tokenizer.eos_token_id
+        # Cut after the first stop string (generate may overshoot by a token), keeping the stop in the text.
+        for n in range(1, len(ids) + 1):
+            text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
+            stop, cut = first_stop(text, options.stop)
+            if stop or ids[n - 1] == eos:
+                return Delta(text[:cut], ids[:n], logprobs[:n] if logprobs else logprobs, "stop", stop)
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        with self._guard:
+            cancelled = request_id in self._cancelled
+        reason = "abort" if cancelled else "length"
+        return Delta(text, ids, logprobs, reason)
+
+    async def abort(self, request_id: str) -> None:
+        with self._guard:
+            self._cancelled.add(request_id)
+
+    async def check_health(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None

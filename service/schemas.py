@@ -1,0 +1,92 @@
+"""Wire models of the HTTP API (pydantic only; domain types live in `sem`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sem.loop import SearchPolicy
+
+
+class AnswerRequest(BaseModel):
+    """`POST /v1/answer`: one question in, one answer out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, description="The question to answer.")
+    search: SearchPolicy = Field(
+        SearchPolicy.auto, description="auto: the model decides; never: no search; always: one search first."
+    )
+    max_searches: int | None = Field(None, ge=0, description="Search budget for this question.")
+    top_k: int | None = Field(None, ge=1, description="Passages per search.")
+    max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate, over all turns.")
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
+    seed: int | None = Field(None, description="Sampling seed, for reproducible answers at temperature > 0.")
+    return_trace: bool = Field(False, description="Include the full generated text with tags.")
+
+
+class PassageOut(BaseModel):
+    id: str
+    title: str
+    text: str
+    score: float | None = None
+
+
+class SearchOut(BaseModel):
+    query: str
+    passages: list[PassageOut]
+    cached: bool
+    latency_ms: float
+    error: str | None = None
+    forced: bool = Field(False, description="Inserted by the `always` policy rather than asked for by the model.")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = Field(description="The prompt plus every inserted search result the model read.")
+    completion_tokens: int = Field(description="Tokens the model generated.")
+    total_tokens: int
+    num_search_queries: int
+
+
+class TraceOut(BaseModel):
+    text: str = Field(description="Everything after the prompt: generated text and inserted results.")
+    answers: list[str] = Field(description="Every <answer> in order (first answer, post-search answers).")
+    follows_template: bool
+    refused_searches: int
+    engine_calls: int
+
+
+class AnswerResponse(BaseModel):
+    id: str
+    object: Literal["answer"] = "answer"
+    created: int
+    model: str
+    answer: str
+    search_count: int
+    searches: list[SearchOut]
+    search_errors: list[str] = Field(default_factory=list, description="Searches that failed (degraded).")
+    finish_reason: str
+    usage: Usage
+    latency_ms: float
+    trace: TraceOut | None = None
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo
+
+
+class Health(BaseModel):
+    status: Literal["ok", "loading", "error"]
+    model: str | None = None
+    engine: str | None = None
+    search_backend: str | None = None
+    cache: str | None = None
+    detail: str | None = None

@@ -1,0 +1,72 @@
+"""What the service holds while it runs: engine, cached search, loop, metrics; loaded in the background."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sem.cache import CachedSearch, RedisStore
+from sem.engines import Engine, build_engine
+from sem.loop import SearchLoop
+from sem.search import build_backend
+from sem.settings import Settings
+from service.errors import NotReadyError
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class ServiceState:
+    """Components of one app. `start()` loads them; until it is done, `/readyz` says 503."""
+
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.engine: Engine | None = engine
+        self._owns_engine = engine is None
+        self.search: CachedSearch | None = None
+        self.loop: SearchLoop | None = None
+        self.error: str | None = None
+        self.metrics = Metrics(self)
+        self.load_seconds: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.loop is not None
+
+    async def start(self) -> None:
+        started = time.perf_counter()
+        try:
+            store = RedisStore(self.settings.redis_url) if self.settings.redis_url else None
+            backend = await build_backend(self.settings)
+            self.search = CachedSearch(
+                backend, store, ttl_s=self.settings.cache_ttl_s, fallback_entries=self.settings.cache_lru_size
+            )
+            if self.engine is None:
+                self.engine = await build_engine(self.settings)
+            self.loop = SearchLoop(self.engine, self.search)
+            self.load_seconds = time.perf_counter() - started
+            log.info("ready in %.1fs: engine=%s model=%s", self.load_seconds, self.engine.name, self.model_name)
+        except Exception as exc:  # reported by /readyz and every request; the process stays up to say so
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.error("start-up failed: %s", self.error)
+
+    def require_loop(self) -> SearchLoop:
+        if self.loop is not None:
+            return self.loop
+        if self.error:
+            raise NotReadyError(f"the service failed to start: {self.error}")
+        raise NotReadyError("the model and the search index are still loading; retry shortly")
+
+    @property
+    def model_name(self) -> str:
+        if self.settings.served_model_name:
+            return self.settings.served_model_name
+        if self.engine is not None:
+            return self.engine.model_name
+        return self.settings.model or "SmolLM2-135M-Instruct"
+
+    async def aclose(self) -> None:
+        if self.search is not None:
+            await self.search.aclose()
+        if self.engine is not None and self._owns_engine:
+            await self.engine.aclose()
