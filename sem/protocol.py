@@ -140,6 +140,17 @@ def final_answer(text: str) -> str:
     return " ".join(_TAG_LIKE_RE.sub(" ", visible).split())
 
 
+def is_degenerate(text: str, *, max_open: int = 3) -> bool:
+    """True when a generation keeps opening <answer> without closing it (small models loop on the tag).
+
+    >>> is_degenerate("<answer> <answer> <answer>")
+    True
+    >>> is_degenerate("<answer>a</answer> <answer>b</answer>")
+    False
+    """
+    return text.count(ANSWER_OPEN) - text.count(ANSWER_CLOSE) >= max_open
+
+
 def follows_template(text: str) -> bool:
     """True when a completion is well formed: think/answer pairs, each search followed by a result block.
 

@@ -17,6 +17,7 @@ class SamplingOptions:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     logprobs: bool = False  # return the sampled tokens' log-probabilities (training rollouts)
+    suppress_token_ids: list[int] = field(default_factory=list)  # never sample these
 
 
 @dataclass(slots=True)

@@ -84,6 +84,7 @@ class HFEngine:
                     stop_strings=options.stop or None,
                     tokenizer=self.tokenizer,
                     stopping_criteria=StoppingCriteriaList([_Cancelled()]),
+                    suppress_tokens=options.suppress_token_ids or None,
                     return_dict_in_generate=True,
                     output_scores=options.logprobs,
                     pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,

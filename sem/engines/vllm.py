@@ -6,6 +6,7 @@ after a search prefill only the inserted result and what follows.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -82,6 +83,7 @@ class VLLMEngine:
             stop=options.stop or None,
             include_stop_str_in_output=True,
             logprobs=0 if options.logprobs else None,
+            logit_bias={tid: -100.0 for tid in options.suppress_token_ids} or None,
             output_kind=RequestOutputKind.DELTA,
         )
         try:
@@ -106,4 +108,10 @@ class VLLMEngine:
             raise EngineError(f"vLLM engine is unhealthy: {exc}") from exc
 
     async def aclose(self) -> None:
-        self._llm.shutdown()
+        if self._llm is None:
+            return
+        llm, self._llm = self._llm, None
+        llm.shutdown()
+        # Collect it now: its __del__ shuts down again and fails if left to interpreter exit.
+        del llm
+        gc.collect()

@@ -1,0 +1,50 @@
+"""The search cache against a real redis-server: hit, miss, TTL, shared across instances, Redis down."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sem.cache import CachedSearch, RedisStore
+from sem.search.bm25 import BM25Backend
+from tests.conftest import free_port
+
+
+async def bm25(corpus: Path) -> BM25Backend:
+    backend = BM25Backend(corpus)
+    await backend.load()
+    return backend
+
+
+async def test_miss_then_hit_shared_between_replicas(redis_server: str, tiny_corpus: Path) -> None:
+    replica_a = CachedSearch(await bm25(tiny_corpus), RedisStore(redis_server))
+    replica_b = CachedSearch(await bm25(tiny_corpus), RedisStore(redis_server))
+    (miss,) = await replica_a.retrieve(["Hamlet tragedy"], 2)
+    (hit,) = await replica_b.retrieve(["Hamlet tragedy"], 2)  # another process would see the same
+    assert not miss.cached and hit.cached
+    assert [p.id for p in hit.passages] == [p.id for p in miss.passages] and hit.passages[0].id == "hamlet"
+    assert hit.passages[0].score == miss.passages[0].score
+    assert replica_a.stats.store_errors == replica_b.stats.store_errors == 0
+    await replica_a.store.aclose()
+    await replica_b.store.aclose()
+
+
+async def test_ttl_expires_in_redis(redis_server: str, tiny_corpus: Path) -> None:
+    cache = CachedSearch(await bm25(tiny_corpus), RedisStore(redis_server), ttl_s=1)
+    await cache.retrieve(["Moon satellite"], 1)
+    (hit,) = await cache.retrieve(["Moon satellite"], 1)
+    await asyncio.sleep(1.2)
+    (expired,) = await cache.retrieve(["Moon satellite"], 1)
+    assert hit.cached and not expired.cached
+    await cache.store.aclose()
+
+
+async def test_redis_down_falls_back_without_error(tiny_corpus: Path) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    cache = CachedSearch(await bm25(tiny_corpus), RedisStore(dead, timeout_s=0.2))
+    (first,) = await cache.retrieve(["capital of France"], 1)
+    (second,) = await cache.retrieve(["capital of France"], 1)
+    assert first.passages[0].id == "paris" and first.error is None
+    assert second.cached  # served by the in-process fallback
+    assert cache.stats.store_errors >= 2 and cache.stats.last_store_error
+    await cache.store.aclose()

@@ -1,0 +1,232 @@
+"""Every branch of the search loop, driven by a scripted engine (the real tokenizer and a real BM25 index).
+
+The real model runs the same loop in tests/integration/test_loop_engines.py; the script makes each branch
+happen on purpose: a search after an answer, the budget, refusals, a peek that finds no search, length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sem import protocol
+from sem.cache import CachedSearch
+from sem.engines.base import Delta, SamplingOptions, first_stop
+from sem.loop import Final, Inserted, LoopOptions, SearchCall, SearchLoop, SearchPolicy, SearchResult, TextDelta
+from sem.search.bm25 import BM25Backend
+
+EOS = "<eos>"
+
+
+class ScriptedEngine:
+    """Replies with the next scripted text, honouring stop strings and max_tokens like a real engine.
+
+    Text after a stop string is dropped, as a real engine would never have generated it.
+    """
+
+    name = "scripted"
+    model_name = "scripted"
+
+    def __init__(self, tokenizer, replies: list[str]) -> None:
+        self.tokenizer = tokenizer
+        self.replies = list(replies)
+        self.contexts: list[str] = []
+
+    async def generate(
+        self, prompt_ids: list[int], options: SamplingOptions, *, request_id: str
+    ) -> AsyncIterator[Delta]:
+        self.contexts.append(self.tokenizer.decode(prompt_ids))
+        reply = self.replies.pop(0) if self.replies else EOS
+        eos = reply.endswith(EOS)
+        reply = reply.removesuffix(EOS)
+        stop, cut = first_stop(reply, options.stop)
+        text = reply[:cut]
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        finish = "stop" if (stop or eos) else "length"
+        if len(ids) > options.max_tokens:
+            ids, finish, stop = ids[: options.max_tokens], "length", None
+            text = self.tokenizer.decode(ids)
+        # Stream in two pieces, as vLLM does in many.
+        half = len(ids) // 2
+        first_text = self.tokenizer.decode(ids[:half])
+        yield Delta(first_text, ids[:half])
+        yield Delta(text[len(first_text) :], ids[half:], None, finish, stop)
+
+    async def abort(self, request_id: str) -> None: ...
+
+    async def check_health(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@pytest.fixture
+async def retriever(tiny_corpus: Path) -> CachedSearch:
+    backend = BM25Backend(tiny_corpus)
+    await backend.load()
+    return CachedSearch(backend)
+
+
+async def run(tokenizer, retriever, replies, **options):
+    engine = ScriptedEngine(tokenizer, replies)
+    loop = SearchLoop(engine, retriever)
+    options.setdefault("peek_tokens", 64)  # the scripted peeks hold whole queries; one test shortens it
+    events = [e async for e in loop.stream("Who wrote Hamlet?", LoopOptions(**options))]
+    assert isinstance(events[-1], Final)
+    return events[-1].trace, events, engine
+
+
+async def test_direct_answer_no_search(tokenizer, retriever) -> None:
+    trace, _, engine = await run(tokenizer, retriever, ["<think>I know</think><answer>Shakespeare</answer>", EOS])
+    assert trace.answer == "Shakespeare"
+    assert trace.search_count == 0
+    assert trace.follows_template
+    assert len(engine.contexts) == 2  # the answer, then the peek that found no <search>
+    assert trace.completion == "<think>I know</think><answer>Shakespeare</answer>"
+
+
+async def test_search_after_first_answer_then_final_answer(tokenizer, retriever) -> None:
+    trace, events, engine = await run(
+        tokenizer,
+        retriever,
+        [
+            "<think>unsure</think><answer>Marlowe</answer>",
+            "<search>Hamlet tragedy written by</search>",  # what the peek sees
+            "<think>the passage says Shakespeare</think><answer>William Shakespeare</answer>",
+            EOS,
+        ],
+    )
+    assert trace.search_count == 1
+    assert trace.searches[0].query == "Hamlet tragedy written by"
+    assert trace.searches[0].passages[0].id == "hamlet"
+    assert trace.answers == ["Marlowe", "William Shakespeare"]
+    assert trace.answer == "William Shakespeare"
+    assert trace.follows_template
+    # The model resumed on a context that holds the inserted result.
+    assert "Hamlet is a tragedy written by William Shakespeare" in engine.contexts[2]
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.index("SearchCall") < kinds.index("SearchResult") < len(kinds) - 1
+
+
+async def test_budget_is_enforced(tokenizer, retriever) -> None:
+    replies = ["<answer>a</answer>", "<search>Hamlet</search>"] + ["<answer>b</answer>", "<search>Paris</search>"] * 3
+    trace, events, _ = await run(tokenizer, retriever, replies + [EOS] * 4, max_searches=2)
+    assert trace.search_count == 2
+    assert [s.query for s in trace.searches] == ["Hamlet", "Paris"]
+    assert not any(isinstance(e, SearchCall) and e.index >= 2 for e in events)
+
+
+async def test_search_without_answer_first_still_searches(tokenizer, retriever) -> None:
+    trace, _, _ = await run(tokenizer, retriever, ["<search>capital of France</search>", "<answer>Paris</answer>", EOS])
+    assert trace.search_count == 1 and trace.answer == "Paris"
+
+
+async def test_over_budget_search_is_refused(tokenizer, retriever) -> None:
+    replies = ["<search>Hamlet</search>", "<search>Paris</search>", "<answer>Shakespeare</answer>", EOS]
+    trace, events, engine = await run(tokenizer, retriever, replies, max_searches=1)
+    assert trace.search_count == 1 and trace.refused_searches == 1
+    assert "search budget is used up" in engine.contexts[2]
+    assert any(isinstance(e, Inserted) and "budget" in e.text for e in events)
+    assert trace.answer == "Shakespeare"
+
+
+async def test_never_refuses_every_search(tokenizer, retriever) -> None:
+    replies = ["<search>Hamlet</search>", "<answer>Shakespeare</answer>", EOS]
+    trace, _, engine = await run(tokenizer, retriever, replies, policy=SearchPolicy.never)
+    assert trace.search_count == 0 and trace.refused_searches == 1
+    assert "searching is turned off" in engine.contexts[1]
+    assert len(engine.contexts) == 2  # no peek after the answer under `never`
+
+
+async def test_empty_query_is_refused(tokenizer, retriever) -> None:
+    trace, _, engine = await run(tokenizer, retriever, ["<search> </search>", "<answer>?</answer>", EOS])
+    assert trace.search_count == 0 and trace.refused_searches == 1
+    assert "query was empty" in engine.contexts[1]
+
+
+async def test_always_searches_once_with_the_question(tokenizer, retriever) -> None:
+    trace, events, engine = await run(
+        tokenizer, retriever, ["<search>more</search>", "<answer>ok</answer>", EOS],
+        policy=SearchPolicy.always, max_searches=5,
+    )  # fmt: skip
+    assert trace.search_count == 1
+    assert trace.searches[0].forced and trace.searches[0].query == "Who wrote Hamlet?"
+    assert trace.completion.startswith("<search> Who wrote Hamlet? </search>\n<result>\n[1] Hamlet")
+    assert trace.refused_searches == 1  # `always` is one search, then none
+    assert isinstance(events[0], Inserted) and isinstance(events[1], SearchCall)
+    assert "[1] Hamlet" in engine.contexts[0]
+
+
+async def test_length_stops_the_loop(tokenizer, retriever) -> None:
+    replies = ["<think>" + "very long thought " * 50]
+    trace, _, _ = await run(tokenizer, retriever, replies, max_tokens=20, force_answer=False)
+    assert trace.finish_reason == "length"
+    assert trace.generated_tokens == 20
+    assert not trace.forced_answer
+
+
+async def test_length_without_answer_forces_a_short_one(tokenizer, retriever) -> None:
+    replies = ["<think>" + "very long thought " * 50, "Shakespeare</answer>"]
+    trace, _, _ = await run(tokenizer, retriever, replies, max_tokens=20, answer_tokens=8)
+    assert trace.finish_reason == "length" and trace.forced_answer
+    assert trace.answer == "Shakespeare"
+    assert trace.generated_tokens <= 20 + 8
+
+
+async def test_peek_cut_inside_a_long_query_regenerates_the_whole_call(tokenizer, retriever) -> None:
+    query = "<search> the capital city of the French Republic and its largest city by population</search>"
+    replies = ["<answer>a</answer>", query, query, "<answer>Paris</answer>", EOS]
+    trace, _, engine = await run(tokenizer, retriever, replies, peek_tokens=4)
+    assert trace.search_count == 1
+    assert trace.searches[0].query == "the capital city of the French Republic and its largest city by population"
+    assert engine.contexts[1] == engine.contexts[2]  # the cut peek was dropped, not kept
+    assert trace.answer == "Paris" and trace.follows_template
+
+
+async def test_peek_without_search_drops_the_peeked_text(tokenizer, retriever) -> None:
+    trace, _, _ = await run(tokenizer, retriever, ["<answer>Shakespeare</answer>", "Thank you for asking!"])
+    assert trace.completion == "<answer>Shakespeare</answer>" and trace.search_count == 0
+
+
+async def test_degenerate_output_is_dropped_and_an_answer_forced(tokenizer, retriever) -> None:
+    trace, _, engine = await run(tokenizer, retriever, ["<answer>\n" * 10, "Shakespeare</answer>"])
+    assert trace.finish_reason == "degenerate" and trace.forced_answer
+    assert trace.answer == "Shakespeare"
+    assert engine.contexts[-1].endswith("<answer>")
+
+
+async def test_training_keeps_degenerate_output(tokenizer, retriever) -> None:
+    trace, _, _ = await run(tokenizer, retriever, ["<answer>\n" * 10], force_answer=False)
+    assert not trace.forced_answer and trace.completion.count("<answer>") >= 3
+
+
+async def test_loss_mask_covers_exactly_the_inserted_text(tokenizer, retriever) -> None:
+    trace, events, _ = await run(
+        tokenizer, retriever,
+        ["<answer>a</answer>", "<search>Hamlet</search>", "<answer>Shakespeare</answer>", EOS], logprobs=True,
+    )  # fmt: skip
+    assert len(trace.loss_mask) == len(trace.completion_ids) == len(trace.logprobs or [])
+    inserted = [trace.completion_ids[i] for i, m in enumerate(trace.loss_mask) if m == 0]
+    generated = [trace.completion_ids[i] for i, m in enumerate(trace.loss_mask) if m == 1]
+    inserted_text = "".join(e.inserted for e in events if isinstance(e, SearchResult))
+    assert tokenizer.decode(inserted) == inserted_text
+    assert tokenizer.decode(generated) == "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert protocol.RESULT_OPEN in tokenizer.decode(inserted)
+    assert protocol.RESULT_OPEN not in tokenizer.decode(generated)
+
+
+async def test_search_failure_degrades_to_no_results(tokenizer, tiny_corpus: Path) -> None:
+    class Broken(BM25Backend):
+        async def search(self, queries, k):
+            raise TimeoutError("backend timed out")
+
+    backend = Broken(tiny_corpus)
+    await backend.load()
+    trace, _, engine = await run(
+        tokenizer, CachedSearch(backend), ["<search>Hamlet</search>", "<answer>unsure</answer>", EOS]
+    )
+    assert trace.search_count == 1 and trace.searches[0].passages == []
+    assert "backend timed out" in trace.search_errors[0]
+    assert "search failed" in engine.contexts[1]
+    assert trace.answer == "unsure"
