@@ -13,7 +13,7 @@ from sem import __version__
 from sem.engines import Engine
 from sem.settings import Settings
 from service.errors import install_error_handlers
-from service.routes import answer, health
+from service.routes import answer, chat, health
 from service.state import ServiceState
 
 
@@ -43,4 +43,5 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(answer.router)
+    app.include_router(chat.router)
     return app

@@ -19,6 +19,18 @@ class NotReadyError(SEMError):
     """The engine or the index is still loading (or failed to load)."""
 
 
+class InvalidRequest(SEMError):
+    """A request that is well typed but cannot be served as asked (400)."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class ModelNotFound(SEMError):
+    """The request names a model this server does not serve (404)."""
+
+
 def error_response(
     status: int, message: str, type_: str, *, param: str | None = None, code: str | None = None
 ) -> JSONResponse:
@@ -49,6 +61,14 @@ async def _not_ready(_: Request, exc: NotReadyError) -> JSONResponse:
     return error_response(503, str(exc), "service_unavailable", code="not_ready")
 
 
+async def _invalid(_: Request, exc: InvalidRequest) -> JSONResponse:
+    return error_response(400, str(exc), "invalid_request_error", param=exc.param)
+
+
+async def _model_not_found(_: Request, exc: ModelNotFound) -> JSONResponse:
+    return error_response(404, str(exc), "invalid_request_error", param="model", code="model_not_found")
+
+
 async def _engine(_: Request, exc: EngineError) -> JSONResponse:
     log.error("engine error: %s", exc)
     return error_response(503, f"the model engine failed: {exc}", "service_unavailable", code="engine_error")
@@ -67,6 +87,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
     app.add_exception_handler(NotReadyError, _not_ready)  # type: ignore[arg-type]
+    app.add_exception_handler(InvalidRequest, _invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(ModelNotFound, _model_not_found)  # type: ignore[arg-type]
     app.add_exception_handler(EngineError, _engine)  # type: ignore[arg-type]
     app.add_exception_handler(ConfigError, _config)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from sem.loop import Trace
+
 if TYPE_CHECKING:
     from service.state import ServiceState
 
@@ -29,3 +31,11 @@ class Metrics:
         misses.set_function(lambda: state.search.stats.misses if state.search else 0)
         ready = Gauge("sem_ready", "1 once the engine and index are loaded.", registry=self.registry)
         ready.set_function(lambda: 1.0 if state.ready else 0.0)
+
+    def record(self, policy: str, trace: Trace, seconds: float) -> None:
+        """Count one finished answer."""
+        self.answers.labels(policy, trace.finish_reason).inc()
+        self.searches.inc(trace.search_count)
+        self.search_errors.inc(len(trace.search_errors))
+        self.generated_tokens.inc(trace.generated_tokens)
+        self.latency.observe(seconds)

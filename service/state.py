@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from sem.cache import CachedSearch, RedisStore
 from sem.engines import Engine, build_engine
@@ -28,6 +29,7 @@ class ServiceState:
         self.error: str | None = None
         self.metrics = Metrics(self)
         self.load_seconds: float | None = None
+        self.started_at = int(time.time())
 
     @property
     def ready(self) -> bool:
@@ -64,6 +66,11 @@ class ServiceState:
         if self.engine is not None:
             return self.engine.model_name
         return self.settings.model or "SmolLM2-135M-Instruct"
+
+    @property
+    def model_aliases(self) -> set[str]:
+        """Names a request may use for the served model: its served name, and the path or id it was loaded from."""
+        return {self.model_name, self.settings.model_path, Path(self.settings.model_path).name}
 
     async def aclose(self) -> None:
         if self.search is not None:

@@ -1,4 +1,4 @@
-"""Wire models of the HTTP API (pydantic only; domain types live in `sem`)."""
+"""Wire models of `POST /v1/answer`."""
 
 from __future__ import annotations
 
@@ -70,23 +70,3 @@ class AnswerResponse(BaseModel):
     usage: Usage
     latency_ms: float
     trace: TraceOut | None = None
-
-
-class ErrorInfo(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorInfo
-
-
-class Health(BaseModel):
-    status: Literal["ok", "loading", "error"]
-    model: str | None = None
-    engine: str | None = None
-    search_backend: str | None = None
-    cache: str | None = None
-    detail: str | None = None

@@ -1,0 +1,34 @@
+"""Cancel work whose client has gone away (non-streaming requests; streaming ones are cancelled by Starlette)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from fastapi import Request
+
+T = TypeVar("T")
+
+
+class ClientDisconnected(Exception):
+    """The client went away; its generation was cancelled."""
+
+
+async def run_until_disconnect(work: Awaitable[T], request: Request) -> T:
+    """Run the work, cancelling it (and so the engine request) if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    raise ClientDisconnected()

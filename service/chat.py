@@ -1,0 +1,134 @@
+"""OpenAI chat completions over the search loop: options, the full response, and the SSE stream.
+
+The final answer is the message `content`; everything the model thought, searched and read is
+`reasoning_content` (streamed live); the searches are in `search_results`; the count is
+`usage.num_search_queries`. In the stream, `content` arrives once the answer is final: under SEM's template
+a first answer may still be followed by a search.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from sem.errors import SEMError
+from sem.loop import Final, Inserted, LoopOptions, SearchLoop, SearchResult, TextDelta, Trace
+from sem.settings import LoopDefaults
+from service.schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ErrorInfo,
+    ErrorResponse,
+)
+from service.schemas.chat import AssistantMessage, Choice, ChunkChoice, DeltaMessage
+from service.traces import openai_finish_reason, search_out, usage_of
+
+log = logging.getLogger(__name__)
+
+
+def loop_options(body: ChatCompletionRequest, defaults: LoopDefaults) -> LoopOptions:
+    return LoopOptions.from_defaults(
+        defaults,
+        policy=body.sem.search,
+        max_searches=body.sem.max_searches,
+        top_k=body.sem.top_k,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        seed=body.seed,
+    )
+
+
+def split_conversation(body: ChatCompletionRequest) -> tuple[str, list[dict[str, str]]]:
+    """The question (last user message) and the earlier user/assistant turns as context.
+
+    System and developer messages are left out: SEM's system prompt defines the template the model was trained on.
+    """
+    history = [{"role": m.role, "content": m.text} for m in body.messages[:-1] if m.role in ("user", "assistant")]
+    return body.messages[-1].text, history
+
+
+def apply_stop(answer: str, stops: list[str] | None) -> str:
+    """Cut the answer at the first stop sequence (OpenAI leaves the stop out)."""
+    for stop in stops or []:
+        at = answer.find(stop)
+        if at >= 0:
+            answer = answer[:at]
+    return answer
+
+
+def to_completion(body: ChatCompletionRequest, trace: Trace, model: str) -> ChatCompletion:
+    return ChatCompletion(
+        id=f"chatcmpl-{trace.request_id}",
+        created=int(time.time()),
+        model=model,
+        choices=[
+            Choice(
+                message=AssistantMessage(
+                    content=apply_stop(trace.answer, body.stop),  # type: ignore[arg-type]
+                    reasoning_content=trace.completion,
+                ),
+                finish_reason=openai_finish_reason(trace),  # type: ignore[arg-type]
+            )
+        ],
+        usage=usage_of(trace),
+        search_results=[search_out(s) for s in trace.searches],
+    )
+
+
+def _frame(payload: ChatCompletionChunk | ErrorResponse) -> str:
+    return f"data: {payload.model_dump_json(exclude_unset=True)}\n\n"
+
+
+async def stream_completion(
+    loop: SearchLoop, body: ChatCompletionRequest, options: LoopOptions, model: str, on_done: object = None
+) -> AsyncIterator[str]:
+    """SSE frames: role first, reasoning as it is generated, search results, the answer, finish, usage, [DONE]."""
+    request_id = f"chat-{uuid.uuid4().hex}"
+    created = int(time.time())
+    question, history = split_conversation(body)
+
+    def chunk(delta: DeltaMessage, finish: str | None = None, **extra: object) -> ChatCompletionChunk:
+        c = ChatCompletionChunk(
+            id=f"chatcmpl-{request_id}",
+            created=created,
+            model=model,
+            choices=[ChunkChoice(delta=delta, finish_reason=finish)],  # type: ignore[arg-type]
+        )
+        for key, value in extra.items():
+            setattr(c, key, value)
+        return c
+
+    yield _frame(chunk(DeltaMessage(role="assistant", content="")))
+    try:
+        async for event in loop.stream(question, options, history=history, request_id=request_id):
+            if isinstance(event, TextDelta | Inserted):
+                yield _frame(chunk(DeltaMessage(reasoning_content=event.text)))
+            elif isinstance(event, SearchResult):
+                yield _frame(
+                    chunk(DeltaMessage(reasoning_content=event.inserted), search_results=[search_out(event.record)])
+                )
+            elif isinstance(event, Final):
+                trace = event.trace
+                if callable(on_done):
+                    on_done(trace)
+                answer = apply_stop(trace.answer, body.stop)  # type: ignore[arg-type]
+                if answer:
+                    yield _frame(chunk(DeltaMessage(content=answer)))
+                yield _frame(chunk(DeltaMessage(), openai_finish_reason(trace)))
+                if body.stream_options and body.stream_options.include_usage:
+                    usage_chunk = ChatCompletionChunk(
+                        id=f"chatcmpl-{request_id}", created=created, model=model, choices=[], usage=usage_of(trace)
+                    )
+                    yield _frame(usage_chunk)
+    except SEMError as exc:
+        log.error("stream %s failed: %s", request_id, exc)
+        yield _frame(ErrorResponse(error=ErrorInfo(message=str(exc), type="server_error", code="engine_error")))
+    except Exception as exc:  # the stream has started: the error must travel in-band
+        log.exception("stream %s failed", request_id)
+        message = f"internal error: {type(exc).__name__}"
+        yield _frame(ErrorResponse(error=ErrorInfo(message=message, type="server_error")))
+    yield "data: [DONE]\n\n"
