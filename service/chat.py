@@ -80,6 +80,7 @@ def to_completion(body: ChatCompletionRequest, trace: Trace, model: str) -> Chat
 
 
 def _frame(payload: ChatCompletionChunk | ErrorResponse) -> str:
+    # exclude_unset: a delta carries only what it sets (OpenAI's shape); fields that must always be there are set.
     return f"data: {payload.model_dump_json(exclude_unset=True)}\n\n"
 
 
@@ -94,6 +95,7 @@ async def stream_completion(
     def chunk(delta: DeltaMessage, finish: str | None = None, **extra: object) -> ChatCompletionChunk:
         c = ChatCompletionChunk(
             id=f"chatcmpl-{request_id}",
+            object="chat.completion.chunk",
             created=created,
             model=model,
             choices=[ChunkChoice(delta=delta, finish_reason=finish)],  # type: ignore[arg-type]
@@ -121,7 +123,12 @@ async def stream_completion(
                 yield _frame(chunk(DeltaMessage(), openai_finish_reason(trace)))
                 if body.stream_options and body.stream_options.include_usage:
                     usage_chunk = ChatCompletionChunk(
-                        id=f"chatcmpl-{request_id}", created=created, model=model, choices=[], usage=usage_of(trace)
+                        id=f"chatcmpl-{request_id}",
+                        object="chat.completion.chunk",
+                        created=created,
+                        model=model,
+                        choices=[],
+                        usage=usage_of(trace),
                     )
                     yield _frame(usage_chunk)
     except SEMError as exc:

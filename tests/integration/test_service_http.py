@@ -2,56 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import pytest
-
-from tests.conftest import free_port
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def service(redis_server: str, settings) -> Iterator[str]:
-    port = free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = (ARTIFACTS / "service.log").open("w")
-    env = {**os.environ, "SEM_REDIS_URL": redis_server, "SEM_PORT": str(port), "SEM_HOME": str(settings.home_dir)}
-    proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the service exited with {proc.returncode}; see {log.name}", pytrace=False)
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the service was not ready in 240 s; see {log.name}", pytrace=False)
-            time.sleep(0.5)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def client(service: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service, timeout=120) as c:
-        yield c
 
 
 def test_health_and_readiness(client: httpx.Client) -> None:

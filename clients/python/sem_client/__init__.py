@@ -1,0 +1,48 @@
+"""Python SDK for the SEM service."""
+
+__version__ = "0.1.0"
+
+from sem_client._client import AsyncSemClient, SemClient
+from sem_client._streaming import AsyncStream, Stream
+from sem_client.errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    InternalServerError,
+    NotFoundError,
+    RateLimitError,
+    SemError,
+    ServiceUnavailableError,
+    StreamError,
+    UnprocessableEntityError,
+)
+from sem_client.types import Answer, ChatCompletion, ChatCompletionChunk, Passage, Search, Usage
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "Answer",
+    "AsyncSemClient",
+    "AsyncStream",
+    "AuthenticationError",
+    "BadRequestError",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "InternalServerError",
+    "NotFoundError",
+    "Passage",
+    "RateLimitError",
+    "Search",
+    "SemClient",
+    "SemError",
+    "ServiceUnavailableError",
+    "Stream",
+    "StreamError",
+    "UnprocessableEntityError",
+    "Usage",
+]

@@ -1,0 +1,223 @@
+"""`SemClient` and `AsyncSemClient`: httpx clients with retries, typed responses and streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Literal, overload
+
+import httpx
+
+from sem_client._base import BaseClient, answer_payload, chat_payload
+from sem_client._streaming import AsyncStream, Stream
+from sem_client.errors import APIConnectionError, APITimeoutError, status_error
+from sem_client.types import Answer, ChatCompletion, Model, SearchPolicy
+
+
+class SemClient(BaseClient):
+    """Synchronous client.
+
+    >>> with SemClient("http://127.0.0.1:8000") as sem:  # doctest: +SKIP
+    ...     print(sem.answer("Who wrote Hamlet?").search_count)
+    """
+
+    def __init__(self, base_url: str | None = None, *, http_client: httpx.Client | None = None, **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
+        self._http = http_client or httpx.Client(base_url=self.base_url, timeout=self.timeout)
+
+    def answer(
+        self,
+        question: str,
+        *,
+        search: SearchPolicy | None = None,
+        max_searches: int | None = None,
+        top_k: int | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        return_trace: bool | None = None,
+    ) -> Answer:
+        """`POST /v1/answer`: one answer and the searches it took."""
+        payload = answer_payload(
+            question, search=search, max_searches=max_searches, top_k=top_k, max_tokens=max_tokens,
+            temperature=temperature, seed=seed, return_trace=return_trace,
+        )  # fmt: skip
+        return Answer.model_validate(self._send("POST", "/v1/answer", payload).json())
+
+    @overload
+    def chat(
+        self, messages: list[dict[str, Any]] | str, *, stream: Literal[False] = ..., **kw: Any
+    ) -> ChatCompletion: ...
+
+    @overload
+    def chat(self, messages: list[dict[str, Any]] | str, *, stream: Literal[True], **kw: Any) -> Stream: ...
+
+    def chat(
+        self,
+        messages: list[dict[str, Any]] | str,
+        *,
+        model: str | None = None,
+        stream: bool = False,
+        search: SearchPolicy | None = None,
+        max_searches: int | None = None,
+        top_k: int | None = None,
+        include_usage: bool = True,
+        **options: Any,
+    ) -> ChatCompletion | Stream:
+        """`POST /v1/chat/completions`; `stream=True` gives an iterator of chunks. `model`: the served one."""
+        payload = chat_payload(
+            messages, model=model or self.default_model(), stream=stream, search=search,
+            max_searches=max_searches, top_k=top_k, include_usage=include_usage, **options,
+        )  # fmt: skip
+        if stream:
+            return Stream(self._send("POST", "/v1/chat/completions", payload, stream=True))
+        return ChatCompletion.model_validate(self._send("POST", "/v1/chat/completions", payload).json())
+
+    def models(self) -> list[Model]:
+        return [Model.model_validate(m) for m in self._send("GET", "/v1/models").json()["data"]]
+
+    def default_model(self) -> str:
+        if not hasattr(self, "_model"):
+            self._model = self.models()[0].id
+        return self._model
+
+    def health(self) -> dict[str, Any]:
+        """`GET /readyz` (503 while loading raises ServiceUnavailableError after the retries)."""
+        return self._send("GET", "/readyz").json()
+
+    def _send(self, method: str, path: str, json: Any = None, *, stream: bool = False) -> httpx.Response:
+        request = self._http.build_request(method, path, json=json, headers=self._headers())
+        attempt = 0
+        while True:
+            try:
+                response = self._http.send(request, stream=stream)
+            except httpx.TimeoutException as exc:
+                if attempt < self.max_retries:
+                    time.sleep(self._retry_delay(attempt, None))
+                    attempt += 1
+                    continue
+                raise APITimeoutError(f"request timed out: {exc}", request=request) from exc
+            except httpx.TransportError as exc:
+                if attempt < self.max_retries:
+                    time.sleep(self._retry_delay(attempt, None))
+                    attempt += 1
+                    continue
+                raise APIConnectionError(f"could not reach {self.base_url}: {exc}", request=request) from exc
+            if response.is_success:
+                return response
+            if stream:
+                response.read()
+            if attempt < self.max_retries and self._should_retry(response):
+                delay = self._retry_delay(attempt, response)
+                response.close()
+                time.sleep(delay)
+                attempt += 1
+                continue
+            raise status_error(response)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SemClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncSemClient(BaseClient):
+    """Asynchronous client; the same methods, awaited."""
+
+    def __init__(
+        self, base_url: str | None = None, *, http_client: httpx.AsyncClient | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(base_url, **kwargs)
+        self._http = http_client or httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout)
+
+    async def answer(
+        self,
+        question: str,
+        *,
+        search: SearchPolicy | None = None,
+        max_searches: int | None = None,
+        top_k: int | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        return_trace: bool | None = None,
+    ) -> Answer:
+        payload = answer_payload(
+            question, search=search, max_searches=max_searches, top_k=top_k, max_tokens=max_tokens,
+            temperature=temperature, seed=seed, return_trace=return_trace,
+        )  # fmt: skip
+        return Answer.model_validate((await self._send("POST", "/v1/answer", payload)).json())
+
+    async def chat(
+        self,
+        messages: list[dict[str, Any]] | str,
+        *,
+        model: str | None = None,
+        stream: bool = False,
+        search: SearchPolicy | None = None,
+        max_searches: int | None = None,
+        top_k: int | None = None,
+        include_usage: bool = True,
+        **options: Any,
+    ) -> ChatCompletion | AsyncStream:
+        payload = chat_payload(
+            messages, model=model or await self.default_model(), stream=stream, search=search,
+            max_searches=max_searches, top_k=top_k, include_usage=include_usage, **options,
+        )  # fmt: skip
+        if stream:
+            return AsyncStream(await self._send("POST", "/v1/chat/completions", payload, stream=True))
+        return ChatCompletion.model_validate((await self._send("POST", "/v1/chat/completions", payload)).json())
+
+    async def models(self) -> list[Model]:
+        return [Model.model_validate(m) for m in (await self._send("GET", "/v1/models")).json()["data"]]
+
+    async def default_model(self) -> str:
+        if not hasattr(self, "_model"):
+            self._model = (await self.models())[0].id
+        return self._model
+
+    async def health(self) -> dict[str, Any]:
+        return (await self._send("GET", "/readyz")).json()
+
+    async def _send(self, method: str, path: str, json: Any = None, *, stream: bool = False) -> httpx.Response:
+        request = self._http.build_request(method, path, json=json, headers=self._headers())
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.send(request, stream=stream)
+            except httpx.TimeoutException as exc:
+                if attempt < self.max_retries:
+                    await asyncio.sleep(self._retry_delay(attempt, None))
+                    attempt += 1
+                    continue
+                raise APITimeoutError(f"request timed out: {exc}", request=request) from exc
+            except httpx.TransportError as exc:
+                if attempt < self.max_retries:
+                    await asyncio.sleep(self._retry_delay(attempt, None))
+                    attempt += 1
+                    continue
+                raise APIConnectionError(f"could not reach {self.base_url}: {exc}", request=request) from exc
+            if response.is_success:
+                return response
+            if stream:
+                await response.aread()
+            if attempt < self.max_retries and self._should_retry(response):
+                delay = self._retry_delay(attempt, response)
+                await response.aclose()
+                await asyncio.sleep(delay)
+                attempt += 1
+                continue
+            raise status_error(response)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncSemClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,108 @@
+"""Typed responses. Lenient (`extra="allow"`): a newer server may add fields without breaking older clients."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+SearchPolicy = Literal["auto", "never", "always"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Passage(_Model):
+    id: str
+    title: str = ""
+    text: str
+    score: float | None = None
+
+
+class Search(_Model):
+    query: str
+    passages: list[Passage]
+    cached: bool = False
+    latency_ms: float = 0.0
+    error: str | None = None
+    forced: bool = False
+
+
+class Usage(_Model):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    num_search_queries: int = 0
+
+
+class Trace(_Model):
+    text: str
+    answers: list[str] = []
+    follows_template: bool = False
+    refused_searches: int = 0
+    engine_calls: int = 0
+
+
+class Answer(_Model):
+    id: str
+    model: str
+    answer: str
+    search_count: int
+    searches: list[Search] = []
+    search_errors: list[str] = []
+    finish_reason: str
+    usage: Usage
+    latency_ms: float = 0.0
+    trace: Trace | None = None
+
+
+class ChatMessage(_Model):
+    role: str
+    content: str | None = None
+    reasoning_content: str | None = None
+
+
+class ChatChoice(_Model):
+    index: int = 0
+    message: ChatMessage
+    finish_reason: str | None = None
+
+
+class ChatCompletion(_Model):
+    id: str
+    model: str
+    created: int
+    choices: list[ChatChoice]
+    usage: Usage
+    search_results: list[Search] = []
+
+    @property
+    def content(self) -> str:
+        return self.choices[0].message.content or ""
+
+
+class ChunkDelta(_Model):
+    role: str | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+
+
+class ChunkChoice(_Model):
+    index: int = 0
+    delta: ChunkDelta
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(_Model):
+    id: str
+    model: str
+    created: int
+    choices: list[ChunkChoice] = []
+    usage: Usage | None = None
+    search_results: list[Search] | None = None
+
+
+class Model(_Model):
+    id: str
+    owned_by: str = ""

@@ -1,0 +1,184 @@
+"""The SDK offline, over httpx.MockTransport: error mapping, retries, timeouts, SSE decoding."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import sem_client
+from sem_client import (
+    APIConnectionError,
+    APITimeoutError,
+    AsyncSemClient,
+    BadRequestError,
+    NotFoundError,
+    RateLimitError,
+    SemClient,
+    ServiceUnavailableError,
+    StreamError,
+    UnprocessableEntityError,
+)
+from sem_client._streaming import SSEDecoder
+
+ANSWER = {
+    "id": "ans-1",
+    "model": "m",
+    "answer": "Shakespeare",
+    "search_count": 1,
+    "searches": [{"query": "q", "passages": [{"id": "1", "title": "Hamlet", "text": "t"}], "cached": False}],
+    "finish_reason": "stop",
+    "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5, "num_search_queries": 1},
+}
+
+
+def error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None, **headers):
+    body = {"error": {"message": message, "type": type_, "param": param, "code": None}}
+    return httpx.Response(status, json=body, headers=headers)
+
+
+def client_with(handler, **kwargs) -> SemClient:
+    transport = httpx.MockTransport(handler)
+    http = httpx.Client(base_url="http://sem.test", transport=transport)
+    return SemClient("http://sem.test", http_client=http, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("status", "exc"),
+    [(400, BadRequestError), (404, NotFoundError), (422, UnprocessableEntityError), (429, RateLimitError),
+     (503, ServiceUnavailableError)],
+)  # fmt: skip
+def test_status_maps_to_exception_with_the_server_message(status: int, exc: type) -> None:
+    client = client_with(lambda r: error(status, "question: too long", param="question"), max_retries=0)
+    with pytest.raises(exc) as info:
+        client.answer("q")
+    assert info.value.status_code == status
+    assert "question: too long" in str(info.value) and info.value.param == "question"
+
+
+def test_retries_503_then_succeeds_honouring_retry_after() -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) < 3:
+            return error(503, "loading", "service_unavailable", **{"retry-after": "0"})
+        return httpx.Response(200, json=ANSWER)
+
+    result = client_with(handler, max_retries=2).answer("Who wrote Hamlet?", search="always")
+    assert result.answer == "Shakespeare" and result.searches[0].passages[0].title == "Hamlet"
+    assert len(calls) == 3
+    assert json.loads(calls[0].content) == {"question": "Who wrote Hamlet?", "search": "always"}
+
+
+def test_gives_up_after_max_retries() -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return error(429, "slow down", "rate_limit_error", **{"retry-after": "0"})
+
+    with pytest.raises(RateLimitError):
+        client_with(handler, max_retries=1).answer("q")
+    assert len(calls) == 2
+
+
+def test_no_retry_on_client_errors() -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return error(422, "question: must not be blank")
+
+    with pytest.raises(UnprocessableEntityError):
+        client_with(handler, max_retries=3).answer(" ")
+    assert len(calls) == 1
+
+
+def test_timeouts_and_connection_errors() -> None:
+    def timeout(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    with pytest.raises(APITimeoutError):
+        client_with(timeout, max_retries=0).answer("q")
+    with pytest.raises(APIConnectionError):
+        client_with(refused, max_retries=0).answer("q")
+
+
+def test_api_key_from_argument_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(200, json=ANSWER)
+
+    client_with(handler, api_key="k1").answer("q")
+    monkeypatch.setenv("SEM_API_KEY", "k2")
+    client_with(handler).answer("q")
+    assert seen == ["Bearer k1", "Bearer k2"]
+
+
+def sse(*events: object) -> bytes:
+    lines = []
+    for event in events:
+        lines.append(f"data: {event if isinstance(event, str) else json.dumps(event)}\n\n")
+    return "".join(lines).encode()
+
+
+CHUNK = {"id": "c", "model": "m", "created": 1, "choices": [{"index": 0, "delta": {"content": "Hi"}}]}
+
+
+def test_stream_stops_at_done_and_raises_on_error_events() -> None:
+    def ok(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+        return httpx.Response(200, content=sse(CHUNK, CHUNK, "[DONE]", CHUNK))
+
+    chunks = list(client_with(ok).chat("hi", model="m", stream=True))
+    assert [c.choices[0].delta.content for c in chunks] == ["Hi", "Hi"]
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=sse(CHUNK, {"error": {"message": "engine died"}}, "[DONE]"))
+
+    with pytest.raises(StreamError, match="engine died"):
+        list(client_with(broken).chat("hi", model="m", stream=True))
+
+
+def test_sse_decoder_follows_the_spec() -> None:
+    decoder = SSEDecoder()
+    lines = [": keep-alive", "event: chunk", "id: 7", "data: a", "data:b", "", "", "data: c", ""]
+    events = [e for e in (decoder.feed(line) for line in lines) if e]
+    assert [(e.event, e.id, e.data) for e in events] == [("chunk", "7", "a\nb"), (None, "7", "c")]
+
+
+async def test_async_client_retries_and_streams() -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "served"}]})
+        if len(calls) == 2:
+            return error(503, "busy", "service_unavailable", **{"retry-after": "0"})
+        body = json.loads(request.content)
+        assert body["model"] == "served"
+        return httpx.Response(200, content=sse(CHUNK, "[DONE]"))
+
+    http = httpx.AsyncClient(base_url="http://sem.test", transport=httpx.MockTransport(handler))
+    async with AsyncSemClient("http://sem.test/v1", http_client=http) as client:
+        stream = await client.chat([{"role": "user", "content": "hi"}], stream=True)
+        chunks = [c async for c in stream]
+    assert len(chunks) == 1 and calls == ["/v1/models", "/v1/chat/completions", "/v1/chat/completions"]
+
+
+def test_package_imports_nothing_of_the_server() -> None:
+    import subprocess
+    import sys
+
+    code = "import sem_client, sys; print(sorted(m for m in sys.modules if m.split('.')[0] in ('sem', 'service')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    assert sem_client.__version__
