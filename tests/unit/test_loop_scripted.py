@@ -1,4 +1,4 @@
-"""Every branch of the search loop, driven by a scripted engine (the real tokenizer and a real BM25 index).
+"""Every branch of the search loop, driven by a replay engine (the real tokenizer and a real BM25 index).
 
 The real model runs the same loop in tests/integration/test_loop_engines.py; the script makes each branch
 happen on purpose: a search after an answer, the budget, refusals, a peek that finds no search, length.
@@ -6,59 +6,17 @@ happen on purpose: a search after an answer, the budget, refusals, a peek that f
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from sem import protocol
 from sem.cache import CachedSearch
-from sem.engines.base import Delta, SamplingOptions, first_stop
+from sem.engines.replay import ReplayEngine
 from sem.loop import Final, Inserted, LoopOptions, SearchCall, SearchLoop, SearchPolicy, SearchResult, TextDelta
 from sem.search.bm25 import BM25Backend
 
-EOS = "<eos>"
-
-
-class ScriptedEngine:
-    """Replies with the next scripted text, honouring stop strings and max_tokens like a real engine.
-
-    Text after a stop string is dropped, as a real engine would never have generated it.
-    """
-
-    name = "scripted"
-    model_name = "scripted"
-
-    def __init__(self, tokenizer, replies: list[str]) -> None:
-        self.tokenizer = tokenizer
-        self.replies = list(replies)
-        self.contexts: list[str] = []
-
-    async def generate(
-        self, prompt_ids: list[int], options: SamplingOptions, *, request_id: str
-    ) -> AsyncIterator[Delta]:
-        self.contexts.append(self.tokenizer.decode(prompt_ids))
-        reply = self.replies.pop(0) if self.replies else EOS
-        eos = reply.endswith(EOS)
-        reply = reply.removesuffix(EOS)
-        stop, cut = first_stop(reply, options.stop)
-        text = reply[:cut]
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
-        finish = "stop" if (stop or eos) else "length"
-        if len(ids) > options.max_tokens:
-            ids, finish, stop = ids[: options.max_tokens], "length", None
-            text = self.tokenizer.decode(ids)
-        # Stream in two pieces, as vLLM does in many.
-        half = len(ids) // 2
-        first_text = self.tokenizer.decode(ids[:half])
-        yield Delta(first_text, ids[:half])
-        yield Delta(text[len(first_text) :], ids[half:], None, finish, stop)
-
-    async def abort(self, request_id: str) -> None: ...
-
-    async def check_health(self) -> None: ...
-
-    async def aclose(self) -> None: ...
+EOS = ""  # an empty reply: the model stops at once
 
 
 @pytest.fixture
@@ -69,7 +27,7 @@ async def retriever(tiny_corpus: Path) -> CachedSearch:
 
 
 async def run(tokenizer, retriever, replies, **options):
-    engine = ScriptedEngine(tokenizer, replies)
+    engine = ReplayEngine(tokenizer, replies)
     loop = SearchLoop(engine, retriever)
     options.setdefault("peek_tokens", 64)  # the scripted peeks hold whole queries; one test shortens it
     events = [e async for e in loop.stream("Who wrote Hamlet?", LoopOptions(**options))]

@@ -1,0 +1,249 @@
+"""`trainer`: data -> sft -> train -> eval -> export, each with --help.
+
+Options come from the command line, or from a YAML config file whose sections are the command names
+(`trainer --config trainer/configs/cpu-smollm2.yaml train --max-steps 2`: the command line wins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="SEM post-training: GRPO for search efficiency.", no_args_is_help=True, add_completion=False)
+log = logging.getLogger("trainer")
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+RUNS = Path("runs")
+
+
+class Reward(StrEnum):
+    sem = "sem"
+    ikea = "ikea"
+    otc = "otc"
+    em = "em"
+
+
+class Labelling(StrEnum):
+    fixed = "fixed"  # MuSiQue/HotpotQA need search, MMLU is known (SEM's mix)
+    model = "model"  # the base model's closed-book pass rate decides (IKEA's mode)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(help="YAML file with a section per command.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if config is not None:
+        import yaml
+
+        sections = yaml.safe_load(config.read_text()) or {}
+        ctx.default_map = {
+            cmd: {k.replace("-", "_"): v for k, v in (opts or {}).items()} for cmd, opts in sections.items()
+        }
+
+
+def _retriever(corpus: Path):
+    from sem.cache import CachedSearch
+    from sem.search.bm25 import BM25Backend
+
+    backend = BM25Backend(corpus)
+    backend.load_sync()
+    return CachedSearch(backend)
+
+
+def _default_model() -> str:
+    from sem.settings import Settings
+
+    return Settings().model_path
+
+
+@app.command()
+def data(
+    data_dir: Annotated[Path, typer.Option(help="Folder with the benchmark files (../shared/data).")] = DEFAULT_DATA,
+    out: Annotated[Path, typer.Option(help="Where train.jsonl, dev.jsonl and corpus.jsonl go.")] = RUNS / "data",
+    per_class: Annotated[int, typer.Option(help="Training questions per class (needs search / known).")] = 64,
+    dev_per_class: Annotated[int, typer.Option(help="Dev questions per class (from dev splits).")] = 25,
+    seed: int = 0,
+    labelling: Annotated[
+        Labelling, typer.Option(help="fixed (SEM's mix) or model (base pass rate).")
+    ] = Labelling.fixed,
+    label_model: Annotated[str | None, typer.Option(help="Model for --labelling model (default: SEM_MODEL).")] = None,
+    label_samples: Annotated[int, typer.Option(help="Closed-book samples per question for --labelling model.")] = 4,
+) -> None:
+    """Build the balanced training mix, a dev mix the training does not see, and their search corpus."""
+    from trainer.data import balanced_mix, class_balance, load_source, paragraph_corpus, write_jsonl
+
+    needs = load_source("musique", data_dir, "train") + load_source("hotpotqa", data_dir, "train")
+    known = load_source("mmlu", data_dir, "train") + load_source("gsm8k", data_dir, "train", limit=500)
+    dev_needs = load_source("musique", data_dir, "dev") + load_source("hotpotqa", data_dir, "dev")
+    dev_known = load_source("mmlu", data_dir, "dev")
+    if labelling is Labelling.model:
+        needs, known = _relabel(needs + known, label_model or _default_model(), label_samples)
+    train = balanced_mix(needs, known, per_class, seed)
+    dev = balanced_mix(dev_needs, dev_known, dev_per_class, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(train, out / "train.jsonl")
+    write_jsonl(dev, out / "dev.jsonl")
+    from sem.corpus import write_corpus
+
+    n = write_corpus(paragraph_corpus(train + dev), out / "corpus.jsonl")
+    typer.echo(f"train {len(train)} {class_balance(train)}  dev {len(dev)} {class_balance(dev)}  corpus {n} passages")
+    typer.echo(f"-> {out}")
+
+
+def _relabel(examples: list, model: str, k: int) -> tuple[list, list]:
+    """IKEA-style labels: a question the base model never answers right closed-book needs search."""
+    from sem.engines.hf import HFEngine
+    from sem.loop import LoopOptions, SearchLoop, SearchPolicy
+    from sem.scoring import score
+    from trainer.data import label_by_pass_rate
+
+    engine = HFEngine.load(model)
+    loop = SearchLoop(engine, retriever=None)  # type: ignore[arg-type]  # never searches
+
+    def answer_fn(example, n: int) -> list[str]:
+        options = LoopOptions(policy=SearchPolicy.never, max_tokens=64, temperature=1.0)
+        return [asyncio.run(loop.run(example.prompt_text(), options)).answer for _ in range(n)]
+
+    def is_correct(answer: str, example) -> bool:
+        return score(answer, list(example.answers), source=example.source, choices=example.choices) >= 0.5
+
+    labelled = label_by_pass_rate(examples, answer_fn, k=k, is_correct=is_correct)
+    return [e for e in labelled if e.kind == "needs_search"], [e for e in labelled if e.kind == "known"]
+
+
+@app.command()
+def sft(
+    data_dir: Annotated[Path, typer.Option("--data", help="Output of `trainer data`.")] = RUNS / "data",
+    model: Annotated[str | None, typer.Option(help="Base model (default: SEM_MODEL or the embedded one).")] = None,
+    out: Annotated[Path, typer.Option(help="Checkpoints and the final model.")] = RUNS / "sft",
+    max_steps: int = 60,
+    batch_size: int = 4,
+    learning_rate: float = 5e-5,
+    save_steps: int = 50,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
+) -> None:
+    """Warm up the template with teacher traces written through the real loop (results masked)."""
+    from trainer.data import read_jsonl
+    from trainer.sft import run_sft
+
+    final = run_sft(
+        model or _default_model(), read_jsonl(data_dir / "train.jsonl"), _retriever(data_dir / "corpus.jsonl"), out,
+        max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, save_steps=save_steps, resume=resume,
+    )  # fmt: skip
+    typer.echo(f"sft model -> {final}")
+
+
+@app.command()
+def train(
+    data_dir: Annotated[Path, typer.Option("--data", help="Output of `trainer data`.")] = RUNS / "data",
+    model: Annotated[str | None, typer.Option(help="Start model (default: runs/sft/final when present).")] = None,
+    out: Annotated[Path, typer.Option(help="Checkpoints, log.jsonl and the final model.")] = RUNS / "grpo",
+    reward: Reward = Reward.sem,
+    tau: float = 0.8,
+    max_steps: int = 200,
+    batch_size: int = 4,
+    num_generations: int = 4,
+    max_completion_length: int = 128,
+    temperature: float = 1.0,
+    learning_rate: float = 1e-5,
+    beta: float = 0.0,
+    loss_type: str = "dapo",
+    lora: Annotated[bool, typer.Option(help="Train a LoRA adapter (else the full model).")] = True,
+    max_searches: int = 2,
+    save_steps: int = 25,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
+) -> None:
+    """GRPO with a search-efficiency reward; rollouts run sem.loop on the policy."""
+    from trainer.data import read_jsonl
+    from trainer.grpo import GRPOSettings, run_grpo
+
+    start = model or (str(RUNS / "sft" / "final") if (RUNS / "sft" / "final").is_dir() else _default_model())
+    settings = GRPOSettings(
+        reward=reward.value, tau=tau, max_steps=max_steps, batch_size=batch_size, num_generations=num_generations,
+        max_completion_length=max_completion_length, temperature=temperature, learning_rate=learning_rate,
+        beta=beta, loss_type=loss_type, lora=lora, max_searches=max_searches, save_steps=save_steps,
+    )  # fmt: skip
+    final = run_grpo(
+        start, read_jsonl(data_dir / "train.jsonl"), _retriever(data_dir / "corpus.jsonl"), out, settings,
+        resume=resume,
+    )  # fmt: skip
+    typer.echo(f"grpo model -> {final}  (log: {out / 'log.jsonl'})")
+
+
+@app.command("eval")
+def evaluate(
+    data_file: Annotated[Path, typer.Option("--data", help="Questions (JSONL from `trainer data`).")] = RUNS
+    / "data"
+    / "dev.jsonl",
+    corpus: Annotated[Path | None, typer.Option(help="Search corpus (default: beside --data).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model path (default: SEM_MODEL or the embedded one).")] = None,
+    url: Annotated[str | None, typer.Option(help="Evaluate a running service instead of a local model.")] = None,
+    engine: Annotated[str, typer.Option(help="auto, vllm or hf (local model only).")] = "auto",
+    policies: Annotated[str, typer.Option(help="Comma list of auto, never, always, budget.")] = "auto,never,always",
+    max_searches: Annotated[int, typer.Option(help="The budget of the `budget` policy.")] = 3,
+    max_tokens: int = 128,
+    limit: Annotated[int | None, typer.Option(help="Only the first N questions.")] = None,
+    out: Annotated[Path, typer.Option(help="results.md, results.json and results.png go here.")] = RUNS / "eval",
+    title: str = "SEM evaluation",
+) -> None:
+    """EM, F1, search ratio and searches per question per benchmark and policy (table, JSON, plot)."""
+    from trainer.data import read_jsonl
+    from trainer.evaluate import POLICIES, markdown_table, run_remote, write_report
+
+    chosen = [p.strip() for p in policies.split(",") if p.strip()]
+    unknown = sorted(set(chosen) - set(POLICIES))
+    if unknown:
+        raise typer.BadParameter(f"unknown policies {unknown}; choose from {list(POLICIES)}", param_hint="--policies")
+    examples = read_jsonl(data_file)[:limit]
+    if url:
+        outcomes = asyncio.run(run_remote(url, examples, chosen, max_searches=max_searches, max_tokens=max_tokens))
+    else:
+        outcomes = asyncio.run(_eval_local(model, engine, corpus or data_file.with_name("corpus.jsonl"), examples,
+                                           chosen, max_searches, max_tokens))  # fmt: skip
+    rows = write_report(outcomes, out, title)
+    typer.echo(markdown_table(rows, title))
+    typer.echo(f"-> {out}/results.md, results.json, results.png")
+
+
+async def _eval_local(model, engine_kind, corpus, examples, policies, max_searches, max_tokens):
+    from sem.engines import build_engine
+    from sem.loop import SearchLoop
+    from sem.settings import EngineKind, Settings
+    from trainer.evaluate import run_local
+
+    settings = (
+        Settings(model=model, engine=EngineKind(engine_kind)) if model else Settings(engine=EngineKind(engine_kind))
+    )
+    engine = await build_engine(settings)
+    try:
+        loop = SearchLoop(engine, _retriever(corpus))
+        return await run_local(loop, examples, policies, max_searches=max_searches, max_tokens=max_tokens)
+    finally:
+        await engine.aclose()
+
+
+@app.command()
+def export(
+    adapter: Annotated[Path, typer.Option(help="A LoRA adapter folder (e.g. runs/grpo/final).")] = RUNS
+    / "grpo"
+    / "final",
+    out: Annotated[Path, typer.Option(help="The merged checkpoint (serve it with SEM_MODEL=...).")] = RUNS / "export",
+) -> None:
+    """Merge a LoRA adapter into its base model, for the service to load."""
+    from trainer.grpo import merge_adapter
+
+    typer.echo(f"merged -> {merge_adapter(adapter, out)}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,118 @@
+"""SFT warm-up: teach a small model the template before GRPO (a model that never writes the tags gets no
+gradient from the reward).
+
+Traces are written by replaying a teacher's text through the real `SearchLoop` with the real retriever, so the
+warm-up data has exactly the served format: the `<result>` blocks are real search results, and they are masked
+out of the loss (label -100) just as the loop's loss mask says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from sem.cache import CachedSearch
+from sem.engines.replay import ReplayEngine
+from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
+from trainer.data import Example
+
+log = logging.getLogger(__name__)
+IGNORE = -100
+
+
+def teacher_replies(example: Example) -> list[str]:
+    """What a well-behaved model writes: answer directly when it knows, else answer, search, answer again."""
+    gold = example.answers[0]
+    if example.kind == "known":
+        return [f"<think>I know this.</think>\n<answer>{gold}</answer>", ""]
+    return [
+        "<think>I am not sure of this.</think>\n<answer>unknown</answer>",
+        f"\n<search> {' '.join(example.question.split())} </search>",
+        f"<think>The search result answers it.</think>\n<answer>{gold}</answer>",
+        "",
+    ]
+
+
+async def teacher_trace(example: Example, tokenizer: Any, retriever: CachedSearch, top_k: int = 3) -> Trace:
+    engine = ReplayEngine(tokenizer, teacher_replies(example), "teacher")
+    options = LoopOptions(
+        policy=SearchPolicy.auto,
+        max_searches=1,
+        top_k=top_k,
+        max_tokens=4096,
+        peek_tokens=4096,  # the teacher's peek holds its whole search call
+        force_answer=False,
+        passage_chars=300,
+    )
+    return await SearchLoop(engine, retriever).run(example.prompt_text(), options)
+
+
+def sft_row(trace: Trace, eos_id: int | None) -> dict[str, list[int]]:
+    """input_ids and labels: the prompt and inserted results are not trained on; a final EOS is."""
+    ids = trace.prompt_ids + trace.completion_ids
+    labels = [IGNORE] * len(trace.prompt_ids) + [
+        tok if keep else IGNORE for tok, keep in zip(trace.completion_ids, trace.loss_mask, strict=True)
+    ]
+    if eos_id is not None and (not ids or ids[-1] != eos_id):
+        ids.append(eos_id)
+        labels.append(eos_id)
+    return {"input_ids": ids, "labels": labels}
+
+
+def build_sft_rows(examples: list[Example], tokenizer: Any, retriever: CachedSearch) -> list[dict[str, list[int]]]:
+    async def build() -> list[Trace]:
+        return [await teacher_trace(ex, tokenizer, retriever) for ex in tqdm(examples, desc="sft traces")]
+
+    traces = asyncio.run(build())
+    return [sft_row(t, tokenizer.eos_token_id) for t in traces]
+
+
+def run_sft(
+    model_path: str,
+    examples: list[Example],
+    retriever: CachedSearch,
+    output_dir: Path,
+    *,
+    max_steps: int = 60,
+    batch_size: int = 4,
+    learning_rate: float = 5e-5,
+    save_steps: int = 50,
+    resume: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Fine-tune briefly on teacher traces; returns the folder of the final checkpoint."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    rows = build_sft_rows(examples, tokenizer, retriever)
+    log.info("sft: %d traces, %d tokens trained", len(rows), sum(sum(x != IGNORE for x in r["labels"]) for r in rows))
+    args = SFTConfig(
+        output_dir=str(output_dir),
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        logging_steps=5,
+        save_steps=save_steps,
+        save_total_limit=2,
+        report_to=[],
+        seed=seed,
+        bf16=False,
+        use_cpu=not torch.cuda.is_available(),
+        max_length=1024,
+    )
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    last = get_last_checkpoint(str(output_dir)) if resume and output_dir.is_dir() else None
+    trainer.train(resume_from_checkpoint=last)
+    final = output_dir / "final"
+    trainer.save_model(str(final))
+    tokenizer.save_pretrained(str(final))
+    return final
