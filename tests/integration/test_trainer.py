@@ -1,0 +1,116 @@
+"""The trainer end to end on the real small model: data, the rollout's mask, SFT and GRPO that save and resume,
+evaluation with its table and plot, export. Sized for CI (a few steps, short completions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from typer.testing import CliRunner
+
+from sem import protocol
+from trainer.cli import app
+from trainer.data import read_jsonl
+from trainer.rollout import RolloutConfig, SEMRollout
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")
+runner = CliRunner()
+
+
+def invoke(*args: str) -> str:
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory, settings) -> Path:
+    root = tmp_path_factory.mktemp("trainer")
+    out = invoke("data", "--data-dir", str(DATA), "--out", str(root / "data"), "--per-class", "4",
+                 "--dev-per-class", "2")  # fmt: skip
+    assert "'known': 4, 'needs_search': 4" in out
+    return root
+
+
+def test_data_is_balanced_and_has_its_corpus(workdir: Path) -> None:
+    train = read_jsonl(workdir / "data" / "train.jsonl")
+    dev = read_jsonl(workdir / "data" / "dev.jsonl")
+    assert len(train) == 8 and len(dev) == 4
+    assert not {e.id for e in train} & {e.id for e in dev}
+    corpus = [json.loads(line) for line in (workdir / "data" / "corpus.jsonl").open()]
+    needed = {p.text for e in train if e.kind == "needs_search" for p in e.paragraphs if p.supporting}
+    assert needed <= {row["text"] for row in corpus}
+
+
+def test_rollout_mask_equals_the_inserted_spans(workdir: Path, settings) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer.cli import _retriever
+
+    tokenizer = AutoTokenizer.from_pretrained(settings.model_path)
+    model = AutoModelForCausalLM.from_pretrained(settings.model_path, dtype=torch.float32)
+    fake_trainer = SimpleNamespace(
+        model=model,
+        processing_class=tokenizer,
+        accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+        args=SimpleNamespace(max_completion_length=48, temperature=1.0, top_p=1.0),
+    )
+    from sem.loop import SearchPolicy
+
+    model.train()
+    rollout = SEMRollout(_retriever(workdir / "data" / "corpus.jsonl"), RolloutConfig(policy=SearchPolicy.always))
+    prompts = ["Who wrote Hamlet?"] * 2
+    out = rollout(prompts, fake_trainer)
+    assert {"prompt_ids", "completion_ids", "logprobs", "env_mask"} <= out.keys()
+    for ids, mask, logprobs in zip(out["completion_ids"], out["env_mask"], out["logprobs"], strict=True):
+        assert len(ids) == len(mask) == len(logprobs)
+        inserted = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m == 0])
+        generated = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m == 1])
+        assert inserted.startswith("<search> Who wrote Hamlet? </search>\n<result>")
+        assert protocol.RESULT_CLOSE in inserted and protocol.RESULT_OPEN not in generated
+        assert ids[-1] == tokenizer.eos_token_id
+    assert out["search_count"] == [1, 1]
+    assert model.training  # generation ran in eval mode, training mode is restored
+
+
+def test_sft_then_grpo_save_resume_eval_export(workdir: Path) -> None:
+    data = str(workdir / "data")
+    sft_out = workdir / "sft"
+    invoke("sft", "--data", data, "--out", str(sft_out), "--max-steps", "2", "--batch-size", "2", "--save-steps", "1")
+    assert (sft_out / "final" / "model.safetensors").is_file() and (sft_out / "checkpoint-2").is_dir()
+
+    grpo_out = workdir / "grpo"
+    common = ["--data", data, "--model", str(sft_out / "final"), "--out", str(grpo_out), "--batch-size", "2",
+              "--num-generations", "2", "--max-completion-length", "32", "--save-steps", "1"]  # fmt: skip
+    invoke("train", *common, "--max-steps", "1")
+    assert (grpo_out / "checkpoint-1").is_dir()
+    invoke("train", *common, "--max-steps", "2", "--resume")  # picks up at step 1, runs step 2 only
+    assert (grpo_out / "checkpoint-2").is_dir() and (grpo_out / "final" / "adapter_config.json").is_file()
+    logs = [json.loads(line) for line in (grpo_out / "log.jsonl").open()]
+    steps = [r["step"] for r in logs if "rewards/sem/mean" in r]
+    assert steps == [1, 2]  # step 1 was not trained twice
+    assert all("rewards/searches/mean" in r for r in logs if "rewards/sem/mean" in r)
+
+    eval_out = workdir / "eval"
+    dev = str(workdir / "data" / "dev.jsonl")
+    table = invoke("eval", "--data", dev, "--model", str(sft_out / "final"), "--engine", "hf", "--max-tokens", "24",
+                   "--out", str(eval_out), "--policies", "never,always")  # fmt: skip
+    assert "| all | always | 4 |" in table and "| all | never | 4 |" in table
+    summary = json.loads((eval_out / "results.json").read_text())["summary"]
+    always = next(r for r in summary if r["policy"] == "always" and r["source"] == "all")
+    never = next(r for r in summary if r["policy"] == "never" and r["source"] == "all")
+    assert always["searches_per_question"] == 1.0 and never["searches_per_question"] == 0.0
+    assert (eval_out / "results.png").stat().st_size > 10_000
+
+    merged = workdir / "merged"
+    invoke("export", "--adapter", str(grpo_out / "final"), "--out", str(merged))
+    assert (merged / "model.safetensors").is_file() and not (merged / "adapter_config.json").exists()
+
+
+def test_bad_policy_is_a_clear_error(workdir: Path) -> None:
+    result = runner.invoke(app, ["eval", "--data", str(workdir / "data" / "dev.jsonl"), "--policies", "sometimes"])
+    assert result.exit_code != 0 and "sometimes" in result.output
