@@ -16,7 +16,7 @@ Zero-weight metrics (`searches`, `format`, `answer_f1`) log what the policy does
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sem.scoring import em_score, score
@@ -31,6 +31,20 @@ def _column(kwargs: dict[str, Any], name: str, n: int, default: Any = None) -> l
             raise ValueError(f"reward needs the column {name!r} (from the dataset or the rollout)")
         return [default] * n
     return list(values)
+
+
+def _rows(completions: list[Any], kwargs: dict[str, Any]) -> Iterator[tuple[Any, list[str], int, bool, str, Any]]:
+    """Per completion: gold answers, the trace's answers, searches, template conformity, source, choices."""
+    n = len(completions)
+    yield from zip(
+        _column(kwargs, "answers", n),
+        _column(kwargs, "trace_answers", n),
+        _column(kwargs, "search_count", n),
+        _column(kwargs, "follows_template", n),
+        _column(kwargs, "source", n, ""),
+        kwargs.get("choices") or [None] * n,
+        strict=True,
+    )
 
 
 def _score(answer: str | None, golds: Sequence[str], source: str, choices: Sequence[str] | None) -> float:
@@ -51,15 +65,8 @@ class SEMReward:
         self.__name__ = "sem"
 
     def __call__(self, completions: list[Any], **kwargs: Any) -> list[float]:
-        n = len(completions)
-        golds = _column(kwargs, "answers", n)
-        answers = _column(kwargs, "trace_answers", n)
-        searches = _column(kwargs, "search_count", n)
-        formats = _column(kwargs, "follows_template", n)
-        sources = _column(kwargs, "source", n, "")
-        choices = kwargs.get("choices") or [None] * n
         rewards = []
-        for gold, seq, m, ok, src, ch in zip(golds, answers, searches, formats, sources, choices, strict=True):
+        for gold, seq, m, ok, src, ch in _rows(completions, kwargs):
             if not ok or not seq:
                 rewards.append(0.0)
                 continue
@@ -80,15 +87,8 @@ class IKEAReward:
         self.__name__ = "ikea"
 
     def __call__(self, completions: list[Any], **kwargs: Any) -> list[float]:
-        n = len(completions)
-        golds = _column(kwargs, "answers", n)
-        answers = _column(kwargs, "trace_answers", n)
-        searches = _column(kwargs, "search_count", n)
-        formats = _column(kwargs, "follows_template", n)
-        sources = _column(kwargs, "source", n, "")
-        choices = kwargs.get("choices") or [None] * n
         rewards = []
-        for gold, seq, m, ok, src, ch in zip(golds, answers, searches, formats, sources, choices, strict=True):
+        for gold, seq, m, ok, src, ch in _rows(completions, kwargs):
             if not ok or not seq:
                 rewards.append(-1.0)
             elif _score(seq[-1], gold, src, ch) >= self.tau:

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from sem_client import __version__
+from sem_client.errors import APIConnectionError, APITimeoutError, status_error
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=5.0)
@@ -45,6 +46,26 @@ class BaseClient:
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"
         return headers
+
+    def _retry_delay_or_raise(
+        self,
+        attempt: int,
+        request: httpx.Request,
+        *,
+        exc: httpx.TransportError | None = None,
+        response: httpx.Response | None = None,
+    ) -> float:
+        """The wait before the next attempt, or the exception this failed attempt ends the call with."""
+        if exc is not None:
+            if attempt < self.max_retries:
+                return self._retry_delay(attempt, None)
+            if isinstance(exc, httpx.TimeoutException):
+                raise APITimeoutError(f"request timed out: {exc}", request=request) from exc
+            raise APIConnectionError(f"could not reach {self.base_url}: {exc}", request=request) from exc
+        assert response is not None
+        if attempt < self.max_retries and self._should_retry(response):
+            return self._retry_delay(attempt, response)
+        raise status_error(response)
 
     @staticmethod
     def _should_retry(response: httpx.Response) -> bool:

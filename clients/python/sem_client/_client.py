@@ -10,7 +10,6 @@ import httpx
 
 from sem_client._base import BaseClient, answer_payload, chat_payload
 from sem_client._streaming import AsyncStream, Stream
-from sem_client.errors import APIConnectionError, APITimeoutError, status_error
 from sem_client.types import Answer, ChatCompletion, Model, SearchPolicy
 
 
@@ -91,29 +90,16 @@ class SemClient(BaseClient):
         while True:
             try:
                 response = self._http.send(request, stream=stream)
-            except httpx.TimeoutException as exc:
-                if attempt < self.max_retries:
-                    time.sleep(self._retry_delay(attempt, None))
-                    attempt += 1
-                    continue
-                raise APITimeoutError(f"request timed out: {exc}", request=request) from exc
             except httpx.TransportError as exc:
-                if attempt < self.max_retries:
-                    time.sleep(self._retry_delay(attempt, None))
-                    attempt += 1
-                    continue
-                raise APIConnectionError(f"could not reach {self.base_url}: {exc}", request=request) from exc
-            if response.is_success:
-                return response
-            if stream:
-                response.read()
-            if attempt < self.max_retries and self._should_retry(response):
-                delay = self._retry_delay(attempt, response)
-                response.close()
-                time.sleep(delay)
+                time.sleep(self._retry_delay_or_raise(attempt, request, exc=exc))
                 attempt += 1
                 continue
-            raise status_error(response)
+            if response.is_success:
+                return response
+            response.read()
+            response.close()
+            time.sleep(self._retry_delay_or_raise(attempt, request, response=response))
+            attempt += 1
 
     def close(self) -> None:
         self._http.close()
@@ -189,29 +175,16 @@ class AsyncSemClient(BaseClient):
         while True:
             try:
                 response = await self._http.send(request, stream=stream)
-            except httpx.TimeoutException as exc:
-                if attempt < self.max_retries:
-                    await asyncio.sleep(self._retry_delay(attempt, None))
-                    attempt += 1
-                    continue
-                raise APITimeoutError(f"request timed out: {exc}", request=request) from exc
             except httpx.TransportError as exc:
-                if attempt < self.max_retries:
-                    await asyncio.sleep(self._retry_delay(attempt, None))
-                    attempt += 1
-                    continue
-                raise APIConnectionError(f"could not reach {self.base_url}: {exc}", request=request) from exc
-            if response.is_success:
-                return response
-            if stream:
-                await response.aread()
-            if attempt < self.max_retries and self._should_retry(response):
-                delay = self._retry_delay(attempt, response)
-                await response.aclose()
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self._retry_delay_or_raise(attempt, request, exc=exc))
                 attempt += 1
                 continue
-            raise status_error(response)
+            if response.is_success:
+                return response
+            await response.aread()
+            await response.aclose()
+            await asyncio.sleep(self._retry_delay_or_raise(attempt, request, response=response))
+            attempt += 1
 
     async def aclose(self) -> None:
         await self._http.aclose()
