@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sem import benchmarks
 from trainer import data
 from trainer.data import KNOWN, NEEDS_SEARCH, Example, Paragraph
 
@@ -15,7 +16,7 @@ real = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not besid
 
 
 @real
-@pytest.mark.parametrize(("name", "split"), [(s, sp) for s, sp in data._FILES] + [("mmlu", "dev")])
+@pytest.mark.parametrize(("name", "split"), [(s, sp) for s, sp in benchmarks._FILES] + [("mmlu", "dev")])
 def test_every_source_loads(name: str, split: str) -> None:
     rows = data.load_source(name, DATA, split, limit=50)
     assert rows and all(r.question and r.answers and all(r.answers) for r in rows)
