@@ -11,10 +11,12 @@ import asyncio
 import hashlib
 import json
 import logging
+import random
 import time
 from collections import OrderedDict
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from sem.search.base import Passage, SearchBackend
 
@@ -31,7 +33,13 @@ class CacheStore(Protocol):
 
     async def get(self, key: str) -> bytes | None: ...
 
-    async def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    async def acquire(self, key: str, ttl_ms: int) -> bool:
+        """Take a short lock shared by every replica on this store (True: ours to compute)."""
+        ...
+
+    async def release(self, key: str) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -56,11 +64,17 @@ class LRUStore:
         self._data.move_to_end(key)
         return value
 
-    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         self._data[key] = (time.monotonic() + ttl_s, value)
         self._data.move_to_end(key)
         while len(self._data) > self.max_entries:
             self._data.popitem(last=False)
+
+    async def acquire(self, key: str, ttl_ms: int) -> bool:
+        return True  # one process: the in-process single-flight already covers it
+
+    async def release(self, key: str) -> None:
+        return None
 
     async def aclose(self) -> None:
         self._data.clear()
@@ -84,11 +98,27 @@ class RedisStore:
         except (redis.RedisError, OSError) as exc:
             raise CacheUnavailable(str(exc)) from exc
 
-    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         import redis
 
         try:
-            await self._client.set(key, value, ex=ttl_s)
+            await self._client.set(key, value, px=max(1, int(ttl_s * 1000)))
+        except (redis.RedisError, OSError) as exc:
+            raise CacheUnavailable(str(exc)) from exc
+
+    async def acquire(self, key: str, ttl_ms: int) -> bool:
+        import redis
+
+        try:
+            return bool(await self._client.set(key, b"1", nx=True, px=ttl_ms))
+        except (redis.RedisError, OSError) as exc:
+            raise CacheUnavailable(str(exc)) from exc
+
+    async def release(self, key: str) -> None:
+        import redis
+
+        try:
+            await self._client.delete(key)
         except (redis.RedisError, OSError) as exc:
             raise CacheUnavailable(str(exc)) from exc
 
@@ -119,7 +149,15 @@ class CacheStats:
     misses: int = 0
     store_errors: int = 0
     backend_errors: int = 0
+    backend_calls: int = 0
+    waited_on_other_replica: int = 0
     last_store_error: str | None = field(default=None)
+
+
+class BackendObserver(Protocol):
+    """Told about every backend call (the service turns it into Prometheus metrics)."""
+
+    def __call__(self, backend: str, seconds: float, queries: int, error: bool) -> None: ...
 
 
 def normalize_query(query: str) -> str:
@@ -127,34 +165,58 @@ def normalize_query(query: str) -> str:
 
 
 def cache_key(backend: SearchBackend, query: str, k: int) -> str:
-    """Versioned key: backend name and version, k, and a hash of the normalised query.
+    """Versioned key: backend name and version (in a Redis Cluster hash tag), and a hash of the query and k.
 
     >>> from types import SimpleNamespace as B
-    >>> cache_key(B(name="bm25", version="abc"), "who  wrote Hamlet", 3)[:30]
-    'sem:search:v1:bm25:abc:k3:2038'
+    >>> cache_key(B(name="bm25", version="abc"), "who  wrote Hamlet", 3)[:32]
+    'sem:search:v1:{bm25:abc}:d92ed6c'
     """
-    digest = hashlib.sha256(normalize_query(query).encode()).hexdigest()[:32]
-    return f"{KEY_PREFIX}:{backend.name}:{backend.version}:k{k}:{digest}"
+    digest = hashlib.sha256(f"{normalize_query(query)}\n{k}".encode()).hexdigest()
+    return f"{KEY_PREFIX}:{{{backend.name}:{backend.version}}}:{digest}"
+
+
+def lock_key(key: str) -> str:
+    return key.replace(KEY_PREFIX, KEY_PREFIX + ":lock", 1)
 
 
 class CachedSearch:
-    """A backend behind a cache; `retrieve` reports per query whether it was cached and how long it took."""
+    """A backend behind a cache; `retrieve` reports per query whether it was cached and how long it took.
+
+    - cache-aside, TTL with +-10% jitter (entries written together do not expire together), a short TTL for
+      empty results (a corpus may gain the answer; a flaky backend may recover);
+    - single-flight: N concurrent identical queries make one backend call, in this process (shared futures)
+      and across replicas on one Redis (`SET NX PX` lock; the others wait for the value);
+    - micro-batching: misses of concurrent requests that arrive within `batch_window_ms` reach the backend as one
+      batch;
+    - a failing store degrades to the in-process cache with a warning; a failing backend to "no results" for the
+      queries concerned, reported in `Retrieval.error`. Neither raises.
+    """
 
     def __init__(
         self,
         backend: SearchBackend,
         store: CacheStore | None = None,
         *,
-        ttl_s: int = 7 * 24 * 3600,
+        ttl_s: float = 7 * 24 * 3600,
+        empty_ttl_s: float = 60.0,
         fallback_entries: int = 10_000,
+        batch_window_ms: float = 2.0,
+        lock_ms: int = 10_000,
+        observer: BackendObserver | None = None,
     ) -> None:
         self.backend = backend
         self.store: CacheStore = store or LRUStore(fallback_entries)
         # Used while the primary store is unreachable, so a Redis outage still caches locally.
         self.fallback = self.store if isinstance(self.store, LRUStore) else LRUStore(fallback_entries)
         self.ttl_s = ttl_s
+        self.empty_ttl_s = empty_ttl_s
+        self.batch_window_s = batch_window_ms / 1000
+        self.lock_ms = lock_ms
+        self.observer = observer
         self.stats = CacheStats()
         self._inflight: dict[str, asyncio.Future[list[Passage]]] = {}
+        self._pending: dict[int, list[tuple[str, str, asyncio.Future[list[Passage]]]]] = {}  # k -> batch
+        self._tasks: set[asyncio.Task[None]] = set()  # flushes and waits in flight (kept: tasks are weakly held)
 
     @property
     def name(self) -> str:
@@ -176,63 +238,107 @@ class CachedSearch:
 
     async def retrieve(self, queries: list[str], k: int) -> list[Retrieval]:
         started = time.perf_counter()
-        keys = [cache_key(self.backend, q, k) for q in queries]
+        futures: list[asyncio.Future[list[Passage]] | None] = []
         results: dict[int, Retrieval] = {}
-        to_compute: dict[str, list[int]] = {}
-        to_await: dict[int, asyncio.Future[list[Passage]]] = {}
-        for i, (query, key) in enumerate(zip(queries, keys, strict=True)):
+        shared: set[int] = set()
+        for i, query in enumerate(queries):
+            key = cache_key(self.backend, query, k)
             raw = await self._get(key)
             if raw is not None:
                 self.stats.hits += 1
-                passages = [Passage.model_validate(p) for p in json.loads(raw)]
-                results[i] = Retrieval(query, passages, cached=True)
+                results[i] = Retrieval(query, [Passage.model_validate(p) for p in json.loads(raw)], cached=True)
+                futures.append(None)
             elif key in self._inflight:  # the same query is being searched for another request
-                to_await[i] = self._inflight[key]
+                shared.add(i)
+                futures.append(self._inflight[key])
             else:
-                to_compute.setdefault(key, []).append(i)
-        if to_compute:
-            await self._compute(queries, k, to_compute, results)
-        for i, future in to_await.items():
+                futures.append(self._enqueue(key, normalize_query(query), k))
+        for i, future in enumerate(futures):
+            if future is None:
+                continue
             try:
-                results[i] = Retrieval(queries[i], await asyncio.shield(future), cached=True)
+                passages = await asyncio.shield(future)
+                results[i] = Retrieval(queries[i], passages, cached=i in shared)
             except Exception as exc:
                 results[i] = Retrieval(queries[i], [], error=str(exc))
-        elapsed = (time.perf_counter() - started) * 1000
+        elapsed = round((time.perf_counter() - started) * 1000, 3)
         out = [results[i] for i in range(len(queries))]
         for r in out:
-            r.latency_ms = round(elapsed, 3)
+            r.latency_ms = elapsed
         return out
 
-    async def _compute(
-        self, queries: list[str], k: int, to_compute: dict[str, list[int]], results: dict[int, Retrieval]
-    ) -> None:
+    def _enqueue(self, key: str, query: str, k: int) -> asyncio.Future[list[Passage]]:
         loop = asyncio.get_running_loop()
-        futures = {key: loop.create_future() for key in to_compute}
-        self._inflight.update(futures)
-        batch_keys = list(to_compute)
-        batch = [normalize_query(queries[to_compute[key][0]]) for key in batch_keys]
-        self.stats.misses += len(batch_keys)
+        future: asyncio.Future[list[Passage]] = loop.create_future()
+        self._inflight[key] = future
+        self.stats.misses += 1
+        batch = self._pending.setdefault(k, [])
+        batch.append((key, query, future))
+        if len(batch) == 1:  # the first miss of a window schedules the flush
+            self._spawn(self._flush_after_window(k))
+        return future
+
+    async def _flush_after_window(self, k: int) -> None:
+        await asyncio.sleep(self.batch_window_s)
+        batch = self._pending.pop(k, [])
         try:
-            found = await self.backend.search(batch, k)
+            await self._compute(batch, k)
+        finally:
+            for key, _, future in batch:
+                self._inflight.pop(key, None)
+                if not future.done():  # never leave a waiter hanging
+                    future.set_exception(RuntimeError("search was interrupted"))
+                    future.exception()
+
+    async def _compute(self, batch: list[tuple[str, str, asyncio.Future[list[Passage]]]], k: int) -> None:
+        mine: list[tuple[str, str, asyncio.Future[list[Passage]]]] = []
+        for item in batch:
+            if await self._acquire(item[0]):
+                mine.append(item)
+            else:  # another replica computes this one: wait for its value
+                self.stats.waited_on_other_replica += 1
+                self._spawn(self._wait_for_other(item, k))
+        if not mine:
+            return
+        started = time.perf_counter()
+        self.stats.backend_calls += 1
+        try:
+            found = await self.backend.search([query for _, query, _ in mine], k)
         except Exception as exc:  # any backend failure degrades to "no results", reported per query
             self.stats.backend_errors += 1
+            self._observe(started, len(mine), error=True)
             message = f"{self.backend.name} search failed: {type(exc).__name__}: {exc}"
             log.warning(message)
-            for key in batch_keys:
-                futures[key].set_exception(RuntimeError(message))
-                futures[key].exception()  # mark retrieved: waiters read it through shield
-                for i in to_compute[key]:
-                    results[i] = Retrieval(queries[i], [], error=message)
+            for key, _, future in mine:
+                future.set_exception(RuntimeError(message))
+                future.exception()  # mark retrieved: waiters read it through shield
+                await self._release(key)
             return
-        finally:
-            for key in batch_keys:
-                self._inflight.pop(key, None)
-        for key, passages in zip(batch_keys, found, strict=True):
-            futures[key].set_result(passages)
-            for i in to_compute[key]:
-                results[i] = Retrieval(queries[i], passages)
-            payload = json.dumps([p.model_dump() for p in passages]).encode()
-            await self._set(key, payload)
+        self._observe(started, len(mine), error=False)
+        for (key, _, future), passages in zip(mine, found, strict=True):
+            future.set_result(passages)
+            await self._set(key, json.dumps([p.model_dump() for p in passages]).encode(), empty=not passages)
+            await self._release(key)
+
+    async def _wait_for_other(self, item: tuple[str, str, asyncio.Future[list[Passage]]], k: int) -> None:
+        key, _, future = item
+        deadline = time.monotonic() + self.lock_ms / 1000
+        while time.monotonic() < deadline:
+            raw = await self._get(key)
+            if raw is not None:
+                future.set_result([Passage.model_validate(p) for p in json.loads(raw)])
+                return
+            await asyncio.sleep(0.01)
+        await self._compute([item], k)  # the other replica died or is too slow: search ourselves
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _observe(self, started: float, queries: int, *, error: bool) -> None:
+        if self.observer is not None:
+            self.observer(self.backend.name, time.perf_counter() - started, queries, error)
 
     async def _get(self, key: str) -> bytes | None:
         try:
@@ -241,12 +347,27 @@ class CachedSearch:
             self._note_store_error(exc)
             return await self.fallback.get(key)
 
-    async def _set(self, key: str, value: bytes) -> None:
+    async def _set(self, key: str, value: bytes, *, empty: bool) -> None:
+        base = self.empty_ttl_s if empty else self.ttl_s
+        ttl = base * random.uniform(0.9, 1.1)
         try:
-            await self.store.set(key, value, self.ttl_s)
+            await self.store.set(key, value, ttl)
         except CacheUnavailable as exc:
             self._note_store_error(exc)
-            await self.fallback.set(key, value, self.ttl_s)
+            await self.fallback.set(key, value, ttl)
+
+    async def _acquire(self, key: str) -> bool:
+        try:
+            return await self.store.acquire(lock_key(key), self.lock_ms)
+        except CacheUnavailable as exc:
+            self._note_store_error(exc)
+            return True
+
+    async def _release(self, key: str) -> None:
+        try:
+            await self.store.release(lock_key(key))
+        except CacheUnavailable as exc:
+            self._note_store_error(exc)
 
     def _note_store_error(self, exc: Exception) -> None:
         self.stats.store_errors += 1

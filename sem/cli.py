@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from sem.corpus import iter_passages
 from sem.errors import AssetsMissingError
 
 app = typer.Typer(help="SEM core commands.", no_args_is_help=True, add_completion=False)
@@ -46,6 +48,65 @@ def assets(
     except AssetsMissingError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
+
+
+corpus_app = typer.Typer(help="Search corpora (JSONL: id, title, text).", no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
+
+
+class CorpusSource(StrEnum):
+    wiki = "wiki"  # the embedded Wikipedia summaries
+    musique = "musique"  # the paragraphs of MuSiQue rows
+    hotpotqa = "hotpotqa"
+    twowiki = "2wiki"
+    jsonl = "jsonl"  # a user's JSONL
+    folder = "folder"  # a folder of .txt / .md files
+
+
+@corpus_app.command("build")
+def corpus_build(
+    source: Annotated[CorpusSource, typer.Argument(help="Where the passages come from.")],
+    out: Annotated[Path, typer.Option(help="The corpus JSONL to write.")],
+    input: Annotated[
+        Path | None, typer.Option("--input", help="File or folder (benchmark file, JSONL, folder).")
+    ] = None,
+    words: Annotated[int, typer.Option(help="Chunk size in words (jsonl, folder).")] = 200,
+    overlap: Annotated[int, typer.Option(help="Words shared by neighbouring chunks.")] = 40,
+    index: Annotated[bool, typer.Option(help="Build the BM25 index too.")] = True,
+) -> None:
+    """Build a corpus (and its BM25 index); point SEM_CORPUS at it. Several files: run once each and concatenate."""
+    from tqdm import tqdm
+
+    from sem.corpus import corpus_hash, passages_from_folder, passages_from_jsonl, write_corpus
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if source is CorpusSource.wiki:
+        from sem.assets import prepare_corpus
+        from sem.settings import Settings
+
+        rows = list(iter_passages(prepare_corpus(Settings().home_dir)))
+    elif source in (CorpusSource.musique, CorpusSource.hotpotqa, CorpusSource.twowiki):
+        from sem import benchmarks
+
+        if input is None:
+            raise typer.BadParameter("give the benchmark file with --input", param_hint="--input")
+        loader = {"musique": benchmarks.load_musique, "hotpotqa": benchmarks.load_hotpotqa,
+                  "2wiki": benchmarks.load_2wiki}[source.value]  # fmt: skip
+        rows = benchmarks.paragraph_corpus(loader(input))
+    elif input is None:
+        raise typer.BadParameter(f"{source.value} needs --input", param_hint="--input")
+    elif source is CorpusSource.jsonl:
+        rows = passages_from_jsonl(input, words=words, overlap=overlap)
+    else:
+        rows = passages_from_folder(input, words=words, overlap=overlap)
+    n = write_corpus(tqdm(rows, desc="passages", unit=" p"), out)
+    typer.echo(f"{n} passages -> {out} (sha256 {corpus_hash(out)[:16]})")
+    if index:
+        from sem.search.bm25 import BM25Backend
+
+        backend = BM25Backend(out)
+        backend.load_sync()
+        typer.echo(f"bm25 index -> {backend.index_dir}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -51,3 +51,47 @@ def corpus_hash(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def chunk_text(text: str, *, words: int = 200, overlap: int = 40) -> list[str]:
+    """Split a long text into chunks of `words` words that overlap by `overlap` words.
+
+    >>> [len(c.split()) for c in chunk_text(" ".join(["w"] * 450), words=200, overlap=50)]
+    [200, 200, 150]
+    """
+    if overlap >= words:
+        raise ValueError("overlap must be smaller than the chunk size")
+    tokens = text.split()
+    if len(tokens) <= words:
+        return [" ".join(tokens)] if tokens else []
+    step = words - overlap
+    return [" ".join(tokens[i : i + words]) for i in range(0, len(tokens) - overlap, step)]
+
+
+def passages_from_folder(folder: Path, *, words: int = 200, overlap: int = 40) -> Iterator[dict[str, str]]:
+    """Every .txt / .md file under a folder, chunked with overlap; the title is the file name."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".txt", ".md"} and p.is_file())
+    if not files:
+        raise ConfigError(f"no .txt or .md files under {folder}")
+    for file in files:
+        relative = file.relative_to(folder).as_posix()
+        for i, chunk in enumerate(chunk_text(file.read_text(encoding="utf-8", errors="replace"), words=words,
+                                             overlap=overlap)):  # fmt: skip
+            yield {"id": f"{relative}#{i}", "title": file.stem.replace("_", " "), "text": chunk}
+
+
+def passages_from_jsonl(path: Path, *, words: int = 200, overlap: int = 40) -> Iterator[dict[str, str]]:
+    """A user's JSONL (id optional, title optional, text required), long texts chunked."""
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                text, title = row["text"], row.get("title") or ""
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise ConfigError(f"{path}:{lineno}: needs at least a text field: {exc}") from exc
+            base = str(row.get("id") or f"{path.stem}:{lineno}")
+            chunks = chunk_text(text, words=words, overlap=overlap)
+            for i, chunk in enumerate(chunks):
+                yield {"id": base if len(chunks) == 1 else f"{base}#{i}", "title": title, "text": chunk}

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     search_backend: str = Field("bm25", description="Search backend name (entry point sem.search_backends).")
     corpus: Path | None = Field(None, description="Corpus JSONL (id, title, text); default: the prepared one.")
 
+    dense_model: str | None = Field(None, description="Sentence-embedding model path for `dense` (default: bundled).")
+    retriever_url: str | None = Field(None, description="Base URL of a Search-R1 style /retrieve server.")
+    searxng_url: str | None = Field(None, description="Base URL of a SearXNG instance (JSON format enabled).")
+    search_timeout_s: float = Field(10.0, description="Timeout of one call to a remote search backend.")
+
     redis_url: str | None = Field(None, description="Redis URL for the search cache; unset = in-process LRU.")
     cache_ttl_s: int = Field(7 * 24 * 3600, description="Time to live of a cached search result.")
     cache_lru_size: int = Field(10_000, description="Entries of the in-process cache (also the Redis fallback).")

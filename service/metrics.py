@@ -25,6 +25,24 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
             registry=self.registry,
         )
+        self.backend_latency = Histogram(
+            "sem_search_backend_latency_seconds",
+            "Latency of one (batched) call to the search backend.",
+            ["backend"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.backend_queries = Counter(
+            "sem_search_backend_queries", "Queries sent to the search backend (cache misses).", ["backend"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.backend_errors = Counter(
+            "sem_search_backend_errors", "Failed calls to the search backend.", ["backend"], registry=self.registry
+        )
+        self.searches_per_request = Histogram(
+            "sem_searches_per_request", "Searches one answer took.", buckets=(0, 1, 2, 3, 4, 6, 8),
+            registry=self.registry,
+        )  # fmt: skip
         hits = Gauge("sem_search_cache_hits", "Search cache hits since start.", registry=self.registry)
         misses = Gauge("sem_search_cache_misses", "Search cache misses since start.", registry=self.registry)
         hits.set_function(lambda: state.search.stats.hits if state.search else 0)
@@ -36,6 +54,14 @@ class Metrics:
         """Count one finished answer."""
         self.answers.labels(policy, trace.finish_reason).inc()
         self.searches.inc(trace.search_count)
+        self.searches_per_request.observe(trace.search_count)
         self.search_errors.inc(len(trace.search_errors))
         self.generated_tokens.inc(trace.generated_tokens)
         self.latency.observe(seconds)
+
+    def observe_backend(self, backend: str, seconds: float, queries: int, error: bool) -> None:
+        """`sem.cache.BackendObserver`: one call to the search backend."""
+        self.backend_latency.labels(backend).observe(seconds)
+        self.backend_queries.labels(backend).inc(queries)
+        if error:
+            self.backend_errors.labels(backend).inc()

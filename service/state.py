@@ -41,7 +41,11 @@ class ServiceState:
             store = RedisStore(self.settings.redis_url) if self.settings.redis_url else None
             backend = await build_backend(self.settings)
             self.search = CachedSearch(
-                backend, store, ttl_s=self.settings.cache_ttl_s, fallback_entries=self.settings.cache_lru_size
+                backend,
+                store,
+                ttl_s=self.settings.cache_ttl_s,
+                fallback_entries=self.settings.cache_lru_size,
+                observer=self.metrics.observe_backend,
             )
             if self.engine is None:
                 self.engine = await build_engine(self.settings)

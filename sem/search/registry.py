@@ -15,7 +15,12 @@ from sem.errors import UnknownBackendError
 
 ENTRY_POINT_GROUP = "sem.search_backends"
 # Also known when the package runs from a source tree without installed metadata.
-_BUILTINS = {"bm25": "sem.search.bm25:BM25Backend"}
+_BUILTINS = {
+    "bm25": "sem.search.bm25:BM25Backend",
+    "dense": "sem.search.dense:DenseBackend",
+    "retriever": "sem.search.remote:RetrieverBackend",
+    "searxng": "sem.search.remote:SearxngBackend",
+}
 
 
 @cache

@@ -85,3 +85,5 @@ def test_metrics_count_answers_and_searches(client: httpx.Client) -> None:
     text = client.get("/metrics").text
     assert "sem_answers_total" in text and "sem_searches_total" in text
     assert "sem_ready 1.0" in text
+    assert 'sem_search_backend_latency_seconds_count{backend="bm25"}' in text
+    assert "sem_searches_per_request_bucket" in text and "sem_search_cache_hits" in text

@@ -50,7 +50,7 @@ async def test_k_and_version_are_part_of_the_key() -> None:
 
 async def test_ttl_expires() -> None:
     backend = CountingBackend()
-    cache = CachedSearch(backend, LRUStore(), ttl_s=0)
+    cache = CachedSearch(backend, LRUStore(), ttl_s=0.0)
     await cache.retrieve(["q"], 1)
     (again,) = await cache.retrieve(["q"], 1)
     assert not again.cached and len(backend.calls) == 2
@@ -77,8 +77,29 @@ async def test_batch_searches_misses_in_one_call() -> None:
     cache = CachedSearch(backend)
     await cache.retrieve(["a"], 1)
     found = await cache.retrieve(["a", "b", "c", "b"], 1)
-    assert [r.cached for r in found] == [True, False, False, False]
+    assert [r.cached for r in found] == [True, False, False, True]  # the repeated "b" rode on the first
     assert backend.calls[-1] == ["b", "c"]
+
+
+async def test_concurrent_requests_are_micro_batched() -> None:
+    backend = CountingBackend()
+    cache = CachedSearch(backend, batch_window_ms=20)
+    found = await asyncio.gather(*(cache.retrieve([f"question {i}"], 2) for i in range(8)))
+    assert all(r[0].passages for r in found)
+    assert len(backend.calls) == 1 and len(backend.calls[0]) == 8  # one batch for eight requests
+
+
+async def test_empty_results_get_the_short_ttl() -> None:
+    class Empty(CountingBackend):
+        async def search(self, queries, k):
+            self.calls.append(list(queries))
+            return [[] for _ in queries]
+
+    backend = Empty()
+    cache = CachedSearch(backend, empty_ttl_s=0.0)
+    await cache.retrieve(["nothing"], 1)
+    (again,) = await cache.retrieve(["nothing"], 1)
+    assert not again.cached and len(backend.calls) == 2
 
 
 async def test_backend_error_is_reported_not_raised() -> None:

@@ -1,0 +1,127 @@
+"""Remote search backends over HTTP: Search-R1's retrieval server and SearXNG.
+
+- `retriever`: `POST {url}/retrieve {"queries", "topk", "return_scores": true}` ->
+  `{"result": [[{"document": {"id", "contents": "\\"Title\\"\\ntext"}, "score"}, ...], ...]}`; users of that
+  ecosystem plug their e5/BM25 wiki-18 index in, and `sem-retrieve` serves any of our backends the same way.
+- `searxng`: `GET {url}/search?q=...&format=json` -> `{"results": [{"url", "title", "content"}]}` (web search).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from sem.errors import ConfigError, SearchError
+from sem.search.base import Passage
+
+if TYPE_CHECKING:
+    from sem.settings import Settings
+
+
+def parse_contents(contents: str) -> tuple[str, str]:
+    """Search-R1's `contents` is `"Title"\\ntext`; split it.
+
+    >>> parse_contents('"Hamlet"\\nA tragedy by Shakespeare.')
+    ('Hamlet', 'A tragedy by Shakespeare.')
+    >>> parse_contents("just text")
+    ('', 'just text')
+    """
+    first, sep, rest = contents.partition("\n")
+    if sep and len(first) >= 2 and first.startswith('"') and first.endswith('"'):
+        return first[1:-1], rest
+    return "", contents
+
+
+class RetrieverBackend:
+    """Client of a Search-R1 style retrieval server (ours: `sem-retrieve`)."""
+
+    name = "retriever"
+
+    def __init__(self, url: str, timeout_s: float = 10.0, client: httpx.AsyncClient | None = None) -> None:
+        self.url = url.rstrip("/")
+        self._client = client or httpx.AsyncClient(timeout=timeout_s)
+        # Until the server says which index it serves, key the cache by its address.
+        self.version = "url-" + hashlib.sha256(self.url.encode()).hexdigest()[:12]
+
+    @classmethod
+    async def from_settings(cls, settings: Settings) -> RetrieverBackend:
+        if not settings.retriever_url:
+            raise ConfigError("the retriever backend needs SEM_RETRIEVER_URL (e.g. http://127.0.0.1:8001)")
+        backend = cls(settings.retriever_url, settings.search_timeout_s)
+        await backend.load()
+        return backend
+
+    async def load(self) -> None:
+        """Ask `sem-retrieve` which index it serves (its version versions our cache keys); others may not say."""
+        try:
+            r = await self._client.get(f"{self.url}/healthz")
+            if r.status_code == 200 and isinstance(r.json(), dict) and r.json().get("version"):
+                info = r.json()
+                self.version = f"{info.get('backend', 'remote')}-{info['version']}"
+        except (httpx.HTTPError, ValueError):
+            pass  # a plain Search-R1 server has no /healthz; searches will tell if it is down
+
+    async def search(self, queries: list[str], k: int) -> list[list[Passage]]:
+        body = {"queries": queries, "topk": k, "return_scores": True}
+        try:
+            r = await self._client.post(f"{self.url}/retrieve", json=body)
+            r.raise_for_status()
+            result = r.json()["result"]
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            raise SearchError(f"retriever at {self.url} failed: {exc}") from exc
+        return [[self._passage(hit) for hit in hits] for hits in result]
+
+    @staticmethod
+    def _passage(hit: dict[str, Any]) -> Passage:
+        doc = hit.get("document", hit)
+        title, text = parse_contents(str(doc.get("contents", "")))
+        return Passage(id=str(doc.get("id", "")), title=doc.get("title") or title, text=text, score=hit.get("score"))
+
+    async def check_health(self) -> None:
+        await self.search(["health"], 1)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class SearxngBackend:
+    """Web search through a SearXNG instance's JSON API (enable `json` in its `search.formats`)."""
+
+    name = "searxng"
+
+    def __init__(self, url: str, timeout_s: float = 10.0, client: httpx.AsyncClient | None = None) -> None:
+        self.url = url.rstrip("/")
+        self._client = client or httpx.AsyncClient(timeout=timeout_s)
+        self.version = "web"  # the web changes: rely on the cache TTL rather than a version
+
+    @classmethod
+    async def from_settings(cls, settings: Settings) -> SearxngBackend:
+        if not settings.searxng_url:
+            raise ConfigError("the searxng backend needs SEM_SEARXNG_URL (e.g. http://127.0.0.1:8888)")
+        return cls(settings.searxng_url, settings.search_timeout_s)
+
+    async def _one(self, query: str, k: int) -> list[Passage]:
+        try:
+            r = await self._client.get(f"{self.url}/search", params={"q": query, "format": "json"})
+            r.raise_for_status()
+            results = r.json().get("results", [])
+        except (httpx.HTTPError, ValueError) as exc:
+            raise SearchError(f"searxng at {self.url} failed: {exc}") from exc
+        return [
+            Passage(id=str(item.get("url", i)), title=item.get("title", ""), text=item.get("content", ""),
+                    score=item.get("score"))
+            for i, item in enumerate(results[:k])
+            if item.get("content")
+        ]  # fmt: skip
+
+    async def search(self, queries: list[str], k: int) -> list[list[Passage]]:
+        return list(await asyncio.gather(*(self._one(q, k) for q in queries)))
+
+    async def check_health(self) -> None:
+        await self._one("health", 1)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
