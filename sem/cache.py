@@ -58,7 +58,7 @@ class LRUStore:
         if item is None:
             return None
         expires, value = item
-        if expires < time.monotonic():
+        if expires <= time.monotonic():
             del self._data[key]
             return None
         self._data.move_to_end(key)
@@ -291,31 +291,34 @@ class CachedSearch:
                     future.exception()
 
     async def _compute(self, batch: list[tuple[str, str, asyncio.Future[list[Passage]]]], k: int) -> None:
-        mine: list[tuple[str, str, asyncio.Future[list[Passage]]]] = []
+        mine, theirs = [], []
         for item in batch:
-            if await self._acquire(item[0]):
-                mine.append(item)
-            else:  # another replica computes this one: wait for its value
-                self.stats.waited_on_other_replica += 1
-                self._spawn(self._wait_for_other(item, k))
-        if not mine:
+            (mine if await self._acquire(item[0]) else theirs).append(item)
+        self.stats.waited_on_other_replica += len(theirs)
+        # Another replica holds the lock of `theirs`: wait for its value while searching ours.
+        await asyncio.gather(self._search_batch(mine, k), *(self._wait_for_other(item, k) for item in theirs))
+
+    async def _search_batch(self, batch: list[tuple[str, str, asyncio.Future[list[Passage]]]], k: int) -> None:
+        if not batch:
             return
         started = time.perf_counter()
         self.stats.backend_calls += 1
         try:
-            found = await self.backend.search([query for _, query, _ in mine], k)
+            found = await self.backend.search([query for _, query, _ in batch], k)
         except Exception as exc:  # any backend failure degrades to "no results", reported per query
             self.stats.backend_errors += 1
-            self._observe(started, len(mine), error=True)
+            self._observe(started, len(batch), error=True)
             message = f"{self.backend.name} search failed: {type(exc).__name__}: {exc}"
             log.warning(message)
-            for key, _, future in mine:
+            for key, _, future in batch:
+                self._inflight.pop(key, None)
                 future.set_exception(RuntimeError(message))
                 future.exception()  # mark retrieved: waiters read it through shield
                 await self._release(key)
             return
-        self._observe(started, len(mine), error=False)
-        for (key, _, future), passages in zip(mine, found, strict=True):
+        self._observe(started, len(batch), error=False)
+        for (key, _, future), passages in zip(batch, found, strict=True):
+            self._inflight.pop(key, None)  # done: a later request reads the cache, not this future
             future.set_result(passages)
             await self._set(key, json.dumps([p.model_dump() for p in passages]).encode(), empty=not passages)
             await self._release(key)
@@ -326,10 +329,11 @@ class CachedSearch:
         while time.monotonic() < deadline:
             raw = await self._get(key)
             if raw is not None:
+                self._inflight.pop(key, None)
                 future.set_result([Passage.model_validate(p) for p in json.loads(raw)])
                 return
             await asyncio.sleep(0.01)
-        await self._compute([item], k)  # the other replica died or is too slow: search ourselves
+        await self._search_batch([item], k)  # the other replica died or is too slow: search ourselves
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

@@ -48,3 +48,63 @@ async def test_redis_down_falls_back_without_error(tiny_corpus: Path) -> None:
     assert second.cached  # served by the in-process fallback
     assert cache.stats.store_errors >= 2 and cache.stats.last_store_error
     await cache.store.aclose()
+
+
+class SlowCounting:
+    """A backend that counts calls and takes a while, so concurrent requests overlap."""
+
+    name = "slow"
+    version = "1"
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def search(self, queries, k):
+        self.calls.append(list(queries))
+        await asyncio.sleep(0.3)
+        from sem.search.base import Passage
+
+        return [[Passage(id=q, text=f"about {q}")] for q in queries]
+
+    async def check_health(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def test_single_flight_across_replicas(redis_server: str) -> None:
+    backend = SlowCounting()  # one backend seen by two "replicas" so its calls can be counted together
+    replicas = [CachedSearch(backend, RedisStore(redis_server)) for _ in range(2)]
+    found = await asyncio.gather(*(replicas[i % 2].retrieve(["the same question"], 3) for i in range(20)))
+    assert all(r[0].passages and r[0].passages[0].id == "the same question" for r in found)
+    assert len(backend.calls) == 1, backend.calls
+    assert sum(r.stats.waited_on_other_replica for r in replicas) == 1
+    for r in replicas:
+        await r.store.aclose()
+
+
+async def test_redis_killed_mid_test_searches_still_answer(tmp_path: Path, tiny_corpus: Path) -> None:
+    import shutil
+    import socket
+    import subprocess
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port), "--save", "", "--dir",
+         str(tmp_path)], stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            break
+        except OSError:
+            await asyncio.sleep(0.05)
+    cache = CachedSearch(await bm25(tiny_corpus), RedisStore(f"redis://127.0.0.1:{port}/0", timeout_s=0.2))
+    (before,) = await cache.retrieve(["Hamlet tragedy"], 1)
+    assert before.passages[0].id == "hamlet" and cache.stats.store_errors == 0
+    proc.kill()
+    proc.wait()
+    (after,) = await cache.retrieve(["capital of France"], 1)
+    (again,) = await cache.retrieve(["capital of France"], 1)
+    assert after.passages[0].id == "paris" and after.error is None
+    assert again.cached and cache.stats.store_errors > 0
+    await cache.store.aclose()

@@ -1,0 +1,201 @@
+"""Every search backend on a corpus the test writes and on the ../shared/data paragraphs; `retriever` against our own
+`sem-retrieve` on 127.0.0.1; plugin discovery through a real entry point; corpus building."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from typer.testing import CliRunner
+
+from sem.search import build_backend
+from sem.search.bm25 import BM25Backend
+from sem.search.dense import DenseBackend
+from sem.search.registry import available_backends, load_backend_class
+from sem.search.remote import RetrieverBackend, SearxngBackend
+from sem.settings import Settings
+from service.retrieve import create_retrieve_app
+from tests.conftest import free_port
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def serve_in_thread(app, port: int) -> uvicorn.Server:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not server.started:
+        time.sleep(0.05)
+    assert server.started, "the test server did not start"
+    return server
+
+
+@pytest.fixture(scope="module")
+def dense_model() -> str:
+    from sem.search.dense import default_embedding_model
+
+    return default_embedding_model()
+
+
+async def test_dense_finds_by_meaning_and_stores_its_index(tiny_corpus: Path, dense_model: str) -> None:
+    backend = DenseBackend(tiny_corpus, dense_model)
+    await backend.load()
+    satellite, play = await backend.search(["What orbits our planet?", "a Shakespeare drama"], 2)
+    assert satellite[0].id == "moon" and play[0].id == "hamlet"
+    assert (backend.index_dir / "index.faiss").is_file()
+    again = DenseBackend(tiny_corpus, dense_model)
+    await again.load()
+    assert again.version == backend.version
+    with tiny_corpus.open("a") as f:
+        f.write(json.dumps({"id": "mars", "title": "Mars", "text": "Mars is the red planet."}) + "\n")
+    changed = DenseBackend(tiny_corpus, dense_model)
+    await changed.load()
+    assert changed.version != backend.version and len(changed) == len(backend) + 1
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")
+async def test_backends_find_supporting_paragraphs_of_real_questions(tmp_path: Path, dense_model: str) -> None:
+    from sem import benchmarks
+    from sem.corpus import write_corpus
+
+    questions = benchmarks.load_source("hotpotqa", DATA, "dev", limit=40)
+    corpus = tmp_path / "hotpot.jsonl"
+    write_corpus(benchmarks.paragraph_corpus(questions), corpus)
+    for backend in (BM25Backend(corpus), DenseBackend(corpus, dense_model)):
+        await backend.load()
+        found = await backend.search([q.question for q in questions], 5)
+        hits = sum(
+            any(p.title in {s.title for s in q.paragraphs if s.supporting} for p in top)
+            for q, top in zip(questions, found, strict=True)
+        )
+        assert hits / len(questions) >= 0.6, f"{backend.name}: {hits}/{len(questions)}"
+
+
+@pytest.fixture
+def retrieve_server(tiny_corpus: Path) -> Iterator[str]:
+    port = free_port()
+    server = serve_in_thread(create_retrieve_app(Settings(corpus=tiny_corpus, search_backend="bm25")), port)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+
+
+async def test_retriever_against_sem_retrieve(retrieve_server: str, tiny_corpus: Path) -> None:
+    remote = await RetrieverBackend.from_settings(Settings(search_backend="retriever", retriever_url=retrieve_server))
+    local = BM25Backend(tiny_corpus)
+    await local.load()
+    assert remote.version == f"bm25-{local.version}"  # the server's index versions our cache keys
+    got = await remote.search(["who wrote Hamlet", "capital of France"], 2)
+    want = await local.search(["who wrote Hamlet", "capital of France"], 2)
+    assert [[(p.id, p.title, p.text) for p in r] for r in got] == [[(p.id, p.title, p.text) for p in r] for r in want]
+    assert got[0][0].score == pytest.approx(want[0][0].score)
+    await remote.aclose()
+
+
+async def test_retriever_errors_are_search_errors() -> None:
+    from sem.errors import SearchError
+
+    dead = RetrieverBackend(f"http://127.0.0.1:{free_port()}", timeout_s=1)
+    with pytest.raises(SearchError, match="retriever"):
+        await dead.search(["q"], 1)
+    await dead.aclose()
+
+
+class FakeSearxng:
+    """Stands in for a SearXNG instance (its JSON API), which cannot run on this machine."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        from urllib.parse import parse_qs
+
+        query = parse_qs(scope["query_string"].decode()).get("q", [""])[0]
+        results = [
+            {"url": f"https://example.org/{i}", "title": f"{query} {i}", "content": f"About {query}, part {i}.",
+             "score": 1.0 / (i + 1)}
+            for i in range(5)
+        ] + [{"url": "https://example.org/empty", "title": "no snippet", "content": ""}]  # fmt: skip
+        body = json.dumps({"query": query, "results": results}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def test_searxng_backend() -> None:
+    port = free_port()
+    server = serve_in_thread(FakeSearxng(), port)
+    try:
+        backend = await SearxngBackend.from_settings(
+            Settings(search_backend="searxng", searxng_url=f"http://127.0.0.1:{port}")
+        )
+        moon, mars = await backend.search(["moon", "mars"], 3)
+        assert [p.text for p in moon] == ["About moon, part 0.", "About moon, part 1.", "About moon, part 2."]
+        assert mars[0].id == "https://example.org/0" and mars[0].title == "mars 0"
+        await backend.aclose()
+    finally:
+        server.should_exit = True
+
+
+def test_missing_urls_are_config_errors() -> None:
+    import asyncio
+
+    from sem.errors import ConfigError
+
+    for name in ("retriever", "searxng"):
+        with pytest.raises(ConfigError, match="SEM_"):
+            asyncio.run(build_backend(Settings(search_backend=name)))
+
+
+def test_a_third_party_backend_is_found_through_its_entry_point(tmp_path: Path, tiny_corpus: Path) -> None:
+    (tmp_path / "echo_backend.py").write_text(
+        "from sem.search.base import Passage\n"
+        "class EchoBackend:\n"
+        "    name = 'echo'\n"
+        "    version = '1'\n"
+        "    @classmethod\n"
+        "    async def from_settings(cls, settings):\n"
+        "        return cls()\n"
+        "    async def search(self, queries, k):\n"
+        "        return [[Passage(id=q, text=q)] for q in queries]\n"
+        "    async def check_health(self): ...\n"
+        "    async def aclose(self): ...\n"
+    )
+    dist = tmp_path / "echo_backend-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: echo-backend\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[sem.search_backends]\necho = echo_backend:EchoBackend\n")
+    sys.path.insert(0, str(tmp_path))
+    available_backends.cache_clear()
+    try:
+        assert available_backends()["echo"] == "echo_backend:EchoBackend"
+        import asyncio
+
+        backend = asyncio.run(build_backend(Settings(search_backend="echo")))
+        assert asyncio.run(backend.search(["hello"], 1))[0][0].text == "hello"
+        assert load_backend_class("echo").__name__ == "EchoBackend"
+    finally:
+        sys.path.remove(str(tmp_path))
+        available_backends.cache_clear()
+
+
+def test_corpus_build_from_folder_and_jsonl(tmp_path: Path) -> None:
+    from sem.cli import app
+    from sem.corpus import load_corpus
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "long_note.txt").write_text(" ".join(f"w{i}" for i in range(450)))
+    (docs / "short.md").write_text("A short note about the Moon.")
+    runner = CliRunner()
+    out = tmp_path / "folder.jsonl"
+    result = runner.invoke(app, ["corpus", "build", "folder", "--input", str(docs), "--out", str(out),
+                                 "--words", "200", "--overlap", "50"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    passages = load_corpus(out)
+    assert [p.id for p in passages] == ["long_note.txt#0", "long_note.txt#1", "long_note.txt#2", "short.md#0"]
+    assert passages[1].text.split()[0] == "w150"  # 50 words of overlap
+    assert (tmp_path / "folder.jsonl.bm25s").is_dir()
+    bad = runner.invoke(app, ["corpus", "build", "jsonl", "--out", str(tmp_path / "x.jsonl")])
+    assert bad.exit_code != 0 and "--input" in bad.output
