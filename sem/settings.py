@@ -8,7 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     dense_model: str | None = Field(None, description="Sentence-embedding model path for `dense` (default: bundled).")
     retriever_url: str | None = Field(None, description="Base URL of a Search-R1 style /retrieve server.")
     searxng_url: str | None = Field(None, description="Base URL of a SearXNG instance (JSON format enabled).")
+    web_api_key: SecretStr | None = Field(None, description="Key of the tavily / brave / serper backend (secret).")
+    web_api_url: str | None = Field(None, description="Endpoint override of the web API backends.")
     search_timeout_s: float = Field(10.0, description="Timeout of one call to a remote search backend.")
 
     redis_url: str | None = Field(None, description="Redis URL for the search cache; unset = in-process LRU.")

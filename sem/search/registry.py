@@ -20,6 +20,9 @@ _BUILTINS = {
     "dense": "sem.search.dense:DenseBackend",
     "retriever": "sem.search.remote:RetrieverBackend",
     "searxng": "sem.search.remote:SearxngBackend",
+    "tavily": "sem.search.web:TavilyBackend",
+    "brave": "sem.search.web:BraveBackend",
+    "serper": "sem.search.web:SerperBackend",
 }
 
 

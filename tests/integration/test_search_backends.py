@@ -199,3 +199,53 @@ def test_corpus_build_from_folder_and_jsonl(tmp_path: Path) -> None:
     assert (tmp_path / "folder.jsonl.bm25s").is_dir()
     bad = runner.invoke(app, ["corpus", "build", "jsonl", "--out", str(tmp_path / "x.jsonl")])
     assert bad.exit_code != 0 and "--input" in bad.output
+
+
+class FakeWebAPIs:
+    """Stands in for Tavily, Brave and Serper (keyed web APIs unreachable here); checks the key arrives."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        self.keys.append(
+            headers.get("authorization") or headers.get("x-subscription-token") or headers.get("x-api-key")
+        )
+        hits = [{"url": f"https://example.org/{i}", "link": f"https://example.org/{i}", "title": f"t{i}",
+                 "content": f"c{i}", "description": f"c{i}", "snippet": f"c{i}"} for i in range(4)]  # fmt: skip
+        path = scope["path"]
+        body = {"/tavily": {"results": hits}, "/brave": {"web": {"results": hits}}, "/serper": {"organic": hits}}
+        status = 401 if headers.get("x-api-key") == "wrong" else 200
+        payload = json.dumps(body.get(path, {})).encode()
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+async def test_keyed_web_backends_send_the_key_and_never_show_it() -> None:
+    from sem.errors import SearchError
+
+    app = FakeWebAPIs()
+    port = free_port()
+    server = serve_in_thread(app, port)
+    try:
+        for name, header in (("tavily", "Bearer s3cret"), ("brave", "s3cret"), ("serper", "s3cret")):
+            settings = Settings(
+                search_backend=name, web_api_key="s3cret", web_api_url=f"http://127.0.0.1:{port}/{name}"
+            )
+            backend = await build_backend(settings)
+            (found,) = await backend.search(["moon"], 2)
+            assert [p.text for p in found] == ["c0", "c1"] and found[0].id == "https://example.org/0"
+            assert app.keys[-1] == header
+            assert "s3cret" not in repr(backend) and "s3cret" not in repr(settings)
+            await backend.aclose()
+        wrong = await build_backend(Settings(search_backend="serper", web_api_key="wrong",
+                                             web_api_url=f"http://127.0.0.1:{port}/serper"))  # fmt: skip
+        with pytest.raises(SearchError) as info:
+            await wrong.search(["moon"], 1)
+        assert "401" in str(info.value) and "wrong" not in str(info.value)
+        await wrong.aclose()
+    finally:
+        server.should_exit = True

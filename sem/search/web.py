@@ -1,0 +1,110 @@
+"""Web search APIs that need a key: Tavily, Brave Search, Serper (Google results).
+
+Keys come from settings (`SEM_WEB_API_KEY`, a secret: never logged or shown in errors); `SEM_WEB_API_URL` overrides
+the endpoint (a proxy, a test server). One HTTP call per query, run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import httpx
+
+from sem.errors import ConfigError, SearchError
+from sem.search.base import Passage
+
+if TYPE_CHECKING:
+    from sem.settings import Settings
+
+
+class WebAPIBackend:
+    """Shared plumbing; subclasses say how to ask and how to read the answer."""
+
+    name: ClassVar[str]
+    default_url: ClassVar[str]
+    version = "web"  # results change over time: the cache TTL bounds staleness
+
+    def __init__(self, api_key: str, url: str | None = None, timeout_s: float = 10.0) -> None:
+        if not api_key:
+            raise ConfigError(f"the {self.name} backend needs SEM_WEB_API_KEY")
+        self._key = api_key
+        self.url = url or self.default_url
+        self._client = httpx.AsyncClient(timeout=timeout_s)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"{type(self).__name__}(url={self.url!r})"
+
+    @classmethod
+    async def from_settings(cls, settings: Settings) -> WebAPIBackend:
+        key = settings.web_api_key.get_secret_value() if settings.web_api_key else ""
+        return cls(key, settings.web_api_url, settings.search_timeout_s)
+
+    def request(self, query: str, k: int) -> httpx.Request:
+        raise NotImplementedError
+
+    def parse(self, body: dict[str, Any], k: int) -> list[Passage]:
+        raise NotImplementedError
+
+    async def _one(self, query: str, k: int) -> list[Passage]:
+        try:
+            r = await self._client.send(self.request(query, k))
+            r.raise_for_status()
+            return self.parse(r.json(), k)
+        except httpx.HTTPStatusError as exc:  # the message must not carry the request (its headers hold the key)
+            raise SearchError(f"{self.name} answered HTTP {exc.response.status_code}") from None
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            raise SearchError(f"{self.name} failed: {type(exc).__name__}") from None
+
+    async def search(self, queries: list[str], k: int) -> list[list[Passage]]:
+        return list(await asyncio.gather(*(self._one(q, k) for q in queries)))
+
+    async def check_health(self) -> None:
+        await self._one("health", 1)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class TavilyBackend(WebAPIBackend):
+    name = "tavily"
+    default_url = "https://api.tavily.com/search"
+
+    def request(self, query: str, k: int) -> httpx.Request:
+        return self._client.build_request(
+            "POST", self.url, json={"query": query, "max_results": k}, headers={"Authorization": f"Bearer {self._key}"}
+        )
+
+    def parse(self, body: dict[str, Any], k: int) -> list[Passage]:
+        return [
+            Passage(id=r["url"], title=r.get("title", ""), text=r.get("content", ""), score=r.get("score"))
+            for r in body.get("results", [])[:k]
+        ]
+
+
+class BraveBackend(WebAPIBackend):
+    name = "brave"
+    default_url = "https://api.search.brave.com/res/v1/web/search"
+
+    def request(self, query: str, k: int) -> httpx.Request:
+        return self._client.build_request(
+            "GET", self.url, params={"q": query, "count": k}, headers={"X-Subscription-Token": self._key}
+        )
+
+    def parse(self, body: dict[str, Any], k: int) -> list[Passage]:
+        results = body.get("web", {}).get("results", [])[:k]
+        return [Passage(id=r["url"], title=r.get("title", ""), text=r.get("description", "")) for r in results]
+
+
+class SerperBackend(WebAPIBackend):
+    name = "serper"
+    default_url = "https://google.serper.dev/search"
+
+    def request(self, query: str, k: int) -> httpx.Request:
+        return self._client.build_request(
+            "POST", self.url, json={"q": query, "num": k}, headers={"X-API-KEY": self._key}
+        )
+
+    def parse(self, body: dict[str, Any], k: int) -> list[Passage]:
+        results = body.get("organic", [])[:k]
+        return [Passage(id=r["link"], title=r.get("title", ""), text=r.get("snippet", "")) for r in results]
