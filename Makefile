@@ -12,7 +12,7 @@ CONSTRAINTS ?= constraints/cpu.txt
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: install assets serve test lint redis clean
+.PHONY: install assets serve test lint redis bench clean
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (set PYTHON=...)")'
@@ -37,6 +37,10 @@ redis:
 
 test: assets redis
 	$(BIN)/pytest
+
+bench: assets redis
+	$(BIN)/python bench/search.py
+	$(BIN)/python bench/serving.py
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -93,6 +93,22 @@ async def load(base: str, questions: list[str], policy: str, concurrency: int) -
             "p50_latency_s": round(statistics.median(latencies), 2)}  # fmt: skip
 
 
+def matmul_gflops() -> float:
+    """bf16 matrix-multiply throughput of this CPU with torch (all cores), best of 5: the compute bound."""
+    import torch
+
+    a = torch.randn(1024, 1024, dtype=torch.bfloat16)
+    b = torch.randn(1024, 1024, dtype=torch.bfloat16)
+    a @ b  # warm up
+    best = 0.0
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        best = max(best, 10 * 2 * 1024**3 / (time.perf_counter() - t) / 1e9)
+    return round(best, 1)
+
+
 def memory_bandwidth_gbs() -> float:
     """Read bandwidth of one core-pair: sum over a 1 GiB array (numpy), best of 3."""
     import numpy as np
@@ -259,11 +275,17 @@ def main() -> None:
     hf_tps = hf_tokens / (time.perf_counter() - t)
     vllm_c1 = next(r for r in results["throughput"] if r["policy"] == "never" and r["concurrency"] == 1)
     bandwidth = memory_bandwidth_gbs()
+    gflops = matmul_gflops()
     weights_gb = 0.27  # 135M parameters in bf16, read once per decoded token at batch 1
+    flop_per_token = 2 * 0.135e9  # a multiply-add per parameter per token (attention over short contexts aside)
+    vllm_c32 = next(r for r in results["throughput"] if r["policy"] == "never" and r["concurrency"] == 32)
     results["engines"] = {"hf_tokens_per_s_batch1": round(hf_tps, 1),
                           "vllm_tokens_per_s_batch1_via_service": vllm_c1["tokens_per_s"],
                           "memory_bandwidth_gbs": bandwidth,
-                          "bandwidth_bound_tokens_per_s": round(bandwidth / weights_gb, 1)}  # fmt: skip
+                          "bandwidth_bound_tokens_per_s": round(bandwidth / weights_gb, 1),
+                          "vllm_tokens_per_s_32_clients": vllm_c32["tokens_per_s"],
+                          "bf16_matmul_gflops": gflops,
+                          "compute_bound_tokens_per_s": round(gflops * 1e9 / flop_per_token, 1)}  # fmt: skip
     results["naive"] = asyncio.run(naive_baseline(settings, pool[-16:]))
     best = max(r["answers_per_s"] for r in results["throughput"] if r["policy"] == "always")
     results["headline_ratio"] = round(best / results["naive"]["answers_per_s"], 1)
