@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import collections
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,23 +20,21 @@ import httpx
 sys.path.insert(0, str(Path(__file__).parent))
 from serving import ROOT, start_service
 
-LAYERS = [  # first match wins, checked against the whole stack of a sample
-    (
-        "tokenizer / chat template",
-        ("tokenizers", "transformers/tokenization", "jinja2", "apply_chat_template", "encode"),
-    ),
-    ("vLLM client (output processing, detokenizing)", ("vllm/",)),
-    ("search loop (sem.loop, protocol)", ("sem/loop.py", "sem/protocol.py")),
-    ("HTTP + FastAPI + pydantic", ("uvicorn", "starlette", "fastapi", "pydantic", "h11", "httptools")),
+LAYERS = [  # the innermost frame of a sample that matches decides its layer
+    ("tokenizer / chat template", ("tokenizers", "tokenization_utils", "jinja2", "apply_chat_template")),
+    ("vLLM client: output processing, stats, IPC", ("vllm/",)),
+    ("search loop (sem.loop, sem.protocol)", ("sem/loop.py", "sem/protocol.py")),
+    ("HTTP, FastAPI, pydantic", ("uvicorn/protocols", "starlette", "fastapi", "pydantic", "h11", "httptools")),
+    ("event loop itself (uvloop, in C)", ("asyncio/runners.py",)),
 ]
+RATE = 200
 
 
 def classify(stack: str) -> str:
-    if "select" in stack.rsplit(";", 1)[-1] or "_run_once" in stack.rsplit(";", 1)[-1]:
-        return "idle (event loop waiting on the engine)"
-    for name, needles in LAYERS:
-        if any(n in stack for n in needles):
-            return name
+    for frame in reversed(stack.split(";")):
+        for name, needles in LAYERS:
+            if any(n in frame for n in needles):
+                return name
     return "other"
 
 
@@ -48,15 +47,17 @@ def main() -> None:
     proc, base = start_service({})
     raw = args.out.with_suffix(".collapsed")
     try:
-        record = [pyspy, "record", "--pid", str(proc.pid), "--format", "raw", "--output", str(raw), "--rate", "200",
+        record = [pyspy, "record", "--pid", str(proc.pid), "--format", "raw", "--output", str(raw), "--rate", str(RATE),
                   "--nonblocking"]  # fmt: skip
-        spy = subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spy = subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(1)
         for i in range(args.requests):
             httpx.post(f"{base}/v1/answer", json={"question": f"Tell me about the river number {i}", "search": "never",
                                                   "max_tokens": 64}, timeout=120).raise_for_status()  # fmt: skip
-        spy.terminate()
-        spy.wait(timeout=30)
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+        _, err = spy.communicate(timeout=60)
+        if not raw.is_file():
+            raise RuntimeError(f"py-spy wrote nothing: {err.strip()[-500:]}")
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -66,8 +67,13 @@ def main() -> None:
         if count.isdigit():
             shares[classify(stack)] += int(count)
     total = sum(shares.values()) or 1
-    lines = ["| layer | share of samples |", "|---|---|"]
-    lines += [f"| {name} | {100 * n / total:.1f}% |" for name, n in shares.most_common()]
+    # py-spy drops idle samples: what is left is the CPU the gateway process itself used.
+    per_request_ms = 1000 * total / RATE / args.requests
+    lines = [f"gateway process CPU: {per_request_ms:.1f} ms per request ({total} busy samples at {RATE} Hz)", "",
+             "| layer | share of busy samples | ms per request |", "|---|---|---|"]  # fmt: skip
+    lines += [
+        f"| {name} | {100 * n / total:.1f}% | {per_request_ms * n / total:.1f} |" for name, n in shares.most_common()
+    ]
     table = "\n".join(lines)
     print(table)
     args.out.write_text(table + "\n")
