@@ -41,6 +41,7 @@ test: assets redis
 bench: assets redis
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/profile_gateway.py
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
