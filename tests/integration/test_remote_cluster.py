@@ -41,7 +41,12 @@ def replicas(vllm_server: str, redis_server: str, settings) -> Iterator[list[tup
 def test_both_replicas_answer_and_share_the_cache(replicas) -> None:
     (a, _), (b, _) = replicas
     assert httpx.get(f"{a}/readyz").json()["engine"] == "openai"
-    question = {"question": "Who painted the Mona Lisa?", "search": "always", "max_tokens": 24}
+    # A question no other test asks: the Redis server is shared by the whole session.
+    question = {
+        "question": "Which painter made the Mona Lisa, in the remote cluster?",
+        "search": "always",
+        "max_tokens": 24,
+    }
     first = httpx.post(f"{a}/v1/answer", json=question, timeout=120).json()
     second = httpx.post(f"{b}/v1/answer", json=question, timeout=120).json()
     assert first["answer"] and second["answer"]

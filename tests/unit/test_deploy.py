@@ -1,0 +1,76 @@
+"""What can be checked of `deploy/` without a container engine or a cluster: Kubernetes manifests against the API
+schemas (kubernetes-validate, offline), the Dockerfiles' shape, the compose file, and that every SEM_* variable they
+set is a real setting."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sem.settings import Settings
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def sem_variables(text: str) -> set[str]:
+    return set(re.findall(r"\bSEM_[A-Z0-9_]+", text))
+
+
+def is_setting(name: str) -> bool:
+    """SEM_FOO -> field foo; SEM_GROUP__FIELD -> nested field."""
+    path = name.removeprefix("SEM_").lower().split("__")
+    model = Settings
+    for part in path:
+        fields = model.model_fields
+        if part not in fields:
+            return False
+        model = fields[part].annotation  # type: ignore[assignment]
+    return True
+
+
+@pytest.mark.parametrize("manifest", sorted((DEPLOY / "k8s").rglob("*.yaml")), ids=lambda p: p.name)
+def test_kubernetes_manifests_are_valid(manifest: Path) -> None:
+    import kubernetes_validate
+
+    for doc in yaml.safe_load_all(manifest.read_text()):
+        if doc is None or doc.get("kind") == "Kustomization":
+            assert doc is None or doc.get("resources") or doc.get("patches")
+            continue
+        kubernetes_validate.validate(doc, "1.33.0", strict=True)
+
+
+def test_kustomize_patches_name_real_settings() -> None:
+    for file in (DEPLOY / "k8s").rglob("kustomization.yaml"):
+        for name in sem_variables(file.read_text()):
+            assert is_setting(name), f"{file}: {name} is not a setting"
+
+
+@pytest.mark.parametrize("dockerfile", sorted((DEPLOY / "docker").glob("Dockerfile.*")), ids=lambda p: p.name)
+def test_dockerfiles_are_multi_stage_non_root_with_a_health_check(dockerfile: Path) -> None:
+    from dockerfile_parse import DockerfileParser
+
+    parser = DockerfileParser(fileobj=dockerfile.open("rb"))
+    instructions = [i["instruction"] for i in parser.structure]
+    assert instructions.count("FROM") >= 2
+    users = [i["value"] for i in parser.structure if i["instruction"] == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    assert "HEALTHCHECK" in instructions and "sem assets" in dockerfile.read_text()
+    for name in sem_variables(dockerfile.read_text()):
+        assert is_setting(name), f"{dockerfile.name}: {name} is not a setting"
+
+
+def test_compose_file_wires_real_services_and_settings() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"redis", "sem", "sem-remote", "vllm", "retrieve"} <= set(services)
+    for name, service in services.items():
+        for key in service.get("environment", {}):
+            if key.startswith("SEM_"):
+                assert is_setting(key), f"{name}: {key} is not a setting"
+        for dep in service.get("depends_on", []):
+            assert dep in services
+    remote = services["sem-remote"]["environment"]
+    assert remote["SEM_ENGINE_URL"] == "http://vllm:8000" and remote["SEM_RETRIEVER_URL"] == "http://retrieve:8001"
