@@ -78,6 +78,11 @@ async def _config(_: Request, exc: ConfigError) -> JSONResponse:
     return error_response(500, str(exc), "server_error", code="config_error")
 
 
+async def _disconnected(_: Request, exc: Exception) -> JSONResponse:
+    # Nobody is listening any more; 499 (nginx's "client closed request") keeps it out of the 5xx error rate.
+    return error_response(499, "the client closed the request", "client_closed_request")
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error")
     return error_response(500, f"internal error: {type(exc).__name__}", "server_error")
@@ -91,4 +96,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ModelNotFound, _model_not_found)  # type: ignore[arg-type]
     app.add_exception_handler(EngineError, _engine)  # type: ignore[arg-type]
     app.add_exception_handler(ConfigError, _config)  # type: ignore[arg-type]
+    from service.cancel import ClientDisconnected
+
+    app.add_exception_handler(ClientDisconnected, _disconnected)
     app.add_exception_handler(Exception, _unexpected)
