@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from sem.errors import SEMError
 from sem.loop import Final, Inserted, LoopOptions, SearchLoop, SearchResult, TextDelta, Trace
@@ -85,9 +85,18 @@ def _frame(payload: ChatCompletionChunk | ErrorResponse) -> str:
 
 
 async def stream_completion(
-    loop: SearchLoop, body: ChatCompletionRequest, options: LoopOptions, model: str, on_done: object = None
+    loop: SearchLoop,
+    body: ChatCompletionRequest,
+    options: LoopOptions,
+    model: str,
+    on_done: Callable[[Trace], None] | None = None,
+    on_cancel: Callable[[], None] | None = None,
 ) -> AsyncIterator[str]:
-    """SSE frames: role first, reasoning as it is generated, search results, the answer, finish, usage, [DONE]."""
+    """SSE frames: role first, reasoning as it is generated, search results, the answer, finish, usage, [DONE].
+
+    A client that goes away closes this generator (Starlette cancels it); closing the loop's generator in turn
+    aborts the engine request, and `on_cancel` is told.
+    """
     request_id = f"chat-{uuid.uuid4().hex}"
     created = int(time.time())
     question, history = split_conversation(body)
@@ -105,6 +114,7 @@ async def stream_completion(
         return c
 
     yield _frame(chunk(DeltaMessage(role="assistant", content="")))
+    finished = False
     try:
         async for event in loop.stream(question, options, history=history, request_id=request_id):
             if isinstance(event, TextDelta | Inserted):
@@ -115,7 +125,8 @@ async def stream_completion(
                 )
             elif isinstance(event, Final):
                 trace = event.trace
-                if callable(on_done):
+                finished = True
+                if on_done is not None:
                     on_done(trace)
                 answer = apply_stop(trace.answer, body.stop)  # type: ignore[arg-type]
                 if answer:
@@ -132,10 +143,15 @@ async def stream_completion(
                     )
                     yield _frame(usage_chunk)
     except SEMError as exc:
+        finished = True
         log.error("stream %s failed: %s", request_id, exc)
         yield _frame(ErrorResponse(error=ErrorInfo(message=str(exc), type="server_error", code="engine_error")))
     except Exception as exc:  # the stream has started: the error must travel in-band
+        finished = True
         log.exception("stream %s failed", request_id)
         message = f"internal error: {type(exc).__name__}"
         yield _frame(ErrorResponse(error=ErrorInfo(message=message, type="server_error")))
+    finally:
+        if not finished and on_cancel is not None:
+            on_cancel()
     yield "data: [DONE]\n\n"

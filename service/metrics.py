@@ -17,6 +17,10 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.answers = Counter("sem_answers", "Answers served.", ["policy", "finish_reason"], registry=self.registry)
         self.searches = Counter("sem_searches", "Searches run by the loop.", registry=self.registry)
+        self.cancelled = Counter(
+            "sem_answers_cancelled", "Answers whose client went away; their generation was aborted.", ["api"],
+            registry=self.registry,
+        )  # fmt: skip
         self.search_errors = Counter("sem_search_errors", "Searches that failed.", registry=self.registry)
         self.generated_tokens = Counter("sem_generated_tokens", "Tokens generated.", registry=self.registry)
         self.latency = Histogram(

@@ -8,7 +8,7 @@ import uuid
 from fastapi import APIRouter, Request
 
 from sem.loop import LoopOptions, Trace
-from service.cancel import run_until_disconnect
+from service.cancel import ClientDisconnected, run_until_disconnect
 from service.deps import StateDep
 from service.limits import check_limits
 from service.schemas import AnswerRequest, AnswerResponse, ErrorResponse, TraceOut
@@ -68,6 +68,10 @@ async def answer(body: AnswerRequest, state: StateDep, request: Request) -> Answ
     )
     started = time.perf_counter()
     request_id = f"ans-{uuid.uuid4().hex}"
-    trace = await run_until_disconnect(loop.run(body.question, options, request_id=request_id), request)
+    try:
+        trace = await run_until_disconnect(loop.run(body.question, options, request_id=request_id), request)
+    except ClientDisconnected:
+        state.metrics.cancelled.labels("answer").inc()
+        raise
     state.metrics.record(body.search.value, trace, time.perf_counter() - started)
     return to_response(trace, state.model_name, started, with_trace=body.return_trace)

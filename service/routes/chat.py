@@ -7,7 +7,8 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from service.cancel import run_until_disconnect
+from sem.loop import Trace
+from service.cancel import ClientDisconnected, run_until_disconnect
 from service.chat import loop_options, split_conversation, stream_completion, to_completion
 from service.deps import StateDep
 from service.errors import InvalidRequest, ModelNotFound
@@ -63,13 +64,20 @@ async def chat_completions(
     started = time.perf_counter()
     if body.stream:
 
-        def done(trace: object) -> None:
-            state.metrics.record(policy, trace, time.perf_counter() - started)  # type: ignore[arg-type]
+        def done(trace: Trace) -> None:
+            state.metrics.record(policy, trace, time.perf_counter() - started)
 
-        frames = stream_completion(loop, body, options, state.model_name, on_done=done)
+        def cancelled() -> None:
+            state.metrics.cancelled.labels("chat").inc()
+
+        frames = stream_completion(loop, body, options, state.model_name, on_done=done, on_cancel=cancelled)
         return StreamingResponse(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     question, history = split_conversation(body)
-    trace = await run_until_disconnect(loop.run(question, options, history=history), request)
+    try:
+        trace = await run_until_disconnect(loop.run(question, options, history=history), request)
+    except ClientDisconnected:
+        state.metrics.cancelled.labels("chat").inc()
+        raise
     state.metrics.record(policy, trace, time.perf_counter() - started)
     return to_completion(body, trace, state.model_name)
 

@@ -149,3 +149,47 @@ def test_openai_client_sees_typed_errors(oai: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         oai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert info.value.body["code"] == "model_not_found"  # type: ignore[index]
+
+
+def cancelled_count(client: httpx.Client, api: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f'sem_answers_cancelled_total{{api="{api}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def wait_for_count(client: httpx.Client, api: str, above: float) -> float:
+    import time
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        count = cancelled_count(client, api)
+        if count > above:
+            return count
+        time.sleep(0.2)
+    return cancelled_count(client, api)
+
+
+LONG = "Write a very long story about a dragon who learns to paint, with many chapters."
+
+
+def test_a_client_leaving_a_stream_cancels_its_generation(client: httpx.Client, service: str, model: str) -> None:
+    before = cancelled_count(client, "chat")
+    payload = {"model": model, "messages": [{"role": "user", "content": LONG}], "max_tokens": 1500, "stream": True,
+               "sem": {"search": "never"}}  # fmt: skip
+    with (
+        httpx.Client(base_url=service, timeout=60) as own,
+        own.stream("POST", "/v1/chat/completions", json=payload) as r,
+    ):
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: ")  # the role chunk: generation is under way
+        next(lines)
+    # leaving the with-blocks closed the connection mid-stream
+    assert wait_for_count(client, "chat", before) == before + 1
+
+
+def test_a_client_timing_out_cancels_its_answer(client: httpx.Client, service: str) -> None:
+    before = cancelled_count(client, "answer")
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{service}/v1/answer", json={"question": LONG, "search": "never", "max_tokens": 1500}, timeout=1.0)
+    assert wait_for_count(client, "answer", before) == before + 1
