@@ -65,6 +65,7 @@ def balanced_mix(needs_search: list[Example], known: list[Example], per_class: i
 
 
 def class_balance(examples: Iterable[Example]) -> dict[str, int]:
+    """How many examples of each kind (`known`, `needs_search`), sorted by kind."""
     return dict(sorted(Counter(e.kind for e in examples).items()))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -105,3 +106,119 @@ def test_paragraph_corpus_dedups_and_jsonl_round_trips(tmp_path: Path) -> None:
     mc = Example("x", "q", ("B",), KNOWN, "mmlu", choices=("1", "2", "3", "4"))
     data.write_jsonl([*examples, mc], tmp_path / "e.jsonl")
     assert data.read_jsonl(tmp_path / "e.jsonl") == [*examples, mc]
+
+
+# (source, split) -> (Example.source, kind) for every file load_source knows, plus the three MMLU splits.
+EXPECTED = {
+    ("musique", "train"): ("musique", NEEDS_SEARCH),
+    ("musique", "dev"): ("musique", NEEDS_SEARCH),
+    ("musique_qa", "train"): ("musique", NEEDS_SEARCH),
+    ("hotpotqa", "train"): ("hotpotqa", NEEDS_SEARCH),
+    ("hotpotqa", "dev"): ("hotpotqa", NEEDS_SEARCH),
+    ("2wiki", "dev"): ("2wiki", NEEDS_SEARCH),
+    ("nq_open", "dev"): ("nq_open", NEEDS_SEARCH),
+    ("triviaqa", "dev"): ("triviaqa", NEEDS_SEARCH),
+    ("gsm8k", "train"): ("gsm8k", KNOWN),
+    ("gsm8k", "test"): ("gsm8k", KNOWN),
+    ("mmlu", "train"): ("mmlu", KNOWN),
+    ("mmlu", "dev"): ("mmlu", KNOWN),
+    ("mmlu", "test"): ("mmlu", KNOWN),
+}
+
+
+def test_sources_constant_covers_the_table() -> None:
+    assert sorted({name for name, _ in EXPECTED}) == data.SOURCES
+
+
+@real
+@pytest.mark.parametrize(("name", "split"), sorted(EXPECTED))
+def test_every_source_has_its_kind_and_source(name: str, split: str) -> None:
+    source, kind = EXPECTED[(name, split)]
+    rows = data.load_source(name, DATA, split, limit=30)
+    assert len(rows) == 30
+    assert all(r.source == source and r.kind == kind for r in rows)
+    assert all(r.question.strip() and r.answers and all(a.strip() for a in r.answers) for r in rows)
+
+
+@real
+def test_musique_dev_keeps_every_answerable_row() -> None:
+    raw = [json.loads(line) for line in (DATA / "musique/musique_ans_v1.0_dev.sample150.jsonl").open()]
+    rows = data.load_source("musique", DATA, "dev")
+    assert len(raw) == 150 and len(rows) == sum(r.get("answerable") is not False for r in raw)
+    assert rows[0].id == raw[0]["id"] and rows[0].answers[0] == raw[0]["answer"]
+    qa_only = data.load_source("musique_qa", DATA, "train", limit=5)
+    assert all(not r.paragraphs and r.id.startswith("musique/") for r in qa_only)
+
+
+@real
+def test_2wiki_has_ten_paragraphs_with_supporting_ones() -> None:
+    rows = data.load_source("2wiki", DATA, "dev")
+    assert len(rows) == 124
+    assert all(len(r.paragraphs) == 10 and any(p.supporting for p in r.paragraphs) for r in rows)
+
+
+@real
+def test_mmlu_splits_map_to_folders() -> None:
+    train = data.load_source("mmlu", DATA, "train")  # the 5-shot "dev" folder: 5 rows x 57 subjects
+    assert len(train) == 285 and train[0].id == "mmlu/abstract_algebra/0"
+    assert {r.answers[0] for r in train} == set("ABCD")
+    only = data.load_mmlu(DATA / "mmlu" / "data", "val", subjects=["anatomy"])
+    assert only and all(r.id.startswith("mmlu/anatomy/") for r in only)
+    with pytest.raises(ValueError, match="mmlu has splits"):
+        data.load_source("mmlu", DATA, "validation")
+
+
+def test_known_source_with_unknown_split_lists_the_choices() -> None:
+    with pytest.raises(ValueError, match="gsm8k:train"):
+        data.load_source("gsm8k", DATA, "dev")
+    with pytest.raises(FileNotFoundError):
+        data.load_mmlu(Path("/nonexistent"), "val")
+
+
+def test_more_formats_on_written_files(tmp_path: Path) -> None:
+    qa_only = tmp_path / "qa.jsonl"
+    qa_only.write_text("\n" + json.dumps({"question": "Q?", "answer": ["x", "X"]}) + "\n")
+    (m,) = data.load_musique(qa_only)
+    assert (m.id, m.answers, m.paragraphs, m.kind) == ("musique/2", ("x", "X"), (), NEEDS_SEARCH)
+    wiki = tmp_path / "w.json"
+    row = {"_id": "w1", "type": "comparison", "question": "Which?", "answer": "A",
+           "supporting_facts": [["B", 1]], "context": [["A", ["a."]], ["B", ["b1.", " b2."]]]}  # fmt: skip
+    wiki.write_text(json.dumps([row]))
+    (w,) = data.load_2wiki(wiki)
+    assert (w.id, w.source) == ("w1", "2wiki")
+    assert w.paragraphs == (Paragraph("A", "a.", False), Paragraph("B", "b1. b2.", True))
+    trivia = tmp_path / "t.jsonl"
+    trivia.write_text(json.dumps({"question": "How many?", "answer": ["3", "three"]}) + "\n")
+    (t,) = data.load_triviaqa(trivia)
+    assert (t.id, t.source, t.answers) == ("triviaqa/1", "triviaqa", ("3", "three"))
+    gsm = tmp_path / "g.jsonl"
+    gsm.write_text(json.dumps({"question": "Change?", "answer": "it falls\n#### -2.5 "}) + "\n")
+    assert data.load_gsm8k(gsm, limit=1)[0].answers == ("-2.5",)
+
+
+def test_example_dict_round_trip_and_prompt() -> None:
+    plain = make(1, NEEDS_SEARCH)
+    assert Example.from_dict(plain.to_dict()) == plain and plain.prompt_text() == plain.question
+    mc = Example("m", "Which?", ("B",), KNOWN, "mmlu", choices=("w", "x", "y", "z"))
+    assert mc.prompt_text() == "Which?\nA. w\nB. x\nC. y\nD. z\nAnswer with the letter of the correct option."
+    assert json.loads(json.dumps(mc.to_dict()))["choices"] == ["w", "x", "y", "z"]
+
+
+def test_paragraph_corpus_ids_are_content_hashes() -> None:
+    ex = Example("e", "q", ("a",), NEEDS_SEARCH, "t", paragraphs=(Paragraph("T", "x"), Paragraph("U", "x")))
+    corpus = data.paragraph_corpus([ex, ex])
+    assert [r["title"] for r in corpus] == ["T", "U"]
+    assert corpus[0]["id"] == "para:" + hashlib.sha1(b"T\nx").hexdigest()[:16]
+
+
+def test_label_by_pass_rate_passes_k_and_keeps_the_input() -> None:
+    examples = [make(0, NEEDS_SEARCH)]
+    seen: list[int] = []
+
+    def answer_fn(example: Example, k: int) -> list[str]:
+        seen.append(k)
+        return ["no"] * (k - 1) + ["a"]
+
+    labelled = data.label_by_pass_rate(examples, answer_fn, k=4, is_correct=lambda ans, ex: ans in ex.answers)
+    assert seen == [4] and labelled[0].kind == KNOWN and examples[0].kind == NEEDS_SEARCH
+    assert labelled[0].id == examples[0].id
