@@ -122,12 +122,6 @@ class RedisStore:
         except (redis.RedisError, OSError) as exc:
             raise CacheUnavailable(str(exc)) from exc
 
-    async def ping(self) -> bool:
-        try:
-            return bool(await self._client.ping())
-        except Exception:
-            return False
-
     async def aclose(self) -> None:
         await self._client.aclose()
 

@@ -6,22 +6,32 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from sem.errors import ConfigError
 from sem.search.base import Passage
 
 
-def iter_passages(path: Path) -> Iterator[Passage]:
-    """Read a corpus JSONL lazily; a bad line raises ConfigError naming the file and line."""
+def _rows(path: Path, required: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) of a JSONL file; a line that is not an object with `required` raises ConfigError."""
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                yield Passage(id=str(row["id"]), title=row.get("title") or "", text=row["text"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise ConfigError(f"{path}:{lineno}: not a passage (needs id and text): {exc}") from exc
+                row[required]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise ConfigError(f"{path}:{lineno}: not a passage (needs {required}): {exc}") from exc
+            yield lineno, row
+
+
+def iter_passages(path: Path) -> Iterator[Passage]:
+    """Read a corpus JSONL lazily; a bad line raises ConfigError naming the file and line."""
+    for lineno, row in _rows(path, "text"):
+        if "id" not in row:
+            raise ConfigError(f"{path}:{lineno}: not a passage (needs id and text)")
+        yield Passage(id=str(row["id"]), title=row.get("title") or "", text=row["text"])
 
 
 def load_corpus(path: Path) -> list[Passage]:
@@ -82,16 +92,9 @@ def passages_from_folder(folder: Path, *, words: int = 200, overlap: int = 40) -
 
 def passages_from_jsonl(path: Path, *, words: int = 200, overlap: int = 40) -> Iterator[dict[str, str]]:
     """A user's JSONL (id optional, title optional, text required), long texts chunked."""
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                text, title = row["text"], row.get("title") or ""
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ConfigError(f"{path}:{lineno}: needs at least a text field: {exc}") from exc
-            base = str(row.get("id") or f"{path.stem}:{lineno}")
-            chunks = chunk_text(text, words=words, overlap=overlap)
-            for i, chunk in enumerate(chunks):
-                yield {"id": base if len(chunks) == 1 else f"{base}#{i}", "title": title, "text": chunk}
+    for lineno, row in _rows(path, "text"):
+        text, title = row["text"], row.get("title") or ""
+        base = str(row.get("id") or f"{path.stem}:{lineno}")
+        chunks = chunk_text(text, words=words, overlap=overlap)
+        for i, chunk in enumerate(chunks):
+            yield {"id": base if len(chunks) == 1 else f"{base}#{i}", "title": title, "text": chunk}

@@ -102,16 +102,14 @@ async def stream_completion(
     question, history = split_conversation(body)
 
     def chunk(delta: DeltaMessage, finish: str | None = None, **extra: object) -> ChatCompletionChunk:
-        c = ChatCompletionChunk(
+        return ChatCompletionChunk(
             id=f"chatcmpl-{request_id}",
             object="chat.completion.chunk",
             created=created,
             model=model,
             choices=[ChunkChoice(delta=delta, finish_reason=finish)],  # type: ignore[arg-type]
+            **extra,  # type: ignore[arg-type]
         )
-        for key, value in extra.items():
-            setattr(c, key, value)
-        return c
 
     yield _frame(chunk(DeltaMessage(role="assistant", content="")))
     finished = False

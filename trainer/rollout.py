@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sem.cache import CachedSearch
@@ -32,7 +32,6 @@ class RolloutStats:
     completions: int = 0
     searches: int = 0
     formatted: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def trace_columns(traces: list[Trace], eos_id: int | None) -> dict[str, list[Any]]:

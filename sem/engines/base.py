@@ -52,15 +52,6 @@ class Engine(Protocol):
     async def aclose(self) -> None: ...
 
 
-def matched_stop(text: str, stops: list[str]) -> str | None:
-    """The stop string the text ends with, if any.
-
-    >>> matched_stop("<answer>x</answer>", ["</search>", "</answer>"])
-    '</answer>'
-    """
-    return next((s for s in stops if s and text.endswith(s)), None)
-
-
 def first_stop(text: str, stops: list[str]) -> tuple[str | None, int]:
     """The earliest stop string in the text and where the text should end (just after it).
 

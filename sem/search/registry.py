@@ -19,7 +19,7 @@ _BUILTINS = {
     "bm25": "sem.search.bm25:BM25Backend",
     "dense": "sem.search.dense:DenseBackend",
     "retriever": "sem.search.remote:RetrieverBackend",
-    "searxng": "sem.search.remote:SearxngBackend",
+    "searxng": "sem.search.web:SearxngBackend",
     "tavily": "sem.search.web:TavilyBackend",
     "brave": "sem.search.web:BraveBackend",
     "serper": "sem.search.web:SerperBackend",

@@ -1,14 +1,12 @@
-"""Remote search backends over HTTP: Search-R1's retrieval server and SearXNG.
+"""`retriever`: a client of Search-R1's retrieval server.
 
-- `retriever`: `POST {url}/retrieve {"queries", "topk", "return_scores": true}` ->
-  `{"result": [[{"document": {"id", "contents": "\\"Title\\"\\ntext"}, "score"}, ...], ...]}`; users of that
-  ecosystem plug their e5/BM25 wiki-18 index in, and `sem-retrieve` serves any of our backends the same way.
-- `searxng`: `GET {url}/search?q=...&format=json` -> `{"results": [{"url", "title", "content"}]}` (web search).
+`POST {url}/retrieve {"queries", "topk", "return_scores": true}` ->
+`{"result": [[{"document": {"id", "contents": "\\"Title\\"\\ntext"}, "score"}, ...], ...]}`; users of that ecosystem
+plug their e5/BM25 wiki-18 index in, and `sem-retrieve` serves any of our backends the same way.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from typing import TYPE_CHECKING, Any
 
@@ -82,46 +80,6 @@ class RetrieverBackend:
 
     async def check_health(self) -> None:
         await self.search(["health"], 1)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-
-class SearxngBackend:
-    """Web search through a SearXNG instance's JSON API (enable `json` in its `search.formats`)."""
-
-    name = "searxng"
-
-    def __init__(self, url: str, timeout_s: float = 10.0, client: httpx.AsyncClient | None = None) -> None:
-        self.url = url.rstrip("/")
-        self._client = client or httpx.AsyncClient(timeout=timeout_s)
-        self.version = "web"  # the web changes: rely on the cache TTL rather than a version
-
-    @classmethod
-    async def from_settings(cls, settings: Settings) -> SearxngBackend:
-        if not settings.searxng_url:
-            raise ConfigError("the searxng backend needs SEM_SEARXNG_URL (e.g. http://127.0.0.1:8888)")
-        return cls(settings.searxng_url, settings.search_timeout_s)
-
-    async def _one(self, query: str, k: int) -> list[Passage]:
-        try:
-            r = await self._client.get(f"{self.url}/search", params={"q": query, "format": "json"})
-            r.raise_for_status()
-            results = r.json().get("results", [])
-        except (httpx.HTTPError, ValueError) as exc:
-            raise SearchError(f"searxng at {self.url} failed: {exc}") from exc
-        return [
-            Passage(id=str(item.get("url", i)), title=item.get("title", ""), text=item.get("content", ""),
-                    score=item.get("score"))
-            for i, item in enumerate(results[:k])
-            if item.get("content")
-        ]  # fmt: skip
-
-    async def search(self, queries: list[str], k: int) -> list[list[Passage]]:
-        return list(await asyncio.gather(*(self._one(q, k) for q in queries)))
-
-    async def check_health(self) -> None:
-        await self._one("health", 1)
 
     async def aclose(self) -> None:
         await self._client.aclose()

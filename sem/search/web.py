@@ -1,7 +1,8 @@
-"""Web search APIs that need a key: Tavily, Brave Search, Serper (Google results).
+"""Web search: a SearXNG instance's JSON API, and APIs that need a key: Tavily, Brave Search, Serper (Google).
 
 Keys come from settings (`SEM_WEB_API_KEY`, a secret: never logged or shown in errors); `SEM_WEB_API_URL` overrides
-the endpoint (a proxy, a test server). One HTTP call per query, run concurrently.
+the endpoint (a proxy, a test server); SearXNG's address is `SEM_SEARXNG_URL`. One HTTP call per query, run
+concurrently.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ class WebAPIBackend:
 
     name: ClassVar[str]
     default_url: ClassVar[str]
+    needs_key: ClassVar[bool] = True
     version = "web"  # results change over time: the cache TTL bounds staleness
 
     def __init__(self, api_key: str, url: str | None = None, timeout_s: float = 10.0) -> None:
-        if not api_key:
+        if self.needs_key and not api_key:
             raise ConfigError(f"the {self.name} backend needs SEM_WEB_API_KEY")
         self._key = api_key
         self.url = url or self.default_url
@@ -108,3 +110,27 @@ class SerperBackend(WebAPIBackend):
     def parse(self, body: dict[str, Any], k: int) -> list[Passage]:
         results = body.get("organic", [])[:k]
         return [Passage(id=r["link"], title=r.get("title", ""), text=r.get("snippet", "")) for r in results]
+
+
+class SearxngBackend(WebAPIBackend):
+    """SearXNG's JSON API (enable `json` in its `search.formats`): `GET {url}/search?q=...&format=json`."""
+
+    name = "searxng"
+    needs_key = False
+
+    @classmethod
+    async def from_settings(cls, settings: Settings) -> SearxngBackend:
+        if not settings.searxng_url:
+            raise ConfigError("the searxng backend needs SEM_SEARXNG_URL (e.g. http://127.0.0.1:8888)")
+        return cls("", settings.searxng_url.rstrip("/") + "/search", settings.search_timeout_s)
+
+    def request(self, query: str, k: int) -> httpx.Request:
+        return self._client.build_request("GET", self.url, params={"q": query, "format": "json"})
+
+    def parse(self, body: dict[str, Any], k: int) -> list[Passage]:
+        return [
+            Passage(id=str(item.get("url", i)), title=item.get("title", ""), text=item["content"],
+                    score=item.get("score"))
+            for i, item in enumerate(body.get("results", [])[:k])
+            if item.get("content")
+        ]  # fmt: skip

@@ -18,7 +18,8 @@ from sem.search import build_backend
 from sem.search.bm25 import BM25Backend
 from sem.search.dense import DenseBackend
 from sem.search.registry import available_backends, load_backend_class
-from sem.search.remote import RetrieverBackend, SearxngBackend
+from sem.search.remote import RetrieverBackend
+from sem.search.web import SearxngBackend
 from sem.settings import Settings
 from service.retrieve import create_retrieve_app
 from tests.conftest import free_port
