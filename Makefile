@@ -12,7 +12,7 @@ CONSTRAINTS ?= constraints/cpu.txt
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: install assets serve test lint redis bench clean
+.PHONY: install assets serve test lint redis bench clean tuned-model eval-model
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (set PYTHON=...)")'
@@ -48,3 +48,13 @@ lint: install
 
 clean:
 	rm -rf $(VENV) test-artifacts .pytest_cache
+
+# The SEM-tuned default model (issue #6): data -> LoRA SFT warm-up -> GRPO on the same adapter, resumable
+# (run it again after a stop), then the adapter is copied into models/ for `sem assets` to merge.
+TRAIN_CONFIG ?= trainer/configs/cpu-smollm2.yaml
+TRAINER := $(BIN)/trainer --config $(TRAIN_CONFIG)
+tuned-model: assets
+	$(TRAINER) data
+	[ -d runs/sft/final ] || $(TRAINER) sft --resume
+	$(TRAINER) train --resume
+	$(TRAINER) publish --adapter runs/grpo/final

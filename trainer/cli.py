@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -130,6 +133,7 @@ def sft(
     batch_size: int = 4,
     learning_rate: float = 5e-5,
     save_steps: int = 50,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank; 0 fine-tunes the whole model.")] = 8,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
 ) -> None:
     """Warm up the template with teacher traces written through the real loop (results masked)."""
@@ -139,6 +143,7 @@ def sft(
     final = run_sft(
         model or _default_model(), read_jsonl(data_dir / "train.jsonl"), _retriever(data_dir / "corpus.jsonl"), out,
         max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, save_steps=save_steps, resume=resume,
+        lora_r=lora_r or None,
     )  # fmt: skip
     typer.echo(f"sft model -> {final}")
 
@@ -159,6 +164,7 @@ def train(
     beta: float = 0.0,
     loss_type: str = "dapo",
     lora: Annotated[bool, typer.Option(help="Train a LoRA adapter (else the full model).")] = True,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank (a start model that is an adapter keeps its own).")] = 8,
     max_searches: int = 2,
     save_steps: int = 25,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
@@ -171,7 +177,7 @@ def train(
     settings = GRPOSettings(
         reward=reward.value, tau=tau, max_steps=max_steps, batch_size=batch_size, num_generations=num_generations,
         max_completion_length=max_completion_length, temperature=temperature, learning_rate=learning_rate,
-        beta=beta, loss_type=loss_type, lora=lora, max_searches=max_searches, save_steps=save_steps,
+        beta=beta, loss_type=loss_type, lora=lora, lora_r=lora_r, max_searches=max_searches, save_steps=save_steps,
     )  # fmt: skip
     final = run_grpo(
         start, read_jsonl(data_dir / "train.jsonl"), _retriever(data_dir / "corpus.jsonl"), out, settings,
@@ -208,11 +214,26 @@ def evaluate(
     if url:
         outcomes = asyncio.run(run_remote(url, examples, chosen, max_searches=max_searches, max_tokens=max_tokens))
     else:
-        outcomes = asyncio.run(_eval_local(model, engine, corpus or data_file.with_name("corpus.jsonl"), examples,
-                                           chosen, max_searches, max_tokens))  # fmt: skip
+        with _servable(model) as model_path:
+            outcomes = asyncio.run(_eval_local(model_path, engine, corpus or data_file.with_name("corpus.jsonl"),
+                                               examples, chosen, max_searches, max_tokens))  # fmt: skip
     rows = write_report(outcomes, out, title)
     typer.echo(markdown_table(rows, title))
     typer.echo(f"-> {out}/results.md, results.json, results.png")
+
+
+@contextmanager
+def _servable(model: str | None) -> Iterator[str | None]:
+    """A model the engines can load: a LoRA adapter is merged into its base in a temporary folder first."""
+    from trainer.lora import is_adapter
+
+    if model is None or not is_adapter(model):
+        yield model
+        return
+    from trainer.grpo import merge_adapter
+
+    with tempfile.TemporaryDirectory(prefix="sem-merged-") as tmp:
+        yield str(merge_adapter(Path(model), Path(tmp)))
 
 
 async def _eval_local(model, engine_kind, corpus, examples, policies, max_searches, max_tokens):

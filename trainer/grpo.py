@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 
 from sem.cache import CachedSearch
 from trainer.data import Example
+from trainer.lora import is_adapter, load_trainable, lora_config
 from trainer.rewards import reward_functions
 from trainer.rollout import RolloutConfig, SEMRollout
 
@@ -34,7 +35,7 @@ class GRPOSettings:
     beta: float = 0.0
     loss_type: str = "dapo"
     lora: bool = True
-    lora_r: int = 16
+    lora_r: int = 8
     save_steps: int = 25
     max_searches: int = 2
     top_k: int = 3
@@ -104,16 +105,13 @@ def run_grpo(
         use_cpu=not torch.cuda.is_available(),
         log_completions=False,
     )
-    peft_config = None
-    if settings.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=settings.lora_r, lora_alpha=2 * settings.lora_r, lora_dropout=0.0, task_type="CAUSAL_LM",
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        )  # fmt: skip
     rollout = SEMRollout(retriever, RolloutConfig(max_searches=settings.max_searches, top_k=settings.top_k))
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    peft_config = None
+    if is_adapter(model_path):  # an SFT adapter: keep training it, the result stays one adapter over the base
+        model = load_trainable(model_path)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        peft_config = lora_config(settings.lora_r) if settings.lora else None
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=funcs,

@@ -19,6 +19,7 @@ from sem.cache import CachedSearch
 from sem.engines.replay import ReplayEngine
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
 from trainer.data import Example
+from trainer.lora import lora_config
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -83,8 +84,13 @@ def run_sft(
     save_steps: int = 50,
     resume: bool = False,
     seed: int = 0,
+    lora_r: int | None = None,
 ) -> Path:
-    """Fine-tune briefly on teacher traces; returns the folder of the final checkpoint."""
+    """Fine-tune briefly on teacher traces; returns the folder of the final checkpoint.
+
+    With `lora_r`, a LoRA adapter is trained instead of the full model; GRPO then keeps training that same adapter,
+    so the whole recipe's result is one small adapter over the untouched base.
+    """
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -109,7 +115,13 @@ def run_sft(
         max_length=1024,
     )
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(lora_r) if lora_r else None,
+    )
     last = get_last_checkpoint(str(output_dir)) if resume and output_dir.is_dir() else None
     trainer.train(resume_from_checkpoint=last)
     final = output_dir / "final"
