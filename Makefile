@@ -12,7 +12,7 @@ CONSTRAINTS ?= constraints/cpu.txt
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: install assets serve test lint redis bench clean tuned-model eval-model
+.PHONY: install assets serve test lint redis browser bench clean tuned-model eval-model
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (set PYTHON=...)")'
@@ -35,7 +35,11 @@ serve: assets
 redis:
 	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; }
 
-test: assets redis
+# Headless Chromium for the playground's browser tests (Debian's packages: no browser download at test time)
+browser:
+	@command -v chromedriver >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; }
+
+test: assets redis browser
 	$(BIN)/pytest
 
 bench: assets redis

@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from sem import __version__
 from sem.engines import Engine
@@ -15,6 +18,8 @@ from sem.settings import Settings
 from service.errors import install_error_handlers
 from service.routes import answer, chat, health
 from service.state import ServiceState
+
+STATIC = Path(__file__).parent / "static"
 
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
@@ -44,4 +49,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(health.router)
     app.include_router(answer.router)
     app.include_router(chat.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def playground() -> FileResponse:
+        """The playground: ask a question, watch when and why the model searched."""
+        return FileResponse(STATIC / "index.html")
+
     return app

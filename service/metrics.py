@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -47,6 +47,7 @@ class Metrics:
             "sem_searches_per_request", "Searches one answer took.", buckets=(0, 1, 2, 3, 4, 6, 8),
             registry=self.registry,
         )  # fmt: skip
+        self._state = state
         hits = Gauge("sem_search_cache_hits", "Search cache hits since start.", registry=self.registry)
         misses = Gauge("sem_search_cache_misses", "Search cache misses since start.", registry=self.registry)
         hits.set_function(lambda: state.search.stats.hits if state.search else 0)
@@ -63,9 +64,37 @@ class Metrics:
         self.generated_tokens.inc(trace.generated_tokens)
         self.latency.observe(seconds)
 
+    def summary(self) -> dict[str, Any]:
+        """The counters as plain numbers (what `GET /v1/stats` returns)."""
+        by_policy: dict[str, int] = {}
+        for sample in self.answers.collect()[0].samples:
+            if sample.name.endswith("_total"):
+                policy = sample.labels["policy"]
+                by_policy[policy] = by_policy.get(policy, 0) + int(sample.value)
+        answers = sum(by_policy.values())
+        searches = int(_value(self.searches))
+        stats = self._state.search.stats if self._state.search else None
+        hits, misses = (stats.hits, stats.misses) if stats else (0, 0)
+        latency_sum = next(s.value for s in self.latency.collect()[0].samples if s.name.endswith("_sum"))
+        return {
+            "answers": answers,
+            "answers_by_policy": dict(sorted(by_policy.items())),
+            "searches": searches,
+            "searches_per_answer": round(searches / answers, 3) if answers else None,
+            "search_errors": int(_value(self.search_errors)),
+            "cache_hits": hits,
+            "cache_misses": misses,
+            "cache_hit_rate": round(hits / (hits + misses), 3) if hits + misses else None,
+            "mean_latency_ms": round(1000 * latency_sum / answers, 1) if answers else None,
+        }
+
     def observe_backend(self, backend: str, seconds: float, queries: int, error: bool) -> None:
         """`sem.cache.BackendObserver`: one call to the search backend."""
         self.backend_latency.labels(backend).observe(seconds)
         self.backend_queries.labels(backend).inc(queries)
         if error:
             self.backend_errors.labels(backend).inc()
+
+
+def _value(counter: Counter) -> float:
+    return next(s.value for s in counter.collect()[0].samples if s.name.endswith("_total"))

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.deps import StateDep
-from service.schemas import Health
+from service.schemas import Health, Stats
 
 router = APIRouter(tags=["health"])
 
@@ -39,3 +39,9 @@ async def readyz(state: StateDep) -> JSONResponse:
 @router.get("/metrics")
 async def metrics(state: StateDep) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/stats", response_model=Stats)
+async def stats(state: StateDep) -> Stats:
+    """Answers, searches per answer, cache hit rate and mean latency since the service started."""
+    return Stats(**state.metrics.summary())

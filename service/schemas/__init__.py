@@ -9,7 +9,7 @@ from service.schemas.chat import (
     ModelCard,
     ModelList,
 )
-from service.schemas.common import ErrorInfo, ErrorResponse, Health
+from service.schemas.common import ErrorInfo, ErrorResponse, Health, Stats
 
 __all__ = [
     "AnswerRequest",
@@ -25,6 +25,7 @@ __all__ = [
     "ModelList",
     "PassageOut",
     "SearchOut",
+    "Stats",
     "TraceOut",
     "Usage",
 ]

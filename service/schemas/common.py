@@ -25,3 +25,17 @@ class Health(BaseModel):
     search_backend: str | None = None
     cache: str | None = None
     detail: str | None = None
+
+
+class Stats(BaseModel):
+    """`GET /v1/stats`: the service's counters since start, for dashboards and the playground."""
+
+    answers: int
+    answers_by_policy: dict[str, int]
+    searches: int
+    searches_per_answer: float | None
+    search_errors: int
+    cache_hits: int
+    cache_misses: int
+    cache_hit_rate: float | None
+    mean_latency_ms: float | None

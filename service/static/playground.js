@@ -1,0 +1,231 @@
+// SEM playground: asks the service's OpenAI-compatible chat endpoint (streamed) and lays out the trace as it comes.
+// Everything from the model or the corpus is inserted as text (textContent), never as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let modelId = null;
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+async function errorMessage(response) {
+  // The service answers errors with OpenAI's error object; anything else is shown by its status.
+  try {
+    const body = await response.json();
+    if (body && body.error && body.error.message) return body.error.message;
+    if (body && body.detail) return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+  } catch (_) { /* not JSON */ }
+  return `the service answered ${response.status} ${response.statusText}`;
+}
+
+async function loadModel() {
+  try {
+    const response = await fetch("/v1/models");
+    if (!response.ok) throw new Error(await errorMessage(response));
+    const body = await response.json();
+    modelId = body.data[0].id;
+    $("model").textContent = `Model: ${modelId}`;
+  } catch (err) {
+    $("model").textContent = `Model not ready yet (${err.message}); retrying…`;
+    setTimeout(loadModel, 3000);
+  }
+}
+
+function newRun(policy) {
+  const card = $("run-template").content.firstElementChild.cloneNode(true);
+  card.dataset.policy = policy;
+  card.querySelector(".policy").textContent = policy;
+  $("runs").append(card);
+  return card;
+}
+
+function searchItem(record) {
+  const item = el("li", "search");
+  item.append(el("div", "label", record.forced ? "search (forced by policy)" : "search"));
+  const query = el("div", "query", record.query);
+  query.append(el("span", "badge", `${record.latency_ms.toFixed(1)} ms`));
+  query.append(el("span", "badge", record.cached ? "cached" : "not cached"));
+  if (record.error) query.append(el("span", "badge", `error: ${record.error}`));
+  item.append(query);
+  const details = el("details");
+  details.append(el("summary", "", `${record.passages.length} passage${record.passages.length === 1 ? "" : "s"}`));
+  for (const p of record.passages) {
+    const passage = el("div", "passage");
+    const score = p.score === null || p.score === undefined ? "" : `  (score ${p.score.toFixed(2)})`;
+    passage.append(el("b", "", p.title + score), el("span", "", p.text));
+    details.append(passage);
+  }
+  item.append(details);
+  return item;
+}
+
+// Parses an SSE body into JSON payloads; stops at [DONE].
+async function* sseEvents(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const frame = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      const data = frame.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+      if (!data) continue;
+      if (data === "[DONE]") return;
+      yield JSON.parse(data);
+    }
+  }
+}
+
+async function ask(card, question, policy, maxSearches) {
+  const status = card.querySelector(".status");
+  const answer = card.querySelector(".answer");
+  const trace = card.querySelector(".trace");
+  const meta = card.querySelector(".meta");
+  let thinking = null;
+  const started = performance.now();
+  let firstToken = null;
+  status.textContent = "asking…";
+  const fail = (message) => {
+    card.classList.add("failed");
+    answer.textContent = message;
+    status.textContent = "failed";
+    showError(message);
+  };
+  let response;
+  try {
+    response = await fetch("/v1/chat/completions", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        model: modelId || "default",
+        messages: [{ role: "user", content: question }],
+        stream: true,
+        stream_options: { include_usage: true },
+        sem: { search: policy, max_searches: maxSearches },
+      }),
+    });
+  } catch (err) {
+    return fail(`Cannot reach the service: ${err.message}`);
+  }
+  if (!response.ok) return fail(await errorMessage(response));
+  try {
+    for await (const chunk of sseEvents(response)) {
+      if (chunk.error) return fail(chunk.error.message);
+      if (firstToken === null) firstToken = performance.now();
+      if (chunk.search_results) {
+        for (const record of chunk.search_results) trace.append(searchItem(record));
+        thinking = null; // the model's next words go in a fresh block after the passages
+      }
+      const choice = chunk.choices && chunk.choices[0];
+      const delta = choice ? choice.delta : {};
+      if (delta.reasoning_content && !chunk.search_results) {
+        if (!thinking) {
+          const item = el("li", "thinking");
+          item.append(el("div", "label", "model"));
+          thinking = el("pre");
+          item.append(thinking);
+          trace.append(item);
+        }
+        thinking.textContent += delta.reasoning_content;
+      }
+      if (delta.content) answer.textContent += delta.content;
+      if (choice && choice.finish_reason) status.textContent = `done (${choice.finish_reason})`;
+      if (chunk.usage) {
+        const u = chunk.usage;
+        const seconds = ((performance.now() - started) / 1000).toFixed(2);
+        card.dataset.searches = String(u.num_search_queries);
+        meta.textContent = `${u.num_search_queries} search${u.num_search_queries === 1 ? "" : "es"} · ${seconds} s · ` +
+          `${u.prompt_tokens} prompt + ${u.completion_tokens} completion tokens`;
+      }
+    }
+  } catch (err) {
+    return fail(`The stream broke off: ${err.message}`);
+  }
+  if (!answer.textContent) answer.textContent = "(no answer)";
+  card.classList.add("done");
+}
+
+function readForm() {
+  const question = $("question").value.trim();
+  const maxSearches = Number.parseInt($("max-searches").value, 10);
+  if (!question) {
+    showError("Type a question first.");
+    $("question").focus();
+    return null;
+  }
+  if (Number.isNaN(maxSearches) || maxSearches < 0) {
+    showError("Max searches must be a whole number, 0 or more.");
+    $("max-searches").focus();
+    return null;
+  }
+  showError("");
+  return { question, maxSearches };
+}
+
+async function running(work) {
+  const buttons = [$("ask-button"), $("compare-button")];
+  buttons.forEach((b) => { b.disabled = true; });
+  try { await work(); } finally {
+    buttons.forEach((b) => { b.disabled = false; });
+    refreshStats();
+  }
+}
+
+async function onAsk(event) {
+  event.preventDefault();
+  const form = readForm();
+  if (!form) return;
+  $("runs").replaceChildren();
+  const policy = $("policy").value;
+  await running(() => ask(newRun(policy), form.question, policy, form.maxSearches));
+}
+
+async function onCompare() {
+  const form = readForm();
+  if (!form) return;
+  $("runs").replaceChildren();
+  const cards = ["auto", "always", "never"].map((policy) => [policy, newRun(policy)]);
+  cards.forEach(([, card]) => { card.querySelector(".status").textContent = "waiting…"; });
+  // One after another, so that each latency is measured alone and the three are comparable.
+  await running(async () => {
+    for (const [policy, card] of cards) await ask(card, form.question, policy, form.maxSearches);
+  });
+}
+
+async function refreshStats() {
+  try {
+    const response = await fetch("/v1/stats");
+    if (!response.ok) return;
+    const s = await response.json();
+    const pct = (x) => (x === null ? "-" : `${(100 * x).toFixed(0)} %`);
+    $("stat-answers").textContent = String(s.answers);
+    $("stat-spa").textContent = s.searches_per_answer === null ? "-" : s.searches_per_answer.toFixed(2);
+    $("stat-hit").textContent = pct(s.cache_hit_rate);
+    $("stat-latency").textContent = s.mean_latency_ms === null ? "-" : `${(s.mean_latency_ms / 1000).toFixed(2)} s`;
+  } catch (_) { /* the counters are a nicety: a failed poll is retried on the next tick */ }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("ask").addEventListener("submit", onAsk);
+  $("compare-button").addEventListener("click", onCompare);
+  $("question").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("ask").requestSubmit();
+  });
+  loadModel();
+  refreshStats();
+  setInterval(refreshStats, 5000);
+});
