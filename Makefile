@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= serve,vllm,dense,train,dev
+EXTRAS ?= serve,vllm,dense,milvus,train,dev
 TORCH ?= torch==2.13.0
 CONSTRAINTS ?= constraints/cpu.txt
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -72,6 +73,13 @@ class Settings(BaseSettings):
     searxng_url: str | None = Field(None, description="Base URL of a SearXNG instance (JSON format enabled).")
     web_api_key: SecretStr | None = Field(None, description="Key of the tavily / brave / serper backend (secret).")
     web_api_url: str | None = Field(None, description="Endpoint override of the web API backends.")
+    milvus_uri: str | None = Field(
+        None, description="Milvus: a Lite .db file or a server URL (default: <SEM_HOME>/milvus/sem.db, Milvus Lite)."
+    )
+    milvus_token: SecretStr | None = Field(None, description="Milvus server token, user:password or API key (secret).")
+    milvus_collection: str | None = Field(None, description="Milvus collection (default: sem_<corpus file name>).")
+    milvus_mode: Literal["bm25", "dense", "hybrid"] = Field("bm25", description="Milvus search: bm25, dense, hybrid.")
+    milvus_ranker: Literal["rrf", "weighted"] = Field("rrf", description="How `hybrid` fuses BM25 and dense lists.")
     search_timeout_s: float = Field(10.0, description="Timeout of one call to a remote search backend.")
 
     redis_url: str | None = Field(None, description="Redis URL for the search cache; unset = in-process LRU.")

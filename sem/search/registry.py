@@ -23,6 +23,7 @@ _BUILTINS = {
     "tavily": "sem.search.web:TavilyBackend",
     "brave": "sem.search.web:BraveBackend",
     "serper": "sem.search.web:SerperBackend",
+    "milvus": "sem.search.milvus:MilvusBackend",
 }
 
 

@@ -1,0 +1,140 @@
+"""The `milvus` backend on Milvus Lite (a local file, the same client code as a cluster): ingestion that resumes,
+BM25 / dense / hybrid search, a collection from another corpus refused, an unreachable server, and the service
+answering through it end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sem.errors import ConfigError
+from sem.search.milvus import PROP_DONE, PROP_ROWS, MilvusBackend
+from tests.conftest import free_port, launch, stop
+
+pytest.importorskip("milvus_lite", reason="needs the `milvus` extra (pymilvus + milvus-lite)")
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def open_backend(corpus: Path, db: Path, **kwargs) -> MilvusBackend:
+    backend = MilvusBackend(corpus, str(db), **kwargs)
+    backend.load_sync()
+    return backend
+
+
+def test_bm25_on_lite_finds_and_versions(tiny_corpus: Path, tmp_path: Path) -> None:
+    backend = open_backend(tiny_corpus, tmp_path / "m.db")
+    try:
+        hamlet, empty, paris = backend.search_sync(["Who wrote Hamlet?", "?!", "capital of France"], 3)
+        assert hamlet[0].id == "hamlet" and hamlet[0].title == "Hamlet" and hamlet[0].score > 0
+        assert hamlet[0].text.startswith("Hamlet is a tragedy")  # the title is indexed, not returned twice
+        assert empty == [] and paris[0].id == "paris"
+        assert backend.version.startswith("bm25-") and len(backend.version) == len("bm25-") + 16
+        assert len(backend.search_sync(["capital"], 10)[0]) == 2  # Paris and Kyōto, nothing without the term
+    finally:
+        backend._client.close()
+
+
+def test_ingestion_resumes_after_a_crash(tiny_corpus: Path, tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+
+    class CrashingAfterOneBatch(MilvusBackend):
+        calls = 0
+
+        def ingest(self, start: int = 0) -> int:
+            real_upsert = self._client.upsert
+
+            def upsert(*args, **kwargs):  # a process killed mid-ingestion, after its first batch
+                type(self).calls += 1
+                if type(self).calls > 1:
+                    raise KeyboardInterrupt
+                return real_upsert(*args, **kwargs)
+
+            self._client.upsert = upsert
+            return super().ingest(start)
+
+    crashing = CrashingAfterOneBatch(tiny_corpus, str(db), batch_size=2)
+    with pytest.raises(KeyboardInterrupt):
+        crashing.load_sync()
+    props = crashing._properties()
+    assert props[PROP_ROWS] == "2" and props[PROP_DONE] == "false"
+    crashing._client.close()
+
+    resumed = MilvusBackend(tiny_corpus, str(db), batch_size=2)
+    resumed.load_sync()
+    try:
+        props = resumed._properties()
+        assert props[PROP_DONE] == "true" and props[PROP_ROWS] == "5"
+        count = resumed._client.query(resumed.collection, filter="", output_fields=["count(*)"])[0]["count(*)"]
+        assert count == 5  # upserts: no row twice
+        assert resumed.search_sync(["natural satellite"], 1)[0][0].id == "moon"
+    finally:
+        resumed._client.close()
+
+
+def test_a_collection_from_another_corpus_is_refused(tiny_corpus: Path, tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    open_backend(tiny_corpus, db)._client.close()
+    other = tmp_path / "corpus.jsonl"  # the same file name, so the same collection, but other content
+    other.write_text(tiny_corpus.read_text() + json.dumps({"id": "x", "title": "X", "text": "new"}) + "\n")
+    with pytest.raises(ConfigError, match="built from another corpus"):
+        open_backend(other, db)
+
+
+def test_unreachable_server_is_a_clear_error(tiny_corpus: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot connect to Milvus"):
+        open_backend(tiny_corpus, Path(f"http://127.0.0.1:{free_port()}"))
+
+
+def test_dense_and_hybrid(tiny_corpus: Path, tmp_path: Path) -> None:
+    backend = open_backend(tiny_corpus, tmp_path / "m.db", mode="hybrid")
+    try:
+        # no word of the query is in the passage: only the dense half can find it
+        assert backend.search_sync(["the satellite orbiting our planet"], 1, mode="dense")[0][0].id == "moon"
+        hybrid = backend.search_sync(["Shakespeare play", "Japanese old capital"], 2)
+        assert hybrid[0][0].id == "hamlet" and hybrid[1][0].id == "kyoto"
+        assert backend.search_sync(["Shakespeare"], 1, mode="bm25")[0][0].id == "hamlet"
+    finally:
+        backend._client.close()
+    with pytest.raises(ConfigError, match="no dense vectors"):
+        open_backend(tiny_corpus, tmp_path / "bm25-only.db")._client.close()
+        open_backend(tiny_corpus, tmp_path / "bm25-only.db", mode="dense")
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")
+def test_finds_supporting_paragraphs_of_real_questions(tmp_path: Path) -> None:
+    from sem import benchmarks
+    from sem.corpus import write_corpus
+
+    questions = benchmarks.load_source("hotpotqa", DATA, "dev", limit=40)
+    corpus = tmp_path / "hotpot.jsonl"
+    write_corpus(benchmarks.paragraph_corpus(questions), corpus)
+    backend = open_backend(corpus, tmp_path / "m.db")
+    try:
+        found = backend.search_sync([q.question for q in questions], 5)
+    finally:
+        backend._client.close()
+    hits = sum(
+        any(p.title in {s.title for s in q.paragraphs if s.supporting} for p in top)
+        for q, top in zip(questions, found, strict=True)
+    )
+    assert hits / len(questions) >= 0.6, f"{hits}/{len(questions)}"
+
+
+def test_service_answers_through_milvus(tiny_corpus: Path, tmp_path: Path, settings) -> None:
+    port = free_port()
+    env = {"SEM_SEARCH_BACKEND": "milvus", "SEM_CORPUS": str(tiny_corpus), "SEM_MILVUS_URI": str(tmp_path / "s.db"),
+           "SEM_PORT": str(port), "SEM_HOME": str(settings.home_dir)}  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    proc = launch([sys.executable, "-m", "service"], env, "service-milvus.log", f"{base}/readyz")
+    try:
+        assert httpx.get(f"{base}/readyz").json()["search_backend"] == "milvus"
+        body = {"question": "Who wrote the tragedy Hamlet?", "search": "always", "max_tokens": 48}
+        reply = httpx.post(f"{base}/v1/answer", json=body, timeout=120).json()
+        assert reply["search_count"] == 1 and not reply["search_errors"]
+        assert reply["searches"][0]["passages"][0]["id"] == "hamlet"
+    finally:
+        stop(proc)
