@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -32,7 +33,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def recall_table(data_dir: Path, work: Path) -> list[dict]:
+def default_backends(corpus: Path) -> list:
+    return [BM25Backend(corpus), DenseBackend(corpus)]
+
+
+def recall_table(data_dir: Path, work: Path, make_backends: Callable[[Path], list] = default_backends) -> list[dict]:
     """Recall@k of supporting paragraphs over the union of the dev rows' paragraphs."""
     questions = {
         "musique": benchmarks.load_source("musique", data_dir, "dev"),
@@ -42,7 +47,7 @@ def recall_table(data_dir: Path, work: Path) -> list[dict]:
     corpus = work / "dev-paragraphs.jsonl"
     n = write_corpus(benchmarks.paragraph_corpus(everything), corpus)
     rows = []
-    for backend in (BM25Backend(corpus), DenseBackend(corpus)):
+    for backend in make_backends(corpus):
         started = time.perf_counter()
         backend.load_sync()
         build_s = time.perf_counter() - started
@@ -75,9 +80,8 @@ def sliding_corpus(source: Path, out: Path, size: int, words: int = 24) -> int:
     return write_corpus(rows(), out)
 
 
-def latency_table(corpus: Path, label: str, queries: list[str], with_dense: bool) -> list[dict]:
+def latency_table(corpus: Path, label: str, queries: list[str], backends: list) -> list[dict]:
     rows = []
-    backends = [BM25Backend(corpus)] + ([DenseBackend(corpus)] if with_dense else [])
     for backend in backends:
         started = time.perf_counter()
         backend.load_sync()
@@ -152,10 +156,10 @@ def main() -> None:
         print(markdown(results["recall"]))
         small = work / "wiki.jsonl"
         shutil.copy(wiki, small)
-        results["latency"] = latency_table(small, "wiki summaries", questions, with_dense=True)
+        results["latency"] = latency_table(small, "wiki summaries", questions, default_backends(small))
         large = work / "large.jsonl"
         sliding_corpus(wiki, large, args.large)
-        results["latency"] += latency_table(large, f"{args.large:,} synthetic windows", questions, with_dense=False)
+        results["latency"] += latency_table(large, f"{args.large:,} synthetic windows", questions, [BM25Backend(large)])
         print("\n## Index build and single-query latency (top 5, NQ-open questions)\n")
         print(markdown(results["latency"]))
         results["cache"] = asyncio.run(cache_table(small, questions))
