@@ -50,6 +50,38 @@ def assets(
         raise typer.Exit(2) from exc
 
 
+keys_app = typer.Typer(
+    help="API keys for the service (SEM_AUTH__*): only their sha256 is stored.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("new")
+def keys_new(
+    redis_url: Annotated[
+        str | None, typer.Option(help="Also add its hash to this Redis (SEM_AUTH__REDIS_KEYS).")
+    ] = None,
+) -> None:
+    """Make a key: give the key to the client, put the hash in SEM_AUTH__API_KEY_HASHES (or Redis)."""
+    from sem.keys import REDIS_SET, hash_key, new_key
+
+    key = new_key()
+    digest = hash_key(key)
+    if redis_url:
+        import redis
+
+        redis.from_url(redis_url).sadd(REDIS_SET, digest)
+    typer.echo(f"key:    {key}\nsha256: {digest}" + (f"\nadded to {REDIS_SET}" if redis_url else ""))
+
+
+@keys_app.command("hash")
+def keys_hash(key: Annotated[str, typer.Argument(help="The key to hash.")]) -> None:
+    """The sha256 that settings hold for an existing key."""
+    from sem.keys import hash_key
+
+    typer.echo(hash_key(key))
+
+
 corpus_app = typer.Typer(help="Search corpora (JSONL: id, title, text).", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 

@@ -31,3 +31,7 @@ class UnknownBackendError(SEMError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+class PromptTooLong(SEMError):
+    """The prompt (template, history, question) has more tokens than allowed."""

@@ -22,6 +22,7 @@ from typing import Protocol
 from sem import protocol
 from sem.cache import Retrieval
 from sem.engines.base import Delta, Engine, SamplingOptions
+from sem.errors import PromptTooLong
 from sem.search.base import Passage
 from sem.settings import LoopDefaults
 
@@ -54,6 +55,7 @@ class LoopOptions:
     # Serving wants an answer; training rollouts turn it off so a malformed output is scored as it is.
     force_answer: bool = True
     answer_tokens: int = 32
+    max_prompt_tokens: int | None = None  # the service's cap; PromptTooLong beyond it
 
     @classmethod
     def from_defaults(cls, defaults: LoopDefaults, **overrides: object) -> LoopOptions:
@@ -233,6 +235,12 @@ class SearchLoop:
                 return event.trace
         raise AssertionError("the loop ended without a Final event")  # stream always ends with Final
 
+    def prompt_tokens(self, question: str, history: Sequence[dict[str, str]] = ()) -> int:
+        """Tokens of the prompt this question (and history) would start from: for limits checked up front."""
+        messages = protocol.build_messages(question, history, self.system_prompt)
+        prompt = protocol.render_prompt(self.engine.tokenizer, messages)
+        return len(self.engine.tokenizer.encode(prompt, add_special_tokens=False))  # type: ignore[attr-defined]
+
     async def stream(
         self,
         question: str,
@@ -248,6 +256,7 @@ class SearchLoop:
         messages = protocol.build_messages(question, history, self.system_prompt)
         prompt = protocol.render_prompt(tokenizer, messages)
         trace = Trace(request_id, prompt, tokenizer.encode(prompt, add_special_tokens=False))
+        check_prompt_length(len(trace.prompt_ids), opts.max_prompt_tokens)
         out = _Builder(trace, tokenizer, opts.logprobs)
 
         budget = opts.max_searches if opts.policy is SearchPolicy.auto else 0
@@ -419,3 +428,10 @@ def _single_token_ids(tokenizer: object, texts: list[str]) -> list[int]:
     """Token ids of the texts that are one token each in this tokenizer."""
     ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]  # type: ignore[attr-defined]
     return [i[0] for i in ids if len(i) == 1]
+
+
+def check_prompt_length(tokens: int, cap: int | None) -> None:
+    if cap is not None and tokens > cap:
+        raise PromptTooLong(
+            f"the prompt has {tokens} tokens, more than the {cap} allowed: shorten the question or the conversation"
+        )

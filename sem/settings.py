@@ -41,12 +41,32 @@ class LoopDefaults(BaseModel):
 
 
 class Limits(BaseModel):
-    """Caps on what one request may ask for (`SEM_LIMITS__<NAME>`)."""
+    """Caps on what one request may ask for, and on the load the service takes (`SEM_LIMITS__<NAME>`)."""
 
-    max_question_chars: int = 4000
-    max_searches: int = 8
-    max_top_k: int = 20
-    max_tokens: int = 2048
+    max_question_chars: int = Field(4000, ge=1, description="Characters of the question (the last user message).")
+    max_prompt_tokens: int = Field(3072, ge=16, description="Tokens of the whole prompt: template, history, question.")
+    max_messages: int = Field(64, ge=1, description="Messages in one chat request.")
+    max_searches: int = Field(8, ge=0, description="Most searches a request may ask for.")
+    max_top_k: int = Field(20, ge=1, description="Most passages per search a request may ask for.")
+    max_tokens: int = Field(2048, ge=1, description="Most tokens a request may ask to generate.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Request body size; larger bodies get 413.")
+    request_timeout_s: float = Field(120.0, gt=0, description="Deadline of one answer (engine and searches); 504.")
+    max_concurrent: int = Field(64, ge=1, description="Answers generated at once; more wait in the queue.")
+    max_queued: int = Field(256, ge=0, description="Answers waiting for a slot; beyond that 503 + Retry-After.")
+
+
+class Auth(BaseModel):
+    """Optional API keys and per-key rate limits (`SEM_AUTH__<NAME>`); off when no key is configured."""
+
+    api_key_hashes: list[str] = Field(
+        default_factory=list, description="sha256 hex digests of accepted keys (`sem keys new` makes one)."
+    )
+    redis_keys: bool = Field(False, description="Also accept keys whose sha256 is in the Redis set sem:api-keys.")
+    rate_limit_per_minute: int = Field(0, ge=0, description="Requests per key (per client IP without auth); 0 = off.")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.api_key_hashes) or self.redis_keys
 
 
 class Settings(BaseSettings):
@@ -89,10 +109,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    log_format: Literal["json", "text"] = Field("json", description="Service logs: one JSON object a line, or text.")
+    shutdown_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish.")
 
     vllm: VLLMSettings = VLLMSettings()
     loop: LoopDefaults = LoopDefaults()
     limits: Limits = Limits()
+    auth: Auth = Auth()
 
     @property
     def home_dir(self) -> Path:

@@ -15,7 +15,9 @@ from fastapi.staticfiles import StaticFiles
 from sem import __version__
 from sem.engines import Engine
 from sem.settings import Settings
+from service.deps import Guarded
 from service.errors import install_error_handlers
+from service.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from service.routes import answer, chat, health
 from service.state import ServiceState
 
@@ -46,9 +48,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     )
     app.state.sem = state
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=state.settings.limits.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every log line of the request carries its id
     app.include_router(health.router)
-    app.include_router(answer.router)
-    app.include_router(chat.router)
+    app.include_router(answer.router, dependencies=Guarded)
+    app.include_router(chat.router, dependencies=Guarded)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

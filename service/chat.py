@@ -14,8 +14,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 from sem.errors import SEMError
-from sem.loop import Final, Inserted, LoopOptions, SearchLoop, SearchResult, TextDelta, Trace
+from sem.loop import Event, Final, Inserted, LoopOptions, SearchLoop, SearchResult, TextDelta, Trace
 from sem.settings import LoopDefaults
+from service.admission import Admission, DeadlineExceeded, before
 from service.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -29,9 +30,12 @@ from service.traces import openai_finish_reason, search_out, usage_of
 log = logging.getLogger(__name__)
 
 
-def loop_options(body: ChatCompletionRequest, defaults: LoopDefaults) -> LoopOptions:
+def loop_options(
+    body: ChatCompletionRequest, defaults: LoopDefaults, max_prompt_tokens: int | None = None
+) -> LoopOptions:
     return LoopOptions.from_defaults(
         defaults,
+        max_prompt_tokens=max_prompt_tokens,
         policy=body.sem.search,
         max_searches=body.sem.max_searches,
         top_k=body.sem.top_k,
@@ -91,6 +95,7 @@ async def stream_completion(
     model: str,
     on_done: Callable[[Trace], None] | None = None,
     on_cancel: Callable[[], None] | None = None,
+    admission: Admission | None = None,
 ) -> AsyncIterator[str]:
     """SSE frames: role first, reasoning as it is generated, search results, the answer, finish, usage, [DONE].
 
@@ -114,7 +119,7 @@ async def stream_completion(
     yield _frame(chunk(DeltaMessage(role="assistant", content="")))
     finished = False
     try:
-        async for event in loop.stream(question, options, history=history, request_id=request_id):
+        async for event in _admitted(loop.stream(question, options, history=history, request_id=request_id), admission):
             if isinstance(event, TextDelta | Inserted):
                 yield _frame(chunk(DeltaMessage(reasoning_content=event.text)))
             elif isinstance(event, SearchResult):
@@ -140,6 +145,10 @@ async def stream_completion(
                         usage=usage_of(trace),
                     )
                     yield _frame(usage_chunk)
+    except DeadlineExceeded as exc:
+        finished = True
+        log.warning("stream %s: %s", request_id, exc)
+        yield _frame(ErrorResponse(error=ErrorInfo(message=str(exc), type="timeout", code="deadline_exceeded")))
     except SEMError as exc:
         finished = True
         log.error("stream %s failed: %s", request_id, exc)
@@ -153,3 +162,21 @@ async def stream_completion(
         if not finished and on_cancel is not None:
             on_cancel()
     yield "data: [DONE]\n\n"
+
+
+async def _admitted(events: AsyncIterator[Event], admission: Admission | None) -> AsyncIterator[Event]:
+    """The loop's events, generated inside an admission slot and before its deadline (each step is bounded)."""
+    if admission is None:
+        async for event in events:
+            yield event
+        return
+    async with admission.slot() as deadline:
+        try:
+            while True:
+                try:
+                    event = await before(deadline, anext(events))
+                except StopAsyncIteration:
+                    return
+                yield event
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]

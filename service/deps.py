@@ -14,3 +14,13 @@ def get_state(request: Request) -> ServiceState:
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+async def guard(request: Request, state: StateDep) -> None:
+    """API key (when auth is on) and the per-key rate limit, before any work is done."""
+    client = request.client.host if request.client else "unknown"
+    principal = await state.security.authenticate(request.headers.get("authorization"), client)
+    await state.security.check_rate(principal)
+
+
+Guarded = [Depends(guard)]

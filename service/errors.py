@@ -9,8 +9,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sem.errors import ConfigError, EngineError, SEMError
+from sem.errors import ConfigError, EngineError, PromptTooLong, SEMError
+from service.admission import DeadlineExceeded, Saturated
 from service.schemas import ErrorInfo, ErrorResponse
+from service.security import RateLimited, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +34,17 @@ class ModelNotFound(SEMError):
 
 
 def error_response(
-    status: int, message: str, type_: str, *, param: str | None = None, code: str | None = None
+    status: int,
+    message: str,
+    type_: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body = ErrorResponse(error=ErrorInfo(message=message, type=type_, param=param, code=code))
-    headers = {"Retry-After": "5"} if status == 503 else None
+    if status == 503 and not headers:
+        headers = {"Retry-After": "5"}
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
@@ -83,6 +92,28 @@ async def _disconnected(_: Request, exc: Exception) -> JSONResponse:
     return error_response(499, "the client closed the request", "client_closed_request")
 
 
+async def _unauthorized(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(401, str(exc), "invalid_request_error", code="invalid_api_key",
+                          headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
+
+async def _rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
+    return error_response(429, str(exc), "rate_limit_exceeded", code="rate_limit_exceeded",
+                          headers={"Retry-After": str(exc.retry_after_s)})  # fmt: skip
+
+
+async def _saturated(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(503, str(exc), "service_unavailable", code="overloaded", headers={"Retry-After": "1"})
+
+
+async def _deadline(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(504, str(exc), "timeout", code="deadline_exceeded")
+
+
+async def _prompt_too_long(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(400, str(exc), "invalid_request_error", param="messages", code="context_length_exceeded")
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error")
     return error_response(500, f"internal error: {type(exc).__name__}", "server_error")
@@ -99,4 +130,9 @@ def install_error_handlers(app: FastAPI) -> None:
     from service.cancel import ClientDisconnected
 
     app.add_exception_handler(ClientDisconnected, _disconnected)
+    app.add_exception_handler(Unauthorized, _unauthorized)
+    app.add_exception_handler(RateLimited, _rate_limited)  # type: ignore[arg-type]
+    app.add_exception_handler(Saturated, _saturated)
+    app.add_exception_handler(DeadlineExceeded, _deadline)
+    app.add_exception_handler(PromptTooLong, _prompt_too_long)
     app.add_exception_handler(Exception, _unexpected)

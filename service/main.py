@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
@@ -26,7 +25,9 @@ def serve(
 
     overrides = {"host": host, "port": port, "engine": engine, "model": model, "redis_url": redis_url}
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from service.logs import configure
+
+    configure(settings.log_level, settings.log_format)
     if prepare:
         from sem.assets import prepare_corpus, prepare_model
 
@@ -37,7 +38,17 @@ def serve(
             prepare_corpus(settings.home_dir)
     from service.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    # On SIGTERM uvicorn stops accepting, lets in-flight requests finish for up to shutdown_timeout_s, then the
+    # app's lifespan closes the engine and the cache.
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,  # our handlers (JSON, request id), set up above
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        limit_concurrency=settings.limits.max_concurrent + settings.limits.max_queued + 64,  # connections
+    )
 
 
 def main() -> None:

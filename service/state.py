@@ -11,8 +11,10 @@ from sem.engines import Engine, build_engine
 from sem.loop import SearchLoop
 from sem.search import build_backend
 from sem.settings import Settings
+from service.admission import Admission
 from service.errors import NotReadyError
 from service.metrics import Metrics
+from service.security import Security
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ class ServiceState:
         self.loop: SearchLoop | None = None
         self.error: str | None = None
         self.metrics = Metrics(self)
+        self.security = Security(settings.auth, settings.redis_url)
+        self.admission = Admission(settings.limits)
         self.load_seconds: float | None = None
         self.started_at = int(time.time())
 
@@ -77,6 +81,7 @@ class ServiceState:
         return {self.model_name, self.settings.model_path, Path(self.settings.model_path).name}
 
     async def aclose(self) -> None:
+        await self.security.aclose()
         if self.search is not None:
             await self.search.aclose()
         if self.engine is not None and self._owns_engine:

@@ -7,7 +7,8 @@ import uuid
 
 from fastapi import APIRouter, Request
 
-from sem.loop import LoopOptions, Trace
+from sem.loop import LoopOptions, Trace, check_prompt_length
+from service.admission import before
 from service.cancel import ClientDisconnected, run_until_disconnect
 from service.deps import StateDep
 from service.limits import check_limits
@@ -65,11 +66,15 @@ async def answer(body: AnswerRequest, state: StateDep, request: Request) -> Answ
         max_tokens=body.max_tokens,
         temperature=body.temperature,
         seed=body.seed,
+        max_prompt_tokens=state.settings.limits.max_prompt_tokens,
     )
+    check_prompt_length(loop.prompt_tokens(body.question), options.max_prompt_tokens)
     started = time.perf_counter()
     request_id = f"ans-{uuid.uuid4().hex}"
     try:
-        trace = await run_until_disconnect(loop.run(body.question, options, request_id=request_id), request)
+        async with state.admission.slot() as deadline:
+            work = before(deadline, loop.run(body.question, options, request_id=request_id))
+            trace = await run_until_disconnect(work, request)
     except ClientDisconnected:
         state.metrics.cancelled.labels("answer").inc()
         raise

@@ -7,7 +7,8 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from sem.loop import Trace
+from sem.loop import Trace, check_prompt_length
+from service.admission import before
 from service.cancel import ClientDisconnected, run_until_disconnect
 from service.chat import loop_options, split_conversation, stream_completion, to_completion
 from service.deps import StateDep
@@ -24,6 +25,9 @@ def check_request(body: ChatCompletionRequest, state: ServiceState) -> None:
         raise ModelNotFound(f"the model {body.model!r} does not exist; this server serves {state.model_name!r}")
     if body.n != 1:
         raise InvalidRequest("n > 1 is not supported: send one request per completion", param="n")
+    cap = state.settings.limits.max_messages
+    if len(body.messages) > cap:
+        raise InvalidRequest(f"{len(body.messages)} messages, more than the {cap} allowed", param="messages")
     if body.messages[-1].role != "user":
         raise InvalidRequest("the last message must be the user's question (role 'user')", param="messages")
     check_limits(
@@ -59,10 +63,14 @@ async def chat_completions(
     """OpenAI chat completions; the answer is the content, the search count is `usage.num_search_queries`."""
     check_request(body, state)
     loop = state.require_loop()
-    options = loop_options(body, state.settings.loop)
+    limits = state.settings.limits
+    options = loop_options(body, state.settings.loop, limits.max_prompt_tokens)
+    question, history = split_conversation(body)
+    check_prompt_length(loop.prompt_tokens(question, history), limits.max_prompt_tokens)
     policy = body.sem.search.value
     started = time.perf_counter()
     if body.stream:
+        state.admission.check()  # a full queue is a 503 now, before the stream's 200
 
         def done(trace: Trace) -> None:
             state.metrics.record(policy, trace, time.perf_counter() - started)
@@ -70,11 +78,13 @@ async def chat_completions(
         def cancelled() -> None:
             state.metrics.cancelled.labels("chat").inc()
 
-        frames = stream_completion(loop, body, options, state.model_name, on_done=done, on_cancel=cancelled)
+        frames = stream_completion(loop, body, options, state.model_name, on_done=done, on_cancel=cancelled,
+                                   admission=state.admission)  # fmt: skip
         return StreamingResponse(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    question, history = split_conversation(body)
     try:
-        trace = await run_until_disconnect(loop.run(question, options, history=history), request)
+        async with state.admission.slot() as deadline:
+            work = before(deadline, loop.run(question, options, history=history))
+            trace = await run_until_disconnect(work, request)
     except ClientDisconnected:
         state.metrics.cancelled.labels("chat").inc()
         raise

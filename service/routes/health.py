@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.deps import StateDep
+from service.deps import Guarded, StateDep
 from service.schemas import Health, Stats
 
 router = APIRouter(tags=["health"])
@@ -41,7 +41,7 @@ async def metrics(state: StateDep) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/stats", response_model=Stats)
+@router.get("/v1/stats", response_model=Stats, dependencies=Guarded)
 async def stats(state: StateDep) -> Stats:
     """Answers, searches per answer, cache hit rate and mean latency since the service started."""
     return Stats(**state.metrics.summary())

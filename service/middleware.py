@@ -1,0 +1,86 @@
+"""ASGI middleware: a request id on every request and log line, and a cap on the request body size."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import re
+import uuid
+from typing import Any
+
+from starlette.exceptions import HTTPException
+
+Scope = dict[str, Any]
+Receive = Any
+Send = Any
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Takes `X-Request-Id` from the client when it is sane (else makes one), and returns it on the response."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        rid = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+        token = request_id.set(rid)
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)
+
+
+class BodyLimitMiddleware:
+    """413 (OpenAI's error object) for a body over `max_bytes`, by Content-Length or while it streams in."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._reject(send)
+            return
+        seen = 0
+
+        async def counting_receive() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:  # a chunked body without Content-Length: stop reading it
+                    raise HTTPException(413, self.message)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    @property
+    def message(self) -> str:
+        return f"request body is larger than {self.max_bytes} bytes (SEM_LIMITS__MAX_BODY_BYTES)"
+
+    async def _reject(self, send: Send) -> None:
+        body = json.dumps({"error": {
+            "message": self.message,
+            "type": "invalid_request_error", "param": None, "code": "request_too_large",
+        }}).encode()  # fmt: skip
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
