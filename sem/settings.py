@@ -62,7 +62,8 @@ class Auth(BaseModel):
         default_factory=list, description="sha256 hex digests of accepted keys (`sem keys new` makes one)."
     )
     redis_keys: bool = Field(False, description="Also accept keys whose sha256 is in the Redis set sem:api-keys.")
-    rate_limit_per_minute: int = Field(0, ge=0, description="Requests per key (per client IP without auth); 0 = off.")
+    rate_limit: int = Field(0, ge=0, description="Requests per key (per client IP without auth) a window; 0 = off.")
+    rate_window_s: int = Field(60, ge=1, description="The rate limit's window (fixed windows, counted in Redis).")
 
     @property
     def enabled(self) -> bool:

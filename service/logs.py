@@ -16,6 +16,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
+        record.__dict__.pop("color_message", None)  # uvicorn's ANSI-coloured duplicate of the message
         return True
 
 

@@ -2,7 +2,7 @@
 
 Keys are never stored or logged in clear: settings (and the optional Redis set `sem:api-keys`) hold sha256 digests,
 a request's `Authorization: Bearer <key>` is hashed and compared in constant time. Rate limits count requests per
-key (per client IP when auth is off) in fixed one-minute windows, in Redis when there is one (shared by every
+key (per client IP when auth is off) in fixed windows (`rate_window_s`), in Redis when there is one (shared by every
 replica), else in process. Redis failing never blocks traffic: the limiter falls back to its in-process count.
 """
 
@@ -18,7 +18,6 @@ from sem.keys import REDIS_SET, hash_key
 from sem.settings import Auth
 
 log = logging.getLogger(__name__)
-WINDOW_S = 60
 
 
 class Unauthorized(SEMError):
@@ -44,7 +43,7 @@ class Security:
     def __init__(self, settings: Auth, redis_url: str | None = None) -> None:
         self.settings = settings
         self._redis: Any = None
-        if redis_url and (settings.redis_keys or settings.rate_limit_per_minute):
+        if redis_url and (settings.redis_keys or settings.rate_limit):
             import redis.asyncio as redis
 
             self._redis = redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
@@ -74,19 +73,19 @@ class Security:
             return False
 
     async def check_rate(self, principal: str) -> None:
-        limit = self.settings.rate_limit_per_minute
+        limit, span = self.settings.rate_limit, self.settings.rate_window_s
         if not limit:
             return
         now = time.time()
-        window = int(now // WINDOW_S)
+        window = int(now // span)
         count = await self._count_redis(principal, window)
         if count is None:
             start, seen = self._windows.get(principal, (window, 0))
             count = seen + 1 if start == window else 1
             self._windows[principal] = (window, count)
         if count > limit:
-            retry = max(1, int((window + 1) * WINDOW_S - now) + 1)
-            raise RateLimited(f"rate limit of {limit} requests per minute reached; retry in {retry} s", retry)
+            retry = max(1, int((window + 1) * span - now) + 1)
+            raise RateLimited(f"rate limit of {limit} requests per {span} s reached; retry in {retry} s", retry)
 
     async def _count_redis(self, principal: str, window: int) -> int | None:
         if self._redis is None:
@@ -94,7 +93,7 @@ class Security:
         key = f"sem:rate:{{{principal}}}:{window}"
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                count, _ = await pipe.incr(key).expire(key, WINDOW_S * 2).execute()
+                count, _ = await pipe.incr(key).expire(key, 2 * self.settings.rate_window_s).execute()
             return int(count)
         except Exception as exc:
             log.warning("rate limiter falls back to in-process counts: Redis %s", type(exc).__name__)

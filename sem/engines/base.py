@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+MIN_TEMPERATURE = 1e-3
+
 
 @dataclass(slots=True)
 class SamplingOptions:
@@ -18,6 +20,11 @@ class SamplingOptions:
     seed: int | None = None
     logprobs: bool = False  # return the sampled tokens' log-probabilities (training rollouts)
     suppress_token_ids: list[int] = field(default_factory=list)  # never sample these
+
+    def __post_init__(self) -> None:
+        # Logits divided by a near-zero temperature overflow to inf and break sampling: that is greedy decoding.
+        if self.temperature < MIN_TEMPERATURE:
+            self.temperature = 0.0
 
 
 @dataclass(slots=True)

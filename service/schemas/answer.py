@@ -22,7 +22,7 @@ class AnswerRequest(BaseModel):
     top_k: int | None = Field(None, ge=1, description="Passages per search.")
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate, over all turns.")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
-    seed: int | None = Field(None, description="Sampling seed, for reproducible answers at temperature > 0.")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Sampling seed, for reproducible answers.")
     return_trace: bool = Field(False, description="Include the full generated text with tags.")
 
 

@@ -66,7 +66,7 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Sampling seed, for reproducible samples.")
     user: str | None = None
     sem: SemOptions = Field(default_factory=SemOptions)
 
