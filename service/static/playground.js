@@ -12,6 +12,12 @@ function el(tag, className, text) {
   return node;
 }
 
+// The API key (when the service asks for one) stays in this tab only.
+function authHeaders() {
+  const key = $("api-key").value.trim();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
 function showError(message) {
   const box = $("error");
   box.textContent = message;
@@ -30,7 +36,11 @@ async function errorMessage(response) {
 
 async function loadModel() {
   try {
-    const response = await fetch("/v1/models");
+    const response = await fetch("/v1/models", { headers: authHeaders() });
+    if (response.status === 401) {
+      $("model").textContent = `This service needs an API key: ${await errorMessage(response)}`;
+      return; // asked again when a key is entered
+    }
     if (!response.ok) throw new Error(await errorMessage(response));
     const body = await response.json();
     modelId = body.data[0].id;
@@ -109,7 +119,7 @@ async function ask(card, question, policy, maxSearches) {
   try {
     response = await fetch("/v1/chat/completions", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", ...authHeaders() },
       body: JSON.stringify({
         model: modelId || "default",
         messages: [{ role: "user", content: question }],
@@ -208,7 +218,7 @@ async function onCompare() {
 
 async function refreshStats() {
   try {
-    const response = await fetch("/v1/stats");
+    const response = await fetch("/v1/stats", { headers: authHeaders() });
     if (!response.ok) return;
     const s = await response.json();
     const pct = (x) => (x === null ? "-" : `${(100 * x).toFixed(0)} %`);
@@ -222,6 +232,12 @@ async function refreshStats() {
 document.addEventListener("DOMContentLoaded", () => {
   $("ask").addEventListener("submit", onAsk);
   $("compare-button").addEventListener("click", onCompare);
+  const savedKey = sessionStorage.getItem("sem-api-key");
+  if (savedKey) $("api-key").value = savedKey;
+  $("api-key").addEventListener("change", () => {
+    sessionStorage.setItem("sem-api-key", $("api-key").value.trim());
+    loadModel();
+  });
   $("question").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("ask").requestSubmit();
   });

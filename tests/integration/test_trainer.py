@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from sem import protocol
@@ -81,7 +82,8 @@ def test_sft_then_grpo_save_resume_eval_export(workdir: Path) -> None:
     data = str(workdir / "data")
     sft_out = workdir / "sft"
     invoke("sft", "--data", data, "--out", str(sft_out), "--max-steps", "2", "--batch-size", "2", "--save-steps", "1")
-    assert (sft_out / "final" / "model.safetensors").is_file() and (sft_out / "checkpoint-2").is_dir()
+    assert (sft_out / "final" / "adapter_config.json").is_file() and (sft_out / "checkpoint-2").is_dir()
+    sft_adapter = load_file(sft_out / "final" / "adapter_model.safetensors")
 
     grpo_out = workdir / "grpo"
     common = ["--data", data, "--model", str(sft_out / "final"), "--out", str(grpo_out), "--batch-size", "2",
@@ -94,6 +96,8 @@ def test_sft_then_grpo_save_resume_eval_export(workdir: Path) -> None:
     steps = [r["step"] for r in logs if "rewards/sem/mean" in r]
     assert steps == [1, 2]  # step 1 was not trained twice
     assert all("rewards/searches/mean" in r for r in logs if "rewards/sem/mean" in r)
+    grpo_adapter = load_file(grpo_out / "final" / "adapter_model.safetensors")
+    assert grpo_adapter.keys() == sft_adapter.keys()  # GRPO kept training the SFT adapter: one adapter in the end
 
     eval_out = workdir / "eval"
     dev = str(workdir / "data" / "dev.jsonl")
@@ -109,6 +113,13 @@ def test_sft_then_grpo_save_resume_eval_export(workdir: Path) -> None:
     merged = workdir / "merged"
     invoke("export", "--adapter", str(grpo_out / "final"), "--out", str(merged))
     assert (merged / "model.safetensors").is_file() and not (merged / "adapter_config.json").exists()
+
+    published = workdir / "published"
+    invoke("publish", "--adapter", str(grpo_out / "final"), "--out", str(published))
+    weights = load_file(published / "adapter_model.safetensors")
+    assert {str(w.dtype) for w in weights.values()} == {"torch.bfloat16"}
+    config = json.loads((published / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # no path of this machine
 
 
 def test_bad_policy_is_a_clear_error(workdir: Path) -> None:
