@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["sem.protocol", "sem.cache", "sem.engines.base", "sem.search.registry"]
+MODULES = ["sem.protocol", "sem.cache", "sem.engines.base", "sem.search.registry", "sem.search.milvus", "sem.keys"]
 
 
 @pytest.mark.parametrize("name", MODULES)
