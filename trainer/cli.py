@@ -267,6 +267,32 @@ def export(
 
 
 @app.command()
+def compare(
+    run: Annotated[list[str], typer.Option(help="label=path/to/results.json (repeat; from `trainer eval`).")],
+    out: Annotated[Path, typer.Option(help="comparison.md, .json and .png go here.")] = RUNS / "compare",
+    tuned: Annotated[str, typer.Option(help="The label of the tuned model.")] = "tuned",
+    base: Annotated[str, typer.Option(help="The label whose never/always runs are the baselines.")] = "base",
+) -> None:
+    """Base vs tuned (and baselines) in one table and plot, with SEM's targets checked."""
+    from trainer.compare import compare as run_compare
+    from trainer.compare import markdown
+
+    runs = {}
+    for item in run:
+        label, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            raise typer.BadParameter(
+                f"expected label=results.json with an existing file, got {item!r}", param_hint="--run"
+            )
+        runs[label] = Path(path)
+    if {tuned, base} - set(runs):
+        raise typer.BadParameter(f"--run must include the labels {tuned!r} and {base!r}", param_hint="--run")
+    rows, checks = run_compare(runs, out, tuned, base)
+    typer.echo(markdown(rows, checks))
+    typer.echo(f"-> {out}/comparison.md, comparison.json, comparison.png")
+
+
+@app.command()
 def publish(
     adapter: Annotated[Path, typer.Option(help="The trained adapter.")] = RUNS / "grpo" / "final",
     out: Annotated[Path | None, typer.Option(help="Default: where `sem assets` looks for SEM's adapter.")] = None,
