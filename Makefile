@@ -62,3 +62,12 @@ tuned-model: assets
 	[ -d runs/sft/final ] || $(TRAINER) sft --resume
 	$(TRAINER) train --resume
 	$(TRAINER) publish --adapter runs/grpo/final
+
+# Base vs tuned on the dev mix (questions the training never saw), each under auto / never / always, then one table,
+# one plot and SEM's targets: results/sem-smollm2/ (the model card's numbers).
+EVAL_OUT ?= results/sem-smollm2
+eval-model: assets
+	$(TRAINER) data
+	$(TRAINER) eval --model base --out $(EVAL_OUT)/base --title "Base SmolLM2-135M-Instruct, dev mix"
+	$(TRAINER) eval --out $(EVAL_OUT)/tuned --title "SEM-tuned SmolLM2-135M (the served default), dev mix"
+	$(TRAINER) compare --run base=$(EVAL_OUT)/base/results.json --run tuned=$(EVAL_OUT)/tuned/results.json --out $(EVAL_OUT)

@@ -64,9 +64,12 @@ def _retriever(corpus: Path):
 
 
 def _default_model() -> str:
+    """What training starts from: SEM_MODEL, else the embedded base (never the already tuned default)."""
+    from sem.assets import base_model_dir
     from sem.settings import Settings
 
-    return Settings().model_path
+    settings = Settings()
+    return settings.model or str(base_model_dir(settings.home_dir))
 
 
 @app.command()
@@ -192,7 +195,9 @@ def evaluate(
     / "data"
     / "dev.jsonl",
     corpus: Annotated[Path | None, typer.Option(help="Search corpus (default: beside --data).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model path (default: SEM_MODEL or the embedded one).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model path, LoRA adapter, or `base` (default: SEM_MODEL or the embedded one).")
+    ] = None,
     url: Annotated[str | None, typer.Option(help="Evaluate a running service instead of a local model.")] = None,
     engine: Annotated[str, typer.Option(help="auto, vllm or hf (local model only).")] = "auto",
     policies: Annotated[str, typer.Option(help="Comma list of auto, never, always, budget.")] = "auto,never,always",
@@ -227,6 +232,11 @@ def _servable(model: str | None) -> Iterator[str | None]:
     """A model the engines can load: a LoRA adapter is merged into its base in a temporary folder first."""
     from trainer.lora import is_adapter
 
+    if model == "base":  # the embedded base checkpoint, before SEM's adapter
+        from sem.assets import base_model_dir
+        from sem.settings import Settings
+
+        model = str(base_model_dir(Settings().home_dir))
     if model is None or not is_adapter(model):
         yield model
         return
