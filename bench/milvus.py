@@ -27,6 +27,20 @@ def lite(corpus: Path, work: Path, mode: str = "bm25") -> MilvusBackend:
     return backend
 
 
+def query_timings(backend, queries: list[str]) -> dict:
+    """Single-query p50/p99 (ms), then one batch of 32."""
+    times = []
+    for q in queries:
+        t = time.perf_counter()
+        backend.search_sync([q], 5)
+        times.append((time.perf_counter() - t) * 1000)
+    t = time.perf_counter()
+    backend.search_sync(queries[:32], 5)
+    batch_ms = (time.perf_counter() - t) * 1000
+    return {"p50_ms": round(percentile(times, 0.5), 2), "p99_ms": round(percentile(times, 0.99), 2),
+            "batch_of_32_ms": round(batch_ms, 1)}  # fmt: skip
+
+
 def milvus_rows(corpus: Path, label: str, queries: list[str], work: Path) -> list[dict]:
     """Ingest (fresh), reopen (what a restart pays), then single and batched query latency."""
     backend = lite(corpus, work)
@@ -38,20 +52,11 @@ def milvus_rows(corpus: Path, label: str, queries: list[str], work: Path) -> lis
     started = time.perf_counter()
     reopened.load_sync()
     reopen_s = time.perf_counter() - started
-    times = []
-    for q in queries:
-        t = time.perf_counter()
-        reopened.search_sync([q], 5)
-        times.append((time.perf_counter() - t) * 1000)
-    t = time.perf_counter()
-    reopened.search_sync(queries[:32], 5)
-    batch_ms = (time.perf_counter() - t) * 1000
+    timings = query_timings(reopened, queries)
     n = reopened._client.query(reopened.collection, filter="", output_fields=["count(*)"])[0]["count(*)"]
     reopened._client.close()
     return [{"backend": "milvus-lite (bm25)", "corpus": label, "passages": n, "ingest_s": round(ingest_s, 1),
-             "passages_per_s": round(n / ingest_s), "reopen_s": round(reopen_s, 2),
-             "p50_ms": round(percentile(times, 0.5), 2), "p99_ms": round(percentile(times, 0.99), 2),
-             "batch_of_32_ms": round(batch_ms, 1)}]  # fmt: skip
+             "passages_per_s": round(n / ingest_s), "reopen_s": round(reopen_s, 2), **timings}]  # fmt: skip
 
 
 def bm25_rows(corpus: Path, label: str, queries: list[str]) -> list[dict]:
@@ -59,18 +64,9 @@ def bm25_rows(corpus: Path, label: str, queries: list[str]) -> list[dict]:
     started = time.perf_counter()
     backend.load_sync()
     build_s = time.perf_counter() - started
-    times = []
-    for q in queries:
-        t = time.perf_counter()
-        backend.search_sync([q], 5)
-        times.append((time.perf_counter() - t) * 1000)
-    t = time.perf_counter()
-    backend.search_sync(queries[:32], 5)
-    batch_ms = (time.perf_counter() - t) * 1000
     return [{"backend": "bm25s", "corpus": label, "passages": len(backend), "ingest_s": round(build_s, 1),
              "passages_per_s": round(len(backend) / build_s), "reopen_s": "-",
-             "p50_ms": round(percentile(times, 0.5), 2), "p99_ms": round(percentile(times, 0.99), 2),
-             "batch_of_32_ms": round(batch_ms, 1)}]  # fmt: skip
+             **query_timings(backend, queries)}]  # fmt: skip
 
 
 def main() -> None:

@@ -1,0 +1,66 @@
+"""SEM's tuned default model: the shipped LoRA adapter merges into the base, the service serves the result by
+default, and it decides by itself: a search for a multi-hop question, none for an MMLU one (questions from the dev
+mix on which `make eval-model` shows this behaviour)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sem.assets import MARKER, TUNED_ADAPTER, base_model_dir, has_tuned_adapter, prepare_tuned_model, tuned_model_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+# From results/sem-smollm2/tuned/results.json: the tuned model searched on this one under `auto` ...
+NEEDS_SEARCH = "NEEDS_SEARCH_QUESTION"
+# ... and answered this one (MMLU, with its options) without a search.
+KNOWN = "KNOWN_QUESTION"
+
+
+def test_the_adapter_ships_with_its_model_card() -> None:
+    assert has_tuned_adapter()
+    config = json.loads((TUNED_ADAPTER / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert (TUNED_ADAPTER / "adapter_model.safetensors").stat().st_size < 10_000_000  # a few MB
+    card = (TUNED_ADAPTER / "README.md").read_text()
+    for needed in ("Apache-2.0", "make eval-model", "make tuned-model", "search ratio"):
+        assert needed in card
+
+
+def test_the_adapter_loads_and_merges(tmp_path: Path, settings) -> None:
+    base = base_model_dir(settings.home_dir)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / base.name).symlink_to(base)  # the cached base, shared read-only
+    merged_dir = prepare_tuned_model(tmp_path)
+    assert merged_dir == tuned_model_dir(tmp_path)
+    marker = json.loads((merged_dir / MARKER).read_text())
+    assert marker["adapter"] == TUNED_ADAPTER.name and len(marker["sha256"]) == 64
+
+    before, after = load_file(base / "model.safetensors"), load_file(merged_dir / "model.safetensors")
+    assert before.keys() == after.keys()
+    targeted = [k for k in before if k.endswith(("q_proj.weight", "down_proj.weight"))]
+    changed = [k for k in targeted if not torch.equal(before[k], after[k])]
+    assert targeted and len(changed) == len(targeted)  # every adapted layer moved
+    embed = "model.embed_tokens.weight"
+    assert torch.equal(before[embed], after[embed])  # and nothing else did
+
+    stamp = (merged_dir / "model.safetensors").stat().st_mtime
+    prepare_tuned_model(tmp_path)  # idempotent: the marker says it is done
+    assert (merged_dir / "model.safetensors").stat().st_mtime == stamp
+
+
+def test_the_service_serves_the_tuned_model_by_default(client: httpx.Client, settings) -> None:
+    assert settings.model is None and settings.model_path == str(tuned_model_dir(settings.home_dir))
+    assert client.get("/v1/models").json()["data"][0]["root"] == settings.model_path
+
+
+@pytest.mark.parametrize(("question", "searches"), [(NEEDS_SEARCH, True), (KNOWN, False)], ids=["needs", "known"])
+def test_the_tuned_default_decides_when_to_search(client: httpx.Client, question: str, searches: bool) -> None:
+    reply = client.post("/v1/answer", json={"question": question, "search": "auto", "max_searches": 1})
+    body = reply.json()
+    assert reply.status_code == 200 and body["answer"]
+    assert (body["search_count"] > 0) is searches, body
