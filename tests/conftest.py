@@ -8,12 +8,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
 from sem.assets import ensure_corpus, ensure_model
 from sem.errors import AssetsMissingError
@@ -117,6 +119,17 @@ def launch(args: list[str], env: dict[str, str], log_name: str, ready_url: str, 
             stop(proc)
             pytest.fail(f"{args[1:3]} was not ready in {timeout_s:.0f} s; see {log.name}", pytrace=False)
         time.sleep(0.3)
+
+
+def serve_in_thread(app, port: int) -> uvicorn.Server:
+    """An ASGI app on 127.0.0.1:port in a daemon thread of the test process (for small stand-in servers)."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not server.started:
+        time.sleep(0.05)
+    assert server.started, "the test server did not start"
+    return server
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -4,6 +4,7 @@ an OpenAPI fuzz (schemathesis), a bounded load, and SIGTERM mid-load."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import redis
 import schemathesis
 
 from sem.keys import REDIS_SET, hash_key
-from tests.conftest import ARTIFACTS, free_port, launch, stop
+from tests.conftest import ARTIFACTS, free_port, launch, serve_in_thread, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERAL, BURST, QUEUE = "sk-test-general", "sk-test-burst", "sk-test-queue"
@@ -170,13 +171,70 @@ def test_hostile_passages_are_neutralised(guarded: str) -> None:
     assert result_block.count("</result>") == 1  # the passage did not close the block early
 
 
+class FaultyRetriever:
+    """A Search-R1 style /retrieve server whose behaviour the test switches: ok, hang, or 500."""
+
+    mode = "ok"
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while (message := await receive())["type"] == "http.request":
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if self.mode == "hang":
+            await asyncio.sleep(60)
+        status, payload = 500, {"detail": "index broken"}
+        if self.mode == "ok" and scope["path"] == "/retrieve":
+            queries = json.loads(body)["queries"]
+            hit = {
+                "document": {"id": "hamlet", "contents": '"Hamlet"\nA tragedy by William Shakespeare.'},
+                "score": 1.0,
+            }
+            status, payload = 200, {"result": [[hit] for _ in queries]}
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+        )
+        await send({"type": "http.response.body", "body": json.dumps(payload).encode()})
+
+
 @pytest.fixture(scope="module")
-def open_service(tmp_path_factory, settings) -> Iterator[tuple[subprocess.Popen, str]]:
-    """No auth, small caps: for the OpenAPI fuzz and the load."""
-    env = {"SEM_LIMITS__MAX_SEARCHES": "2", "SEM_LIMITS__MAX_TOP_K": "5", "SEM_LOOP__MAX_TOKENS": "24"}
+def retriever() -> Iterator[tuple[FaultyRetriever, str]]:
+    app, port = FaultyRetriever(), free_port()
+    server = serve_in_thread(app, port)
+    yield app, f"http://127.0.0.1:{port}"
+    server.should_exit = True
+
+
+@pytest.fixture(scope="module")
+def open_service(tmp_path_factory, settings, retriever) -> Iterator[tuple[subprocess.Popen, str]]:
+    """No auth, small caps, searching through the switchable retriever: the fuzz, the load and backend faults."""
+    env = {"SEM_LIMITS__MAX_SEARCHES": "2", "SEM_LIMITS__MAX_TOP_K": "5", "SEM_LOOP__MAX_TOKENS": "24",
+           "SEM_SEARCH_BACKEND": "retriever", "SEM_RETRIEVER_URL": retriever[1],
+           "SEM_SEARCH_TIMEOUT_S": "1"}  # fmt: skip
     proc, base = start("service-open", env, tmp_path_factory.mktemp("open"), settings)
     yield proc, base
     stop(proc)
+
+
+@pytest.mark.parametrize("fault", ["hang", "500"])
+def test_a_hanging_or_failing_backend_degrades_the_answer(open_service, retriever, fault: str) -> None:
+    app, _ = retriever
+    app.mode = fault
+    try:
+        started = time.monotonic()
+        body = {"question": f"Who wrote Hamlet? (backend {fault})", "search": "always", "max_tokens": 16}
+        reply = httpx.post(f"{open_service[1]}/v1/answer", json=body, timeout=120)
+        elapsed = time.monotonic() - started
+    finally:
+        app.mode = "ok"
+    assert reply.status_code == 200, reply.text
+    data = reply.json()
+    assert data["answer"] and data["search_count"] == 1 and data["searches"][0]["passages"] == []
+    assert data["search_errors"] and "retriever" in data["search_errors"][0]
+    assert elapsed < 30  # the 1 s search timeout, not the 60 s hang
 
 
 def test_openapi_fuzz_has_no_5xx_and_openai_errors(open_service) -> None:

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 from sem.search import build_backend
@@ -22,19 +19,9 @@ from sem.search.remote import RetrieverBackend
 from sem.search.web import SearxngBackend
 from sem.settings import Settings
 from service.retrieve import create_retrieve_app
-from tests.conftest import free_port
+from tests.conftest import free_port, serve_in_thread
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
-def serve_in_thread(app, port: int) -> uvicorn.Server:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not server.started:
-        time.sleep(0.05)
-    assert server.started, "the test server did not start"
-    return server
 
 
 @pytest.fixture(scope="module")
