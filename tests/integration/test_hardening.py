@@ -224,17 +224,15 @@ def test_a_hanging_or_failing_backend_degrades_the_answer(open_service, retrieve
     app, _ = retriever
     app.mode = fault
     try:
-        started = time.monotonic()
         body = {"question": f"Who wrote Hamlet? (backend {fault})", "search": "always", "max_tokens": 16}
         reply = httpx.post(f"{open_service[1]}/v1/answer", json=body, timeout=120)
-        elapsed = time.monotonic() - started
     finally:
         app.mode = "ok"
     assert reply.status_code == 200, reply.text
     data = reply.json()
-    assert data["answer"] and data["search_count"] == 1 and data["searches"][0]["passages"] == []
-    assert data["search_errors"] and "retriever" in data["search_errors"][0]
-    assert elapsed < 30  # the 1 s search timeout, not the 60 s hang
+    assert data["search_count"] == 1 and data["searches"][0]["passages"] == [], data
+    assert data["search_errors"] and "retriever" in data["search_errors"][0], data
+    assert data["searches"][0]["latency_ms"] < 10_000, data  # gave up at the 1 s search timeout, not after the hang
 
 
 def test_openapi_fuzz_has_no_5xx_and_openai_errors(open_service) -> None:
