@@ -69,5 +69,5 @@ EVAL_OUT ?= results/sem-smollm2
 eval-model: assets
 	$(TRAINER) data
 	$(TRAINER) eval --model base --out $(EVAL_OUT)/base --title "Base SmolLM2-135M-Instruct, dev mix"
-	$(TRAINER) eval --out $(EVAL_OUT)/tuned --title "SEM-tuned SmolLM2-135M (the served default), dev mix"
+	$(TRAINER) eval --policies auto --out $(EVAL_OUT)/tuned --title "SEM-tuned SmolLM2-135M (the served default), dev mix"
 	$(TRAINER) compare --run base=$(EVAL_OUT)/base/results.json --run tuned=$(EVAL_OUT)/tuned/results.json --out $(EVAL_OUT)

@@ -15,10 +15,19 @@ from safetensors.torch import load_file
 from sem.assets import MARKER, TUNED_ADAPTER, base_model_dir, has_tuned_adapter, prepare_tuned_model, tuned_model_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-# From results/sem-smollm2/tuned/results.json: the tuned model searched on this one under `auto` ...
-NEEDS_SEARCH = "NEEDS_SEARCH_QUESTION"
-# ... and answered this one (MMLU, with its options) without a search.
-KNOWN = "KNOWN_QUESTION"
+# From results/sem-smollm2/tuned/results.json (`make eval-model`): under `auto` the tuned model searched on these
+# multi-hop questions ...
+NEEDS_SEARCH = [
+    "Wilm Hosenfeld assisted the pianist and composer of what nationality survive during 1944?",
+    "Where is the magazine headquartered that Robert W. McElroy writes for?",
+    "What publisher was formed from the owner of the The Daily News?",
+]
+# ... and answered these MMLU questions right without a search.
+KNOWN = [
+    "The primary impact of the Hawthorne experiments in the Western Electric Company was in showing the effect on work performance of\nA. physical factors such as temperature and lighting\nB. differing pay scales for differing levels of effort\nC. interpersonal and social factors\nD. effective training programs at the workbench\nAnswer with the letter of the correct option.",  # noqa: E501
+    "The utility-maximizing rule is to choose the basket of goods that\nA. has the highest marginal utility of each good in the basket.\nB. has the lowest prices for the goods.\nC. has the highest value of marginal utility to price for each good.\nD. the marginal utility to price ratio equal for all goods in the basket subject to the income constraint.\nAnswer with the letter of the correct option.",  # noqa: E501
+    "In basketball, an offensive rebound occurs when a player shoots and misses, and a player from the same team recovers the ball. For the 176 players on the roster for one season of professional men's basketball, the third quartile for the total number of offensive rebounds for one season was 143. If five players are selected at random (with replacement) from that season, what is the approximate probability that at least three of them had more than 143 rebounds that season?\nA. 0.0127\nB. 0.0879\nC. 0.1035\nD. 0.8965\nAnswer with the letter of the correct option.",  # noqa: E501
+]
 
 
 def test_the_adapter_ships_with_its_model_card() -> None:
@@ -58,9 +67,14 @@ def test_the_service_serves_the_tuned_model_by_default(client: httpx.Client, set
     assert client.get("/v1/models").json()["data"][0]["root"] == settings.model_path
 
 
-@pytest.mark.parametrize(("question", "searches"), [(NEEDS_SEARCH, True), (KNOWN, False)], ids=["needs", "known"])
-def test_the_tuned_default_decides_when_to_search(client: httpx.Client, question: str, searches: bool) -> None:
-    reply = client.post("/v1/answer", json={"question": question, "search": "auto", "max_searches": 1})
-    body = reply.json()
-    assert reply.status_code == 200 and body["answer"]
-    assert (body["search_count"] > 0) is searches, body
+@pytest.mark.parametrize(("questions", "should_search"), [(NEEDS_SEARCH, True), (KNOWN, False)], ids=["needs", "known"])
+def test_the_tuned_default_decides_when_to_search(
+    client: httpx.Client, questions: list[str], should_search: bool
+) -> None:
+    searched = []
+    for question in questions:
+        reply = client.post("/v1/answer", json={"question": question, "search": "auto", "max_searches": 1})
+        assert reply.status_code == 200 and reply.json()["answer"], reply.text
+        searched.append(reply.json()["search_count"] > 0)
+    # greedy, but batching can flip a close call: the model's choice must hold on at least two of the three
+    assert sum(s == should_search for s in searched) >= 2, searched
