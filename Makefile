@@ -44,6 +44,7 @@ test: assets redis browser
 
 bench: assets redis
 	$(BIN)/python bench/search.py
+	$(BIN)/python bench/milvus.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/profile_gateway.py
 
