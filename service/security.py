@@ -25,7 +25,7 @@ class Unauthorized(SEMError):
 
 
 class RateLimited(SEMError):
-    """Over the per-minute limit (429)."""
+    """Over the rate limit of its window (429)."""
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
@@ -82,6 +82,8 @@ class Security:
         if count is None:
             start, seen = self._windows.get(principal, (window, 0))
             count = seen + 1 if start == window else 1
+            if len(self._windows) > 10_000:  # many clients: forget the windows that are over
+                self._windows = {p: wc for p, wc in self._windows.items() if wc[0] == window}
             self._windows[principal] = (window, count)
         if count > limit:
             retry = max(1, int((window + 1) * span - now) + 1)
