@@ -7,7 +7,7 @@ import uuid
 
 from fastapi import APIRouter, Request
 
-from sem.loop import LoopOptions, Trace, check_prompt_length
+from sem.loop import LoopOptions, Trace
 from service.admission import before
 from service.cancel import ClientDisconnected, run_until_disconnect
 from service.deps import StateDep
@@ -68,7 +68,6 @@ async def answer(body: AnswerRequest, state: StateDep, request: Request) -> Answ
         seed=body.seed,
         max_prompt_tokens=state.settings.limits.max_prompt_tokens,
     )
-    check_prompt_length(loop.prompt_tokens(body.question), options.max_prompt_tokens)
     started = time.perf_counter()
     request_id = f"ans-{uuid.uuid4().hex}"
     try:

@@ -66,10 +66,11 @@ async def chat_completions(
     limits = state.settings.limits
     options = loop_options(body, state.settings.loop, limits.max_prompt_tokens)
     question, history = split_conversation(body)
-    check_prompt_length(loop.prompt_tokens(question, history), limits.max_prompt_tokens)
     policy = body.sem.search.value
     started = time.perf_counter()
     if body.stream:
+        # the loop enforces the prompt cap too, but a stream has sent its 200 by then: check it up front
+        check_prompt_length(loop.prompt_tokens(question, history), limits.max_prompt_tokens)
         state.admission.check()  # a full queue is a 503 now, before the stream's 200
 
         def done(trace: Trace) -> None:
