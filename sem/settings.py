@@ -82,7 +82,10 @@ class Settings(BaseSettings):
     engine_url: str | None = Field(None, description="Base URL of the model server for SEM_ENGINE=openai.")
     engine_api_key: SecretStr | None = Field(None, description="Bearer key of that server (secret).")
     tokenizer: str | None = Field(None, description="Tokenizer path or id (default: the model's).")
-    dtype: str = Field("bfloat16", description="Model weights dtype.")
+    dtype: str = Field(
+        "auto",
+        description="Weights dtype: auto = the checkpoint's (bfloat16) on vLLM, float32 for the hf engine on CPU.",
+    )
     max_model_len: int = Field(4096, description="Context length the engine reserves for one sequence.")
     seed: int = 0
 

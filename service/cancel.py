@@ -26,6 +26,9 @@ async def run_until_disconnect(work: Awaitable[T], request: Request) -> T:
     watcher = asyncio.ensure_future(disconnected())
     try:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()  # the server is stopping (its drain deadline passed): stop the answer with the request
+        raise
     finally:
         watcher.cancel()
     if task in done:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
+import logging
 import re
 import uuid
 from typing import Any
 
 from starlette.exceptions import HTTPException
+
+from service.errors import error_response
 
 Scope = dict[str, Any]
 Receive = Any
@@ -16,6 +20,7 @@ Send = Any
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:/=+-]{1,128}$")
+log = logging.getLogger(__name__)
 
 
 class RequestIdMiddleware:
@@ -31,15 +36,26 @@ class RequestIdMiddleware:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         rid = given if _SAFE_ID.match(given) else uuid.uuid4().hex
         token = request_id.set(rid)
+        started = False
 
         async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # Only the server cancels a request task (a client that leaves cancels the answer, not the task):
+            # uvicorn does when the SIGTERM drain deadline passes. Say so instead of uvicorn's bare 500.
+            log.warning("request cancelled: the server shut down before it finished (SEM_SHUTDOWN_TIMEOUT_S)")
+            if not started:
+                message = "the server shut down before this request finished; retry it"
+                reply = error_response(503, message, "service_unavailable", code="shutting_down")
+                await reply(scope, receive, send_with_id)
         finally:
             request_id.reset(token)
 

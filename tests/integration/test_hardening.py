@@ -273,16 +273,19 @@ def test_bounded_load_fails_nothing_and_keeps_memory(open_service) -> None:
     assert result["rss_after_mb"] - result["rss_before_mb"] < 300, result
 
 
-def test_sigterm_drains_in_flight_answers(tmp_path_factory, settings) -> None:
-    proc, base = start("service-sigterm", {"SEM_SHUTDOWN_TIMEOUT_S": "60"}, tmp_path_factory.mktemp("t"), settings)
-    results: list[int | str] = []
+def sigterm_mid_load(timeout_s: int, tmp_path_factory, settings) -> tuple[list[tuple[int, str]], str]:
+    """Four answers in flight (the HF engine runs one at a time), then SIGTERM: what each client got, and the log."""
+    name = f"service-sigterm-{timeout_s}s"
+    proc, base = start(name, {"SEM_SHUTDOWN_TIMEOUT_S": str(timeout_s)}, tmp_path_factory.mktemp("t"), settings)
+    results: list[tuple[int, str]] = []
 
     def ask(i: int) -> None:
         body = {"question": f"Who wrote Hamlet? ({i})", "search": "always", "max_tokens": 32}
         try:
-            results.append(httpx.post(f"{base}/v1/answer", json=body, timeout=120).status_code)
+            reply = httpx.post(f"{base}/v1/answer", json=body, timeout=120)
+            results.append((reply.status_code, reply.json().get("error", {}).get("code") or ""))
         except httpx.HTTPError as exc:
-            results.append(type(exc).__name__)
+            results.append((0, type(exc).__name__))
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
     for t in threads:
@@ -294,8 +297,20 @@ def test_sigterm_drains_in_flight_answers(tmp_path_factory, settings) -> None:
         httpx.get(f"{base}/healthz", timeout=2)
     for t in threads:
         t.join()
-    assert results == [200] * 4, results
     # uvicorn re-raises SIGTERM once it has shut down cleanly, so the exit status names the signal
     assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
-    log = (ARTIFACTS / "service-sigterm.log").read_text()
+    log = (ARTIFACTS / f"{name}.log").read_text()
     assert "Application shutdown complete" in log and "Traceback" not in log  # the lifespan closed the engine
+    return results, log
+
+
+def test_sigterm_drains_in_flight_answers(tmp_path_factory, settings) -> None:
+    results, _ = sigterm_mid_load(90, tmp_path_factory, settings)
+    assert results == [(200, "")] * 4, results
+
+
+def test_sigterm_past_the_drain_deadline_answers_503(tmp_path_factory, settings) -> None:
+    results, log = sigterm_mid_load(1, tmp_path_factory, settings)  # four answers take longer than 1 s
+    assert (503, "shutting_down") in results, results
+    assert set(results) <= {(200, ""), (503, "shutting_down")}, results  # a clear error, never a 500
+    assert "SEM_SHUTDOWN_TIMEOUT_S" in log
