@@ -103,6 +103,7 @@ def run_grpo(
         seed=settings.seed,
         bf16=False,
         use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=False,  # TRL turns it on; a 135M model fits, and it costs 20% a step
         log_completions=False,
     )
     rollout = SEMRollout(retriever, RolloutConfig(max_searches=settings.max_searches, top_k=settings.top_k))

@@ -112,6 +112,7 @@ def run_sft(
         seed=seed,
         bf16=False,
         use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=False,  # TRL turns it on; a 135M model fits, and it costs 20% a step
         max_length=1024,
     )
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
