@@ -16,9 +16,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from sem.search.base import Passage, SearchBackend
+from sem.search.base import Passage, SearchBackend, search_modes
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "sem:search:v1"
@@ -158,19 +158,28 @@ def normalize_query(query: str) -> str:
     return " ".join(query.split())
 
 
-def cache_key(backend: SearchBackend, query: str, k: int) -> str:
-    """Versioned key: backend name and version (in a Redis Cluster hash tag), and a hash of the query and k.
+def cache_key(backend: SearchBackend, query: str, k: int, mode: str | None = None) -> str:
+    """Versioned key: backend name and version (in a Redis Cluster hash tag), and a hash of the query, k and the
+    search mode when a request asks for another one than the backend's default.
 
     >>> from types import SimpleNamespace as B
     >>> cache_key(B(name="bm25", version="abc"), "who  wrote Hamlet", 3)[:32]
     'sem:search:v1:{bm25:abc}:d92ed6c'
     """
-    digest = hashlib.sha256(f"{normalize_query(query)}\n{k}".encode()).hexdigest()
+    asked = f"{normalize_query(query)}\n{k}" + (f"\n{mode}" if mode else "")
+    digest = hashlib.sha256(asked.encode()).hexdigest()
     return f"{KEY_PREFIX}:{{{backend.name}:{backend.version}}}:{digest}"
 
 
 def lock_key(key: str) -> str:
     return key.replace(KEY_PREFIX, KEY_PREFIX + ":lock", 1)
+
+
+class _Ask(NamedTuple):
+    """What a batch of queries shares: passages per query and the search mode (None: the backend's default)."""
+
+    k: int
+    mode: str | None
 
 
 class CachedSearch:
@@ -209,7 +218,7 @@ class CachedSearch:
         self.observer = observer
         self.stats = CacheStats()
         self._inflight: dict[str, asyncio.Future[list[Passage]]] = {}
-        self._pending: dict[int, list[tuple[str, str, asyncio.Future[list[Passage]]]]] = {}  # k -> batch
+        self._pending: dict[_Ask, list[tuple[str, str, asyncio.Future[list[Passage]]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # flushes and waits in flight (kept: tasks are weakly held)
 
     @property
@@ -220,9 +229,13 @@ class CachedSearch:
     def version(self) -> str:
         return self.backend.version
 
-    async def search(self, queries: list[str], k: int) -> list[list[Passage]]:
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return search_modes(self.backend)
+
+    async def search(self, queries: list[str], k: int, mode: str | None = None) -> list[list[Passage]]:
         """SearchBackend contract: passages only (errors raise)."""
-        found = await self.retrieve(queries, k)
+        found = await self.retrieve(queries, k, mode)
         for r in found:
             if r.error:
                 from sem.errors import SearchError
@@ -230,13 +243,21 @@ class CachedSearch:
                 raise SearchError(r.error)
         return [r.passages for r in found]
 
-    async def retrieve(self, queries: list[str], k: int) -> list[Retrieval]:
+    async def retrieve(self, queries: list[str], k: int, mode: str | None = None) -> list[Retrieval]:
+        """Passages per query, from the cache or the backend; `mode` picks one of the backend's `modes`."""
+        modes = self.modes
+        if mode is not None and mode not in modes:
+            from sem.errors import SearchModeError
+
+            offered = f"offers {list(modes)}" if modes else "has no search modes"
+            raise SearchModeError(f"search mode {mode!r} is not available: the {self.backend.name} backend {offered}")
+        ask = _Ask(k, None if modes and mode == modes[0] else mode)  # the default mode shares the default's keys
         started = time.perf_counter()
         futures: list[asyncio.Future[list[Passage]] | None] = []
         results: dict[int, Retrieval] = {}
         shared: set[int] = set()
         for i, query in enumerate(queries):
-            key = cache_key(self.backend, query, k)
+            key = cache_key(self.backend, query, k, ask.mode)
             raw = await self._get(key)
             if raw is not None:
                 self.stats.hits += 1
@@ -246,7 +267,7 @@ class CachedSearch:
                 shared.add(i)
                 futures.append(self._inflight[key])
             else:
-                futures.append(self._enqueue(key, normalize_query(query), k))
+                futures.append(self._enqueue(key, normalize_query(query), ask))
         for i, future in enumerate(futures):
             if future is None:
                 continue
@@ -261,22 +282,22 @@ class CachedSearch:
             r.latency_ms = elapsed
         return out
 
-    def _enqueue(self, key: str, query: str, k: int) -> asyncio.Future[list[Passage]]:
+    def _enqueue(self, key: str, query: str, ask: _Ask) -> asyncio.Future[list[Passage]]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Passage]] = loop.create_future()
         self._inflight[key] = future
         self.stats.misses += 1
-        batch = self._pending.setdefault(k, [])
+        batch = self._pending.setdefault(ask, [])
         batch.append((key, query, future))
         if len(batch) == 1:  # the first miss of a window schedules the flush
-            self._spawn(self._flush_after_window(k))
+            self._spawn(self._flush_after_window(ask))
         return future
 
-    async def _flush_after_window(self, k: int) -> None:
+    async def _flush_after_window(self, ask: _Ask) -> None:
         await asyncio.sleep(self.batch_window_s)
-        batch = self._pending.pop(k, [])
+        batch = self._pending.pop(ask, [])
         try:
-            await self._compute(batch, k)
+            await self._compute(batch, ask)
         finally:
             for key, _, future in batch:
                 self._inflight.pop(key, None)
@@ -284,21 +305,25 @@ class CachedSearch:
                     future.set_exception(RuntimeError("search was interrupted"))
                     future.exception()
 
-    async def _compute(self, batch: list[tuple[str, str, asyncio.Future[list[Passage]]]], k: int) -> None:
+    async def _compute(self, batch: list[tuple[str, str, asyncio.Future[list[Passage]]]], ask: _Ask) -> None:
         mine, theirs = [], []
         for item in batch:
             (mine if await self._acquire(item[0]) else theirs).append(item)
         self.stats.waited_on_other_replica += len(theirs)
         # Another replica holds the lock of `theirs`: wait for its value while searching ours.
-        await asyncio.gather(self._search_batch(mine, k), *(self._wait_for_other(item, k) for item in theirs))
+        await asyncio.gather(self._search_batch(mine, ask), *(self._wait_for_other(item, ask) for item in theirs))
 
-    async def _search_batch(self, batch: list[tuple[str, str, asyncio.Future[list[Passage]]]], k: int) -> None:
+    async def _search_batch(self, batch: list[tuple[str, str, asyncio.Future[list[Passage]]]], ask: _Ask) -> None:
         if not batch:
             return
         started = time.perf_counter()
         self.stats.backend_calls += 1
         try:
-            found = await self.backend.search([query for _, query, _ in batch], k)
+            queries = [query for _, query, _ in batch]
+            if ask.mode is None:  # backends without modes take no `mode` argument
+                found = await self.backend.search(queries, ask.k)
+            else:
+                found = await self.backend.search(queries, ask.k, mode=ask.mode)  # type: ignore[call-arg]
         except Exception as exc:  # any backend failure degrades to "no results", reported per query
             self.stats.backend_errors += 1
             self._observe(started, len(batch), error=True)
@@ -317,7 +342,7 @@ class CachedSearch:
             await self._set(key, json.dumps([p.model_dump() for p in passages]).encode(), empty=not passages)
             await self._release(key)
 
-    async def _wait_for_other(self, item: tuple[str, str, asyncio.Future[list[Passage]]], k: int) -> None:
+    async def _wait_for_other(self, item: tuple[str, str, asyncio.Future[list[Passage]]], ask: _Ask) -> None:
         key, _, future = item
         deadline = time.monotonic() + self.lock_ms / 1000
         while time.monotonic() < deadline:
@@ -327,7 +352,7 @@ class CachedSearch:
                 future.set_result([Passage.model_validate(p) for p in json.loads(raw)])
                 return
             await asyncio.sleep(0.01)
-        await self._search_batch([item], k)  # the other replica died or is too slow: search ourselves
+        await self._search_batch([item], ask)  # the other replica died or is too slow: search ourselves
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

@@ -21,6 +21,10 @@ class SearchError(SEMError):
     """A search backend failed."""
 
 
+class SearchModeError(SEMError, ValueError):
+    """A request asked for a search mode the backend does not offer (a client error)."""
+
+
 class UnknownBackendError(SEMError, KeyError):
     """No search backend is registered under that name."""
 

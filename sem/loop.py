@@ -36,7 +36,7 @@ class SearchPolicy(StrEnum):
 class Retriever(Protocol):
     """What the loop needs from search (met by `sem.cache.CachedSearch`)."""
 
-    async def retrieve(self, queries: list[str], k: int) -> list[Retrieval]: ...
+    async def retrieve(self, queries: list[str], k: int, mode: str | None = None) -> list[Retrieval]: ...
 
 
 @dataclass(slots=True)
@@ -56,6 +56,7 @@ class LoopOptions:
     force_answer: bool = True
     answer_tokens: int = 32
     max_prompt_tokens: int | None = None  # the service's cap; PromptTooLong beyond it
+    search_mode: str | None = None  # one of the backend's modes (Milvus: bm25, dense, hybrid); None: its default
 
     @classmethod
     def from_defaults(cls, defaults: LoopDefaults, **overrides: object) -> LoopOptions:
@@ -394,7 +395,7 @@ class SearchLoop:
     async def _search(self, query: str, opts: LoopOptions, out: _Builder, *, forced: bool) -> AsyncIterator[Event]:
         index = out.trace.search_count
         yield SearchCall(query, index)
-        (found,) = await self.retriever.retrieve([query], opts.top_k)
+        (found,) = await self.retriever.retrieve([query], opts.top_k, opts.search_mode)
         record = SearchRecord(query, found.passages, found.cached, found.latency_ms, found.error, forced)
         out.trace.searches.append(record)
         block = protocol.format_result(

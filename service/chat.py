@@ -39,6 +39,7 @@ def loop_options(
         policy=body.sem.search,
         max_searches=body.sem.max_searches,
         top_k=body.sem.top_k,
+        search_mode=body.sem.search_mode,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,

@@ -12,7 +12,7 @@ from sem.loop import SearchLoop
 from sem.search import build_backend
 from sem.settings import Settings
 from service.admission import Admission
-from service.errors import NotReadyError
+from service.errors import InvalidRequest, NotReadyError
 from service.metrics import Metrics
 from service.security import Security
 
@@ -59,6 +59,17 @@ class ServiceState:
         except Exception as exc:  # reported by /readyz and every request; the process stays up to say so
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("start-up failed: %s", self.error)
+
+    def check_search_mode(self, mode: str | None, *, param: str) -> None:
+        """400 before any work for a mode the backend does not offer (say which it does)."""
+        if mode is None or self.search is None or mode in self.search.modes:
+            return
+        modes = self.search.modes
+        offered = f"offers {list(modes)}" if modes else "has a single way to search: leave it out"
+        if self.search.name == "milvus" and modes == ("bm25",):
+            offered += " (dense and hybrid need a collection ingested with SEM_MILVUS_MODE=dense or hybrid)"
+        raise InvalidRequest(f"search mode {mode!r} is not available: the {self.search.name} backend {offered}",
+                             param=param)  # fmt: skip
 
     def require_loop(self) -> SearchLoop:
         if self.loop is not None:

@@ -21,6 +21,7 @@ class SearchBackend(Protocol):
     """A batched search: one list of passages per query, best first.
 
     `name` and `version` make cache keys: change `version` when the index changes (e.g. the corpus hash).
+    A backend that can search in several ways lists them in `modes` and takes `mode=` (see `search_modes`).
     """
 
     name: str

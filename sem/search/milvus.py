@@ -94,6 +94,7 @@ class MilvusBackend:
         self.version = ""
         self._client: Any = None
         self._encoder: Any = None
+        self._has_dense = False  # read from the collection at load
 
     @classmethod
     async def from_settings(cls, settings: Settings) -> MilvusBackend:
@@ -140,6 +141,7 @@ class MilvusBackend:
             self._create(digest)
             props = self._properties() or {}
         self._check(props, digest)
+        self._has_dense = props.get(PROP_DENSE) == "true"
         if props.get(PROP_DONE) != "true":
             self.ingest(start=int(props.get(PROP_ROWS, 0)))
         started = time.perf_counter()
@@ -224,8 +226,14 @@ class MilvusBackend:
                  (done - start) / max(seconds, 1e-9))  # fmt: skip
         return done - start
 
-    async def search(self, queries: list[str], k: int) -> list[list[Passage]]:
-        return await asyncio.to_thread(self.search_sync, queries, k)
+    @property
+    def modes(self) -> tuple[Mode, ...]:
+        """This backend's mode first; the other two only when the collection holds dense vectors."""
+        others = [m for m in MODES if m != self.mode] if self._has_dense else []
+        return (self.mode, *others)
+
+    async def search(self, queries: list[str], k: int, mode: Mode | None = None) -> list[list[Passage]]:
+        return await asyncio.to_thread(self.search_sync, queries, k, mode)
 
     def search_sync(self, queries: list[str], k: int, mode: Mode | None = None) -> list[list[Passage]]:
         """One list per query, best first; `mode` overrides the backend's (bm25, dense, hybrid)."""

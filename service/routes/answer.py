@@ -58,11 +58,13 @@ async def answer(body: AnswerRequest, state: StateDep, request: Request) -> Answ
         max_tokens=body.max_tokens,
     )
     loop = state.require_loop()
+    state.check_search_mode(body.search_mode, param="search_mode")
     options = LoopOptions.from_defaults(
         state.settings.loop,
         policy=body.search,
         max_searches=body.max_searches,
         top_k=body.top_k,
+        search_mode=body.search_mode,
         max_tokens=body.max_tokens,
         temperature=body.temperature,
         seed=body.seed,

@@ -63,6 +63,7 @@ async def chat_completions(
     """OpenAI chat completions; the answer is the content, the search count is `usage.num_search_queries`."""
     check_request(body, state)
     loop = state.require_loop()
+    state.check_search_mode(body.sem.search_mode, param="sem.search_mode")
     limits = state.settings.limits
     options = loop_options(body, state.settings.loop, limits.max_prompt_tokens)
     question, history = split_conversation(body)

@@ -20,6 +20,9 @@ class AnswerRequest(BaseModel):
     )
     max_searches: int | None = Field(None, ge=0, description="Search budget for this question.")
     top_k: int | None = Field(None, ge=1, description="Passages per search.")
+    search_mode: str | None = Field(
+        None, description="One of the search backend's modes (milvus: bm25, dense, hybrid); default: its own."
+    )
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate, over all turns.")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Sampling seed, for reproducible answers.")

@@ -51,6 +51,9 @@ class SemOptions(BaseModel):
     search: SearchPolicy = SearchPolicy.auto
     max_searches: int | None = Field(None, ge=0)
     top_k: int | None = Field(None, ge=1)
+    search_mode: str | None = Field(
+        None, description="One of the search backend's modes (milvus: bm25, dense or hybrid)."
+    )
 
 
 class ChatCompletionRequest(BaseModel):

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sem.errors import ConfigError
+from sem.cache import CachedSearch
+from sem.errors import ConfigError, SearchModeError
 from sem.search.milvus import PROP_DONE, PROP_ROWS, MilvusBackend
 from tests.conftest import free_port, launch, stop
 
@@ -104,6 +105,29 @@ def test_dense_and_hybrid(tiny_corpus: Path, tmp_path: Path) -> None:
         open_backend(tiny_corpus, tmp_path / "bm25-only.db", mode="dense")
 
 
+async def test_search_mode_per_request_is_searched_and_cached_apart(tiny_corpus: Path, tmp_path: Path) -> None:
+    backend = open_backend(tiny_corpus, tmp_path / "m.db", mode="hybrid")
+    assert backend.modes == ("hybrid", "bm25", "dense")
+    search = CachedSearch(backend)
+    try:
+        query = "the satellite orbiting our planet"
+        (default,) = await search.retrieve([query], 2)
+        (explicit,) = await search.retrieve([query], 2, "hybrid")  # the default mode shares the default's key
+        (dense,) = await search.retrieve([query], 2, "dense")
+        (again,) = await search.retrieve([query], 2, "dense")
+        (bm25,) = await search.retrieve([query], 2, "bm25")
+        assert not default.cached and explicit.cached
+        assert not dense.cached and again.cached and not bm25.cached  # each mode has its own cache entries
+        assert dense.passages[0].id == "moon" and search.stats.backend_calls == 3
+        with pytest.raises(SearchModeError, match=r"offers \['hybrid', 'bm25', 'dense'\]"):
+            await search.retrieve([query], 2, "sparse")
+    finally:
+        backend._client.close()
+    bm25_only = open_backend(tiny_corpus, tmp_path / "bm25.db")
+    assert bm25_only.modes == ("bm25",)  # no vectors in that collection: no dense or hybrid per request
+    bm25_only._client.close()
+
+
 @pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")
 def test_finds_supporting_paragraphs_of_real_questions(tmp_path: Path) -> None:
     from sem import benchmarks
@@ -126,8 +150,9 @@ def test_finds_supporting_paragraphs_of_real_questions(tmp_path: Path) -> None:
 
 def test_service_answers_through_milvus(tiny_corpus: Path, tmp_path: Path, settings) -> None:
     port = free_port()
-    env = {"SEM_SEARCH_BACKEND": "milvus", "SEM_CORPUS": str(tiny_corpus), "SEM_MILVUS_URI": str(tmp_path / "s.db"),
-           "SEM_PORT": str(port), "SEM_HOME": str(settings.home_dir)}  # fmt: skip
+    env = {"SEM_SEARCH_BACKEND": "milvus", "SEM_MILVUS_MODE": "hybrid", "SEM_CORPUS": str(tiny_corpus),
+           "SEM_MILVUS_URI": str(tmp_path / "s.db"), "SEM_PORT": str(port),
+           "SEM_HOME": str(settings.home_dir)}  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     proc = launch([sys.executable, "-m", "service"], env, "service-milvus.log", f"{base}/readyz")
     try:
@@ -136,5 +161,15 @@ def test_service_answers_through_milvus(tiny_corpus: Path, tmp_path: Path, setti
         reply = httpx.post(f"{base}/v1/answer", json=body, timeout=120).json()
         assert reply["search_count"] == 1 and not reply["search_errors"]
         assert reply["searches"][0]["passages"][0]["id"] == "hamlet"
+        # the same search in another mode, per request: searched again (its own cache entry), same top passage
+        reply = httpx.post(f"{base}/v1/answer", json={**body, "search_mode": "bm25"}, timeout=120).json()
+        assert reply["searches"][0]["passages"][0]["id"] == "hamlet" and not reply["searches"][0]["cached"]
+        model = httpx.get(f"{base}/v1/models").json()["data"][0]["id"]
+        chat = {"model": model, "messages": [{"role": "user", "content": "Who wrote the tragedy Hamlet?"}],
+                "max_tokens": 48, "sem": {"search": "always", "search_mode": "dense"}}  # fmt: skip
+        completion = httpx.post(f"{base}/v1/chat/completions", json=chat, timeout=120).json()
+        assert completion["search_results"][0]["passages"][0]["id"] == "hamlet"
+        wrong = httpx.post(f"{base}/v1/answer", json={**body, "search_mode": "sparse"})
+        assert wrong.status_code == 400 and "offers ['hybrid', 'bm25', 'dense']" in wrong.json()["error"]["message"]
     finally:
         stop(proc)

@@ -75,6 +75,13 @@ def test_bad_input_is_a_422_naming_the_field(client: httpx.Client, payload: dict
     assert error["type"] == "invalid_request_error"
 
 
+def test_a_search_mode_the_backend_lacks_is_a_400(client: httpx.Client) -> None:
+    r = client.post("/v1/answer", json={"question": "Who wrote Hamlet?", "search_mode": "dense"})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "search_mode" and "bm25 backend has a single way to search" in error["message"]
+
+
 def test_malformed_json_and_unknown_route(client: httpx.Client) -> None:
     r = client.post("/v1/answer", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422 and "error" in r.json()

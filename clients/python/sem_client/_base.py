@@ -110,12 +110,13 @@ def chat_payload(
     max_searches: int | None,
     top_k: int | None,
     include_usage: bool,
+    search_mode: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
     payload = drop_none({"model": model, "messages": messages, "stream": stream or None, **options})
-    sem = drop_none({"search": search, "max_searches": max_searches, "top_k": top_k})
+    sem = drop_none({"search": search, "max_searches": max_searches, "top_k": top_k, "search_mode": search_mode})
     if sem:
         payload["sem"] = sem
     if stream and include_usage:

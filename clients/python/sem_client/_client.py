@@ -31,6 +31,7 @@ class SemClient(BaseClient):
         search: SearchPolicy | None = None,
         max_searches: int | None = None,
         top_k: int | None = None,
+        search_mode: str | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
         seed: int | None = None,
@@ -38,8 +39,8 @@ class SemClient(BaseClient):
     ) -> Answer:
         """`POST /v1/answer`: one answer and the searches it took."""
         payload = answer_payload(
-            question, search=search, max_searches=max_searches, top_k=top_k, max_tokens=max_tokens,
-            temperature=temperature, seed=seed, return_trace=return_trace,
+            question, search=search, max_searches=max_searches, top_k=top_k, search_mode=search_mode,
+            max_tokens=max_tokens, temperature=temperature, seed=seed, return_trace=return_trace,
         )  # fmt: skip
         return Answer.model_validate(self._send("POST", "/v1/answer", payload).json())
 
@@ -60,13 +61,15 @@ class SemClient(BaseClient):
         search: SearchPolicy | None = None,
         max_searches: int | None = None,
         top_k: int | None = None,
+        search_mode: str | None = None,
         include_usage: bool = True,
         **options: Any,
     ) -> ChatCompletion | Stream:
         """`POST /v1/chat/completions`; `stream=True` gives an iterator of chunks. `model`: the served one."""
         payload = chat_payload(
             messages, model=model or self.default_model(), stream=stream, search=search,
-            max_searches=max_searches, top_k=top_k, include_usage=include_usage, **options,
+            max_searches=max_searches, top_k=top_k, search_mode=search_mode, include_usage=include_usage,
+            **options,
         )  # fmt: skip
         if stream:
             return Stream(self._send("POST", "/v1/chat/completions", payload, stream=True))
@@ -127,14 +130,15 @@ class AsyncSemClient(BaseClient):
         search: SearchPolicy | None = None,
         max_searches: int | None = None,
         top_k: int | None = None,
+        search_mode: str | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
         seed: int | None = None,
         return_trace: bool | None = None,
     ) -> Answer:
         payload = answer_payload(
-            question, search=search, max_searches=max_searches, top_k=top_k, max_tokens=max_tokens,
-            temperature=temperature, seed=seed, return_trace=return_trace,
+            question, search=search, max_searches=max_searches, top_k=top_k, search_mode=search_mode,
+            max_tokens=max_tokens, temperature=temperature, seed=seed, return_trace=return_trace,
         )  # fmt: skip
         return Answer.model_validate((await self._send("POST", "/v1/answer", payload)).json())
 
@@ -147,12 +151,14 @@ class AsyncSemClient(BaseClient):
         search: SearchPolicy | None = None,
         max_searches: int | None = None,
         top_k: int | None = None,
+        search_mode: str | None = None,
         include_usage: bool = True,
         **options: Any,
     ) -> ChatCompletion | AsyncStream:
         payload = chat_payload(
             messages, model=model or await self.default_model(), stream=stream, search=search,
-            max_searches=max_searches, top_k=top_k, include_usage=include_usage, **options,
+            max_searches=max_searches, top_k=top_k, search_mode=search_mode, include_usage=include_usage,
+            **options,
         )  # fmt: skip
         if stream:
             return AsyncStream(await self._send("POST", "/v1/chat/completions", payload, stream=True))
