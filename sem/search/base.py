@@ -32,3 +32,9 @@ class SearchBackend(Protocol):
     async def check_health(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+def search_modes(backend: object) -> tuple[str, ...]:
+    """The ways a backend can search, its default first, for backends that offer several (Milvus: bm25, dense,
+    hybrid); such a backend takes `mode=` in `search`. Empty for the rest."""
+    return tuple(getattr(backend, "modes", ()))
