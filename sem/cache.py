@@ -233,6 +233,17 @@ class CachedSearch:
     def modes(self) -> tuple[str, ...]:
         return search_modes(self.backend)
 
+    def check_mode(self, mode: str | None) -> None:
+        """SearchModeError, naming the modes there are, for a mode the backend does not offer."""
+        modes = self.modes
+        if mode is None or mode in modes:
+            return
+        from sem.errors import SearchModeError
+
+        offered = f"offers {list(modes)}" if modes else "has a single way to search: leave it out"
+        hint = getattr(self.backend, "modes_hint", "")  # how to get more modes, from backends that know
+        raise SearchModeError(f"search mode {mode!r} is not available: the {self.name} backend {offered}{hint}")
+
     async def search(self, queries: list[str], k: int, mode: str | None = None) -> list[list[Passage]]:
         """SearchBackend contract: passages only (errors raise)."""
         found = await self.retrieve(queries, k, mode)
@@ -245,12 +256,8 @@ class CachedSearch:
 
     async def retrieve(self, queries: list[str], k: int, mode: str | None = None) -> list[Retrieval]:
         """Passages per query, from the cache or the backend; `mode` picks one of the backend's `modes`."""
+        self.check_mode(mode)
         modes = self.modes
-        if mode is not None and mode not in modes:
-            from sem.errors import SearchModeError
-
-            offered = f"offers {list(modes)}" if modes else "has no search modes"
-            raise SearchModeError(f"search mode {mode!r} is not available: the {self.backend.name} backend {offered}")
         ask = _Ask(k, None if modes and mode == modes[0] else mode)  # the default mode shares the default's keys
         started = time.perf_counter()
         futures: list[asyncio.Future[list[Passage]] | None] = []

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sem.errors import ConfigError, EngineError, PromptTooLong, SearchModeError, SEMError
+from sem.errors import ConfigError, EngineError, PromptTooLong, SEMError
 from service.admission import DeadlineExceeded, Saturated
 from service.schemas import ErrorInfo, ErrorResponse
 from service.security import RateLimited, Unauthorized
@@ -74,10 +74,6 @@ async def _invalid(_: Request, exc: InvalidRequest) -> JSONResponse:
     return error_response(400, str(exc), "invalid_request_error", param=exc.param)
 
 
-async def _search_mode(_: Request, exc: SearchModeError) -> JSONResponse:
-    return error_response(400, str(exc), "invalid_request_error", param="search_mode")
-
-
 async def _model_not_found(_: Request, exc: ModelNotFound) -> JSONResponse:
     return error_response(404, str(exc), "invalid_request_error", param="model", code="model_not_found")
 
@@ -128,7 +124,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
     app.add_exception_handler(NotReadyError, _not_ready)  # type: ignore[arg-type]
     app.add_exception_handler(InvalidRequest, _invalid)  # type: ignore[arg-type]
-    app.add_exception_handler(SearchModeError, _search_mode)  # type: ignore[arg-type]
     app.add_exception_handler(ModelNotFound, _model_not_found)  # type: ignore[arg-type]
     app.add_exception_handler(EngineError, _engine)  # type: ignore[arg-type]
     app.add_exception_handler(ConfigError, _config)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sem.cache import CachedSearch, RedisStore
 from sem.engines import Engine, build_engine
+from sem.errors import SearchModeError
 from sem.loop import SearchLoop
 from sem.search import build_backend
 from sem.settings import Settings
@@ -62,14 +63,12 @@ class ServiceState:
 
     def check_search_mode(self, mode: str | None, *, param: str) -> None:
         """400 before any work for a mode the backend does not offer (say which it does)."""
-        if mode is None or self.search is None or mode in self.search.modes:
+        if self.search is None:
             return
-        modes = self.search.modes
-        offered = f"offers {list(modes)}" if modes else "has a single way to search: leave it out"
-        if self.search.name == "milvus" and modes == ("bm25",):
-            offered += " (dense and hybrid need a collection ingested with SEM_MILVUS_MODE=dense or hybrid)"
-        raise InvalidRequest(f"search mode {mode!r} is not available: the {self.search.name} backend {offered}",
-                             param=param)  # fmt: skip
+        try:
+            self.search.check_mode(mode)
+        except SearchModeError as exc:
+            raise InvalidRequest(str(exc), param=param) from exc
 
     def require_loop(self) -> SearchLoop:
         if self.loop is not None:

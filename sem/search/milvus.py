@@ -232,6 +232,12 @@ class MilvusBackend:
         others = [m for m in MODES if m != self.mode] if self._has_dense else []
         return (self.mode, *others)
 
+    @property
+    def modes_hint(self) -> str:
+        if self._has_dense:
+            return ""
+        return " (dense and hybrid need a collection ingested with SEM_MILVUS_MODE=dense or hybrid)"
+
     async def search(self, queries: list[str], k: int, mode: Mode | None = None) -> list[list[Passage]]:
         return await asyncio.to_thread(self.search_sync, queries, k, mode)
 
