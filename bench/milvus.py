@@ -16,6 +16,7 @@ from pathlib import Path
 from search import markdown, percentile, recall_table, sliding_corpus
 
 from sem import benchmarks
+from sem.benchmarks import default_source
 from sem.search.bm25 import BM25Backend
 from sem.search.milvus import MilvusBackend
 from sem.settings import Settings
@@ -71,7 +72,7 @@ def bm25_rows(corpus: Path, label: str, queries: list[str]) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--data", default=default_source(), help="sample, a data folder, or hf")
     parser.add_argument("--large", type=int, default=100_000, help="passages of the synthetic corpus (0: skip)")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--hybrid", action="store_true", help="also recall of dense and hybrid (slow: embeddings)")

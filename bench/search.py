@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sem import benchmarks
+from sem.benchmarks import default_source
 from sem.cache import CachedSearch, LRUStore, RedisStore
 from sem.corpus import iter_passages, write_corpus
 from sem.search.bm25 import BM25Backend
@@ -140,7 +141,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--data", default=default_source(), help="sample, a data folder, or hf")
     parser.add_argument("--large", type=int, default=1_000_000, help="passages of the large synthetic corpus")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "search.json")

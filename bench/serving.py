@@ -28,6 +28,7 @@ import httpx
 from tqdm import tqdm
 
 from sem import benchmarks
+from sem.benchmarks import default_source
 from sem.cache import CachedSearch
 from sem.engines.base import SamplingOptions
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy
@@ -215,7 +216,7 @@ def plot(rows: list[dict], path: Path, naive: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data", default=default_source(), help="sample, a data folder, or hf")
     parser.add_argument("--requests", type=int, default=64, help="requests per (policy, concurrency) cell")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
     args = parser.parse_args()

@@ -45,6 +45,7 @@ class LoopOptions:
     max_searches: int = 3
     top_k: int = 3
     max_tokens: int = 384
+    min_tokens: int = 0  # the model writes at least this many tokens before it may stop (vLLM's min_tokens)
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
@@ -284,11 +285,11 @@ class SearchLoop:
                     delta.add(piece)
                     if piece.text:
                         yield TextDelta(piece.text)
-                    if protocol.is_degenerate(delta.text):
+                    if self._degenerate(delta, out, opts):
                         break
             finally:
                 await pieces.aclose()  # aborts the engine request when we stopped early
-            if protocol.is_degenerate(delta.text):
+            if self._degenerate(delta, out, opts):
                 delta.finish_reason = "degenerate"
             if delta.finish_reason == "degenerate" and opts.force_answer:
                 # Serving drops a looping chunk (as it drops a peek) and asks for an answer below;
@@ -362,6 +363,12 @@ class SearchLoop:
             out.generated(forced.text, forced.token_ids, forced.logprobs)
         yield Final(out.finish())
 
+    @staticmethod
+    def _degenerate(delta: _Collect, out: _Builder, opts: LoopOptions) -> bool:
+        """A looping chunk, once the tokens the request asked for at least (min_tokens) are out."""
+        written = out.trace.generated_tokens + len(delta.token_ids)
+        return written >= opts.min_tokens and protocol.is_degenerate(delta.text)
+
     async def _generate(
         self,
         out: _Builder,
@@ -374,6 +381,7 @@ class SearchLoop:
         out.trace.engine_calls += 1
         params = SamplingOptions(
             max_tokens=max_tokens,
+            min_tokens=min(max_tokens, max(0, opts.min_tokens - out.trace.generated_tokens)),
             temperature=opts.temperature,
             top_p=opts.top_p,
             stop=stops,

@@ -41,6 +41,7 @@ def loop_options(
         top_k=body.sem.top_k,
         search_mode=body.sem.search_mode,
         max_tokens=body.max_completion_tokens or body.max_tokens,
+        min_tokens=body.min_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
         seed=body.seed,

@@ -21,8 +21,6 @@ from sem.assets import ensure_corpus, ensure_model
 from sem.errors import AssetsMissingError
 from sem.settings import Settings
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 def free_port() -> int:
     with socket.socket() as s:

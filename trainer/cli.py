@@ -20,7 +20,6 @@ import typer
 app = typer.Typer(help="SEM post-training: GRPO for search efficiency.", no_args_is_help=True, add_completion=False)
 log = logging.getLogger("trainer")
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RUNS = Path("runs")
 
 
@@ -74,10 +73,19 @@ def _default_model() -> str:
 
 @app.command()
 def data(
-    data_dir: Annotated[Path, typer.Option(help="Folder with the benchmark files (../shared/data).")] = DEFAULT_DATA,
-    out: Annotated[Path, typer.Option(help="Where train.jsonl, dev.jsonl and corpus.jsonl go.")] = RUNS / "data",
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            "--data-dir",
+            help="Where the benchmarks come from: `sample` (shipped, offline), a folder in the original layout "
+            "(../shared/data), or `hf` (each dataset's Hugging Face home).",
+        ),
+    ] = "sample",
+    out: Annotated[Path, typer.Option(help="Where train.jsonl, dev.jsonl, test.jsonl and corpus.jsonl go.")] = RUNS
+    / "data",
     per_class: Annotated[int, typer.Option(help="Training questions per class (needs search / known).")] = 64,
-    dev_per_class: Annotated[int, typer.Option(help="Dev questions per class (from dev splits).")] = 25,
+    dev_per_class: Annotated[int, typer.Option(help="Dev (and test) questions per class.")] = 25,
     seed: int = 0,
     labelling: Annotated[
         Labelling, typer.Option(help="fixed (SEM's mix) or model (base pass rate).")
@@ -85,24 +93,42 @@ def data(
     label_model: Annotated[str | None, typer.Option(help="Model for --labelling model (default: SEM_MODEL).")] = None,
     label_samples: Annotated[int, typer.Option(help="Closed-book samples per question for --labelling model.")] = 4,
 ) -> None:
-    """Build the balanced training mix, a dev mix the training does not see, and their search corpus."""
-    from trainer.data import balanced_mix, class_balance, load_source, paragraph_corpus, write_jsonl
+    """Build the balanced training mix, a dev mix to choose recipes on, a frozen test mix, and their search corpus.
 
-    needs = load_source("musique", data_dir, "train") + load_source("hotpotqa", data_dir, "train")
-    known = load_source("mmlu", data_dir, "train") + load_source("gsm8k", data_dir, "train", limit=500)
-    dev_needs = load_source("musique", data_dir, "dev") + load_source("hotpotqa", data_dir, "dev")
-    dev_known = load_source("mmlu", data_dir, "dev")
+    Dev and test come from the datasets' held-out splits (halved by question text), disjoint from train and from
+    each other by normalised question text."""
+    from trainer.data import (
+        balanced_mix,
+        check_disjoint,
+        class_balance,
+        drop_overlaps,
+        held_out_halves,
+        load_source,
+        paragraph_corpus,
+        write_jsonl,
+    )
+
+    needs = load_source("musique", source, "train") + load_source("hotpotqa", source, "train")
+    known = load_source("mmlu", source, "train") + load_source("gsm8k", source, "train", limit=500)
+    held_out = load_source("musique", source, "dev") + load_source("hotpotqa", source, "dev")
+    dev_needs, test_needs = held_out_halves(held_out)
+    dev_known, test_known = load_source("mmlu", source, "dev"), load_source("mmlu", source, "test")
     if labelling is Labelling.model:
         needs, known = _relabel(needs + known, label_model or _default_model(), label_samples)
     train = balanced_mix(needs, known, per_class, seed)
+    dev_needs, dev_known = drop_overlaps(dev_needs, train), drop_overlaps(dev_known, train)
+    test_needs, test_known = drop_overlaps(test_needs, train + dev_needs), drop_overlaps(test_known, train + dev_known)
     dev = balanced_mix(dev_needs, dev_known, dev_per_class, seed)
+    test = balanced_mix(test_needs, test_known, dev_per_class, seed)
+    check_disjoint(train=train, dev=dev, test=test)
     out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(train, out / "train.jsonl")
-    write_jsonl(dev, out / "dev.jsonl")
+    for name, rows in (("train", train), ("dev", dev), ("test", test)):
+        write_jsonl(rows, out / f"{name}.jsonl")
     from sem.corpus import write_corpus
 
-    n = write_corpus(paragraph_corpus(train + dev), out / "corpus.jsonl")
-    typer.echo(f"train {len(train)} {class_balance(train)}  dev {len(dev)} {class_balance(dev)}  corpus {n} passages")
+    n = write_corpus(paragraph_corpus(train + dev + test), out / "corpus.jsonl")
+    typer.echo(f"train {len(train)} {class_balance(train)}  dev {len(dev)} {class_balance(dev)}  "
+               f"test {len(test)} {class_balance(test)}  corpus {n} passages")  # fmt: skip
     typer.echo(f"-> {out}")
 
 

@@ -4,6 +4,7 @@ the model never answers closed-book needs search). The benchmark loaders live in
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -28,6 +29,7 @@ from sem.benchmarks import (
     read_jsonl,
     write_jsonl,
 )
+from sem.scoring import normalize_answer
 
 __all__ = [
     "KNOWN",
@@ -36,7 +38,10 @@ __all__ = [
     "Example",
     "Paragraph",
     "balanced_mix",
+    "check_disjoint",
     "class_balance",
+    "drop_overlaps",
+    "held_out_halves",
     "label_by_pass_rate",
     "load_2wiki",
     "load_gsm8k",
@@ -48,6 +53,7 @@ __all__ = [
     "load_source",
     "load_triviaqa",
     "paragraph_corpus",
+    "question_key",
     "read_jsonl",
     "write_jsonl",
 ]
@@ -62,6 +68,42 @@ def balanced_mix(needs_search: list[Example], known: list[Example], per_class: i
     mix = rng.sample(needs_search, per_class) + rng.sample(known, per_class)
     rng.shuffle(mix)
     return mix
+
+
+def question_key(example: Example) -> str:
+    """What split disjointness is checked on: the normalised question text (ids differ across copies of a row).
+
+    >>> question_key(Example("a", "Who wrote  *Hamlet*?", ("x",), "needs_search", "t"))
+    'who wrote hamlet'
+    """
+    return normalize_answer(example.question)
+
+
+def held_out_halves(examples: list[Example]) -> tuple[list[Example], list[Example]]:
+    """Split held-out questions into dev and test by a hash of their normalised text: stable across runs and
+    machines, and the same question text always lands on the same side."""
+    halves: tuple[list[Example], list[Example]] = ([], [])
+    for example in examples:
+        digest = hashlib.sha256(question_key(example).encode()).digest()
+        halves[digest[0] & 1].append(example)
+    return halves
+
+
+def drop_overlaps(examples: list[Example], earlier: Iterable[Example]) -> list[Example]:
+    """The examples whose normalised question text is not among `earlier`'s."""
+    seen = {question_key(e) for e in earlier}
+    return [e for e in examples if question_key(e) not in seen]
+
+
+def check_disjoint(**splits: list[Example]) -> None:
+    """Raise ValueError naming the first pair of splits that share a normalised question text."""
+    keys = {name: {question_key(e) for e in rows} for name, rows in splits.items()}
+    names = list(keys)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            shared = keys[a] & keys[b]
+            if shared:
+                raise ValueError(f"{a} and {b} share {len(shared)} questions, e.g. {sorted(shared)[0]!r}")
 
 
 def class_balance(examples: Iterable[Example]) -> dict[str, int]:

@@ -14,6 +14,8 @@ class SamplingOptions:
     """How to sample one generation call."""
 
     max_tokens: int
+    # Stop strings and EOS are ignored until this many tokens are out (vLLM's `min_tokens`).
+    min_tokens: int = 0
     temperature: float = 0.0
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)

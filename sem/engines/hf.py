@@ -76,7 +76,7 @@ class HFEngine:
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
                 with engine._guard:
                     stop = request_id in engine._cancelled
-                if not stop and stops:
+                if not stop and stops and input_ids.shape[1] - start > options.min_tokens:
                     tail = engine.tokenizer.decode(input_ids[0, start:][-window:], skip_special_tokens=True)
                     stop = any(s in tail for s in stops)
                 return torch.full((input_ids.shape[0],), stop, dtype=torch.bool)
@@ -91,6 +91,7 @@ class HFEngine:
                     inputs,
                     attention_mask=torch.ones_like(inputs),
                     max_new_tokens=options.max_tokens,
+                    min_new_tokens=options.min_tokens or None,
                     do_sample=sample,
                     temperature=options.temperature if sample else None,
                     top_p=options.top_p if sample else None,
@@ -113,11 +114,14 @@ class HFEngine:
     def _finish(self, ids: list[int], logprobs: list[float] | None, options: SamplingOptions, request_id: str) -> Delta:
         eos = self.tokenizer.eos_token_id
         # Cut after the first stop string (generate may overshoot by a token), keeping the stop in the text.
-        for n in range(1, len(ids) + 1):
+        # Under min_tokens, stops only count after the first min_tokens tokens.
+        head = len(self.tokenizer.decode(ids[: options.min_tokens], skip_special_tokens=True))
+        for n in range(options.min_tokens + 1, len(ids) + 1):
             text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
-            stop, cut = first_stop(text, options.stop)
+            stop, cut = first_stop(text[head:], options.stop)
             if stop or ids[n - 1] == eos:
-                return Delta(text[:cut], ids[:n], logprobs[:n] if logprobs else logprobs, "stop", stop)
+                end = head + cut
+                return Delta(text[:end], ids[:n], logprobs[:n] if logprobs else logprobs, "stop", stop)
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         with self._guard:
             cancelled = request_id in self._cancelled

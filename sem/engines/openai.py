@@ -82,6 +82,8 @@ class OpenAIEngine:
         }
         if options.stop:
             body["stop"] = options.stop
+        if options.min_tokens:
+            body["min_tokens"] = options.min_tokens  # vLLM's extension
         if options.seed is not None:
             body["seed"] = options.seed
         if options.logprobs:

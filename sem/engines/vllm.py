@@ -77,6 +77,7 @@ class VLLMEngine:
 
         params = SamplingParams(
             max_tokens=options.max_tokens,
+            min_tokens=options.min_tokens,
             temperature=options.temperature,
             top_p=options.top_p,
             seed=options.seed,

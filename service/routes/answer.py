@@ -66,6 +66,7 @@ async def answer(body: AnswerRequest, state: StateDep, request: Request) -> Answ
         top_k=body.top_k,
         search_mode=body.search_mode,
         max_tokens=body.max_tokens,
+        min_tokens=body.min_tokens,
         temperature=body.temperature,
         seed=body.seed,
         max_prompt_tokens=state.settings.limits.max_prompt_tokens,

@@ -24,6 +24,7 @@ class AnswerRequest(BaseModel):
         None, description="One of the search backend's modes (milvus: bm25, dense, hybrid); default: its own."
     )
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate, over all turns.")
+    min_tokens: int = Field(0, ge=0, description="Fewest tokens to generate before the model may stop (vLLM's).")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Sampling seed, for reproducible answers.")
     return_trace: bool = Field(False, description="Include the full generated text with tags.")

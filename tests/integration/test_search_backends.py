@@ -1,4 +1,4 @@
-"""Every search backend on a corpus the test writes and on the ../shared/data paragraphs; `retriever` against our own
+"""Every search backend on a corpus the test writes and on real HotpotQA paragraphs (the shipped sample); `retriever` against our own
 `sem-retrieve` on 127.0.0.1; plugin discovery through a real entry point; corpus building."""
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from sem.search.web import SearxngBackend
 from sem.settings import Settings
 from service.retrieve import create_retrieve_app
 from tests.conftest import free_port, serve_in_thread
-
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +45,11 @@ async def test_dense_finds_by_meaning_and_stores_its_index(tiny_corpus: Path, de
     assert changed.version != backend.version and len(changed) == len(backend) + 1
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")
 async def test_backends_find_supporting_paragraphs_of_real_questions(tmp_path: Path, dense_model: str) -> None:
     from sem import benchmarks
     from sem.corpus import write_corpus
 
-    questions = benchmarks.load_source("hotpotqa", DATA, "dev", limit=40)
+    questions = benchmarks.load_source("hotpotqa", "sample", "dev", limit=40)
     corpus = tmp_path / "hotpot.jsonl"
     write_corpus(benchmarks.paragraph_corpus(questions), corpus)
     for backend in (BM25Backend(corpus), DenseBackend(corpus, dense_model)):
@@ -189,6 +186,22 @@ def test_corpus_build_from_folder_and_jsonl(tmp_path: Path) -> None:
     assert bad.exit_code != 0 and "--input" in bad.output
 
 
+def provider_payload(provider: str, n: int = 4) -> dict:
+    """Each provider's own answer shape (fields as their API documents them), so a parser that reads another
+    provider's field (Brave reading Serper's `snippet`) finds nothing and fails the test."""
+    if provider == "tavily":  # POST /search -> {"results": [{url, title, content, score}]}
+        return {"query": "q", "results": [{"url": f"https://example.org/{i}", "title": f"t{i}", "content": f"c{i}",
+                                           "score": 1 - i / 10, "raw_content": None} for i in range(n)]}  # fmt: skip
+    if provider == "brave":  # GET /res/v1/web/search -> {"web": {"results": [{url, title, description}]}}
+        return {"type": "search", "web": {"type": "search", "results": [
+            {"url": f"https://example.org/{i}", "title": f"t{i}", "description": f"c{i}", "age": "1 day"}
+            for i in range(n)]}}  # fmt: skip
+    assert provider == "serper"  # POST /search -> {"organic": [{title, link, snippet, position}]}
+    return {"searchParameters": {"q": "q"}, "organic": [
+        {"title": f"t{i}", "link": f"https://example.org/{i}", "snippet": f"c{i}", "position": i + 1}
+        for i in range(n)]}  # fmt: skip
+
+
 class FakeWebAPIs:
     """Stands in for Tavily, Brave and Serper (keyed web APIs unreachable here); checks the key arrives."""
 
@@ -200,16 +213,24 @@ class FakeWebAPIs:
         self.keys.append(
             headers.get("authorization") or headers.get("x-subscription-token") or headers.get("x-api-key")
         )
-        hits = [{"url": f"https://example.org/{i}", "link": f"https://example.org/{i}", "title": f"t{i}",
-                 "content": f"c{i}", "description": f"c{i}", "snippet": f"c{i}"} for i in range(4)]  # fmt: skip
-        path = scope["path"]
-        body = {"/tavily": {"results": hits}, "/brave": {"web": {"results": hits}}, "/serper": {"organic": hits}}
         status = 401 if headers.get("x-api-key") == "wrong" else 200
-        payload = json.dumps(body.get(path, {})).encode()
+        payload = json.dumps(provider_payload(scope["path"].strip("/"))).encode()
         await send(
             {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+def test_each_web_parser_reads_only_its_own_providers_payload() -> None:
+    from sem.search.web import BraveBackend, SerperBackend, TavilyBackend
+
+    parsers = {"tavily": TavilyBackend("k"), "brave": BraveBackend("k"), "serper": SerperBackend("k")}
+    for name, backend in parsers.items():
+        own = backend.parse(provider_payload(name), 2)
+        assert [(p.id, p.title, p.text) for p in own] == [("https://example.org/0", "t0", "c0"),
+                                                          ("https://example.org/1", "t1", "c1")]  # fmt: skip
+        for other in set(parsers) - {name}:
+            assert backend.parse(provider_payload(other), 2) == [], (name, other)
 
 
 async def test_keyed_web_backends_send_the_key_and_never_show_it() -> None:

@@ -1,5 +1,6 @@
-"""The trainer end to end on the real small model: data, the rollout's mask, SFT and GRPO that save and resume,
-evaluation with its table and plot, export. Sized for CI (a few steps, short completions)."""
+"""The trainer end to end on the real small model and the shipped benchmark sample: data, the rollout's mask and TRL's
+loss under it, SFT and GRPO that save and resume, evaluation with its table and plot, export. Sized for CI (a few
+steps, short completions)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,9 @@ from typer.testing import CliRunner
 
 from sem import protocol
 from trainer.cli import app
-from trainer.data import read_jsonl
+from trainer.data import check_disjoint, read_jsonl
 from trainer.rollout import RolloutConfig, SEMRollout
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")
 runner = CliRunner()
 
 
@@ -30,17 +29,17 @@ def invoke(*args: str) -> str:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory, settings) -> Path:
     root = tmp_path_factory.mktemp("trainer")
-    out = invoke("data", "--data-dir", str(DATA), "--out", str(root / "data"), "--per-class", "4",
-                 "--dev-per-class", "2")  # fmt: skip
-    assert "'known': 4, 'needs_search': 4" in out
+    out = invoke("data", "--out", str(root / "data"), "--per-class", "4", "--dev-per-class", "2")  # the sample
+    assert "train 8 {'known': 4, 'needs_search': 4}" in out and "test 4 {'known': 2, 'needs_search': 2}" in out
     return root
 
 
 def test_data_is_balanced_and_has_its_corpus(workdir: Path) -> None:
     train = read_jsonl(workdir / "data" / "train.jsonl")
     dev = read_jsonl(workdir / "data" / "dev.jsonl")
-    assert len(train) == 8 and len(dev) == 4
-    assert not {e.id for e in train} & {e.id for e in dev}
+    test = read_jsonl(workdir / "data" / "test.jsonl")
+    assert len(train) == 8 and len(dev) == 4 and len(test) == 4
+    check_disjoint(train=train, dev=dev, test=test)  # by normalised question text, not ids
     corpus = [json.loads(line) for line in (workdir / "data" / "corpus.jsonl").open()]
     needed = {p.text for e in train if e.kind == "needs_search" for p in e.paragraphs if p.supporting}
     assert needed <= {row["text"] for row in corpus}
@@ -76,6 +75,58 @@ def test_rollout_mask_equals_the_inserted_spans(workdir: Path, settings) -> None
         assert ids[-1] == tokenizer.eos_token_id
     assert out["search_count"] == [1, 1]
     assert model.training  # generation ran in eval mode, training mode is restored
+
+
+def test_trl_loss_ignores_tokens_the_env_mask_zeroes(tmp_path: Path, settings) -> None:
+    """TRL's GRPO loss under our env_mask: changing inserted (mask 0) tokens leaves the loss and its gradient as they
+    were; the same change under an all-ones mask moves the gradient (so the check can fail)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from trainer.lora import lora_config
+
+    tokenizer = AutoTokenizer.from_pretrained(settings.model_path)
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=2, num_generations=2,
+                      max_completion_length=64, loss_type="dapo", report_to=[], use_cpu=True, bf16=False)  # fmt: skip
+    trainer = GRPOTrainer(model=settings.model_path, reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+                          args=args, train_dataset=Dataset.from_list([{"prompt": "q"}] * 2), processing_class=tokenizer,
+                          peft_config=lora_config(4))  # fmt: skip
+    trainer.current_gradient_accumulation_steps = 1
+    model = trainer.model
+    model.train()
+
+    def encode(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    prompt = encode("What is the capital of France?")
+    generated = encode("<think>Not sure.</think>\n<answer>Lyon</answer>\n<search> capital of France </search>")
+    inserted = encode("\n<result>\n[1] Paris\nParis is the capital and largest city of France.\n</result>")
+
+    def loss_and_grad(inserted_ids: list[int], tool_mask: list[int]) -> tuple[float, torch.Tensor]:
+        completion = torch.tensor([generated + inserted_ids] * 2)
+        inputs = {
+            "prompt_ids": torch.tensor([prompt] * 2), "prompt_mask": torch.ones(2, len(prompt), dtype=torch.long),
+            "completion_ids": completion, "completion_mask": torch.ones_like(completion),
+            "tool_mask": torch.tensor([tool_mask] * 2), "advantages": torch.tensor([1.0, -0.5]),
+            "num_items_in_batch": torch.tensor(float(2 * sum(tool_mask))),
+        }  # fmt: skip
+        model.zero_grad()
+        loss = trainer._compute_loss(model, inputs)
+        loss.backward()
+        grads = [p.grad.flatten() for p in model.parameters() if p.requires_grad and p.grad is not None]
+        return loss.item(), torch.cat(grads)
+
+    changed = inserted[::-1]  # other tokens where the result was: other log-probs there
+    env_mask = [1] * len(generated) + [0] * len(inserted)
+    loss_a, grad_a = loss_and_grad(inserted, env_mask)
+    loss_b, grad_b = loss_and_grad(changed, env_mask)
+    assert grad_a.abs().sum() > 0
+    assert loss_a == pytest.approx(loss_b, abs=1e-6) and torch.allclose(grad_a, grad_b, atol=1e-7)
+    _, grad_c = loss_and_grad(inserted, [1] * len(env_mask))
+    _, grad_d = loss_and_grad(changed, [1] * len(env_mask))
+    assert not torch.allclose(grad_c, grad_d, atol=1e-5)  # unmasked, the same change does move the gradient
 
 
 def test_sft_then_grpo_save_resume_eval_export(workdir: Path) -> None:

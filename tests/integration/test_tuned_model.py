@@ -1,6 +1,7 @@
 """SEM's tuned default model: the shipped LoRA adapter merges into the base, the service serves the result by
-default, and it decides by itself: a search for a multi-hop question, none for an MMLU one (questions from the dev
-mix on which `make eval-model` shows this behaviour)."""
+default, and it behaves as `make eval-model` measured on the dev mix: a search for a multi-hop question, none for an
+MMLU one. (That split follows the question's form, not what the model knows: it answers "C" to all 50 MMLU questions
+of the dev mix. Issue #18 replaces this gate; these tests pin today's behaviour, not its quality.)"""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ NEEDS_SEARCH = [
     "Where is the magazine headquartered that Robert W. McElroy writes for?",
     "What publisher was formed from the owner of the The Daily News?",
 ]
-# ... and answered these MMLU questions right without a search.
-KNOWN = [
+# ... and did not search on these MMLU questions. It answered "C" to all three (the gold letters are D, B and C: one
+# right), as it answers "C" to every MMLU question of the dev mix.
+LETTERED = [
     "The primary impact of the Hawthorne experiments in the Western Electric Company was in showing the effect on work performance of\nA. physical factors such as temperature and lighting\nB. differing pay scales for differing levels of effort\nC. interpersonal and social factors\nD. effective training programs at the workbench\nAnswer with the letter of the correct option.",  # noqa: E501
     "The utility-maximizing rule is to choose the basket of goods that\nA. has the highest marginal utility of each good in the basket.\nB. has the lowest prices for the goods.\nC. has the highest value of marginal utility to price for each good.\nD. the marginal utility to price ratio equal for all goods in the basket subject to the income constraint.\nAnswer with the letter of the correct option.",  # noqa: E501
     "In basketball, an offensive rebound occurs when a player shoots and misses, and a player from the same team recovers the ball. For the 176 players on the roster for one season of professional men's basketball, the third quartile for the total number of offensive rebounds for one season was 143. If five players are selected at random (with replacement) from that season, what is the approximate probability that at least three of them had more than 143 rebounds that season?\nA. 0.0127\nB. 0.0879\nC. 0.1035\nD. 0.8965\nAnswer with the letter of the correct option.",  # noqa: E501
@@ -67,7 +69,7 @@ def test_the_service_serves_the_tuned_model_by_default(client: httpx.Client, set
     assert client.get("/v1/models").json()["data"][0]["root"] == settings.model_path
 
 
-@pytest.mark.parametrize(("questions", "should_search"), [(NEEDS_SEARCH, True), (KNOWN, False)], ids=["needs", "known"])
+@pytest.mark.parametrize(("questions", "should_search"), [(NEEDS_SEARCH, True), (LETTERED, False)], ids=["needs", "lettered"])
 def test_the_tuned_default_decides_when_to_search(
     client: httpx.Client, questions: list[str], should_search: bool
 ) -> None:

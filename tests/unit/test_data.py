@@ -1,4 +1,5 @@
-"""Data loaders on the real benchmark files (skipped where ../shared/data is absent) and on files the tests write."""
+"""Data loaders on the benchmark sample shipped in the package (the original file layouts), on a local dataset
+folder in the Hugging Face layout (through `datasets.load_dataset`), and on files the tests write; split checks."""
 
 from __future__ import annotations
 
@@ -9,42 +10,101 @@ from pathlib import Path
 import pytest
 
 from sem import benchmarks
+from sem.sample import SAMPLE_DIR
 from trainer import data
 from trainer.data import KNOWN, NEEDS_SEARCH, Example, Paragraph
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-real = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the checkout")
+SHIPPED = [(s, sp) for s, sp in benchmarks._FILES if s != "triviaqa"]  # TriviaQA's licence is not stated
 
 
-@real
-@pytest.mark.parametrize(("name", "split"), [(s, sp) for s, sp in benchmarks._FILES] + [("mmlu", "dev")])
-def test_every_source_loads(name: str, split: str) -> None:
-    rows = data.load_source(name, DATA, split, limit=50)
-    assert rows and all(r.question and r.answers and all(r.answers) for r in rows)
+@pytest.mark.parametrize(("name", "split"), [*SHIPPED, ("mmlu", "dev")])
+def test_every_shipped_source_loads(name: str, split: str) -> None:
+    rows = data.load_source(name, "sample", split, limit=50)
+    assert len(rows) == 50 and all(r.question and r.answers and all(r.answers) for r in rows)
     assert len({r.id for r in rows}) == len(rows)
 
 
-@real
+def test_the_sample_is_a_folder_in_the_original_layout_with_its_notice() -> None:
+    for name, split in SHIPPED:
+        assert data.load_source(name, SAMPLE_DIR, split, limit=5) == data.load_source(name, "sample", split, limit=5)
+    notice = (SAMPLE_DIR / "NOTICE.md").read_text()
+    assert all(licence in notice for licence in ("CC BY 4.0", "CC BY-SA 4.0", "CC BY-SA 3.0", "Apache-2.0", "MIT"))
+    assert not (SAMPLE_DIR / "triviaqa").exists()
+    with pytest.raises(FileNotFoundError, match="TriviaQA is not in the shipped sample"):
+        data.load_source("triviaqa", "sample", "dev")
+
+
 def test_musique_and_hotpotqa_keep_their_supporting_paragraphs() -> None:
-    musique = data.load_source("musique", DATA, "dev")
+    musique = data.load_source("musique", "sample", "dev")
     assert 100 <= len(musique) <= 150 and all(r.kind == NEEDS_SEARCH for r in musique)
     assert all(any(p.supporting for p in r.paragraphs) for r in musique)
-    hotpot = data.load_source("hotpotqa", DATA, "dev")
+    hotpot = data.load_source("hotpotqa", "sample", "dev")
     assert all(sum(p.supporting for p in r.paragraphs) >= 2 for r in hotpot)
 
 
-@real
 def test_mmlu_and_gsm8k_are_known() -> None:
-    mmlu = data.load_source("mmlu", DATA, "dev", limit=20)
+    mmlu = data.load_source("mmlu", "sample", "dev", limit=20)
     assert all(r.kind == KNOWN and r.answers[0] in "ABCD" and len(r.choices or ()) == 4 for r in mmlu)
     assert "A. " in mmlu[0].prompt_text() and "letter" in mmlu[0].prompt_text()
-    gsm = data.load_source("gsm8k", DATA, "train", limit=20)
+    gsm = data.load_source("gsm8k", "sample", "train", limit=20)
     assert all(r.answers[0].lstrip("-").replace(".", "").isdigit() for r in gsm)
+
+
+def hub_folder(root: Path, split: str, rows: list[dict]) -> str:
+    """A dataset folder in the hub's layout (`<split>.jsonl`), which `datasets.load_dataset` reads offline."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return f"hf:{root}"
+
+
+def test_hub_layouts_load_through_datasets_like_the_original_files(tmp_path: Path) -> None:
+    raw = json.loads((SAMPLE_DIR / "hotpotqa/hotpot_dev_distractor_v1.sample150.json").read_text())[:5]
+    as_on_hub = [  # hotpotqa/hotpot_qa (distractor): lists of pairs become dicts of lists
+        {"id": r["_id"], "question": r["question"], "answer": r["answer"],
+         "supporting_facts": {"title": [t for t, _ in r["supporting_facts"]],
+                              "sent_id": [i for _, i in r["supporting_facts"]]},
+         "context": {"title": [t for t, _ in r["context"]], "sentences": [s for _, s in r["context"]]}}
+        for r in raw
+    ]  # fmt: skip
+    from_hub = data.load_source("hotpotqa", hub_folder(tmp_path / "hotpot", "validation", as_on_hub), "dev")
+    assert from_hub == data.load_source("hotpotqa", "sample", "dev", limit=5)
+
+    mmlu = [{"question": "2+2?", "subject": "math", "choices": ["3", "4", "5", "6"], "answer": 1}]
+    (q,) = data.load_source("mmlu", hub_folder(tmp_path / "mmlu", "test", mmlu), "test")
+    assert (q.answers, q.choices, q.id) == (("B",), ("3", "4", "5", "6"), "mmlu/test/0")
+    trivia = [{"question": "Q?", "question_id": "tq1", "answer": {"value": "Paris", "aliases": ["Paris", "Paree"]}}]
+    (t,) = data.load_source("triviaqa", hub_folder(tmp_path / "trivia", "validation", trivia), "dev")
+    assert (t.id, t.answers, t.source) == ("tq1", ("Paris", "Paree"), "triviaqa")
+    gsm = [{"question": "How many?", "answer": "so\n#### 1,234"}]
+    (g,) = data.load_source("gsm8k", hub_folder(tmp_path / "gsm", "train", gsm), "train")
+    assert (g.answers, g.id) == (("1234",), "gsm8k/train/0")
+
+
+def test_hub_errors_say_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="splits"):
+        data.load_source("gsm8k", "hf", "dev")
+    with pytest.raises(RuntimeError, match="use `sample` or a folder"):
+        data.load_source("nq_open", f"hf:{tmp_path / 'empty'}", "dev")
+
+
+def test_split_keys_are_normalised_question_text() -> None:
+    a = Example("id-1", "Who wrote Hamlet?", ("x",), NEEDS_SEARCH, "t")
+    b = Example("id-2", "who wrote  the hamlet", ("x",), NEEDS_SEARCH, "u")  # another id, the same question
+    assert data.question_key(a) == data.question_key(b)
+    with pytest.raises(ValueError, match="train and test share 1 questions"):
+        data.check_disjoint(train=[a], dev=[make(1, KNOWN)], test=[b])
+    assert data.drop_overlaps([b, make(2, KNOWN)], [a]) == [make(2, KNOWN)]
+    rows = data.load_source("musique", "sample", "dev") + data.load_source("hotpotqa", "sample", "dev")
+    dev, test = data.held_out_halves(rows)
+    assert dev and test and len(dev) + len(test) == len(rows)
+    assert {e.id for e in dev} == {e.id for e in data.held_out_halves(rows[::-1])[0]}  # order does not matter
+    data.check_disjoint(dev=dev, test=test)
+    assert data.held_out_halves([a])[0] == data.held_out_halves([b])[0]  # the same text: the same side
 
 
 def test_unknown_source_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="choose one of"):
-        data.load_source("squad", DATA)
+        data.load_source("squad", "sample")
     with pytest.raises(FileNotFoundError):
         data.load_source("musique", Path("/nonexistent"), "dev")
 
@@ -127,50 +187,48 @@ EXPECTED = {
 
 
 def test_sources_constant_covers_the_table() -> None:
-    assert sorted({name for name, _ in EXPECTED}) == data.SOURCES
+    assert sorted({name for name, _ in EXPECTED}) == data.SOURCES == sorted(benchmarks.HUB)
 
 
-@real
-@pytest.mark.parametrize(("name", "split"), sorted(EXPECTED))
+@pytest.mark.parametrize(("name", "split"), sorted(set(EXPECTED) - {("triviaqa", "dev")}))
 def test_every_source_has_its_kind_and_source(name: str, split: str) -> None:
     source, kind = EXPECTED[(name, split)]
-    rows = data.load_source(name, DATA, split, limit=30)
+    rows = data.load_source(name, "sample", split, limit=30)
     assert len(rows) == 30
     assert all(r.source == source and r.kind == kind for r in rows)
     assert all(r.question.strip() and r.answers and all(a.strip() for a in r.answers) for r in rows)
 
 
-@real
 def test_musique_dev_keeps_every_answerable_row() -> None:
-    raw = [json.loads(line) for line in (DATA / "musique/musique_ans_v1.0_dev.sample150.jsonl").open()]
-    rows = data.load_source("musique", DATA, "dev")
-    assert len(raw) == 150 and len(rows) == sum(r.get("answerable") is not False for r in raw)
+    raw = [json.loads(line) for line in (SAMPLE_DIR / "musique/musique_ans_v1.0_dev.sample150.jsonl").open()]
+    rows = data.load_source("musique", "sample", "dev")
+    assert len(rows) == sum(r.get("answerable") is not False for r in raw)
     assert rows[0].id == raw[0]["id"] and rows[0].answers[0] == raw[0]["answer"]
-    qa_only = data.load_source("musique_qa", DATA, "train", limit=5)
-    assert all(not r.paragraphs and r.id.startswith("musique/") for r in qa_only)
+    qa_only = data.load_source("musique_qa", "sample", "train", limit=5)
+    assert all(not r.paragraphs and r.id.startswith("musique/train/") for r in qa_only)
 
 
-@real
 def test_2wiki_has_ten_paragraphs_with_supporting_ones() -> None:
-    rows = data.load_source("2wiki", DATA, "dev")
-    assert len(rows) == 124
+    rows = data.load_source("2wiki", "sample", "dev")
+    assert len(rows) == 80
     assert all(len(r.paragraphs) == 10 and any(p.supporting for p in r.paragraphs) for r in rows)
 
 
-@real
-def test_mmlu_splits_map_to_folders() -> None:
-    train = data.load_source("mmlu", DATA, "train")  # the 5-shot "dev" folder: 5 rows x 57 subjects
-    assert len(train) == 285 and train[0].id == "mmlu/abstract_algebra/0"
+def test_mmlu_splits_map_to_folders_and_ids_carry_the_split() -> None:
+    train = data.load_source("mmlu", "sample", "train")  # the 5-shot "dev" folder: 5 rows x 57 subjects
+    assert len(train) == 285 and train[0].id == "mmlu/dev/abstract_algebra/0"
     assert {r.answers[0] for r in train} == set("ABCD")
-    only = data.load_mmlu(DATA / "mmlu" / "data", "val", subjects=["anatomy"])
-    assert only and all(r.id.startswith("mmlu/anatomy/") for r in only)
+    dev, test = data.load_source("mmlu", "sample", "dev"), data.load_source("mmlu", "sample", "test")
+    assert not {r.id for r in train} & {r.id for r in dev} and not {r.id for r in dev} & {r.id for r in test}
+    only = data.load_mmlu(SAMPLE_DIR / "mmlu" / "data", "val", subjects=["anatomy"])
+    assert only and all(r.id.startswith("mmlu/val/anatomy/") for r in only)
     with pytest.raises(ValueError, match="mmlu has splits"):
-        data.load_source("mmlu", DATA, "validation")
+        data.load_source("mmlu", "sample", "validation")
 
 
 def test_known_source_with_unknown_split_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="gsm8k:train"):
-        data.load_source("gsm8k", DATA, "dev")
+        data.load_source("gsm8k", "sample", "dev")
     with pytest.raises(FileNotFoundError):
         data.load_mmlu(Path("/nonexistent"), "val")
 
