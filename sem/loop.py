@@ -4,9 +4,13 @@ One implementation for serving (`/v1/answer`, streaming chat) and for training r
 trained on is exactly what it is served with. `SearchLoop.stream` yields typed events as they happen;
 `SearchLoop.run` collects them into a `Trace`.
 
+One engine request per segment: the model generates until `</search>` or the end of its turn, and the loop reads
+`</answer>` in the stream instead of stopping on it, so the model's own next tokens decide between ending and
+searching. Engine requests per answer = searches + 1 (plus one when an answer has to be forced).
+
 Policies (also the evaluation baselines):
-- `auto`: the model decides. After each `</answer>` a few tokens are peeked: if the model opens `<search>`,
-  the search runs (within `max_searches`); otherwise the answer stands.
+- `auto`: the model decides. What follows an `</answer>` is held back until it opens `<search>` (the search runs,
+  within `max_searches`) or does not (the answer stands and the request is cut there).
 - `never`: no search; a `<search>` the model writes gets a refusal in its `<result>`.
 - `always`: naive RAG: one search with the question itself before the model writes anything, then no more.
 """
@@ -51,7 +55,6 @@ class LoopOptions:
     seed: int | None = None
     logprobs: bool = False
     passage_chars: int = 600
-    peek_tokens: int = 6  # enough for the tokens of "<search>" after "</answer>"
     # When the model ends without a usable answer, open <answer> for it and allow this many more tokens.
     # Serving wants an answer; training rollouts turn it off so a malformed output is scored as it is.
     force_answer: bool = True
@@ -277,23 +280,32 @@ class SearchLoop:
             if turns > max_turns:
                 trace.finish_reason = "max_turns"
                 break
-            stops = [protocol.SEARCH_CLOSE, protocol.ANSWER_CLOSE]
+            # With a search left, only </search> stops the engine and the gate reads </answer> in the stream;
+            # without one, the first </answer> ends the turn (a later <search> could only be refused).
+            can_search = trace.search_count < budget
+            stops = [protocol.SEARCH_CLOSE] if can_search else [protocol.SEARCH_CLOSE, protocol.ANSWER_CLOSE]
+            gate = _AnswerGate() if can_search else None
             delta = _Collect()
             pieces = self._generate(out, opts, stops, tokens_left, f"{request_id}-{turns}")
             try:
                 async for piece in pieces:
                     delta.add(piece)
-                    if piece.text:
-                        yield TextDelta(piece.text)
-                    if self._degenerate(delta, out, opts):
+                    shown = gate.feed(piece.text) if gate else piece.text
+                    if shown:
+                        yield TextDelta(shown)
+                    if (gate and gate.answer_stands) or self._degenerate(delta, out, opts):
                         break
             finally:
                 await pieces.aclose()  # aborts the engine request when we stopped early
+            if gate and gate.answer_stands:
+                delta.cut(gate.end, tokenizer)  # what followed the answer is not part of it
+            elif gate and (rest := gate.flush()):
+                yield TextDelta(rest)
             if self._degenerate(delta, out, opts):
                 delta.finish_reason = "degenerate"
             if delta.finish_reason == "degenerate" and opts.force_answer:
-                # Serving drops a looping chunk (as it drops a peek) and asks for an answer below;
-                # training keeps it (force_answer off) so the reward sees what the policy did.
+                # Serving drops a looping chunk and asks for an answer below; training keeps it (force_answer
+                # off) so the reward sees what the policy did.
                 tokens_left -= len(delta.token_ids)
                 trace.finish_reason = "degenerate"
                 break
@@ -303,28 +315,6 @@ class SearchLoop:
                 trace.finish_reason = delta.finish_reason or "length"
                 break
             step = protocol.parse_step(delta.text)
-            if step.kind is protocol.StepKind.answer:
-                if budget - trace.search_count <= 0 or tokens_left <= 0:
-                    break
-                # The template puts a search after the first answer: peek whether the model opens one.
-                peek_max = min(opts.peek_tokens, tokens_left)
-                peek = await self._collect(out, opts, [protocol.SEARCH_CLOSE], peek_max, f"{request_id}-p{turns}")
-                if not peek.text.lstrip().startswith(protocol.SEARCH_OPEN):
-                    break  # the answer stands; the peeked tokens are dropped
-                if peek.finish_reason == "length" and peek_max < tokens_left:
-                    # The query is longer than the peek: generate the call again in one piece, so that the
-                    # engine sees the whole </search> inside one generation (a stop string cut in two is missed).
-                    stops = [protocol.SEARCH_CLOSE, protocol.ANSWER_CLOSE]
-                    peek = await self._collect(out, opts, stops, tokens_left, f"{request_id}-q{turns}")
-                    if not peek.text.lstrip().startswith(protocol.SEARCH_OPEN):
-                        break
-                out.generated(peek.text, peek.token_ids, peek.logprobs)
-                tokens_left -= len(peek.token_ids)
-                yield TextDelta(peek.text)
-                if peek.finish_reason != "stop":
-                    trace.finish_reason = peek.finish_reason or "length"
-                    break
-                step = protocol.parse_step(peek.text)
             if step.kind is protocol.StepKind.search:
                 reason = None
                 if opts.policy is SearchPolicy.never:
@@ -342,7 +332,7 @@ class SearchLoop:
                 async for event in self._search(step.query or "", opts, out, forced=False):
                     yield event
                 continue
-            break  # EOS without a tag: the model is done
+            break  # an answer that stands, or EOS without a tag: the model is done
         if tokens_left <= 0 and trace.finish_reason == "stop":
             trace.finish_reason = "length"
         if opts.force_answer and not protocol.final_answer("".join(out.parts)):
@@ -413,6 +403,51 @@ class SearchLoop:
         yield SearchResult(record, index, block)
 
 
+class _AnswerGate:
+    """Reads one engine request's text as it streams and holds back what follows a closed `</answer>` until that
+    text opens `<search>` (the model's search call: shown) or cannot (the answer stands: cut at `end`).
+
+    >>> gate = _AnswerGate()
+    >>> gate.feed("<answer>Paris</answer>"), gate.feed(" <sea"), gate.answer_stands
+    ('<answer>Paris</answer>', '', False)
+    >>> gate.feed("rch> q"), gate.answer_stands
+    (' <search> q', False)
+    >>> gate = _AnswerGate()
+    >>> gate.feed("<answer>Paris</answer> Thank you!"), gate.answer_stands, gate.end
+    ('<answer>Paris</answer>', True, 22)
+    """
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.shown = 0  # characters already passed on
+        self.answer_stands = False
+        self.end = 0  # where the text is cut when the answer stands
+
+    def feed(self, piece: str) -> str:
+        """Take the next piece of text; return what can be shown now."""
+        self.text += piece
+        close = self.text.rfind(protocol.ANSWER_CLOSE)
+        show_to = len(self.text)
+        if close >= 0:
+            after = close + len(protocol.ANSWER_CLOSE)
+            head = self.text[after:].lstrip()
+            if head.startswith(protocol.SEARCH_OPEN):
+                pass  # the model searches: everything is its own
+            elif protocol.SEARCH_OPEN.startswith(head):  # nothing yet, or a prefix of <search>: wait
+                show_to = after
+            else:
+                self.answer_stands, self.end, show_to = True, after, after
+        return self._show(show_to)
+
+    def flush(self) -> str:
+        """What was held back, once the request ended on its own (EOS, length)."""
+        return self._show(len(self.text))
+
+    def _show(self, upto: int) -> str:
+        shown, self.shown = self.text[self.shown : upto], max(self.shown, upto)
+        return shown
+
+
 class _Collect:
     """Joins the deltas of one engine call; the text is cut after the first stop string."""
 
@@ -431,6 +466,22 @@ class _Collect:
         if delta.finish_reason:
             self.finish_reason = delta.finish_reason
             self.stop = delta.stop
+
+    def cut(self, chars: int, tokenizer: object) -> None:
+        """Keep the first `chars` characters and the fewest tokens that spell them; the turn ended there."""
+        decode = tokenizer.decode  # type: ignore[attr-defined]
+        ids = self.token_ids
+        lo, hi = 0, len(ids)
+        while lo < hi:  # the decoded length grows with the token count: bisect on it
+            mid = (lo + hi) // 2
+            if len(decode(ids[:mid], skip_special_tokens=True)) >= chars:
+                hi = mid
+            else:
+                lo = mid + 1
+        self.text, self.token_ids = self.text[:chars], ids[:lo]
+        if self.logprobs is not None:
+            self.logprobs = self.logprobs[:lo]
+        self.finish_reason, self.stop = "stop", protocol.ANSWER_CLOSE
 
 
 def _single_token_ids(tokenizer: object, texts: list[str]) -> list[int]:

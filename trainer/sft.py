@@ -29,12 +29,11 @@ def teacher_replies(example: Example) -> list[str]:
     """What a well-behaved model writes: answer directly when it knows, else answer, search, answer again."""
     gold = example.answers[0]
     if example.kind == "known":
-        return [f"<think>I know this.</think>\n<answer>{gold}</answer>", ""]
-    return [
-        "<think>I am not sure of this.</think>\n<answer>unknown</answer>",
-        f"\n<search> {' '.join(example.question.split())} </search>",
+        return [f"<think>I know this.</think>\n<answer>{gold}</answer>"]
+    query = " ".join(example.question.split())
+    return [  # one reply per engine request: up to </search>, then after the result to the end
+        f"<think>I am not sure of this.</think>\n<answer>unknown</answer>\n<search> {query} </search>",
         f"<think>The search result answers it.</think>\n<answer>{gold}</answer>",
-        "",
     ]
 
 
@@ -45,7 +44,6 @@ async def teacher_trace(example: Example, tokenizer: Any, retriever: CachedSearc
         max_searches=1,
         top_k=top_k,
         max_tokens=4096,
-        peek_tokens=4096,  # the teacher's peek holds its whole search call
         force_answer=False,
         passage_chars=300,
     )

@@ -84,3 +84,14 @@ async def test_concurrent_questions_share_the_engine(loop: SearchLoop) -> None:
     )
     assert [t.searches[0].query for t in traces] == questions
     assert len({t.request_id for t in traces}) == len(questions)
+
+
+async def test_auto_asks_the_engine_once_per_segment(loop: SearchLoop) -> None:
+    """Engine requests per answer = searches + 1: a one-search answer takes 2, an answer without search takes 1."""
+    from tests.integration.test_tuned_model import LETTERED, NEEDS_SEARCH
+
+    traces = [await loop.run(q, LoopOptions(max_searches=1, max_tokens=128)) for q in NEEDS_SEARCH + LETTERED]
+    for trace in traces:
+        assert not trace.forced_answer and trace.engine_calls == trace.search_count + 1, trace.completion
+    calls = sorted({(t.search_count, t.engine_calls) for t in traces})
+    assert calls == [(0, 1), (1, 2)], calls  # the tuned default searches on some of these and not on others

@@ -1,5 +1,6 @@
-"""Every search backend on a corpus the test writes and on real HotpotQA paragraphs (the shipped sample); `retriever` against our own
-`sem-retrieve` on 127.0.0.1; plugin discovery through a real entry point; corpus building."""
+"""Every search backend on a corpus the test writes and on real HotpotQA paragraphs (the shipped sample);
+`retriever` against our own `sem-retrieve` on 127.0.0.1; plugin discovery through a real entry point; corpus
+building."""
 
 from __future__ import annotations
 

@@ -69,7 +69,9 @@ def test_the_service_serves_the_tuned_model_by_default(client: httpx.Client, set
     assert client.get("/v1/models").json()["data"][0]["root"] == settings.model_path
 
 
-@pytest.mark.parametrize(("questions", "should_search"), [(NEEDS_SEARCH, True), (LETTERED, False)], ids=["needs", "lettered"])
+@pytest.mark.parametrize(
+    ("questions", "should_search"), [(NEEDS_SEARCH, True), (LETTERED, False)], ids=["needs", "lettered"]
+)
 def test_the_tuned_default_decides_when_to_search(
     client: httpx.Client, questions: list[str], should_search: bool
 ) -> None:

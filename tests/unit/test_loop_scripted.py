@@ -1,7 +1,8 @@
 """Every branch of the search loop, driven by a replay engine (the real tokenizer and a real BM25 index).
 
 The real model runs the same loop in tests/integration/test_loop_engines.py; the script makes each branch
-happen on purpose: a search after an answer, the budget, refusals, a peek that finds no search, length.
+happen on purpose: a search after an answer, the budget, refusals, an answer that stands, length. Each scripted
+reply is one engine request: the model's text up to `</search>` or the end of its turn.
 """
 
 from __future__ import annotations
@@ -29,18 +30,17 @@ async def retriever(tiny_corpus: Path) -> CachedSearch:
 async def run(tokenizer, retriever, replies, **options):
     engine = ReplayEngine(tokenizer, replies)
     loop = SearchLoop(engine, retriever)
-    options.setdefault("peek_tokens", 64)  # the scripted peeks hold whole queries; one test shortens it
     events = [e async for e in loop.stream("Who wrote Hamlet?", LoopOptions(**options))]
     assert isinstance(events[-1], Final)
     return events[-1].trace, events, engine
 
 
 async def test_direct_answer_no_search(tokenizer, retriever) -> None:
-    trace, _, engine = await run(tokenizer, retriever, ["<think>I know</think><answer>Shakespeare</answer>", EOS])
+    trace, _, engine = await run(tokenizer, retriever, ["<think>I know</think><answer>Shakespeare</answer>"])
     assert trace.answer == "Shakespeare"
     assert trace.search_count == 0
     assert trace.follows_template
-    assert len(engine.contexts) == 2  # the answer, then the peek that found no <search>
+    assert len(engine.contexts) == 1 == trace.engine_calls  # one request: the model ended after its answer
     assert trace.completion == "<think>I know</think><answer>Shakespeare</answer>"
 
 
@@ -49,10 +49,8 @@ async def test_search_after_first_answer_then_final_answer(tokenizer, retriever)
         tokenizer,
         retriever,
         [
-            "<think>unsure</think><answer>Marlowe</answer>",
-            "<search>Hamlet tragedy written by</search>",  # what the peek sees
+            "<think>unsure</think><answer>Marlowe</answer><search>Hamlet tragedy written by</search>",
             "<think>the passage says Shakespeare</think><answer>William Shakespeare</answer>",
-            EOS,
         ],
     )
     assert trace.search_count == 1
@@ -62,13 +60,14 @@ async def test_search_after_first_answer_then_final_answer(tokenizer, retriever)
     assert trace.answer == "William Shakespeare"
     assert trace.follows_template
     # The model resumed on a context that holds the inserted result.
-    assert "Hamlet is a tragedy written by William Shakespeare" in engine.contexts[2]
+    assert "Hamlet is a tragedy written by William Shakespeare" in engine.contexts[1]
+    assert trace.engine_calls == 2  # searches + 1
     kinds = [type(e).__name__ for e in events]
     assert kinds.index("SearchCall") < kinds.index("SearchResult") < len(kinds) - 1
 
 
 async def test_budget_is_enforced(tokenizer, retriever) -> None:
-    replies = ["<answer>a</answer>", "<search>Hamlet</search>"] + ["<answer>b</answer>", "<search>Paris</search>"] * 3
+    replies = ["<answer>a</answer><search>Hamlet</search>"] + ["<answer>b</answer><search>Paris</search>"] * 3
     trace, events, _ = await run(tokenizer, retriever, replies + [EOS] * 4, max_searches=2)
     assert trace.search_count == 2
     assert [s.query for s in trace.searches] == ["Hamlet", "Paris"]
@@ -76,12 +75,12 @@ async def test_budget_is_enforced(tokenizer, retriever) -> None:
 
 
 async def test_search_without_answer_first_still_searches(tokenizer, retriever) -> None:
-    trace, _, _ = await run(tokenizer, retriever, ["<search>capital of France</search>", "<answer>Paris</answer>", EOS])
+    trace, _, _ = await run(tokenizer, retriever, ["<search>capital of France</search>", "<answer>Paris</answer>"])
     assert trace.search_count == 1 and trace.answer == "Paris"
 
 
 async def test_over_budget_search_is_refused(tokenizer, retriever) -> None:
-    replies = ["<search>Hamlet</search>", "<search>Paris</search>", "<answer>Shakespeare</answer>", EOS]
+    replies = ["<search>Hamlet</search>", "<search>Paris</search>", "<answer>Shakespeare</answer>"]
     trace, events, engine = await run(tokenizer, retriever, replies, max_searches=1)
     assert trace.search_count == 1 and trace.refused_searches == 1
     assert "search budget is used up" in engine.contexts[2]
@@ -90,22 +89,23 @@ async def test_over_budget_search_is_refused(tokenizer, retriever) -> None:
 
 
 async def test_never_refuses_every_search(tokenizer, retriever) -> None:
-    replies = ["<search>Hamlet</search>", "<answer>Shakespeare</answer>", EOS]
+    replies = ["<search>Hamlet</search>", "<answer>Shakespeare</answer><search>again</search>"]
     trace, _, engine = await run(tokenizer, retriever, replies, policy=SearchPolicy.never)
     assert trace.search_count == 0 and trace.refused_searches == 1
     assert "searching is turned off" in engine.contexts[1]
-    assert len(engine.contexts) == 2  # no peek after the answer under `never`
+    assert len(engine.contexts) == 2  # under `never` the first </answer> ends the turn
+    assert trace.completion.endswith("<answer>Shakespeare</answer>")
 
 
 async def test_empty_query_is_refused(tokenizer, retriever) -> None:
-    trace, _, engine = await run(tokenizer, retriever, ["<search> </search>", "<answer>?</answer>", EOS])
+    trace, _, engine = await run(tokenizer, retriever, ["<search> </search>", "<answer>?</answer>"])
     assert trace.search_count == 0 and trace.refused_searches == 1
     assert "query was empty" in engine.contexts[1]
 
 
 async def test_always_searches_once_with_the_question(tokenizer, retriever) -> None:
     trace, events, engine = await run(
-        tokenizer, retriever, ["<search>more</search>", "<answer>ok</answer>", EOS],
+        tokenizer, retriever, ["<search>more</search>", "<answer>ok</answer>"],
         policy=SearchPolicy.always, max_searches=5,
     )  # fmt: skip
     assert trace.search_count == 1
@@ -132,19 +132,23 @@ async def test_length_without_answer_forces_a_short_one(tokenizer, retriever) ->
     assert trace.generated_tokens <= 20 + 8
 
 
-async def test_peek_cut_inside_a_long_query_regenerates_the_whole_call(tokenizer, retriever) -> None:
+async def test_a_long_query_after_the_answer_comes_in_the_same_request(tokenizer, retriever) -> None:
     query = "<search> the capital city of the French Republic and its largest city by population</search>"
-    replies = ["<answer>a</answer>", query, query, "<answer>Paris</answer>", EOS]
-    trace, _, engine = await run(tokenizer, retriever, replies, peek_tokens=4)
-    assert trace.search_count == 1
+    replies = ["<answer>a</answer>\n" + query, "<answer>Paris</answer>"]
+    trace, events, _ = await run(tokenizer, retriever, replies)
+    assert trace.search_count == 1 and trace.engine_calls == 2
     assert trace.searches[0].query == "the capital city of the French Republic and its largest city by population"
-    assert engine.contexts[1] == engine.contexts[2]  # the cut peek was dropped, not kept
     assert trace.answer == "Paris" and trace.follows_template
+    shown = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert shown == "<answer>a</answer>\n" + query + "<answer>Paris</answer>"  # held back, then shown in order
 
 
-async def test_peek_without_search_drops_the_peeked_text(tokenizer, retriever) -> None:
-    trace, _, _ = await run(tokenizer, retriever, ["<answer>Shakespeare</answer>", "Thank you for asking!"])
+async def test_text_after_an_answer_that_opens_no_search_is_cut(tokenizer, retriever) -> None:
+    trace, events, _ = await run(tokenizer, retriever, ["<answer>Shakespeare</answer> Thank you for asking!"])
     assert trace.completion == "<answer>Shakespeare</answer>" and trace.search_count == 0
+    assert tokenizer.decode(trace.completion_ids) == trace.completion  # the tokens were cut with the text
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == trace.completion  # never shown
+    assert trace.engine_calls == 1 and trace.finish_reason == "stop"
 
 
 async def test_degenerate_output_is_dropped_and_an_answer_forced(tokenizer, retriever) -> None:
@@ -162,14 +166,18 @@ async def test_training_keeps_degenerate_output(tokenizer, retriever) -> None:
 async def test_loss_mask_covers_exactly_the_inserted_text(tokenizer, retriever) -> None:
     trace, events, _ = await run(
         tokenizer, retriever,
-        ["<answer>a</answer>", "<search>Hamlet</search>", "<answer>Shakespeare</answer>", EOS], logprobs=True,
+        ["<answer>a</answer><search>Hamlet</search>", "<answer>Shakespeare</answer>"], logprobs=True,
     )  # fmt: skip
     assert len(trace.loss_mask) == len(trace.completion_ids) == len(trace.logprobs or [])
     inserted = [trace.completion_ids[i] for i, m in enumerate(trace.loss_mask) if m == 0]
     generated = [trace.completion_ids[i] for i, m in enumerate(trace.loss_mask) if m == 1]
     inserted_text = "".join(e.inserted for e in events if isinstance(e, SearchResult))
     assert tokenizer.decode(inserted) == inserted_text
-    assert tokenizer.decode(generated) == "".join(e.text for e in events if isinstance(e, TextDelta))
+    # the model's EOS ends its last request: a generated token, with no text
+    assert tokenizer.decode(generated, skip_special_tokens=True) == "".join(
+        e.text for e in events if isinstance(e, TextDelta)
+    )
+    assert generated[-1] == tokenizer.eos_token_id
     assert protocol.RESULT_OPEN in tokenizer.decode(inserted)
     assert protocol.RESULT_OPEN not in tokenizer.decode(generated)
 
@@ -182,7 +190,7 @@ async def test_search_failure_degrades_to_no_results(tokenizer, tiny_corpus: Pat
     backend = Broken(tiny_corpus)
     await backend.load()
     trace, _, engine = await run(
-        tokenizer, CachedSearch(backend), ["<search>Hamlet</search>", "<answer>unsure</answer>", EOS]
+        tokenizer, CachedSearch(backend), ["<search>Hamlet</search>", "<answer>unsure</answer>"]
     )
     assert trace.search_count == 1 and trace.searches[0].passages == []
     assert "backend timed out" in trace.search_errors[0]
