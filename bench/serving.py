@@ -1,8 +1,12 @@
 """Serving benchmarks, side by side in one run (ratios matter; absolute times on shared machines move):
 
-1. throughput of /v1/answer at 1, 8, 32 concurrent clients, policies never and always (answers/s, tokens/s);
-2. gateway overhead: /v1/answer with search never vs the engine called directly for the same prompts;
-3. resume cost: a generation interrupted by an inserted result vs uninterrupted, prefix caching on and off;
+1. throughput of /v1/answer at 1, 8, 32 concurrent clients, policies auto, never and always, on a question mix where
+   `auto` searches on part of it (open questions and lettered multiple choice): answers/s, tokens/s, and per answer
+   the engine requests, prefill tokens (prefix cache assumed), generated tokens and latency;
+2. gateway overhead: /v1/answer with search never vs the engine called directly for the same prompts (keep-alive);
+3. resume cost: a generation interrupted by an inserted result vs uninterrupted, prefix caching on and off; and the
+   whole loop: an `auto` answer vs the same number of tokens generated in one straight request on the same context
+   (one search), and vs a `never` answer of the same question (no search);
 4. engines: vLLM vs transformers on the same questions, and the CPU's memory-bandwidth bound at batch 1;
 5. the naive baseline: one question at a time, HF generate, always one search, no cache vs the service at 32.
 
@@ -71,27 +75,93 @@ def start_service(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
 
 
 async def load(base: str, questions: list[str], policy: str, concurrency: int) -> dict:
-    """Send every question once with `concurrency` clients in flight; answers/s and generated tokens/s."""
+    """Send every question once with `concurrency` clients in flight; answers/s, tokens/s and per-answer costs."""
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
-    tokens = 0
+    replies: list[dict] = []
     async with httpx.AsyncClient(base_url=base, timeout=600) as client:
 
         async def one(q: str) -> None:
-            nonlocal tokens
+            body = {"question": q, "search": policy, "max_tokens": MAX_TOKENS, "return_trace": True}
             async with gate:
                 t = time.perf_counter()
-                r = await client.post("/v1/answer", json={"question": q, "search": policy, "max_tokens": MAX_TOKENS})
+                r = await client.post("/v1/answer", json=body)
                 latencies.append(time.perf_counter() - t)
             r.raise_for_status()
-            tokens += r.json()["usage"]["completion_tokens"]
+            replies.append(r.json())
 
         started = time.perf_counter()
         await asyncio.gather(*(one(q) for q in questions))
         wall = time.perf_counter() - started
-    return {"policy": policy, "concurrency": concurrency, "requests": len(questions),
-            "answers_per_s": round(len(questions) / wall, 2), "tokens_per_s": round(tokens / wall, 1),
+    n = len(questions)
+    tokens = sum(r["usage"]["completion_tokens"] for r in replies)
+    return {"policy": policy, "concurrency": concurrency, "requests": n,
+            "answers_per_s": round(n / wall, 2), "tokens_per_s": round(tokens / wall, 1),
+            "searched_pct": round(100 * sum(r["search_count"] > 0 for r in replies) / n),
+            "engine_requests": round(sum(r["trace"]["engine_calls"] for r in replies) / n, 2),
+            "prefill_tokens": round(sum(r["trace"]["prefill_tokens"] for r in replies) / n),
+            "generated_tokens": round(tokens / n, 1),
+            "mean_latency_s": round(statistics.mean(latencies), 2),
             "p50_latency_s": round(statistics.median(latencies), 2)}  # fmt: skip
+
+
+async def loop_cost(settings: Settings, open_questions: list[str], lettered: list[str]) -> dict:
+    """What deciding costs, one answer at a time on the in-process vLLM engine (greedy):
+
+    - an `auto` answer with one search vs the same number of tokens generated in one straight request on the final
+      context (prompt + inserted result), EOS ignored;
+    - an `auto` answer without a search vs the `never` answer of the same question (the same greedy tokens).
+
+    Each side runs once before it is timed, so the prefix cache holds its context on both sides: the ratio is what the
+    loop's machinery costs (requests, scheduling, the search, the gate), not prefill.
+    """
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from sem.engines.vllm import VLLMEngine
+
+    engine = await VLLMEngine.start(settings.model_path, settings)
+    backend = BM25Backend(settings.corpus_path)
+    await backend.load()
+    loop = SearchLoop(engine, CachedSearch(backend))
+
+    async def straight(ids: list[int], count: int, rid: str) -> float:
+        params = SamplingParams(max_tokens=count, temperature=0, ignore_eos=True)
+        t = time.perf_counter()
+        async for _ in engine._llm.generate(TokensPrompt(prompt_token_ids=ids), params, rid):
+            pass
+        return time.perf_counter() - t
+
+    async def timed(question: str, policy: SearchPolicy):
+        options = LoopOptions(policy=policy, max_searches=1, max_tokens=MAX_TOKENS)
+        await loop.run(question, options)  # warm: the timed run finds the search cached and the prompt computed
+        t = time.perf_counter()
+        trace = await loop.run(question, options)
+        return trace, time.perf_counter() - t
+
+    searched, direct = [], []
+    for i, q in enumerate(tqdm(open_questions + lettered, desc="loop cost")):
+        trace, auto_s = await timed(q, SearchPolicy.auto)
+        if trace.search_count == 1:
+            context = trace.prompt_ids + [
+                t for t, m in zip(trace.completion_ids, trace.loss_mask, strict=True) if not m
+            ]
+            await straight(context, trace.generated_tokens, f"w{i}")  # the same warm prefix as the loop had
+            base_s = await straight(context, trace.generated_tokens, f"s{i}")
+            searched.append({"auto_s": auto_s, "straight_s": base_s, "calls": trace.engine_calls})
+        elif trace.search_count == 0:
+            never, never_s = await timed(q, SearchPolicy.never)
+            if never.answer == trace.answer:
+                direct.append({"auto_s": auto_s, "never_s": never_s, "calls": trace.engine_calls})
+    await engine.aclose()
+
+    def ratio(rows: list[dict], key: str) -> float | None:
+        return round(statistics.median(r["auto_s"] / r[key] for r in rows), 2) if rows else None
+
+    return {"one_search_answers": len(searched), "one_search_vs_straight": ratio(searched, "straight_s"),
+            "one_search_engine_requests": statistics.mean(r["calls"] for r in searched) if searched else None,
+            "no_search_answers": len(direct), "no_search_vs_never": ratio(direct, "never_s"),
+            "no_search_engine_requests": statistics.mean(r["calls"] for r in direct) if direct else None}  # fmt: skip
 
 
 def matmul_gflops() -> float:
@@ -198,7 +268,7 @@ def plot(rows: list[dict], path: Path, naive: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for policy in ("never", "always"):
+    for policy in ("auto", "never", "always"):
         pts = [r for r in rows if r["policy"] == policy]
         ax.plot(
             [r["concurrency"] for r in pts], [r["answers_per_s"] for r in pts], marker="o", label=f"service, {policy}"
@@ -222,27 +292,35 @@ def main() -> None:
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     settings = Settings()
-    pool = [q.question for q in benchmarks.load_source("nq_open", args.data, "dev", limit=args.requests * 8)]
-    results: dict = {"machine": f"{os.cpu_count()} CPU cores", "max_tokens": MAX_TOKENS}
+    pool = [q.question for q in benchmarks.load_source("nq_open", args.data, "dev", limit=args.requests * 10)]
+    # Lettered multiple choice, where the served default does not search: with open questions, a mix on which
+    # `auto` searches on part of it.
+    lettered = [q.prompt_text() for q in benchmarks.load_source("mmlu", args.data, "dev", limit=args.requests * 5)]
+    results: dict = {"machine": f"{os.cpu_count()} CPU cores", "max_tokens": MAX_TOKENS,
+                     "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                              cwd=ROOT).stdout.strip(), "date": time.strftime("%Y-%m-%d")}  # fmt: skip
 
     proc, base = start_service({})
     try:
         rows, offset = [], 0
-        for policy in ("never", "always"):
+        for policy in ("auto", "never", "always"):
             for concurrency in (1, 8, 32):
                 count = min(args.requests, 16) if concurrency == 1 else args.requests
-                questions = pool[offset : offset + count]  # fresh questions: no cache hits
-                offset += count
+                half = count // 2  # fresh questions in each cell: no cache hits
+                questions = [x for pair in zip(pool[offset : offset + half], lettered[offset : offset + half],
+                                               strict=True) for x in pair]  # fmt: skip
+                offset += half
                 rows.append(asyncio.run(load(base, questions, policy, concurrency)))
                 print(rows[-1], flush=True)
         results["throughput"] = rows
         gateway_questions = pool[offset : offset + 16]
         e2e = []
-        for q in gateway_questions:
-            t = time.perf_counter()
-            httpx.post(f"{base}/v1/answer", json={"question": q, "search": "never", "max_tokens": MAX_TOKENS},
-                       timeout=120).raise_for_status()  # fmt: skip
-            e2e.append(time.perf_counter() - t)
+        with httpx.Client(base_url=base, timeout=120) as keep_alive:  # one connection, as a real client keeps
+            for q in gateway_questions:
+                t = time.perf_counter()
+                body = {"question": q, "search": "never", "max_tokens": MAX_TOKENS}
+                keep_alive.post("/v1/answer", json=body).raise_for_status()
+                e2e.append(time.perf_counter() - t)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -266,11 +344,15 @@ def main() -> None:
 
     passages = format_result(backend.search_sync(["Napoleon emperor of France"], 3)[0], max_chars=600)
     results["resume"] = [asyncio.run(resume_cost(settings, on, passages)) for on in (True, False)]
+    offset += 16
+    results["loop_cost"] = asyncio.run(loop_cost(settings, pool[offset : offset + 16], lettered[offset : offset + 16]))
 
     hf_questions = pool[:16]
     from sem.engines.hf import HFEngine
 
     hf = HFEngine.load(settings.model_path)
+    t = time.perf_counter()
+    asyncio.run(engine_direct(hf, hf_questions[:2], [SEARCH_CLOSE, ANSWER_CLOSE]))  # warm up
     t = time.perf_counter()
     hf_tokens = asyncio.run(engine_direct(hf, hf_questions, [SEARCH_CLOSE, ANSWER_CLOSE]))["tokens"]
     hf_tps = hf_tokens / (time.perf_counter() - t)
@@ -294,6 +376,7 @@ def main() -> None:
     print("\n## Throughput of /v1/answer\n\n" + markdown(results["throughput"]))
     print("\n## Gateway overhead (search never, sequential)\n\n" + markdown([results["gateway"]]))
     print("\n## Resume cost\n\n" + markdown(results["resume"]))
+    print("\n## The cost of deciding (auto, batch 1)\n\n" + markdown([results["loop_cost"]]))
     print("\n## Engines at batch 1\n\n" + markdown([results["engines"]]))
     print(f"\n## Naive baseline\n\n{results['naive']}; service at its best (always): x{results['headline_ratio']}")
     args.out.write_text(json.dumps(results, indent=2))

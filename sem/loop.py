@@ -13,10 +13,13 @@ Policies (also the evaluation baselines):
   within `max_searches`) or does not (the answer stands and the request is cut there).
 - `never`: no search; a `<search>` the model writes gets a refusal in its `<result>`.
 - `always`: naive RAG: one search with the question itself before the model writes anything, then no more.
+- `confidence`: a gate for any model, trained or not: the model answers closed-book; when its answer's least likely
+  token is below `confidence_threshold` (a probability), the question itself is searched and the model answers again.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +38,7 @@ class SearchPolicy(StrEnum):
     auto = "auto"
     never = "never"
     always = "always"
+    confidence = "confidence"
 
 
 class Retriever(Protocol):
@@ -60,6 +64,7 @@ class LoopOptions:
     force_answer: bool = True
     answer_tokens: int = 32
     max_prompt_tokens: int | None = None  # the service's cap; PromptTooLong beyond it
+    confidence_threshold: float = 0.5  # `confidence` policy: search when the answer's least likely token is below
     search_mode: str | None = None  # one of the backend's modes (Milvus: bm25, dense, hybrid); None: its default
 
     @classmethod
@@ -71,6 +76,8 @@ class LoopOptions:
             "temperature": defaults.temperature,
             "passage_chars": defaults.passage_chars,
         }
+        if defaults.confidence_threshold is not None:
+            base["confidence_threshold"] = defaults.confidence_threshold
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)  # type: ignore[arg-type]
 
@@ -152,6 +159,10 @@ class Trace:
     segments: list[Segment] = field(default_factory=list)
     finish_reason: str = "stop"
     engine_calls: int = 0
+    # Tokens each request brought that the engine had not computed by the end of the previous one (the prompt, then
+    # inserted results): what a prefix-caching engine prefills. Peeks and re-generated calls would add to it.
+    prefill_tokens: int = 0
+    confidence: float | None = None  # `confidence` policy: the first answer's least likely token's probability
 
     @property
     def answer(self) -> str:
@@ -189,6 +200,7 @@ class _Builder:
         self.trace = trace
         self.tokenizer = tokenizer
         self.parts: list[str] = []
+        self.computed = 0  # context tokens the engine has computed (prefilled or generated) so far
         if want_logprobs:
             trace.logprobs = []
 
@@ -197,6 +209,7 @@ class _Builder:
         self.trace.segments.append(Segment(text, True))
         self.trace.completion_ids.extend(ids)
         self.trace.loss_mask.extend([1] * len(ids))
+        self.computed += len(ids)
         if self.trace.logprobs is not None:
             self.trace.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
 
@@ -262,7 +275,7 @@ class SearchLoop:
         prompt = protocol.render_prompt(tokenizer, messages)
         trace = Trace(request_id, prompt, tokenizer.encode(prompt, add_special_tokens=False))
         check_prompt_length(len(trace.prompt_ids), opts.max_prompt_tokens)
-        out = _Builder(trace, tokenizer, opts.logprobs)
+        out = _Builder(trace, tokenizer, opts.logprobs or opts.policy is SearchPolicy.confidence)
 
         budget = opts.max_searches if opts.policy is SearchPolicy.auto else 0
         if opts.policy is SearchPolicy.always:
@@ -332,6 +345,15 @@ class SearchLoop:
                 async for event in self._search(step.query or "", opts, out, forced=False):
                     yield event
                 continue
+            if step.kind is protocol.StepKind.answer and opts.policy is SearchPolicy.confidence and not trace.searches:
+                trace.confidence = answer_confidence(delta.text, delta.token_ids, delta.logprobs, tokenizer)
+                if opts.max_searches > 0 and (trace.confidence or 0.0) < opts.confidence_threshold:
+                    call = "\n" + protocol.format_forced_search(question)
+                    out.inserted(call)
+                    yield Inserted(call)
+                    async for event in self._search(question, opts, out, forced=True):
+                        yield event
+                    continue
             break  # an answer that stands, or EOS without a tag: the model is done
         if tokens_left <= 0 and trace.finish_reason == "stop":
             trace.finish_reason = "length"
@@ -369,6 +391,9 @@ class SearchLoop:
         suppress: list[int] | None = None,
     ) -> AsyncIterator[Delta]:
         out.trace.engine_calls += 1
+        context = out.context_ids
+        out.trace.prefill_tokens += len(context) - out.computed
+        out.computed = len(context)
         params = SamplingOptions(
             max_tokens=max_tokens,
             min_tokens=min(max_tokens, max(0, opts.min_tokens - out.trace.generated_tokens)),
@@ -376,19 +401,11 @@ class SearchLoop:
             top_p=opts.top_p,
             stop=stops,
             seed=opts.seed,
-            logprobs=opts.logprobs,
+            logprobs=out.trace.logprobs is not None,
             suppress_token_ids=suppress or [],
         )
-        async for piece in self.engine.generate(out.context_ids, params, request_id=request_id):
+        async for piece in self.engine.generate(context, params, request_id=request_id):
             yield piece
-
-    async def _collect(
-        self, out: _Builder, opts: LoopOptions, stops: list[str], max_tokens: int, request_id: str
-    ) -> _Collect:
-        collected = _Collect()
-        async for piece in self._generate(out, opts, stops, max_tokens, request_id):
-            collected.add(piece)
-        return collected
 
     async def _search(self, query: str, opts: LoopOptions, out: _Builder, *, forced: bool) -> AsyncIterator[Event]:
         index = out.trace.search_count
@@ -469,19 +486,43 @@ class _Collect:
 
     def cut(self, chars: int, tokenizer: object) -> None:
         """Keep the first `chars` characters and the fewest tokens that spell them; the turn ended there."""
-        decode = tokenizer.decode  # type: ignore[attr-defined]
-        ids = self.token_ids
-        lo, hi = 0, len(ids)
-        while lo < hi:  # the decoded length grows with the token count: bisect on it
-            mid = (lo + hi) // 2
-            if len(decode(ids[:mid], skip_special_tokens=True)) >= chars:
-                hi = mid
-            else:
-                lo = mid + 1
-        self.text, self.token_ids = self.text[:chars], ids[:lo]
+        lo = _tokens_to_spell(tokenizer, self.token_ids, chars)
+        self.text, self.token_ids = self.text[:chars], self.token_ids[:lo]
         if self.logprobs is not None:
             self.logprobs = self.logprobs[:lo]
         self.finish_reason, self.stop = "stop", protocol.ANSWER_CLOSE
+
+
+def _tokens_to_spell(tokenizer: object, ids: list[int], chars: int) -> int:
+    """The fewest leading tokens whose text is at least `chars` characters long."""
+    decode = tokenizer.decode  # type: ignore[attr-defined]
+    lo, hi = 0, len(ids)
+    while lo < hi:  # the decoded length grows with the token count: bisect on it
+        mid = (lo + hi) // 2
+        if len(decode(ids[:mid], skip_special_tokens=True)) >= chars:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def answer_confidence(text: str, ids: list[int], logprobs: list[float] | None, tokenizer: object) -> float | None:
+    """The probability of the least likely token inside the text's last `<answer>` (None without log-probs).
+
+    The minimum ranks a small model's wrong closed-book answers below its right ones better than the mean or the
+    first token (EVALUATION.md: AUROC 0.68 vs 0.60 and 0.57 for SmolLM2-135M).
+    """
+    start_char = text.rfind(protocol.ANSWER_OPEN) + len(protocol.ANSWER_OPEN)
+    end_char = text.rfind(protocol.ANSWER_CLOSE)
+    if not logprobs or start_char < len(protocol.ANSWER_OPEN) or end_char < start_char:
+        return None
+    start = _tokens_to_spell(tokenizer, ids, start_char)
+    decode = tokenizer.decode  # type: ignore[attr-defined]
+    if start and len(decode(ids[:start], skip_special_tokens=True)) > start_char:
+        start -= 1  # that token also holds the answer's first characters
+    end = max(_tokens_to_spell(tokenizer, ids, end_char), start + 1)
+    span = logprobs[start:end]
+    return math.exp(min(span)) if span else None
 
 
 def _single_token_ids(tokenizer: object, texts: list[str]) -> list[int]:

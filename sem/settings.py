@@ -38,6 +38,13 @@ class LoopDefaults(BaseModel):
     max_tokens: int = Field(384, ge=1, description="Generated tokens per answer, over all turns.")
     temperature: float = Field(0.0, ge=0.0, description="Sampling temperature (0 = greedy).")
     passage_chars: int = Field(600, ge=50, description="Each passage is cut to this many characters in <result>.")
+    confidence_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="`confidence` policy: search when the answer's least likely token is below this probability; "
+        "default: the model's calibration (`trainer calibrate`), else 0.5.",
+    )
 
 
 class Limits(BaseModel):

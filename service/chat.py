@@ -40,6 +40,7 @@ def loop_options(
         max_searches=body.sem.max_searches,
         top_k=body.sem.top_k,
         search_mode=body.sem.search_mode,
+        confidence_threshold=body.sem.confidence_threshold,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         min_tokens=body.min_tokens,
         temperature=body.temperature,

@@ -9,6 +9,7 @@ from pathlib import Path
 from sem.cache import CachedSearch, RedisStore
 from sem.engines import Engine, build_engine
 from sem.errors import SearchModeError
+from sem.gate import resolve_threshold
 from sem.loop import SearchLoop
 from sem.search import build_backend
 from sem.settings import Settings
@@ -29,6 +30,7 @@ class ServiceState:
         self._owns_engine = engine is None
         self.search: CachedSearch | None = None
         self.loop: SearchLoop | None = None
+        self.loop_defaults = settings.loop  # with the model's calibrated confidence threshold once loaded
         self.error: str | None = None
         self.metrics = Metrics(self)
         self.security = Security(settings.auth, settings.redis_url)
@@ -54,6 +56,8 @@ class ServiceState:
             )
             if self.engine is None:
                 self.engine = await build_engine(self.settings)
+            threshold = resolve_threshold(self.settings.loop.confidence_threshold, self.settings.model_path)
+            self.loop_defaults = self.settings.loop.model_copy(update={"confidence_threshold": threshold})
             self.loop = SearchLoop(self.engine, self.search)
             self.load_seconds = time.perf_counter() - started
             log.info("ready in %.1fs: engine=%s model=%s", self.load_seconds, self.engine.name, self.model_name)

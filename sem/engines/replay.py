@@ -16,10 +16,11 @@ from sem.engines.base import Delta, SamplingOptions, first_stop
 class ReplayEngine:
     name = "replay"
 
-    def __init__(self, tokenizer: Any, replies: list[str], model_name: str = "replay") -> None:
+    def __init__(self, tokenizer: Any, replies: list[str], model_name: str = "replay", logprob: float = 0.0) -> None:
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.replies = list(replies)
+        self.logprob = logprob  # every token's log-probability, when asked for
         self.contexts: list[str] = []  # what each call was given, decoded (tests read it)
 
     async def generate(
@@ -36,7 +37,7 @@ class ReplayEngine:
             text = self.tokenizer.decode(ids)
         elif stop is None and self.tokenizer.eos_token_id is not None:
             ids = [*ids, self.tokenizer.eos_token_id]  # the reply ended: the model stops
-        logprobs = [0.0] * len(ids) if options.logprobs else None
+        logprobs = [self.logprob] * len(ids) if options.logprobs else None
         # Two pieces, as a streaming engine sends many.
         half = len(ids) // 2
         head = self.tokenizer.decode(ids[:half], skip_special_tokens=True)

@@ -27,6 +27,7 @@ def to_response(trace: Trace, model: str, started: float, *, with_trace: bool) -
         search_count=trace.search_count,
         searches=[search_out(s) for s in trace.searches],
         search_errors=trace.search_errors,
+        confidence=trace.confidence,
         finish_reason=trace.finish_reason,
         usage=usage_of(trace),
         latency_ms=round((time.perf_counter() - started) * 1000, 1),
@@ -36,6 +37,7 @@ def to_response(trace: Trace, model: str, started: float, *, with_trace: bool) -
             follows_template=trace.follows_template,
             refused_searches=trace.refused_searches,
             engine_calls=trace.engine_calls,
+            prefill_tokens=trace.prefill_tokens,
         )
         if with_trace
         else None,
@@ -60,13 +62,14 @@ async def answer(body: AnswerRequest, state: StateDep, request: Request) -> Answ
     loop = state.require_loop()
     state.check_search_mode(body.search_mode, param="search_mode")
     options = LoopOptions.from_defaults(
-        state.settings.loop,
+        state.loop_defaults,
         policy=body.search,
         max_searches=body.max_searches,
         top_k=body.top_k,
         search_mode=body.search_mode,
         max_tokens=body.max_tokens,
         min_tokens=body.min_tokens,
+        confidence_threshold=body.confidence_threshold,
         temperature=body.temperature,
         seed=body.seed,
         max_prompt_tokens=state.settings.limits.max_prompt_tokens,

@@ -65,7 +65,7 @@ async def chat_completions(
     loop = state.require_loop()
     state.check_search_mode(body.sem.search_mode, param="sem.search_mode")
     limits = state.settings.limits
-    options = loop_options(body, state.settings.loop, limits.max_prompt_tokens)
+    options = loop_options(body, state.loop_defaults, limits.max_prompt_tokens)
     question, history = split_conversation(body)
     policy = body.sem.search.value
     started = time.perf_counter()

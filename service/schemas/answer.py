@@ -16,7 +16,12 @@ class AnswerRequest(BaseModel):
 
     question: str = Field(min_length=1, description="The question to answer.")
     search: SearchPolicy = Field(
-        SearchPolicy.auto, description="auto: the model decides; never: no search; always: one search first."
+        SearchPolicy.auto,
+        description="auto: the model decides; never: no search; always: one search first; confidence: search when "
+        "the closed-book answer's confidence is below the threshold.",
+    )
+    confidence_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="`confidence` policy's threshold (default: the model's calibration)."
     )
     max_searches: int | None = Field(None, ge=0, description="Search budget for this question.")
     top_k: int | None = Field(None, ge=1, description="Passages per search.")
@@ -59,6 +64,7 @@ class TraceOut(BaseModel):
     follows_template: bool
     refused_searches: int
     engine_calls: int
+    prefill_tokens: int = Field(description="Tokens the engine prefilled over all its requests, prefix cache assumed.")
 
 
 class AnswerResponse(BaseModel):
@@ -70,6 +76,9 @@ class AnswerResponse(BaseModel):
     search_count: int
     searches: list[SearchOut]
     search_errors: list[str] = Field(default_factory=list, description="Searches that failed (degraded).")
+    confidence: float | None = Field(
+        None, description="`confidence` policy: the probability of the first answer's least likely token."
+    )
     finish_reason: str
     usage: Usage
     latency_ms: float

@@ -54,6 +54,7 @@ class SemOptions(BaseModel):
     search_mode: str | None = Field(
         None, description="One of the search backend's modes (milvus: bm25, dense or hybrid)."
     )
+    confidence_threshold: float | None = Field(None, ge=0.0, le=1.0, description="`confidence` policy's threshold.")
 
 
 class ChatCompletionRequest(BaseModel):

@@ -7,6 +7,7 @@ reply is one engine request: the model's text up to `</search>` or the end of it
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,17 @@ import pytest
 from sem import protocol
 from sem.cache import CachedSearch
 from sem.engines.replay import ReplayEngine
-from sem.loop import Final, Inserted, LoopOptions, SearchCall, SearchLoop, SearchPolicy, SearchResult, TextDelta
+from sem.loop import (
+    Final,
+    Inserted,
+    LoopOptions,
+    SearchCall,
+    SearchLoop,
+    SearchPolicy,
+    SearchResult,
+    TextDelta,
+    answer_confidence,
+)
 from sem.search.bm25 import BM25Backend
 
 EOS = ""  # an empty reply: the model stops at once
@@ -62,6 +73,7 @@ async def test_search_after_first_answer_then_final_answer(tokenizer, retriever)
     # The model resumed on a context that holds the inserted result.
     assert "Hamlet is a tragedy written by William Shakespeare" in engine.contexts[1]
     assert trace.engine_calls == 2  # searches + 1
+    assert trace.prefill_tokens == len(trace.prompt_ids) + trace.inserted_tokens  # its own tokens are computed
     kinds = [type(e).__name__ for e in events]
     assert kinds.index("SearchCall") < kinds.index("SearchResult") < len(kinds) - 1
 
@@ -196,3 +208,30 @@ async def test_search_failure_degrades_to_no_results(tokenizer, tiny_corpus: Pat
     assert "backend timed out" in trace.search_errors[0]
     assert "search failed" in engine.contexts[1]
     assert trace.answer == "unsure"
+
+
+@pytest.mark.parametrize(("threshold", "searches"), [(0.0, False), (0.2, False), (0.5, True), (1.0, True)])
+async def test_confidence_gate_searches_below_its_threshold(tokenizer, retriever, threshold, searches) -> None:
+    replies = ["<think>unsure</think><answer>Marlowe</answer>", "<answer>Shakespeare</answer>"]
+    engine = ReplayEngine(tokenizer, replies, logprob=math.log(0.3))
+    options = LoopOptions(policy=SearchPolicy.confidence, confidence_threshold=threshold)
+    trace = await SearchLoop(engine, retriever).run("Who wrote Hamlet?", options)
+    assert trace.confidence == pytest.approx(0.3)
+    assert (trace.search_count == 1) is searches and trace.engine_calls == 1 + searches
+    if searches:  # SEM's template: first answer, the question searched, the result, the answer again
+        assert trace.answers == ["Marlowe", "Shakespeare"] and trace.follows_template
+        assert trace.searches[0].query == "Who wrote Hamlet?" and trace.searches[0].forced
+    else:
+        assert trace.answer == "Marlowe" and trace.completion.endswith("</answer>")
+
+
+def test_answer_confidence_is_the_least_likely_answer_token(tokenizer) -> None:
+    think, answer = "<think>I am not sure at all</think><answer>", "William Shakespeare</answer>"
+    think_ids = tokenizer.encode(think, add_special_tokens=False)
+    answer_ids = tokenizer.encode(answer, add_special_tokens=False)
+    logprobs = [-9.0] * len(think_ids) + [-0.1] * len(answer_ids)  # unlikely thinking is not the answer's doubt
+    logprobs[len(think_ids) + 1] = -1.0
+    ids = think_ids + answer_ids
+    assert answer_confidence(think + answer, ids, logprobs, tokenizer) == pytest.approx(math.exp(-1.0))
+    assert answer_confidence(think + answer, ids, None, tokenizer) is None
+    assert answer_confidence("no answer here", ids, logprobs, tokenizer) is None

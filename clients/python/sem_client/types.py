@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-SearchPolicy = Literal["auto", "never", "always"]
+SearchPolicy = Literal["auto", "never", "always", "confidence"]
 
 
 class _Model(BaseModel):
@@ -42,6 +42,7 @@ class Trace(_Model):
     follows_template: bool = False
     refused_searches: int = 0
     engine_calls: int = 0
+    prefill_tokens: int = 0
 
 
 class Answer(_Model):
@@ -51,6 +52,7 @@ class Answer(_Model):
     search_count: int
     searches: list[Search] = []
     search_errors: list[str] = []
+    confidence: float | None = None  # the `confidence` policy's score of the first answer
     finish_reason: str
     usage: Usage
     latency_ms: float = 0.0

@@ -1,0 +1,47 @@
+"""The `confidence` gate's threshold, calibrated per model (`trainer calibrate`) and kept beside its weights.
+
+A calibration is a small JSON file in the model's folder, so the service that loads the model reads the threshold
+that was chosen for it; an explicit `SEM_LOOP__CONFIDENCE_THRESHOLD` wins over it, and 0.5 is the fallback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+GATE_FILE = "sem_gate.json"
+DEFAULT_THRESHOLD = 0.5
+
+
+def gate_path(model_path: str | Path) -> Path:
+    return Path(model_path) / GATE_FILE
+
+
+def read_threshold(model_path: str | Path) -> float | None:
+    """The calibrated threshold stored with a local model, or None (a hub id, or never calibrated)."""
+    path = gate_path(model_path)
+    if not path.is_file():
+        return None
+    return float(json.loads(path.read_text())["confidence_threshold"])
+
+
+def write_threshold(model_path: str | Path, threshold: float, **details: Any) -> Path:
+    """Store a calibration beside the model's weights; `details` says how it was chosen (split, metric, counts)."""
+    path = gate_path(model_path)
+    path.write_text(json.dumps({"confidence_threshold": threshold, **details}, indent=2) + "\n")
+    return path
+
+
+def resolve_threshold(configured: float | None, model_path: str | Path) -> float:
+    """The threshold the service uses: configured, else calibrated for the model, else the default.
+
+    >>> resolve_threshold(0.3, "/nonexistent")
+    0.3
+    >>> resolve_threshold(None, "/nonexistent")
+    0.5
+    """
+    if configured is not None:
+        return configured
+    calibrated = read_threshold(model_path)
+    return DEFAULT_THRESHOLD if calibrated is None else calibrated
