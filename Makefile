@@ -12,7 +12,7 @@ CONSTRAINTS ?= constraints/cpu.txt
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: install assets serve test lint redis browser bench clean tuned-model eval-model
+.PHONY: install assets serve test lint redis browser bench clean tuned-model eval-model eval-gate
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (set PYTHON=...)")'
@@ -72,3 +72,15 @@ eval-model: assets
 	$(TRAINER) eval --model base --out $(EVAL_OUT)/base --title "Base SmolLM2-135M-Instruct, dev mix"
 	$(TRAINER) eval --policies auto --out $(EVAL_OUT)/tuned --title "SEM-tuned SmolLM2-135M (the served default), dev mix"
 	$(TRAINER) compare --run base=$(EVAL_OUT)/base/results.json --run tuned=$(EVAL_OUT)/tuned/results.json --out $(EVAL_OUT)
+
+# The gate judged by what each model knows (issue #18, ../shared/EVALUATION.md): labels from the model's own samples,
+# the base's `confidence` threshold calibrated on dev, then every policy on the frozen test split: results/gate/.
+GATE_OUT ?= results/gate
+eval-gate: assets
+	$(BIN)/trainer label --model base --out $(GATE_OUT)/base/labels
+	$(BIN)/trainer calibrate --labels $(GATE_OUT)/base/labels/labels.jsonl --model base
+	$(BIN)/trainer eval-gate --labels $(GATE_OUT)/base/labels/labels.jsonl --model base \
+		--policies never,always,confidence --out $(GATE_OUT)/base --title "Base SmolLM2-135M, confidence gate"
+	$(BIN)/trainer label --out $(GATE_OUT)/tuned/labels
+	$(BIN)/trainer eval-gate --labels $(GATE_OUT)/tuned/labels/labels.jsonl \
+		--policies never,always,auto --out $(GATE_OUT)/tuned --title "SEM-tuned SmolLM2-135M (served default), auto"

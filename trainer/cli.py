@@ -7,10 +7,12 @@ Options come from the command line, or from a YAML config file whose sections ar
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -21,6 +23,7 @@ app = typer.Typer(help="SEM post-training: GRPO for search efficiency.", no_args
 log = logging.getLogger("trainer")
 
 RUNS = Path("runs")
+LABELS = RUNS / "labels" / "labels.jsonl"
 
 
 class Reward(StrEnum):
@@ -164,15 +167,26 @@ def sft(
     save_steps: int = 50,
     lora_r: Annotated[int, typer.Option(help="LoRA rank; 0 fine-tunes the whole model.")] = 8,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
+    labels_file: Annotated[
+        Path | None,
+        typer.Option("--labels", help="`trainer label` output: its train split, the model's own first answers."),
+    ] = None,
 ) -> None:
     """Warm up the template with teacher traces written through the real loop (results masked)."""
     from trainer.data import read_jsonl
     from trainer.sft import run_sft
 
+    labels = None
+    if labels_file is not None:  # the model's own attempts; the label decides whether a search follows
+        from trainer.gate import read_labels
+
+        labels = {lab.example.id: lab for lab in read_labels(labels_file, "train")}
+        examples, corpus = [lab.example for lab in labels.values()], labels_file.with_name("corpus.jsonl")
+    else:
+        examples, corpus = read_jsonl(data_dir / "train.jsonl"), data_dir / "corpus.jsonl"
     final = run_sft(
-        model or _default_model(), read_jsonl(data_dir / "train.jsonl"), _retriever(data_dir / "corpus.jsonl"), out,
-        max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, save_steps=save_steps, resume=resume,
-        lora_r=lora_r or None,
+        model or _default_model(), examples, _retriever(corpus), out, max_steps=max_steps, batch_size=batch_size,
+        learning_rate=learning_rate, save_steps=save_steps, resume=resume, lora_r=lora_r or None, labels=labels,
     )  # fmt: skip
     typer.echo(f"sft model -> {final}")
 
@@ -287,6 +301,169 @@ async def _eval_local(model, engine_kind, corpus, examples, policies, max_search
         return await run_local(loop, examples, policies, max_searches=max_searches, max_tokens=max_tokens)
     finally:
         await engine.aclose()
+
+
+# ---- the gate, judged by what the model knows (EVALUATION.md) --------------------------------------------------
+
+GATE_SETS = {  # dataset -> the split its questions come from; TriviaQA only where the source has it
+    "nq_open": "dev", "triviaqa": "dev", "hotpotqa": "dev", "musique": "dev", "2wiki": "dev", "mmlu": "dev",
+    "gsm8k": "test",
+}  # fmt: skip
+
+
+def gate_pool(source: str, per_set: int) -> list:
+    """The first `per_set` questions of every set the source has: open questions, multiple choice and math."""
+    from trainer.data import load_source
+
+    pool = []
+    for name, split in GATE_SETS.items():
+        try:
+            pool += load_source(name, source, split, limit=per_set)
+        except FileNotFoundError as exc:
+            log.warning("skipping %s: %s", name, exc)
+    return pool
+
+
+def _gate_corpus(examples: list, out: Path) -> Path:
+    """The questions' own paragraphs plus the default Wikipedia summaries: what the labelling searches."""
+    from sem.corpus import iter_passages, write_corpus
+    from sem.settings import Settings
+    from trainer.data import paragraph_corpus
+
+    rows = paragraph_corpus(examples) + [p.model_dump() for p in iter_passages(Settings().corpus_path)]
+    write_corpus(rows, out)
+    return out
+
+
+@contextmanager
+def _gate_loop(model: str | None, engine_kind: str, corpus: Path) -> Iterator:
+    """A SearchLoop on a local model (adapters merged) over a corpus; closes the engine afterwards."""
+    from sem.engines import build_engine
+    from sem.loop import SearchLoop
+    from sem.settings import EngineKind, Settings
+
+    with _servable(model) as model_path:
+        settings = Settings(engine=EngineKind(engine_kind), **({"model": model_path} if model_path else {}))
+        loop_ = asyncio.new_event_loop()
+        engine = loop_.run_until_complete(build_engine(settings))
+        try:
+            yield loop_, SearchLoop(engine, _retriever(corpus)), settings.model_path
+        finally:
+            loop_.run_until_complete(engine.aclose())
+            loop_.close()
+
+
+@app.command("label")
+def label_cmd(
+    source: Annotated[str, typer.Option(help="sample, a data folder, or hf.")] = "sample",
+    out: Annotated[Path, typer.Option(help="labels.jsonl, corpus.jsonl and classes.json go here.")] = RUNS / "labels",
+    per_set: Annotated[int, typer.Option(help="Questions per dataset (split 2:1:1 into train/dev/test).")] = 60,
+    k: Annotated[int, typer.Option(help="Samples per question and policy.")] = 4,
+    temperature: float = 0.8,
+    max_tokens: int = 64,
+    model: Annotated[str | None, typer.Option(help="Model to label for (default: SEM_MODEL or the served).")] = None,
+    engine: Annotated[str, typer.Option(help="auto, vllm or hf.")] = "auto",
+    concurrency: int = 16,
+) -> None:
+    """Label questions by what the model knows: k closed-book and k one-search answers each -> known/helped/neither."""
+    from trainer.gate import class_counts, label, write_labels
+
+    examples = gate_pool(source, per_set)
+    corpus = _gate_corpus(examples, out / "corpus.jsonl")
+    with _gate_loop(model, engine, corpus) as (loop_, search_loop, _):
+        labels = loop_.run_until_complete(
+            label(search_loop, examples, k=k, temperature=temperature, max_tokens=max_tokens, concurrency=concurrency)
+        )
+    write_labels(labels, out / "labels.jsonl")
+    counts = class_counts(labels)
+    (out / "classes.json").write_text(json.dumps(counts, indent=2) + "\n")
+    for name, c in counts.items():
+        typer.echo(f"{name:10s} {c}")
+    typer.echo(f"-> {out / 'labels.jsonl'} ({len(labels)} questions)")
+
+
+@app.command()
+def calibrate(
+    labels_file: Annotated[Path, typer.Option("--labels", help="From `trainer label`.")] = LABELS,
+    split: Annotated[str, typer.Option(help="Where the threshold is chosen (never the test split).")] = "dev",
+    model: Annotated[str | None, typer.Option(help="The model whose gate is calibrated ('base' for the base).")] = None,
+    engine: str = "auto",
+    max_searches_per_question: Annotated[
+        float | None, typer.Option(help="Best accuracy within this search budget (default: best accuracy).")
+    ] = None,
+    write: Annotated[bool, typer.Option(help="Store the threshold beside the model (the service reads it).")] = True,
+    max_tokens: int = 64,
+) -> None:
+    """Choose the `confidence` gate's threshold on dev: answer with a search after every first answer once, then
+    replay every threshold (below it, the post-search answer counts; above, the first)."""
+    from sem.gate import write_threshold
+    from trainer.gate import confidence_sweep, is_right, pick_threshold, read_labels, run_policies
+
+    if split == "test":
+        raise typer.BadParameter("the test split is frozen for reporting; calibrate on dev", param_hint="--split")
+    from trainer.lora import is_adapter
+
+    if write and model and is_adapter(model):
+        raise typer.BadParameter("merge the adapter first (`trainer export`): the threshold is kept beside the weights",
+                                 param_hint="--model")  # fmt: skip
+    labels = read_labels(labels_file, split)
+    with _gate_loop(model, engine, labels_file.with_name("corpus.jsonl")) as (loop_, search_loop, model_path):
+        outcomes = loop_.run_until_complete(run_policies(search_loop, labels, ["confidence"], max_tokens=max_tokens,
+                                                         confidence_threshold=1.0))  # fmt: skip
+    by_id = {lab.example.id: lab.example for lab in labels}
+    for o in outcomes:
+        o.extra["first_right"] = is_right(o.first_answer, by_id[o.id])
+    sweep = confidence_sweep(outcomes, [round(0.05 * i, 2) for i in range(21)])
+    best = pick_threshold(sweep, max_searches_per_question)
+    for r in sweep:
+        typer.echo(f"{r['threshold']:.2f}  accuracy {r['accuracy']:.3f}  searches {r['searches_per_question']:.2f}")
+    typer.echo(f"chosen: {best}")
+    if write:
+        details = {k: best[k] for k in ("accuracy", "searches_per_question")}
+        path = write_threshold(model_path, best["threshold"], split=split, questions=len(labels), **details)
+        typer.echo(f"-> {path}")
+
+
+@app.command("eval-gate")
+def eval_gate(
+    labels_file: Annotated[Path, typer.Option("--labels", help="From `trainer label`.")] = LABELS,
+    split: Annotated[str, typer.Option(help="dev while choosing, test (frozen) to report.")] = "test",
+    model: Annotated[str | None, typer.Option(help="Model path, adapter, or 'base'.")] = None,
+    engine: str = "auto",
+    policies: Annotated[str, typer.Option(help="Comma list of auto, confidence, never, always.")] = "never,always,auto",
+    out: Annotated[Path, typer.Option(help="gate.md, gate.json, gate.png and outcomes.jsonl go here.")] = RUNS / "gate",
+    title: str = "Search gate against the model's own labels",
+    max_tokens: int = 64,
+) -> None:
+    """Over-search, under-search, AUROC, accuracy and cost per policy, beside never, always and the oracle."""
+    from sem.gate import resolve_threshold
+    from trainer.gate import class_counts, markdown, oracle, plot, read_labels, run_policies, summarise
+
+    chosen = [p.strip() for p in policies.split(",") if p.strip()]
+    unknown = set(chosen) - {"auto", "confidence", "never", "always"}
+    if unknown:
+        raise typer.BadParameter(f"unknown policies {sorted(unknown)}", param_hint="--policies")
+    labels = read_labels(labels_file, split)
+    if not labels:
+        raise typer.BadParameter(f"no {split!r} questions in {labels_file}", param_hint="--split")
+    with _gate_loop(model, engine, labels_file.with_name("corpus.jsonl")) as (loop_, search_loop, model_path):
+        threshold = resolve_threshold(None, model_path)
+        outcomes = loop_.run_until_complete(run_policies(search_loop, labels, chosen, max_tokens=max_tokens,
+                                                         confidence_threshold=threshold))  # fmt: skip
+    if {"never", "always"} <= set(chosen):
+        outcomes += oracle(outcomes)
+    rows = summarise(outcomes, labels)
+    counts = class_counts(labels)
+    out.mkdir(parents=True, exist_ok=True)
+    report = markdown(rows, counts, f"{title} ({split}, {len(labels)} questions; confidence threshold {threshold})")
+    (out / "gate.md").write_text(report)
+    (out / "gate.json").write_text(json.dumps({"split": split, "model": model_path, "confidence_threshold": threshold,
+                                               "rows": rows, "classes": counts}, indent=2) + "\n")  # fmt: skip
+    with (out / "outcomes.jsonl").open("w") as f:
+        f.writelines(json.dumps(asdict(o)) + "\n" for o in outcomes)
+    plot(rows, out / "gate.png", title)
+    typer.echo(report)
+    typer.echo(f"-> {out}/gate.md, gate.json, gate.png, outcomes.jsonl")
 
 
 @app.command()

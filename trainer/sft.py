@@ -19,14 +19,34 @@ from sem.cache import CachedSearch
 from sem.engines.replay import ReplayEngine
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
 from trainer.data import Example
+from trainer.gate import KNOWN, Label, is_right
 from trainer.lora import lora_config
 
 log = logging.getLogger(__name__)
 IGNORE = -100
 
 
+def teacher_replies_from_label(label: Label) -> list[str]:
+    """The model's own attempt first, and its label decides whether a search follows (EVALUATION.md).
+
+    Known: one of its right closed-book answers, and it stops. Otherwise: its own (wrong) closed-book attempt, the
+    question searched, then a right answer it gave after a search (the gold where it gave none). No fixed thought,
+    no placeholder answer: what the gate learns to read is its own attempt, not the question's form.
+    """
+    example = label.example
+    closed_right = [a for a in label.closed if is_right(a, example)]
+    first = (closed_right or label.closed or [""])[0]
+    if label.klass == KNOWN:
+        return [f"<answer>{first}</answer>"]
+    searched_right = [a for a in label.searched if is_right(a, example)]
+    query = " ".join(example.question.split())
+    return [f"<answer>{first}</answer>\n<search> {query} </search>",
+            f"<answer>{(searched_right or [example.answers[0]])[0]}</answer>"]  # fmt: skip
+
+
 def teacher_replies(example: Example) -> list[str]:
-    """What a well-behaved model writes: answer directly when it knows, else answer, search, answer again."""
+    """The fixed-mix teacher (SEM's dataset labels): answer directly when the dataset says known, else answer,
+    search, answer again. Its first answers are canned; `teacher_replies_from_label` uses the model's own."""
     gold = example.answers[0]
     if example.kind == "known":
         return [f"<think>I know this.</think>\n<answer>{gold}</answer>"]
@@ -37,8 +57,11 @@ def teacher_replies(example: Example) -> list[str]:
     ]
 
 
-async def teacher_trace(example: Example, tokenizer: Any, retriever: CachedSearch, top_k: int = 3) -> Trace:
-    engine = ReplayEngine(tokenizer, teacher_replies(example), "teacher")
+async def teacher_trace(
+    example: Example, tokenizer: Any, retriever: CachedSearch, top_k: int = 3, label: Label | None = None
+) -> Trace:
+    replies = teacher_replies_from_label(label) if label else teacher_replies(example)
+    engine = ReplayEngine(tokenizer, replies, "teacher")
     options = LoopOptions(
         policy=SearchPolicy.auto,
         max_searches=1,
@@ -62,9 +85,12 @@ def sft_row(trace: Trace, eos_id: int | None) -> dict[str, list[int]]:
     return {"input_ids": ids, "labels": labels}
 
 
-def build_sft_rows(examples: list[Example], tokenizer: Any, retriever: CachedSearch) -> list[dict[str, list[int]]]:
+def build_sft_rows(
+    examples: list[Example], tokenizer: Any, retriever: CachedSearch, labels: dict[str, Label] | None = None
+) -> list[dict[str, list[int]]]:
     async def build() -> list[Trace]:
-        return [await teacher_trace(ex, tokenizer, retriever) for ex in tqdm(examples, desc="sft traces")]
+        return [await teacher_trace(ex, tokenizer, retriever, label=(labels or {}).get(ex.id))
+                for ex in tqdm(examples, desc="sft traces")]  # fmt: skip
 
     traces = asyncio.run(build())
     return [sft_row(t, tokenizer.eos_token_id) for t in traces]
@@ -83,6 +109,7 @@ def run_sft(
     resume: bool = False,
     seed: int = 0,
     lora_r: int | None = None,
+    labels: dict[str, Label] | None = None,
 ) -> Path:
     """Fine-tune briefly on teacher traces; returns the folder of the final checkpoint.
 
@@ -96,7 +123,7 @@ def run_sft(
     from trl import SFTConfig, SFTTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    rows = build_sft_rows(examples, tokenizer, retriever)
+    rows = build_sft_rows(examples, tokenizer, retriever, labels)
     log.info("sft: %d traces, %d tokens trained", len(rows), sum(sum(x != IGNORE for x in r["labels"]) for r in rows))
     args = SFTConfig(
         output_dir=str(output_dir),

@@ -94,3 +94,26 @@ def test_metrics_count_answers_and_searches(client: httpx.Client) -> None:
     assert "sem_ready 1.0" in text
     assert 'sem_search_backend_latency_seconds_count{backend="bm25"}' in text
     assert "sem_searches_per_request_bucket" in text and "sem_search_cache_hits" in text
+
+
+def test_confidence_gate_through_the_service(client: httpx.Client) -> None:
+    """Threshold 0 never searches, 1 always does, and in between the answer's own confidence decides."""
+    questions = ["Who wrote Hamlet?", "What is the capital of France?", "Who painted the Mona Lisa?"]
+
+    def ask(question: str, threshold: float) -> dict:
+        body = {"question": question, "search": "confidence", "confidence_threshold": threshold, "max_tokens": 64}
+        reply = client.post("/v1/answer", json=body)
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    lows, highs = [ask(q, 0.0) for q in questions], [ask(q, 1.0) for q in questions]
+    assert all(r["search_count"] == 0 and 0.0 < r["confidence"] <= 1.0 for r in lows)
+    assert all(r["search_count"] == 1 and r["searches"][0]["query"] == q for r, q in zip(highs, questions, strict=True))
+    confidences = sorted(r["confidence"] for r in lows)
+    middle = (confidences[0] + confidences[-1]) / 2  # a threshold between the least and the most sure answer
+    for question, low in zip(questions, lows, strict=True):
+        reply = ask(question, middle)
+        assert reply["confidence"] == pytest.approx(low["confidence"], abs=1e-3)  # greedy: the same first answer
+        assert reply["search_count"] == int(low["confidence"] < middle)
+    bad = client.post("/v1/answer", json={"question": "x", "search": "confidence", "confidence_threshold": 2})
+    assert bad.status_code == 422 or bad.status_code == 400

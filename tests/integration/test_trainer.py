@@ -176,3 +176,44 @@ def test_sft_then_grpo_save_resume_eval_export(workdir: Path) -> None:
 def test_bad_policy_is_a_clear_error(workdir: Path) -> None:
     result = runner.invoke(app, ["eval", "--data", str(workdir / "data" / "dev.jsonl"), "--policies", "sometimes"])
     assert result.exit_code != 0 and "sometimes" in result.output
+
+
+def test_label_calibrate_and_judge_a_gate_with_the_real_model(tmp_path: Path, settings) -> None:
+    """`trainer label` samples the model's own answers and classes follow from them; `calibrate` stores a threshold
+    beside the model; `eval-gate` reads it and reports the gate beside never, always and the oracle."""
+    from sem.assets import base_model_dir
+    from sem.gate import read_threshold
+    from trainer.gate import classify, is_right, read_labels
+
+    model = tmp_path / "model"  # the base, its files linked: the calibration is written beside them
+    model.mkdir()
+    for f in base_model_dir(settings.home_dir).iterdir():
+        (model / f.name).symlink_to(f)
+    labels_dir = tmp_path / "labels"
+    invoke("label", "--per-set", "3", "--k", "2", "--max-tokens", "24", "--model", str(model), "--engine", "vllm",
+           "--out", str(labels_dir))  # fmt: skip
+    labels = read_labels(labels_dir / "labels.jsonl")
+    assert {lab.example.source for lab in labels} == {"nq_open", "hotpotqa", "musique", "2wiki", "mmlu", "gsm8k"}
+    for lab in labels:
+        assert len(lab.closed) == len(lab.searched) == 2 and all(isinstance(a, str) for a in lab.closed + lab.searched)
+        assert lab.p_closed == sum(is_right(a, lab.example) for a in lab.closed) / 2
+        assert lab.klass == classify(lab.p_closed, lab.p_search)
+    assert (labels_dir / "classes.json").is_file()
+
+    result = runner.invoke(app, ["calibrate", "--labels", str(labels_dir / "labels.jsonl"), "--split", "test"])
+    assert result.exit_code != 0 and "frozen" in result.output  # never chosen on the test split
+    out = invoke("calibrate", "--labels", str(labels_dir / "labels.jsonl"), "--split", "train", "--model", str(model),
+                 "--engine", "vllm", "--max-tokens", "24")  # fmt: skip
+    threshold = read_threshold(model)
+    assert threshold is not None and f"'threshold': {threshold}" in out
+
+    gate_dir = tmp_path / "gate"
+    report = invoke("eval-gate", "--labels", str(labels_dir / "labels.jsonl"), "--split", "train", "--model",
+                    str(model), "--engine", "vllm", "--policies", "never,always,confidence", "--max-tokens", "24",
+                    "--out", str(gate_dir))  # fmt: skip
+    assert f"confidence threshold {threshold}" in report
+    rows = {r["policy"]: r for r in json.loads((gate_dir / "gate.json").read_text())["rows"]}
+    assert set(rows) == {"never", "always", "confidence", "oracle"}
+    assert rows["never"]["searches_per_question"] == 0.0 and rows["always"]["searches_per_question"] == 1.0
+    assert "auroc" in rows["confidence"] or rows["confidence"]["questions"] > 0
+    assert (gate_dir / "gate.png").stat().st_size > 10_000

@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["sem.protocol", "sem.cache", "sem.engines.base", "sem.search.registry", "sem.search.milvus", "sem.keys"]
+MODULES = ["sem.protocol", "sem.cache", "sem.engines.base", "sem.search.registry", "sem.search.milvus", "sem.keys",
+           "sem.loop", "sem.gate", "sem.benchmarks", "trainer.data", "trainer.gate"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,0 +1,149 @@
+"""The gate measures of EVALUATION.md on hand-computed cases: classes, over/under-search, AUROC, the oracle, the
+majority letter, the confidence sweep and threshold choice, the frozen split, and where a threshold is read from."""
+
+from __future__ import annotations
+
+import pytest
+
+from sem.benchmarks import Example
+from sem.gate import read_threshold, resolve_threshold, write_threshold
+from trainer.gate import (
+    HELPED,
+    KNOWN,
+    NEITHER,
+    Label,
+    Outcome,
+    auroc,
+    bootstrap_ci,
+    classify,
+    confidence_sweep,
+    is_right,
+    letter_report,
+    oracle,
+    over_search,
+    pick_threshold,
+    split_of,
+    summarise,
+    under_search,
+)
+
+
+@pytest.mark.parametrize(
+    ("p_closed", "p_search", "klass"),
+    [(1.0, 0.0, KNOWN), (0.5, 0.0, KNOWN), (0.25, 0.75, HELPED), (0.25, 0.5, HELPED), (0.0, 0.25, NEITHER)],
+)
+def test_classes_follow_the_pass_rates(p_closed: float, p_search: float, klass: str) -> None:
+    assert classify(p_closed, p_search) == klass
+
+
+def test_over_and_under_search_count_only_their_class() -> None:
+    searched = [True, True, False, False, True, False]
+    classes = [KNOWN, KNOWN, KNOWN, HELPED, HELPED, NEITHER]
+    assert over_search(searched, classes) == pytest.approx(2 / 3)
+    assert under_search(searched, classes) == 0.5
+    assert over_search([True], [HELPED]) is None  # no known question: no rate, not 0
+
+
+def test_auroc_hand_cases() -> None:
+    assert auroc([0.9, 0.1], [True, False]) == 1.0
+    assert auroc([0.1, 0.9], [True, False]) == 0.0
+    assert auroc([0.8, 0.4, 0.6, 0.2], [True, True, False, False]) == 0.75  # 3 of 4 pairs ranked right
+    assert auroc([0.3], [True]) is None
+
+
+def test_bootstrap_interval_brackets_the_mean() -> None:
+    values = [1.0] * 3 + [0.0] * 9
+    low, high = bootstrap_ci(values)
+    assert low <= 0.25 <= high and 0.0 <= low < high <= 1.0
+    assert bootstrap_ci([]) is None
+
+
+def test_letters_show_a_one_letter_reflex() -> None:
+    report = letter_report(["C", "C", "C", "C"], ["A", "C", "B", "C"])
+    assert report["top_share"] == 1.0 and report["accuracy"] == 0.5 == report["majority_baseline"]
+
+
+def example(i: int, answer: str = "Paris", choices: tuple[str, ...] | None = None) -> Example:
+    return Example(f"q{i}", f"question {i}?", (answer,), "needs_search", "t", choices=choices)
+
+
+def label(i: int, klass: str, p_closed: float = 0.0) -> Label:
+    return Label(example(i), "test", [], [], p_closed, 0.0, klass)
+
+
+def outcome(i: int, policy: str, klass: str, right: bool, searches: int, confidence: float | None = None) -> Outcome:
+    return Outcome(f"q{i}", "t", klass, policy, "a", "a", right, float(right), searches, 10, 1 + searches, 0.1,
+                   confidence)  # fmt: skip
+
+
+def test_oracle_takes_never_on_known_and_always_elsewhere() -> None:
+    runs = [outcome(0, "never", KNOWN, True, 0), outcome(0, "always", KNOWN, False, 1),
+            outcome(1, "never", HELPED, False, 0), outcome(1, "always", HELPED, True, 1)]  # fmt: skip
+    chosen = {o.id: o for o in oracle(runs)}
+    assert chosen["q0"].searches == 0 and chosen["q0"].right
+    assert chosen["q1"].searches == 1 and chosen["q1"].right
+    assert {o.policy for o in chosen.values()} == {"oracle"}
+
+
+def test_summary_rows_and_auroc_from_confidence() -> None:
+    labels = [label(0, KNOWN, 1.0), label(1, HELPED), label(2, NEITHER)]
+    runs = [outcome(0, "confidence", KNOWN, True, 0, 0.9), outcome(1, "confidence", HELPED, True, 1, 0.2),
+            outcome(2, "confidence", NEITHER, False, 0, 0.6)]  # fmt: skip
+    (row,) = summarise(runs, labels)
+    assert row["accuracy"] == pytest.approx(2 / 3, abs=1e-3)
+    assert row["searches_per_question"] == pytest.approx(1 / 3, abs=1e-3)
+    assert row["over_search"] == 0.0 and row["under_search"] == 0.0
+    assert row["auroc"] == 1.0  # the closed-book-wrong questions (0.2, 0.6) rank above the right one (0.9)
+
+
+def test_confidence_sweep_and_pick() -> None:
+    runs = [outcome(0, "confidence", KNOWN, False, 1, 0.9), outcome(1, "confidence", HELPED, True, 1, 0.2)]
+    runs[0].extra["first_right"], runs[1].extra["first_right"] = True, False
+    sweep = {r["threshold"]: r for r in confidence_sweep(runs, [0.0, 0.5, 1.0])}
+    assert sweep[0.0] == {"threshold": 0.0, "accuracy": 0.5, "searches_per_question": 0.0}  # first answers only
+    assert sweep[0.5] == {"threshold": 0.5, "accuracy": 1.0, "searches_per_question": 0.5}  # the unsure one searched
+    assert sweep[1.0] == {"threshold": 1.0, "accuracy": 0.5, "searches_per_question": 1.0}
+    assert pick_threshold(list(sweep.values()))["threshold"] == 0.5
+    assert pick_threshold(list(sweep.values()), max_searches_per_question=0.2)["threshold"] == 0.0
+    with pytest.raises(ValueError, match="no threshold"):
+        pick_threshold(list(sweep.values()), max_searches_per_question=-1)
+
+
+def test_is_right_by_kind() -> None:
+    assert is_right("It is Paris.", example(0)) and not is_right("London", example(0))
+    mc = example(1, "B", ("w", "x", "y", "z"))
+    assert is_right("B", mc) and not is_right("C", mc)
+
+
+def test_split_is_frozen_by_text_not_id() -> None:
+    a, b = example(0), Example("other-id", "Question 0", ("x",), "known", "u")
+    assert split_of(a) == split_of(b)
+    splits = [split_of(example(i)) for i in range(400)]
+    assert 0.4 < splits.count("train") / 400 < 0.6 and splits.count("dev") and splits.count("test")
+
+
+def test_threshold_is_read_from_the_model_folder(tmp_path) -> None:
+    assert read_threshold(tmp_path) is None and resolve_threshold(None, tmp_path) == 0.5
+    write_threshold(tmp_path, 0.35, split="dev")
+    assert read_threshold(tmp_path) == 0.35 and resolve_threshold(None, tmp_path) == 0.35
+    assert resolve_threshold(0.8, tmp_path) == 0.8  # configured wins
+
+
+async def test_teacher_traces_carry_the_models_own_first_answers(tokenizer, tiny_corpus) -> None:
+    """SFT from labels: the first answer is one of the model's samples and the label decides the search; no fixed
+    thought string, no placeholder answer (a teacher that wrote "unknown" or "I know this." fails here)."""
+    from sem.cache import CachedSearch
+    from sem.search.bm25 import BM25Backend
+    from trainer.sft import teacher_trace
+
+    backend = BM25Backend(tiny_corpus)
+    await backend.load()
+    hamlet = Example("h", "Who wrote Hamlet?", ("William Shakespeare",), "needs_search", "t")
+    known = Label(hamlet, "train", ["Marlowe", "William Shakespeare"], ["Shakespeare"], 0.5, 1.0, KNOWN)
+    helped = Label(hamlet, "train", ["Marlowe", "Bacon"], ["Kyd", "Shakespeare"], 0.0, 0.5, HELPED)
+    for lab, searches in ((known, 0), (helped, 1)):
+        trace = await teacher_trace(hamlet, tokenizer, CachedSearch(backend), label=lab)
+        assert trace.answers[0] in lab.closed and trace.search_count == searches
+        assert "<think>" not in trace.completion and "unknown" not in trace.completion.lower()
+    assert trace.answers == ["Marlowe", "Shakespeare"]  # its own right post-search answer, not the gold
+    assert known.closed[1] == "William Shakespeare"  # the known case taught its right sample, not its first
