@@ -312,7 +312,8 @@ def load_source(name: str, where: str | Path = SAMPLE, split: str = "dev", limit
     loader, relative = _FILES[(name, split)]
     path = folder / relative
     if not path.is_file():
-        shipped = " (TriviaQA is not in the shipped sample: its licence is not stated)" if where == SAMPLE else ""
+        unshipped = where == SAMPLE and name == "triviaqa"
+        shipped = " (TriviaQA is not in the shipped sample: its licence is not stated)" if unshipped else ""
         raise FileNotFoundError(f"{path} is missing (the data folder is {folder}){shipped}")
     return loader(path, limit=limit, split=split)
 

@@ -160,7 +160,7 @@ class Trace:
     finish_reason: str = "stop"
     engine_calls: int = 0
     # Tokens each request brought that the engine had not computed by the end of the previous one (the prompt, then
-    # inserted results): what a prefix-caching engine prefills. Peeks and re-generated calls would add to it.
+    # inserted results): what a prefix-caching engine prefills, block rounding aside.
     prefill_tokens: int = 0
     confidence: float | None = None  # `confidence` policy: the first answer's least likely token's probability
 
