@@ -159,45 +159,40 @@ def gsm8k_example(row: dict[str, Any], key: str) -> Example:
 # ---- local files in the original layouts -----------------------------------------------------------------------
 
 
-def _from_jsonl(path: Path, make: Callable[[dict[str, Any], str], Example | None], split: str | None,
-                limit: int | None) -> list[Example]:  # fmt: skip
+def _from_file(path: Path, make: Callable[[dict[str, Any], str], Example | None], split: str | None,
+               limit: int | None) -> list[Example]:  # fmt: skip
+    """Rows of a JSON array (`.json`) or JSONL file; a row without an id is keyed `<split>/<row number>`."""
     prefix = f"{split}/" if split else ""
-    return _take((make(row, f"{prefix}{lineno}") for lineno, row in _jsonl(path)), limit)
-
-
-def _from_json_array(path: Path, make: Callable[[dict[str, Any], str], Example], split: str | None,
-                     limit: int | None) -> list[Example]:  # fmt: skip
-    prefix = f"{split}/" if split else ""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return _take((make(row, f"{prefix}{i}") for i, row in enumerate(data)), limit)
+    numbered = enumerate(json.loads(path.read_text(encoding="utf-8"))) if path.suffix == ".json" else _jsonl(path)
+    return _take((make(row, f"{prefix}{n}") for n, row in numbered), limit)
 
 
 def load_musique(path: Path, limit: int | None = None, split: str | None = None) -> list[Example]:
     """MuSiQue-Ans JSONL (with paragraphs), or its QA-only form `{question, answer: [...]}`."""
-    return _from_jsonl(path, musique_example, split, limit)
+    return _from_file(path, musique_example, split, limit)
 
 
 def load_hotpotqa(path: Path, limit: int | None = None, split: str | None = None) -> list[Example]:
     """HotpotQA JSON (context as [title, [sentences]], supporting facts by title)."""
-    return _from_json_array(path, hotpotqa_example, split, limit)
+    return _from_file(path, hotpotqa_example, split, limit)
 
 
 def load_2wiki(path: Path, limit: int | None = None, split: str | None = None) -> list[Example]:
     """2WikiMultihopQA JSON (HotpotQA's layout)."""
-    return _from_json_array(path, twowiki_example, split, limit)
+    return _from_file(path, twowiki_example, split, limit)
 
 
 def load_nq_open(path: Path, limit: int | None = None, split: str | None = None) -> list[Example]:
-    return _from_jsonl(path, nq_open_example, split, limit)
+    return _from_file(path, nq_open_example, split, limit)
 
 
 def load_triviaqa(path: Path, limit: int | None = None, split: str | None = None) -> list[Example]:
-    return _from_jsonl(path, triviaqa_example, split, limit)
+    return _from_file(path, triviaqa_example, split, limit)
 
 
 def load_gsm8k(path: Path, limit: int | None = None, split: str | None = None) -> list[Example]:
     """GSM8K JSONL; the gold is the number after `####`."""
-    return _from_jsonl(path, gsm8k_example, split, limit)
+    return _from_file(path, gsm8k_example, split, limit)
 
 
 def load_mmlu(
