@@ -234,4 +234,5 @@ def test_answer_confidence_is_the_least_likely_answer_token(tokenizer) -> None:
     ids = think_ids + answer_ids
     assert answer_confidence(think + answer, ids, logprobs, tokenizer) == pytest.approx(math.exp(-1.0))
     assert answer_confidence(think + answer, ids, None, tokenizer) is None
-    assert answer_confidence("no answer here", ids, logprobs, tokenizer) is None
+    untagged = answer_confidence("William Shakespeare", ids[:2], [-0.5, -1.5], tokenizer)  # no tags: the whole text
+    assert untagged == pytest.approx(math.exp(-1.0))
