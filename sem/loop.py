@@ -345,7 +345,7 @@ class SearchLoop:
                 async for event in self._search(step.query or "", opts, out, forced=False):
                     yield event
                 continue
-            if step.kind is protocol.StepKind.answer and opts.policy is SearchPolicy.confidence and not trace.searches:
+            if opts.policy is SearchPolicy.confidence and not trace.searches:  # the first answer, tagged or not
                 trace.confidence = answer_confidence(delta.text, delta.token_ids, delta.logprobs, tokenizer)
                 if opts.max_searches > 0 and (trace.confidence or 0.0) < opts.confidence_threshold:
                     call = "\n" + protocol.format_forced_search(question)

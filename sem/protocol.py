@@ -124,6 +124,8 @@ def final_answer(text: str) -> str:
     'Canberra.'
     >>> final_answer("William Shakespeare wrote it.")
     'William Shakespeare wrote it.'
+    >>> final_answer("Marlowe. <search>q</search><result>r</result> Shakespeare.")  # no tags: after the last result
+    'Shakespeare.'
     """
     last_close = text.rfind(ANSWER_CLOSE)
     tail = text[last_close + len(ANSWER_CLOSE) :] if last_close >= 0 else text
@@ -136,7 +138,8 @@ def final_answer(text: str) -> str:
     answers = [a for a in extract_answers(text) if a]
     if answers:
         return answers[-1]
-    visible = _BLOCK_RE.sub(" ", text)
+    after_result = text[text.rfind(RESULT_CLOSE) + len(RESULT_CLOSE) :] if RESULT_CLOSE in text else ""
+    visible = _BLOCK_RE.sub(" ", after_result if after_result.strip() else text)
     return " ".join(_TAG_LIKE_RE.sub(" ", visible).split())
 
 

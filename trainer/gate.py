@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from sem.benchmarks import Example
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
+from sem.protocol import final_answer
 from sem.scoring import f1, mc_letter, score
 from trainer.data import question_key
 
@@ -230,7 +231,8 @@ class Outcome:
 
 
 def outcome_of(lab: Label, policy: str, trace: Trace, latency_s: float) -> Outcome:
-    first = trace.answers[0] if trace.answers else trace.answer
+    first_text = next((seg.text for seg in trace.segments if seg.generated), "")  # before any search
+    first = trace.answers[0] if trace.answers else final_answer(first_text)
     return Outcome(lab.example.id, lab.example.source, lab.klass, policy, trace.answer, first,
                    is_right(trace.answer, lab.example), f1(trace.answer, list(lab.example.answers)),
                    trace.search_count, trace.generated_tokens, trace.engine_calls, latency_s,

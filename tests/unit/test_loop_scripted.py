@@ -236,3 +236,12 @@ def test_answer_confidence_is_the_least_likely_answer_token(tokenizer) -> None:
     assert answer_confidence(think + answer, ids, None, tokenizer) is None
     untagged = answer_confidence("William Shakespeare", ids[:2], [-0.5, -1.5], tokenizer)  # no tags: the whole text
     assert untagged == pytest.approx(math.exp(-1.0))
+
+
+async def test_confidence_gate_reads_an_answer_without_tags(tokenizer, retriever) -> None:
+    """The base model ignores the template: its whole text is its answer, scored, searched, and answered again."""
+    engine = ReplayEngine(tokenizer, ["Marlowe wrote it.", "Shakespeare."], logprob=math.log(0.3))
+    options = LoopOptions(policy=SearchPolicy.confidence, confidence_threshold=0.5)
+    trace = await SearchLoop(engine, retriever).run("Who wrote Hamlet?", options)
+    assert trace.confidence == pytest.approx(0.3) and trace.search_count == 1
+    assert trace.answer == "Shakespeare."  # what it wrote after the result, not both texts
