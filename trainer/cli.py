@@ -335,6 +335,16 @@ def _gate_corpus(examples: list, out: Path) -> Path:
     return out
 
 
+def _labels_corpus(labels_file: Path) -> Path:
+    """The corpus the labels were searched on, beside them; rebuilt from the labelled questions when missing."""
+    from trainer.gate import read_labels
+
+    corpus = labels_file.with_name("corpus.jsonl")
+    if not corpus.is_file():
+        _gate_corpus([lab.example for lab in read_labels(labels_file)], corpus)
+    return corpus
+
+
 @contextmanager
 def _gate_loop(model: str | None, engine_kind: str, corpus: Path) -> Iterator:
     """A SearchLoop on a local model (adapters merged) over a corpus; closes the engine afterwards."""
@@ -407,7 +417,7 @@ def calibrate(
         raise typer.BadParameter("merge the adapter first (`trainer export`): the threshold is kept beside the weights",
                                  param_hint="--model")  # fmt: skip
     labels = read_labels(labels_file, split)
-    with _gate_loop(model, engine, labels_file.with_name("corpus.jsonl")) as (loop_, search_loop, model_path):
+    with _gate_loop(model, engine, _labels_corpus(labels_file)) as (loop_, search_loop, model_path):
         outcomes = loop_.run_until_complete(run_policies(search_loop, labels, ["confidence"], max_tokens=max_tokens,
                                                          confidence_threshold=1.0))  # fmt: skip
     by_id = {lab.example.id: lab.example for lab in labels}
@@ -446,7 +456,7 @@ def eval_gate(
     labels = read_labels(labels_file, split)
     if not labels:
         raise typer.BadParameter(f"no {split!r} questions in {labels_file}", param_hint="--split")
-    with _gate_loop(model, engine, labels_file.with_name("corpus.jsonl")) as (loop_, search_loop, model_path):
+    with _gate_loop(model, engine, _labels_corpus(labels_file)) as (loop_, search_loop, model_path):
         threshold = resolve_threshold(None, model_path)
         outcomes = loop_.run_until_complete(run_policies(search_loop, labels, chosen, max_tokens=max_tokens,
                                                          confidence_threshold=threshold))  # fmt: skip
