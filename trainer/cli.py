@@ -181,7 +181,7 @@ def sft(
         from trainer.gate import read_labels
 
         labels = {lab.example.id: lab for lab in read_labels(labels_file, "train")}
-        examples, corpus = [lab.example for lab in labels.values()], labels_file.with_name("corpus.jsonl")
+        examples, corpus = [lab.example for lab in labels.values()], _labels_corpus(labels_file)
     else:
         examples, corpus = read_jsonl(data_dir / "train.jsonl"), data_dir / "corpus.jsonl"
     final = run_sft(
