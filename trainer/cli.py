@@ -33,6 +33,12 @@ class Reward(StrEnum):
     em = "em"
 
 
+class RolloutEngineChoice(StrEnum):
+    auto = "auto"  # vllm when installed, else hf
+    vllm = "vllm"
+    hf = "hf"
+
+
 class Labelling(StrEnum):
     fixed = "fixed"  # MuSiQue/HotpotQA need search, MMLU is known (SEM's mix)
     model = "model"  # the base model's closed-book pass rate decides (IKEA's mode)
@@ -211,16 +217,23 @@ def train(
     max_searches: int = 2,
     save_steps: int = 25,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
+    rollout_engine: Annotated[
+        RolloutEngineChoice,
+        typer.Option(help="vllm: a step's answers batched on vLLM, weights pushed each step; hf: transformers."),
+    ] = RolloutEngineChoice.auto,
+    vllm_dtype: Annotated[str, typer.Option(help="dtype of the vLLM rollout engine.")] = "float32",
 ) -> None:
     """GRPO with a search-efficiency reward; rollouts run sem.loop on the policy."""
     from trainer.data import read_jsonl
-    from trainer.grpo import GRPOSettings, run_grpo
+    from trainer.grpo import GRPOSettings, default_rollout_engine, run_grpo
 
     start = model or (str(RUNS / "sft" / "final") if (RUNS / "sft" / "final").is_dir() else _default_model())
     settings = GRPOSettings(
         reward=reward.value, tau=tau, max_steps=max_steps, batch_size=batch_size, num_generations=num_generations,
         max_completion_length=max_completion_length, temperature=temperature, learning_rate=learning_rate,
         beta=beta, loss_type=loss_type, lora=lora, lora_r=lora_r, max_searches=max_searches, save_steps=save_steps,
+        rollout_engine=default_rollout_engine() if rollout_engine is RolloutEngineChoice.auto else rollout_engine.value,
+        vllm_dtype=vllm_dtype,
     )  # fmt: skip
     final = run_grpo(
         start, read_jsonl(data_dir / "train.jsonl"), _retriever(data_dir / "corpus.jsonl"), out, settings,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,16 @@ from sem.cache import CachedSearch
 from trainer.data import Example
 from trainer.lora import is_adapter, load_trainable, lora_config
 from trainer.rewards import reward_functions
-from trainer.rollout import RolloutConfig, SEMRollout
+from trainer.rollout import RolloutConfig, RolloutEngineKind, SEMRollout
 
 log = logging.getLogger(__name__)
+
+
+def default_rollout_engine() -> RolloutEngineKind:
+    """vLLM where it is installed, HF `generate` otherwise."""
+    import importlib.util
+
+    return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
 
 
 @dataclass
@@ -40,6 +48,8 @@ class GRPOSettings:
     max_searches: int = 2
     top_k: int = 3
     seed: int = 0
+    rollout_engine: RolloutEngineKind = field(default_factory=default_rollout_engine)
+    vllm_dtype: str = "float32"
 
 
 def reward_params(settings: GRPOSettings) -> dict[str, Any]:
@@ -47,35 +57,53 @@ def reward_params(settings: GRPOSettings) -> dict[str, Any]:
 
 
 class JSONLLogger(TrainerCallback):
-    """Appends every log record (reward parts, search counts, loss) to a JSONL file."""
+    """Appends every log record (reward parts, search counts, loss, and `extra()`'s totals) to a JSONL file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, extra: Callable[[], dict[str, Any]] | None = None) -> None:
         self.path = path
+        self.extra = extra or dict
         self.started = time.perf_counter()
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not logs:
             return
-        record = {"step": state.global_step, "elapsed_s": round(time.perf_counter() - self.started, 1), **logs}
+        elapsed = round(time.perf_counter() - self.started, 1)
+        record = {"step": state.global_step, "elapsed_s": elapsed, **logs, **self.extra()}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
 
-def run_grpo(
-    model_path: str,
-    examples: list[Example],
-    retriever: CachedSearch,
-    output_dir: Path,
-    settings: GRPOSettings,
-    *,
-    resume: bool = False,
-) -> Path:
-    """Train; returns the folder of the final model (a LoRA adapter when `settings.lora`)."""
+def _trainer_class() -> type:
+    from trl import GRPOTrainer
+
+    class SEMGRPOTrainer(GRPOTrainer):
+        """GRPOTrainer whose rollouts run SEM's loop, on SEM's vLLM engine when the rollout has one.
+
+        TRL keys two things on `use_vllm`: the weight sync before a new step's first generation and the importance-
+        sampling correction of the engine's log-probs (with its logged mismatch). Both are what our engine needs, so
+        after TRL has set up without an engine of its own (`args.use_vllm` stays False), the trainer claims vLLM and
+        the rollout stands in for TRL's `vllm_generation` (it has `sync_weights()`).
+        """
+
+        def __init__(self, *args: Any, rollout_func: SEMRollout, **kwargs: Any) -> None:
+            super().__init__(*args, rollout_func=rollout_func, **kwargs)
+            if rollout_func.uses_vllm:
+                rollout_func.attach(self)
+                self.use_vllm = True
+                self.vllm_generation = rollout_func
+                self._last_loaded_step = -1
+
+    return SEMGRPOTrainer
+
+
+def build_grpo_trainer(
+    model_path: str, examples: list[Example], retriever: CachedSearch, output_dir: Path, settings: GRPOSettings
+) -> tuple[Any, SEMRollout]:
+    """The TRL trainer and its rollout (close the rollout when done: it may hold a vLLM engine)."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.trainer_utils import get_last_checkpoint
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
 
     output_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -106,14 +134,20 @@ def run_grpo(
         gradient_checkpointing=False,  # TRL turns it on; a 135M model fits, and it costs 20% a step
         log_completions=False,
     )
-    rollout = SEMRollout(retriever, RolloutConfig(max_searches=settings.max_searches, top_k=settings.top_k))
+    rollout = SEMRollout(
+        retriever,
+        RolloutConfig(
+            max_searches=settings.max_searches, top_k=settings.top_k, engine=settings.rollout_engine,
+            vllm_dtype=settings.vllm_dtype,
+        ),
+    )  # fmt: skip
     peft_config = None
     if is_adapter(model_path):  # an SFT adapter: keep training it, the result stays one adapter over the base
         model = load_trainable(model_path)
     else:
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
         peft_config = lora_config(settings.lora_r) if settings.lora else None
-    trainer = GRPOTrainer(
+    trainer = _trainer_class()(
         model=model,
         reward_funcs=funcs,
         args=args,
@@ -121,15 +155,35 @@ def run_grpo(
         processing_class=tokenizer,
         peft_config=peft_config,
         rollout_func=rollout,
-        callbacks=[JSONLLogger(output_dir / "log.jsonl")],
+        callbacks=[JSONLLogger(output_dir / "log.jsonl", extra=lambda: {"rollout": asdict(rollout.stats)})],
     )
+    return trainer, rollout
+
+
+def run_grpo(
+    model_path: str,
+    examples: list[Example],
+    retriever: CachedSearch,
+    output_dir: Path,
+    settings: GRPOSettings,
+    *,
+    resume: bool = False,
+) -> Path:
+    """Train; returns the folder of the final model (a LoRA adapter when `settings.lora`)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    trainer, rollout = build_grpo_trainer(model_path, examples, retriever, output_dir, settings)
     last = get_last_checkpoint(str(output_dir)) if resume else None
     if resume:
         log.info("resuming from %s", last or "the start (no checkpoint yet)")
-    trainer.train(resume_from_checkpoint=last)
+    log.info("rollouts on %s", settings.rollout_engine)
+    try:
+        trainer.train(resume_from_checkpoint=last)
+    finally:
+        rollout.close()
     final = output_dir / "final"
     trainer.save_model(str(final))
-    tokenizer.save_pretrained(str(final))
+    trainer.processing_class.save_pretrained(str(final))
     stats = rollout.stats
     log.info(
         "grpo done: %d completions, %.2f searches each, %.0f%% in template",

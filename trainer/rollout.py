@@ -1,20 +1,28 @@
 """TRL's `rollout_func` over `sem.loop`: the trainer's rollouts run the same loop the service runs.
 
-For every prompt (TRL repeats each `num_generations` times) the policy answers through `SearchLoop` with the HF
-engine on the policy's own weights; the returned `env_mask` is the loop's loss mask, so inserted `<result>` tokens
-are never trained on. The trace fields the rewards read travel as extra columns.
+For every prompt (TRL repeats each `num_generations` times) the policy answers through `SearchLoop`, either on SEM's
+vLLM engine (all of a step's answers at once, continuously batched, the policy's weights pushed after every optimizer
+step) or with HF `generate` on the policy itself (one answer at a time; the fallback where vLLM does not run). The
+returned `env_mask` is the loop's loss mask, so inserted `<result>` tokens are never trained on. The trace fields the
+rewards read travel as extra columns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sem.cache import CachedSearch
 from sem.engines.hf import HFEngine
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
+
+if TYPE_CHECKING:
+    from trainer.vllm_rollout import RolloutEngine
+
+RolloutEngineKind = Literal["vllm", "hf"]
 
 
 @dataclass
@@ -23,15 +31,22 @@ class RolloutConfig:
     top_k: int = 3
     passage_chars: int = 300
     policy: SearchPolicy = SearchPolicy.auto
+    engine: RolloutEngineKind = "hf"
+    vllm_dtype: str = "float32"  # the policy's own dtype on CPU: vLLM's log-probs then match the trainer's
 
 
 @dataclass
 class RolloutStats:
-    """Running totals, logged by the trainer's callback."""
+    """Running totals, logged by the trainer's callback and read by bench/trainer.py."""
 
     completions: int = 0
     searches: int = 0
     formatted: int = 0
+    generated_tokens: int = 0
+    rollout_s: float = 0.0  # generation, searches included
+    sync_s: float = 0.0  # weight pushes into vLLM
+    syncs: int = 0
+    engine_start_s: float = 0.0  # starting vLLM (once)
 
 
 def trace_columns(traces: list[Trace], eos_id: int | None) -> dict[str, list[Any]]:
@@ -67,13 +82,51 @@ def trace_columns(traces: list[Trace], eos_id: int | None) -> dict[str, list[Any
 
 
 class SEMRollout:
-    """A picklable rollout function: `rollout(prompts, trainer) -> dict` (TRL 1.16's RolloutFunc)."""
+    """The rollout function: `rollout(prompts, trainer) -> dict` (TRL 1.16's RolloutFunc).
+
+    With `engine="vllm"` it also stands in for TRL's `vllm_generation`: TRL calls `sync_weights()` whenever the
+    step has moved on (see `trainer.grpo.SEMGRPOTrainer`). `close()` stops the engine.
+    """
 
     def __init__(self, retriever: CachedSearch, config: RolloutConfig | None = None) -> None:
         self.retriever = retriever
         self.config = config or RolloutConfig()
         self.stats = RolloutStats()
         self.__name__ = "sem_rollout"
+        self._trainer: Any = None
+        self._vllm: RolloutEngine | None = None
+        self._synced_step: int | None = None
+
+    @property
+    def uses_vllm(self) -> bool:
+        return self.config.engine == "vllm"
+
+    def attach(self, trainer: Any) -> None:
+        self._trainer = trainer
+
+    def sync_weights(self) -> None:
+        """Push the policy's current weights into vLLM (TRL calls this before the first rollout of a step)."""
+        trainer = self._trainer
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        engine = self._engine(model)
+        self.stats.sync_s += engine.push_weights(model)
+        self.stats.syncs += 1
+        self._synced_step = trainer.state.global_step
+
+    def _engine(self, model: Any) -> RolloutEngine:
+        if self._vllm is None:
+            from trainer.vllm_rollout import RolloutEngine
+
+            started = time.perf_counter()
+            # the checkpoint the policy started from gives vLLM its architecture and tokenizer; weights follow
+            self._vllm = RolloutEngine(model.config._name_or_path, dtype=self.config.vllm_dtype)
+            self.stats.engine_start_s += time.perf_counter() - started
+        return self._vllm
+
+    def close(self) -> None:
+        if self._vllm is not None:
+            self._vllm.close()
+            self._vllm = None
 
     def options(self, trainer: Any) -> LoopOptions:
         args = trainer.args
@@ -90,19 +143,34 @@ class SEMRollout:
         )
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        tokenizer = trainer.processing_class
-        engine = HFEngine(model, tokenizer, "policy")
-        loop = SearchLoop(engine, self.retriever)
+        if self.uses_vllm and self._synced_step != trainer.state.global_step:  # TRL has not pushed them (or no TRL)
+            self._trainer = trainer
+            self.sync_weights()
+        started = time.perf_counter()
+        questions = [self._question(p) for p in prompts]
         options = self.options(trainer)
+        if self.uses_vllm:
+            traces = self._run_vllm(questions, options, trainer)
+        else:
+            traces = self._run_hf(questions, options, trainer)
+        self.stats.rollout_s += time.perf_counter() - started
+        self._record(traces)
+        return trace_columns(traces, trainer.processing_class.eos_token_id)
+
+    def _run_vllm(self, questions: list[str], options: LoopOptions, trainer: Any) -> list[Trace]:
+        engine = self._engine(trainer.accelerator.unwrap_model(trainer.model))
+        loop = SearchLoop(engine.engine, self.retriever)
+        return engine.run(self._run_concurrently(loop, questions, options))
+
+    def _run_hf(self, questions: list[str], options: LoopOptions, trainer: Any) -> list[Trace]:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        loop = SearchLoop(HFEngine(model, trainer.processing_class, "policy"), self.retriever)
         was_training = model.training
         model.eval()
         try:
-            traces = asyncio.run(self._run_all(loop, [self._question(p) for p in prompts], options))
+            return asyncio.run(self._run_one_by_one(loop, questions, options))
         finally:
             model.train(was_training)
-        self._record(traces)
-        return trace_columns(traces, tokenizer.eos_token_id)
 
     @staticmethod
     def _question(prompt: Any) -> str:
@@ -111,11 +179,21 @@ class SEMRollout:
         return str(prompt[-1]["content"])  # conversational: the last user message
 
     @staticmethod
-    async def _run_all(loop: SearchLoop, questions: list[str], options: LoopOptions) -> list[Trace]:
-        # One at a time: HF generate on CPU does not batch across requests.
-        return [await loop.run(q, options, request_id=f"rollout-{uuid.uuid4().hex[:8]}") for q in questions]
+    async def _run_one_by_one(loop: SearchLoop, questions: list[str], options: LoopOptions) -> list[Trace]:
+        # HF generate on CPU does not batch across requests.
+        return [await loop.run(q, options, request_id=_request_id()) for q in questions]
+
+    @staticmethod
+    async def _run_concurrently(loop: SearchLoop, questions: list[str], options: LoopOptions) -> list[Trace]:
+        # vLLM batches them; a group's copies of one prompt share its prefix cache.
+        return list(await asyncio.gather(*(loop.run(q, options, request_id=_request_id()) for q in questions)))
 
     def _record(self, traces: list[Trace]) -> None:
         self.stats.completions += len(traces)
+        self.stats.generated_tokens += sum(t.generated_tokens for t in traces)
         self.stats.searches += sum(t.search_count for t in traces)
         self.stats.formatted += sum(t.follows_template for t in traces)
+
+
+def _request_id() -> str:
+    return f"rollout-{uuid.uuid4().hex[:8]}"

@@ -33,6 +33,22 @@ def configure_vllm_environment(settings: Settings) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
+class WeightLoader:
+    """A vLLM worker extension (`worker_extension_cls`): replace the model's weights in place from a safetensors file.
+
+    It runs inside vLLM's engine process, so it is named by import path and imports nothing heavy at module level.
+    vLLM's in-place reload is used, not the model's `load_weights`: on CPU the linear weights are repacked for the
+    kernels after loading, and the checkpoint-shaped parameters are gone.
+    """
+
+    def sem_load_weights(self, path: str) -> int:
+        from safetensors.torch import load_file
+
+        weights = load_file(path)
+        self.model_runner.reload_weights(weights_iterator=iter(weights.items()))  # type: ignore[attr-defined]
+        return len(weights)
+
+
 class VLLMEngine:
     name = "vllm"
 
@@ -42,7 +58,11 @@ class VLLMEngine:
         self.model_name = model_name
 
     @classmethod
-    async def start(cls, model_path: str, settings: Settings) -> VLLMEngine:
+    async def start(
+        cls, model_path: str, settings: Settings, *, reloadable: bool = False, logprobs_mode: str | None = None
+    ) -> VLLMEngine:
+        """`reloadable`: weights can be replaced while it runs (`load_weights`), as GRPO's rollouts need;
+        `logprobs_mode="processed_logprobs"`: log-probs after temperature, as the trainer's policy computes them."""
         configure_vllm_environment(settings)
         try:
             from transformers import AutoTokenizer
@@ -60,6 +80,8 @@ class VLLMEngine:
             gpu_memory_utilization=settings.vllm.gpu_memory_utilization,
             max_num_seqs=settings.vllm.max_num_seqs,
             seed=settings.seed,
+            worker_extension_cls=f"{__name__}.{WeightLoader.__name__}" if reloadable else "",
+            **({"logprobs_mode": logprobs_mode} if logprobs_mode else {}),
         )
         try:
             llm = AsyncLLM.from_engine_args(args)
@@ -101,6 +123,17 @@ class VLLMEngine:
 
     async def abort(self, request_id: str) -> None:
         await self._llm.abort(request_id)
+
+    async def load_weights(self, path: str) -> None:
+        """Load new weights (a safetensors file under the checkpoint's names); needs `start(..., reloadable=True)`.
+
+        The prefix cache is dropped: its KV was computed by the old weights.
+        """
+        try:
+            await self._llm.collective_rpc("sem_load_weights", args=(path,))
+            await self._llm.reset_prefix_cache()
+        except Exception as exc:
+            raise EngineError(f"vLLM could not load the weights in {path}: {exc}") from exc
 
     async def check_health(self) -> None:
         try:

@@ -1,0 +1,175 @@
+"""GRPO step time with HF rollouts and with vLLM rollouts, side by side in one run (same data, model and settings).
+
+Each engine trains `--steps` GRPO steps of `--prompts` prompts x `--generations` answers (<= `--max-tokens` tokens,
+LoRA) from the same start model, and the first step is left out of the means (vLLM's first push and warm-up). Per
+step: seconds, where they go (rollout, weight push into vLLM, log-prob forwards without gradient, the loss forward,
+the rest = backward + optimizer + rewards), rollout tokens/s, and the mean |vLLM log-prob - policy log-prob| per
+generated token that TRL logs for its importance-sampling correction.
+
+    .venv/bin/python bench/trainer.py [--steps 4] [--engines hf,vllm] [--out bench/results/trainer.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from sem.settings import Settings
+from trainer.cli import _retriever
+from trainer.data import read_jsonl
+from trainer.grpo import GRPOSettings, build_grpo_trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class StepClock(TrainerCallback):
+    """Seconds of each step and the rollout totals and TRL metrics at its end."""
+
+    def __init__(self, rollout: Any, forwards: dict[str, float]) -> None:
+        self.rollout, self.forwards = rollout, forwards
+        self.steps: list[dict[str, float]] = []
+        self._last: dict[str, float] = {}
+        self._started = 0.0
+
+    def _totals(self) -> dict[str, float]:
+        s = self.rollout.stats
+        return {"rollout_s": s.rollout_s, "sync_s": s.sync_s, "tokens": s.generated_tokens, **self.forwards}
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._started, self._last = time.perf_counter(), self._totals()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        now = self._totals()
+        self.steps.append({"step_s": time.perf_counter() - self._started, **{k: now[k] - self._last[k] for k in now}})
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if logs and "sampling/sampling_logp_difference/mean" in logs and self.steps:
+            self.steps[-1]["logp_diff"] = logs["sampling/sampling_logp_difference/mean"]
+            self.steps[-1]["logp_diff_max"] = logs["sampling/sampling_logp_difference/max"]
+
+
+def time_forwards(trainer: Any) -> dict[str, float]:
+    """Wrap TRL's log-prob forward to split the old/reference log-probs (no grad) from the loss forward."""
+    totals = {"logps_nograd_s": 0.0, "loss_forward_s": 0.0}
+    inner = trainer._get_per_token_logps_and_entropies
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            key = "loss_forward_s" if torch.is_grad_enabled() else "logps_nograd_s"
+            totals[key] += time.perf_counter() - started
+
+    trainer._get_per_token_logps_and_entropies = timed
+    return totals
+
+
+def run_engine(engine: str, model: str, data: Path, work: Path, opts: argparse.Namespace) -> dict[str, Any]:
+    settings = GRPOSettings(
+        max_steps=opts.steps, batch_size=opts.prompts * opts.generations, num_generations=opts.generations,
+        max_completion_length=opts.max_tokens, temperature=1.0, learning_rate=1e-5, lora=True, lora_r=8,
+        save_steps=10_000, rollout_engine=engine,
+    )  # fmt: skip
+    trainer, rollout = build_grpo_trainer(
+        model, read_jsonl(data / "train.jsonl"), _retriever(data / "corpus.jsonl"), work / engine, settings
+    )
+    clock = StepClock(rollout, time_forwards(trainer))
+    trainer.add_callback(clock)
+    started = time.perf_counter()
+    try:
+        trainer.train()
+    finally:
+        rollout.close()
+    measured = clock.steps[1:] or clock.steps  # the first step carries the warm-up
+
+    def mean(key: str) -> float:
+        values = [s[key] for s in measured if key in s]
+        return statistics.fmean(values) if values else float("nan")
+
+    step = mean("step_s")
+    rest = step - mean("rollout_s") - mean("sync_s") - mean("logps_nograd_s") - mean("loss_forward_s")
+    return {
+        "engine": engine,
+        "steps": len(measured),
+        "step_s": round(step, 1),
+        "rollout_s": round(mean("rollout_s"), 1),
+        "sync_s": round(mean("sync_s"), 2),
+        "logps_nograd_s": round(mean("logps_nograd_s"), 1),
+        "loss_forward_s": round(mean("loss_forward_s"), 1),
+        "backward_rest_s": round(rest, 1),
+        "rollout_tok_s": round(mean("tokens") / max(mean("rollout_s"), 1e-9), 1),
+        "sync_share": round(mean("sync_s") / step, 3),
+        "logp_diff": round(mean("logp_diff"), 5) if engine == "vllm" else "n/a (the policy itself)",
+        "engine_start_s": round(rollout.stats.engine_start_s, 1),
+        "searches_per_answer": round(rollout.stats.searches / max(rollout.stats.completions, 1), 2),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "per_step": clock.steps,
+    }
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    keys = [k for k in rows[0] if k != "per_step"]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = ["rollout_s", "sync_s", "logps_nograd_s", "loss_forward_s", "backward_rest_s"]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for i, row in enumerate(rows):
+        left = 0.0
+        for j, part in enumerate(parts):
+            ax.barh(i, row[part], left=left, color=f"C{j}", label=part if i == 0 else None)
+            left += row[part]
+    ax.set_yticks(range(len(rows)), [r["engine"] for r in rows])
+    ax.set_xlabel("seconds per GRPO step")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--prompts", type=int, default=2)
+    parser.add_argument("--generations", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--engines", default="hf,vllm")
+    parser.add_argument("--model", default=None, help="Start model (default: the served default).")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "trainer.json")
+    opts = parser.parse_args()
+    model = opts.model or Settings().model_path
+    with tempfile.TemporaryDirectory(prefix="sem-bench-trainer-") as tmp:
+        work = Path(tmp)
+        trainer_cli = Path(sys.executable).with_name("trainer")
+        subprocess.run([str(trainer_cli), "data", "--out", str(work / "data"), "--per-class", "8"], check=True)
+        rows = [run_engine(e, model, work / "data", work, opts) for e in opts.engines.split(",")]
+    print(markdown(rows))
+    if len(rows) == 2:
+        print(f"\nvLLM step speed-up over HF: {rows[0]['step_s'] / rows[1]['step_s']:.2f}x")
+    opts.out.parent.mkdir(parents=True, exist_ok=True)
+    opts.out.write_text(json.dumps({"model": model, "settings": vars(opts) | {"out": str(opts.out)}, "rows": rows},
+                                   indent=2))  # fmt: skip
+    plot(rows, opts.out.with_suffix(".png"))
+    print(f"-> {opts.out}, {opts.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
