@@ -222,6 +222,16 @@ def train(
         typer.Option(help="vllm: a step's answers batched on vLLM, weights pushed each step; hf: transformers."),
     ] = RolloutEngineChoice.auto,
     vllm_dtype: Annotated[str, typer.Option(help="dtype of the vLLM rollout engine.")] = "float32",
+    vllm_server_url: Annotated[
+        str | None, typer.Option(help="Roll out on this `vllm serve` (deploy/README.md), not in-process.")
+    ] = None,
+    vllm_gpu_memory_utilization: Annotated[
+        float, typer.Option(help="In-process vLLM on a GPU: its share of the memory, beside training.")
+    ] = 0.3,
+    dry_run: Annotated[bool, typer.Option(help="Print the resolved settings, check the batch shape; no run.")] = False,
+    world_size: Annotated[
+        int | None, typer.Option(help="Training processes, for --dry-run (default: WORLD_SIZE, else 1).")
+    ] = None,
 ) -> None:
     """GRPO with a search-efficiency reward; rollouts run sem.loop on the policy."""
     from trainer.data import read_jsonl
@@ -233,13 +243,37 @@ def train(
         max_completion_length=max_completion_length, temperature=temperature, learning_rate=learning_rate,
         beta=beta, loss_type=loss_type, lora=lora, lora_r=lora_r, max_searches=max_searches, save_steps=save_steps,
         rollout_engine=default_rollout_engine() if rollout_engine is RolloutEngineChoice.auto else rollout_engine.value,
-        vllm_dtype=vllm_dtype,
+        vllm_dtype=vllm_dtype, vllm_server_url=vllm_server_url,
+        vllm_gpu_memory_utilization=vllm_gpu_memory_utilization,
     )  # fmt: skip
+    if dry_run:
+        _check_batch_shape(settings, world_size)
+        typer.echo(json.dumps({"model": start, "data": str(data_dir), "out": str(out), **asdict(settings)}, indent=2))
+        return
     final = run_grpo(
         start, read_jsonl(data_dir / "train.jsonl"), _retriever(data_dir / "corpus.jsonl"), out, settings,
         resume=resume,
     )  # fmt: skip
     typer.echo(f"grpo model -> {final}  (log: {out / 'log.jsonl'})")
+
+
+def _check_batch_shape(settings, world_size: int | None) -> None:
+    """TRL's rule: the answers of one step (per-device batch x processes) split into whole groups of generations."""
+    import os
+
+    processes = world_size or int(os.environ.get("WORLD_SIZE", "1"))
+    answers = settings.batch_size * processes
+    if answers % settings.num_generations:
+        raise typer.BadParameter(
+            f"batch-size {settings.batch_size} x {processes} processes = {answers} answers a step, not a multiple of "
+            f"num-generations {settings.num_generations}"
+        )
+    typer.echo(
+        f"{processes} process(es) x {settings.batch_size} = {answers} answers a step: "
+        f"{answers // settings.num_generations} prompts x {settings.num_generations} generations; "
+        f"rollouts on {settings.rollout_engine}"
+        + (f" at {settings.vllm_server_url}" if settings.rollout_engine == "vllm" and settings.vllm_server_url else "")
+    )
 
 
 @app.command("eval")

@@ -50,6 +50,8 @@ class GRPOSettings:
     seed: int = 0
     rollout_engine: RolloutEngineKind = field(default_factory=default_rollout_engine)
     vllm_dtype: str = "float32"
+    vllm_server_url: str | None = None
+    vllm_gpu_memory_utilization: float = 0.3
 
 
 def reward_params(settings: GRPOSettings) -> dict[str, Any]:
@@ -129,7 +131,7 @@ def build_grpo_trainer(
         save_total_limit=2,
         report_to=[],
         seed=settings.seed,
-        bf16=False,
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=False,  # TRL turns it on; a 135M model fits, and it costs 20% a step
         log_completions=False,
@@ -138,7 +140,8 @@ def build_grpo_trainer(
         retriever,
         RolloutConfig(
             max_searches=settings.max_searches, top_k=settings.top_k, engine=settings.rollout_engine,
-            vllm_dtype=settings.vllm_dtype,
+            vllm_dtype=settings.vllm_dtype, vllm_server_url=settings.vllm_server_url,
+            vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
         ),
     )  # fmt: skip
     peft_config = None

@@ -33,11 +33,13 @@ class RolloutConfig:
     policy: SearchPolicy = SearchPolicy.auto
     engine: RolloutEngineKind = "hf"
     vllm_dtype: str = "float32"  # the policy's own dtype on CPU: vLLM's log-probs then match the trainer's
+    vllm_server_url: str | None = None  # a `vllm serve` for rollouts (else vLLM runs in the trainer's process)
+    vllm_gpu_memory_utilization: float = 0.3  # colocated on a GPU: what vLLM may take beside training
 
 
 @dataclass
 class RolloutStats:
-    """Running totals, logged by the trainer's callback and read by bench/trainer.py."""
+    """Running totals, logged by the trainer's callback and read by bench/training.py."""
 
     completions: int = 0
     searches: int = 0
@@ -109,7 +111,11 @@ class SEMRollout:
         trainer = self._trainer
         model = trainer.accelerator.unwrap_model(trainer.model)
         engine = self._engine(model)
-        self.stats.sync_s += engine.push_weights(model)
+        # one server for all ranks: the main one sends, the others only take part in gathering the weights
+        main = getattr(trainer.accelerator, "is_main_process", True)
+        self.stats.sync_s += engine.push_weights(model, write=main or not self.config.vllm_server_url)
+        if self.config.vllm_server_url and hasattr(trainer.accelerator, "wait_for_everyone"):
+            trainer.accelerator.wait_for_everyone()  # no rank samples from the old weights
         self.stats.syncs += 1
         self._synced_step = trainer.state.global_step
 
@@ -119,7 +125,12 @@ class SEMRollout:
 
             started = time.perf_counter()
             # the checkpoint the policy started from gives vLLM its architecture and tokenizer; weights follow
-            self._vllm = RolloutEngine(model.config._name_or_path, dtype=self.config.vllm_dtype)
+            self._vllm = RolloutEngine(
+                model.config._name_or_path,
+                server_url=self.config.vllm_server_url,
+                dtype=self.config.vllm_dtype,
+                gpu_memory_utilization=self.config.vllm_gpu_memory_utilization,
+            )
             self.stats.engine_start_s += time.perf_counter() - started
         return self._vllm
 

@@ -1,9 +1,13 @@
 """GRPO rollouts through vLLM: one engine for the whole run, the policy's weights pushed after every optimizer step.
 
-The engine is SEM's own `VLLMEngine` (the one the service answers with), started on an event loop in its own thread:
-AsyncLLM binds to the loop it started on, while TRL calls the rollout synchronously once a step. Weights travel as
-one safetensors file in shared memory, loaded inside vLLM's engine process by a worker extension
-(`sem.engines.vllm.WeightLoader`); a LoRA policy is merged for the copy and unmerged after.
+Two places for the engine, one loop over them:
+- colocated: SEM's own `VLLMEngine` (the one the service answers with) in the trainer's process, on each rank;
+- server: a `vllm serve` on GPUs of its own, reached through SEM's `OpenAIEngine` (deploy/README.md).
+Either runs on an event loop in a thread of its own (AsyncLLM binds to the loop it started on, while TRL calls the
+rollout synchronously once a step). Weights travel as one safetensors file in shared memory, loaded inside vLLM's
+worker by a worker extension (`sem.engines.vllm.WeightLoader`): colocated through `collective_rpc`, on a server
+through its dev-mode `/collective_rpc` endpoint. A LoRA policy is merged for the copy and unmerged after; under
+DeepSpeed ZeRO-3 the shards are gathered for it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sem.engines.vllm import VLLMEngine
+from sem.engines.base import Engine
+from sem.errors import EngineError
 from sem.settings import Settings, VLLMSettings
 
 log = logging.getLogger(__name__)
@@ -36,14 +41,31 @@ def _base_name(peft_name: str) -> str:
     return peft_name.removeprefix("base_model.model.").replace(".base_layer.", ".")
 
 
-def save_policy_weights(model: Any, path: Path) -> int:
+def _gathered(model: Any) -> Any:
+    """Under ZeRO-3 every rank holds a shard of each weight: gather them (a collective: all ranks enter)."""
+    from contextlib import nullcontext
+
+    if not any(hasattr(p, "ds_id") for p in model.parameters()):
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(model.parameters()))
+
+
+def save_policy_weights(model: Any, path: Path | None) -> int:
     """Write the policy's full weights under the base checkpoint's names; returns the number of tensors.
 
     A PEFT model is merged for the copy and unmerged after, so training continues on the adapter alone.
     Tied embeddings are written once (vLLM ties `lm_head` itself; safetensors refuses shared storage).
+    `path=None`: take part in the gathering only (the ranks that do not write).
     """
     from safetensors.torch import save_file
 
+    with _gathered(model):
+        return _save_merged(model, path, save_file)
+
+
+def _save_merged(model: Any, path: Path | None, save_file: Any) -> int:
     peft = hasattr(model, "merge_adapter")
     if peft:
         model.merge_adapter()
@@ -56,7 +78,8 @@ def save_policy_weights(model: Any, path: Path) -> int:
         }
         if getattr(model.config, "tie_word_embeddings", False):
             weights.pop("lm_head.weight", None)
-        save_file(weights, str(path))
+        if path is not None:
+            save_file(weights, str(path))
     finally:
         if peft:
             model.unmerge_adapter()
@@ -64,50 +87,90 @@ def save_policy_weights(model: Any, path: Path) -> int:
 
 
 class RolloutEngine:
-    """SEM's vLLM engine on a background event loop, with weight pushes; `run(coro)` runs a coroutine on it."""
+    """A vLLM engine for rollouts on a background event loop, with weight pushes; `run(coro)` runs a coroutine on it.
+
+    `server_url`: a `vllm serve` started with `--worker-extension-cls sem.engines.vllm.WeightLoader`,
+    `--logprobs-mode processed_logprobs` and `VLLM_SERVER_DEV_MODE=1`, on this machine (it reads the weights file
+    from `weights_dir`). Otherwise vLLM runs in this process.
+    """
 
     def __init__(
         self,
         model_path: str,
         *,
+        server_url: str | None = None,
+        weights_dir: Path | None = None,
         dtype: str = "float32",
         max_model_len: int = 2048,
         kv_cache_gib: float = 1.0,
+        gpu_memory_utilization: float = 0.3,
         max_num_seqs: int = 64,
         seed: int = 0,
     ) -> None:
+        self.server_url = server_url.rstrip("/") if server_url else None
+        self.weights_dir = weights_dir or _scratch_dir()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="sem-rollout-vllm", daemon=True)
         self._thread.start()
         settings = Settings(
             model=model_path,
+            engine_url=server_url,
             dtype=dtype,
             max_model_len=max_model_len,
             seed=seed,
-            vllm=VLLMSettings(kv_cache_gib=kv_cache_gib, max_num_seqs=max_num_seqs),
+            vllm=VLLMSettings(
+                kv_cache_gib=kv_cache_gib, gpu_memory_utilization=gpu_memory_utilization, max_num_seqs=max_num_seqs
+            ),
         )
-        # processed log-probs: after temperature, as the policy's own log-probs in the loss are computed
-        self.engine: VLLMEngine = self.run(
-            VLLMEngine.start(model_path, settings, reloadable=True, logprobs_mode="processed_logprobs")
-        )
+        self.engine: Engine = self.run(self._start(model_path, settings))
         self.pushes: list[float] = []  # seconds each weight push took
+
+    async def _start(self, model_path: str, settings: Settings) -> Engine:
+        if self.server_url:
+            from sem.engines.openai import OpenAIEngine
+
+            return await OpenAIEngine.start(model_path, settings)
+        from sem.engines.vllm import VLLMEngine
+
+        # processed log-probs: after temperature, as the policy's own log-probs in the loss are computed
+        return await VLLMEngine.start(model_path, settings, reloadable=True, logprobs_mode="processed_logprobs")
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def push_weights(self, model: Any) -> float:
-        """Copy the policy's current weights into the engine; returns the seconds it took."""
+    def push_weights(self, model: Any, *, write: bool = True) -> float:
+        """Copy the policy's current weights into the engine; returns the seconds it took.
+
+        With one server for several ranks only one writes (`write=False` elsewhere: gather, do not send).
+        """
         started = time.perf_counter()
-        path = _scratch_dir() / f"sem-policy-{os.getpid()}-{threading.get_ident()}.safetensors"
+        path = self.weights_dir / f"sem-policy-{os.getpid()}-{threading.get_ident()}.safetensors"
         try:
-            count = save_policy_weights(model, path)
-            self.run(self.engine.load_weights(str(path)))
+            count = save_policy_weights(model, path if write else None)
+            if write:
+                self.run(self._load(str(path)))
         finally:
             path.unlink(missing_ok=True)
         seconds = time.perf_counter() - started
         self.pushes.append(seconds)
         log.debug("pushed %d tensors to vLLM in %.2f s", count, seconds)
         return seconds
+
+    async def _load(self, path: str) -> None:
+        if not self.server_url:
+            await self.engine.load_weights(path)  # type: ignore[attr-defined]
+            return
+        import httpx
+
+        async with httpx.AsyncClient(base_url=self.server_url, timeout=600) as client:
+            for route, body in (("/collective_rpc", {"method": "sem_load_weights", "args": [path]}),
+                                ("/reset_prefix_cache", None)):  # fmt: skip
+                r = await client.post(route, json=body)
+                if r.status_code >= 400:
+                    raise EngineError(
+                        f"the vLLM server at {self.server_url} refused {route} ({r.status_code}: {r.text[:200]}); "
+                        "start it with VLLM_SERVER_DEV_MODE=1 and --worker-extension-cls sem.engines.vllm.WeightLoader"
+                    )
 
     def close(self) -> None:
         if not self._thread.is_alive():

@@ -45,26 +45,35 @@ def test_data_is_balanced_and_has_its_corpus(workdir: Path) -> None:
     assert needed <= {row["text"] for row in corpus}
 
 
-def test_rollout_mask_equals_the_inserted_spans(workdir: Path, settings) -> None:
+def fake_trainer(model, tokenizer, max_completion_length: int = 48) -> SimpleNamespace:
+    """What the rollout reads of TRL's trainer."""
+    return SimpleNamespace(
+        model=model,
+        processing_class=tokenizer,
+        accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+        args=SimpleNamespace(max_completion_length=max_completion_length, temperature=1.0, top_p=1.0),
+        state=SimpleNamespace(global_step=0),
+    )
+
+
+@pytest.mark.parametrize("engine", ["hf", "vllm"])
+def test_rollout_mask_equals_the_inserted_spans(workdir: Path, settings, engine: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from sem.loop import SearchPolicy
     from trainer.cli import _retriever
 
     tokenizer = AutoTokenizer.from_pretrained(settings.model_path)
     model = AutoModelForCausalLM.from_pretrained(settings.model_path, dtype=torch.float32)
-    fake_trainer = SimpleNamespace(
-        model=model,
-        processing_class=tokenizer,
-        accelerator=SimpleNamespace(unwrap_model=lambda m: m),
-        args=SimpleNamespace(max_completion_length=48, temperature=1.0, top_p=1.0),
-    )
-    from sem.loop import SearchPolicy
-
     model.train()
-    rollout = SEMRollout(_retriever(workdir / "data" / "corpus.jsonl"), RolloutConfig(policy=SearchPolicy.always))
+    config = RolloutConfig(policy=SearchPolicy.always, engine=engine)
+    rollout = SEMRollout(_retriever(workdir / "data" / "corpus.jsonl"), config)
     prompts = ["Who wrote Hamlet?"] * 2
-    out = rollout(prompts, fake_trainer)
+    try:
+        out = rollout(prompts, fake_trainer(model, tokenizer))
+    finally:
+        rollout.close()
     assert {"prompt_ids", "completion_ids", "logprobs", "env_mask"} <= out.keys()
     for ids, mask, logprobs in zip(out["completion_ids"], out["env_mask"], out["logprobs"], strict=True):
         assert len(ids) == len(mask) == len(logprobs)
@@ -75,6 +84,58 @@ def test_rollout_mask_equals_the_inserted_spans(workdir: Path, settings) -> None
         assert ids[-1] == tokenizer.eos_token_id
     assert out["search_count"] == [1, 1]
     assert model.training  # generation ran in eval mode, training mode is restored
+    assert rollout.stats.syncs == (1 if engine == "vllm" else 0)
+
+
+def policy_logprobs(model, prompt_ids: list[int], completion_ids: list[int]):
+    """The policy's own log-prob of each completion token (temperature 1), as TRL's loss computes it."""
+    import torch
+
+    ids = torch.tensor([prompt_ids + completion_ids])
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(prompt_ids) - 1 : -1]
+    return torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(completion_ids)[:, None])[:, 0]
+
+
+def test_a_new_step_pushes_the_policy_weights_into_vllm(workdir: Path, settings) -> None:
+    """After the LoRA policy changes and the step moves on, vLLM samples from the new weights: its log-probs equal
+    the policy's (to float error), while the policy's log-probs of the same tokens before the change do not."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sem.loop import SearchPolicy
+    from trainer.cli import _retriever
+    from trainer.lora import lora_config
+
+    tokenizer = AutoTokenizer.from_pretrained(settings.model_path)
+    base = AutoModelForCausalLM.from_pretrained(settings.model_path, dtype=torch.float32)
+    model = get_peft_model(base, lora_config(8))
+    trainer = fake_trainer(model, tokenizer, max_completion_length=24)
+    rollout = SEMRollout(_retriever(workdir / "data" / "corpus.jsonl"),
+                         RolloutConfig(policy=SearchPolicy.never, engine="vllm"))  # fmt: skip
+    try:
+        rollout(["What is the capital of France?"], trainer)
+        with torch.no_grad():  # an optimizer step, large: LoRA's B starts at zero
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.add_(torch.randn_like(param) * 0.05, alpha=1.0)
+        before = {n: p.clone() for n, p in model.named_parameters() if "base_layer" in n}
+        trainer.state.global_step = 1
+        out = rollout(["What is the capital of France?"], trainer)
+    finally:
+        rollout.close()
+    prompt, completion = out["prompt_ids"][0], out["completion_ids"][0]
+    generated = [i for i, m in enumerate(out["env_mask"][0]) if m == 1]
+    sampled = torch.tensor(out["logprobs"][0])[generated]
+    now = policy_logprobs(model, prompt, completion)[generated]
+    assert (sampled - now).abs().mean() < 1e-3  # vLLM holds the new weights
+    with model.disable_adapter():  # the weights vLLM started from
+        old = policy_logprobs(model, prompt, completion)[generated]
+    assert (sampled - old).abs().mean() > 0.05  # so the check above can fail
+    # the push merged LoRA into the base weights for the copy and took it out again
+    assert all(torch.allclose(p, before[n], atol=1e-6) for n, p in model.named_parameters() if "base_layer" in n)
+    assert rollout.stats.syncs == 2
 
 
 def test_trl_loss_ignores_tokens_the_env_mask_zeroes(tmp_path: Path, settings) -> None:
@@ -138,7 +199,8 @@ def test_sft_then_grpo_save_resume_eval_export(workdir: Path) -> None:
 
     grpo_out = workdir / "grpo"
     common = ["--data", data, "--model", str(sft_out / "final"), "--out", str(grpo_out), "--batch-size", "2",
-              "--num-generations", "2", "--max-completion-length", "32", "--save-steps", "1"]  # fmt: skip
+              "--num-generations", "2", "--max-completion-length", "32", "--save-steps", "1",
+              "--rollout-engine", "vllm"]  # fmt: skip
     invoke("train", *common, "--max-steps", "1")
     assert (grpo_out / "checkpoint-1").is_dir()
     invoke("train", *common, "--max-steps", "2", "--resume")  # picks up at step 1, runs step 2 only
@@ -147,6 +209,11 @@ def test_sft_then_grpo_save_resume_eval_export(workdir: Path) -> None:
     steps = [r["step"] for r in logs if "rewards/sem/mean" in r]
     assert steps == [1, 2]  # step 1 was not trained twice
     assert all("rewards/searches/mean" in r for r in logs if "rewards/sem/mean" in r)
+    # vLLM's log-probs against the policy's, after the weights were pushed (at the start, and from the checkpoint on
+    # resume): TRL's importance-sampling correction logs the mismatch
+    diffs = [r["sampling/sampling_logp_difference/mean"] for r in logs if "rewards/sem/mean" in r]
+    assert len(diffs) == 2 and all(0 <= d < 0.05 for d in diffs), diffs
+    assert all(r["rollout"]["syncs"] == 1 for r in logs if "rewards/sem/mean" in r)  # one push per run of one step
     grpo_adapter = load_file(grpo_out / "final" / "adapter_model.safetensors")
     assert grpo_adapter.keys() == sft_adapter.keys()  # GRPO kept training the SFT adapter: one adapter in the end
 

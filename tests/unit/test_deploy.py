@@ -74,3 +74,33 @@ def test_compose_file_wires_real_services_and_settings() -> None:
             assert dep in services
     remote = services["sem-remote"]["environment"]
     assert remote["SEM_ENGINE_URL"] == "http://vllm:8000" and remote["SEM_RETRIEVER_URL"] == "http://retrieve:8001"
+
+
+def dry_run(*args: str) -> str:
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+
+    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    return result.output if result.exit_code == 0 else f"exit {result.exit_code}: {result.output}"
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_gpu_training_layouts_add_up(stage: int) -> None:
+    """Each accelerate config with the GPU recipe: DeepSpeed at its ZeRO stage, and the step's answers split into
+    whole groups of generations at the config's process count (TRL refuses anything else)."""
+    accelerate = yaml.safe_load((DEPLOY / "train" / f"accelerate-deepspeed-zero{stage}.yaml").read_text())
+    assert accelerate["distributed_type"] == "DEEPSPEED" and accelerate["deepspeed_config"]["zero_stage"] == stage
+    recipe = DEPLOY.parent / "trainer" / "configs" / "gpu-qwen2.5-3b.yaml"
+    processes = accelerate["num_processes"]
+    out = dry_run("--config", str(recipe), "train", "--dry-run", "--world-size", str(processes))
+    train = yaml.safe_load(recipe.read_text())["train"]
+    answers = train["batch_size"] * processes
+    assert f"{answers} answers a step: {answers // train['num_generations']} prompts x" in out, out
+    assert '"rollout_engine": "vllm"' in out and '"vllm_dtype": "bfloat16"' in out
+
+
+def test_a_batch_that_does_not_split_into_groups_is_refused() -> None:
+    out = dry_run("train", "--dry-run", "--batch-size", "6", "--num-generations", "4", "--world-size", "3")
+    words = " ".join(out.replace("│", " ").split())  # rich wraps the error in a box
+    assert out.startswith("exit 2") and "18 answers a step, not a multiple of num-generations 4" in words, out

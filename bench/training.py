@@ -6,7 +6,7 @@ step: seconds, where they go (rollout, weight push into vLLM, log-prob forwards 
 the rest = backward + optimizer + rewards), rollout tokens/s, and the mean |vLLM log-prob - policy log-prob| per
 generated token that TRL logs for its importance-sampling correction.
 
-    .venv/bin/python bench/trainer.py [--steps 4] [--engines hf,vllm] [--out bench/results/trainer.json]
+    .venv/bin/python bench/training.py [--steps 4] [--engines hf,vllm] [--out bench/results/training.json]
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--engines", default="hf,vllm")
     parser.add_argument("--model", default=None, help="Start model (default: the served default).")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "trainer.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "training.json")
     opts = parser.parse_args()
     model = opts.model or Settings().model_path
     with tempfile.TemporaryDirectory(prefix="sem-bench-trainer-") as tmp:
