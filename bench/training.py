@@ -77,7 +77,8 @@ def time_forwards(trainer: Any) -> dict[str, float]:
 
 def run_engine(engine: str, model: str, data: Path, work: Path, opts: argparse.Namespace) -> dict[str, Any]:
     settings = GRPOSettings(
-        max_steps=opts.steps, batch_size=opts.prompts * opts.generations, num_generations=opts.generations,
+        max_steps=opts.steps, batch_size=opts.micro_batch, num_generations=opts.generations,
+        gradient_accumulation_steps=opts.prompts * opts.generations // opts.micro_batch,
         max_completion_length=opts.max_tokens, temperature=1.0, learning_rate=1e-5, lora=True, lora_r=8,
         save_steps=10_000, rollout_engine=engine,
     )  # fmt: skip
@@ -151,6 +152,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=2)
     parser.add_argument("--generations", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--micro-batch", type=int, default=8, help="Answers per forward/backward (memory).")
     parser.add_argument("--engines", default="hf,vllm")
     parser.add_argument("--model", default=None, help="Start model (default: the served default).")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "training.json")

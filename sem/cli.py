@@ -141,16 +141,5 @@ def corpus_build(
         typer.echo(f"bm25 index -> {backend.index_dir}")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def ask(ctx: typer.Context) -> None:
-    """Ask a running service a question (the SDK's CLI: `sem ask "Who wrote Hamlet?" --search always`)."""
-    try:
-        from sem_client.cli import main as client_main
-    except ImportError as exc:
-        typer.secho("`sem ask` needs the SDK: pip install ./clients/python", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
-    raise typer.Exit(client_main(["ask", *ctx.args]))
-
-
 if __name__ == "__main__":
     app()

@@ -10,18 +10,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
-from sem.errors import SEMError
 from sem.settings import Limits
+from service.exceptions import DeadlineExceeded, Saturated
 
+__all__ = ["Admission", "DeadlineExceeded", "Saturated", "before"]
 T = TypeVar("T")
-
-
-class Saturated(SEMError):
-    """Every slot is busy and the queue is full (503)."""
-
-
-class DeadlineExceeded(SEMError):
-    """The answer took longer than the request deadline (504)."""
 
 
 class Admission:

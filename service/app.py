@@ -15,10 +15,12 @@ from fastapi.staticfiles import StaticFiles
 from sem import __version__
 from sem.engines import Engine
 from sem.settings import Settings
+from service import health
+from service.answer import router as answer
 from service.deps import Guarded
 from service.errors import install_error_handlers
 from service.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from service.routes import answer, chat, health
+from service.openai import router as openai
 from service.state import ServiceState
 
 STATIC = Path(__file__).parent / "static"
@@ -52,7 +54,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.add_middleware(RequestIdMiddleware)  # outermost: every log line of the request carries its id
     app.include_router(health.router)
     app.include_router(answer.router, dependencies=Guarded)
-    app.include_router(chat.router, dependencies=Guarded)
+    app.include_router(openai.router, dependencies=Guarded)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

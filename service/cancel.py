@@ -8,11 +8,10 @@ from typing import TypeVar
 
 from fastapi import Request
 
+from service.exceptions import ClientDisconnected
+
+__all__ = ["ClientDisconnected", "run_until_disconnect"]
 T = TypeVar("T")
-
-
-class ClientDisconnected(Exception):
-    """The client went away; its generation was cancelled."""
 
 
 async def run_until_disconnect(work: Awaitable[T], request: Request) -> T:

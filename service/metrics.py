@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sem.loop import Trace
 
-if TYPE_CHECKING:
-    from service.state import ServiceState
-
 
 class Metrics:
-    def __init__(self, state: ServiceState) -> None:
+    """Prometheus metrics of one app. What lives elsewhere is read through callbacks: `cache_stats()` -> (hits,
+    misses) of the search cache, `ready()` -> whether the engine and index are loaded."""
+
+    def __init__(self, cache_stats: Callable[[], tuple[int, int]], ready: Callable[[], bool]) -> None:
         self.registry = CollectorRegistry()
         self.answers = Counter("sem_answers", "Answers served.", ["policy", "finish_reason"], registry=self.registry)
         self.searches = Counter("sem_searches", "Searches run by the loop.", registry=self.registry)
@@ -47,13 +48,13 @@ class Metrics:
             "sem_searches_per_request", "Searches one answer took.", buckets=(0, 1, 2, 3, 4, 6, 8),
             registry=self.registry,
         )  # fmt: skip
-        self._state = state
+        self._cache_stats = cache_stats
         hits = Gauge("sem_search_cache_hits", "Search cache hits since start.", registry=self.registry)
         misses = Gauge("sem_search_cache_misses", "Search cache misses since start.", registry=self.registry)
-        hits.set_function(lambda: state.search.stats.hits if state.search else 0)
-        misses.set_function(lambda: state.search.stats.misses if state.search else 0)
-        ready = Gauge("sem_ready", "1 once the engine and index are loaded.", registry=self.registry)
-        ready.set_function(lambda: 1.0 if state.ready else 0.0)
+        hits.set_function(lambda: cache_stats()[0])
+        misses.set_function(lambda: cache_stats()[1])
+        loaded = Gauge("sem_ready", "1 once the engine and index are loaded.", registry=self.registry)
+        loaded.set_function(lambda: 1.0 if ready() else 0.0)
 
     def record(self, policy: str, trace: Trace, seconds: float) -> None:
         """Count one finished answer."""
@@ -73,8 +74,7 @@ class Metrics:
                 by_policy[policy] = by_policy.get(policy, 0) + int(sample.value)
         answers = sum(by_policy.values())
         searches = int(_value(self.searches))
-        stats = self._state.search.stats if self._state.search else None
-        hits, misses = (stats.hits, stats.misses) if stats else (0, 0)
+        hits, misses = self._cache_stats()
         latency_sum = next(s.value for s in self.latency.collect()[0].samples if s.name.endswith("_sum"))
         return {
             "answers": answers,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
 import re
 import uuid
@@ -12,7 +11,8 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from service.errors import error_response
+from service.errors import error_json
+from service.exceptions import RequestTooLarge, ShuttingDown
 
 Scope = dict[str, Any]
 Receive = Any
@@ -53,8 +53,7 @@ class RequestIdMiddleware:
             # uvicorn does when the SIGTERM drain deadline passes. Say so instead of uvicorn's bare 500.
             log.warning("request cancelled: the server shut down before it finished (SEM_SHUTDOWN_TIMEOUT_S)")
             if not started:
-                message = "the server shut down before this request finished; retry it"
-                reply = error_response(503, message, "service_unavailable", code="shutting_down")
+                reply = error_json(ShuttingDown("the server shut down before this request finished; retry it"))
                 await reply(scope, receive, send_with_id)
         finally:
             request_id.reset(token)
@@ -73,7 +72,7 @@ class BodyLimitMiddleware:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._reject(send)
+            await error_json(RequestTooLarge(self.message))(scope, receive, send)
             return
         seen = 0
 
@@ -91,12 +90,3 @@ class BodyLimitMiddleware:
     @property
     def message(self) -> str:
         return f"request body is larger than {self.max_bytes} bytes (SEM_LIMITS__MAX_BODY_BYTES)"
-
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps({"error": {
-            "message": self.message,
-            "type": "invalid_request_error", "param": None, "code": "request_too_large",
-        }}).encode()  # fmt: skip
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})

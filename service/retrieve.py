@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sem.search import SearchBackend, build_backend
 from sem.search.base import Passage
 from sem.settings import Settings
-from service.errors import NotReadyError, install_error_handlers
+from service.errors import install_error_handlers
+from service.exceptions import NotReadyError
 
 
 class RetrieveRequest(BaseModel):

@@ -13,23 +13,12 @@ import logging
 import time
 from typing import Any
 
-from sem.errors import SEMError
 from sem.keys import REDIS_SET, hash_key
 from sem.settings import Auth
+from service.exceptions import RateLimited, Unauthorized
 
+__all__ = ["RateLimited", "Security", "Unauthorized", "bearer"]
 log = logging.getLogger(__name__)
-
-
-class Unauthorized(SEMError):
-    """No key, or a key that is not accepted (401)."""
-
-
-class RateLimited(SEMError):
-    """Over the rate limit of its window (429)."""
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 def bearer(header: str | None) -> str | None:

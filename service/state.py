@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -14,8 +15,9 @@ from sem.loop import SearchLoop
 from sem.search import build_backend
 from sem.settings import Settings
 from service.admission import Admission
-from service.errors import InvalidRequest, NotReadyError
+from service.exceptions import InvalidRequest, NotReadyError
 from service.metrics import Metrics
+from service.runner import Runner
 from service.security import Security
 
 log = logging.getLogger(__name__)
@@ -32,11 +34,30 @@ class ServiceState:
         self.loop: SearchLoop | None = None
         self.loop_defaults = settings.loop  # with the model's calibrated confidence threshold once loaded
         self.error: str | None = None
-        self.metrics = Metrics(self)
+        self.metrics = Metrics(cache_stats=self._cache_stats, ready=lambda: self.ready)
         self.security = Security(settings.auth, settings.redis_url)
         self.admission = Admission(settings.limits)
+        self.runner = Runner(self.admission, self.metrics)
         self.load_seconds: float | None = None
+        self._search_health: tuple[float, str | None] | None = None
         self.started_at = int(time.time())
+
+    async def search_health(self, timeout_s: float, max_age_s: float = 30.0) -> str | None:
+        """None when the search backend passes its health check, else what is wrong; one check per `max_age_s`."""
+        now = time.monotonic()
+        if self._search_health is not None and now - self._search_health[0] < max_age_s:
+            return self._search_health[1]
+        problem = None
+        try:
+            await asyncio.wait_for(self.search.check_health(), timeout_s)  # type: ignore[union-attr]
+        except Exception as exc:  # SearchError, a timeout, a backend's own exception
+            problem = f"the search backend is unhealthy: {exc or type(exc).__name__}; answers go on without results"
+        self._search_health = (now, problem)
+        return problem
+
+    def _cache_stats(self) -> tuple[int, int]:
+        stats = self.search.stats if self.search else None
+        return (stats.hits, stats.misses) if stats else (0, 0)
 
     @property
     def ready(self) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sem.loop import SearchRecord, Trace
-from service.schemas import PassageOut, SearchOut, Usage
+from service.protocol import PassageOut, SearchOut, Usage
 
 
 def search_out(record: SearchRecord) -> SearchOut:

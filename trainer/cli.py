@@ -205,7 +205,10 @@ def train(
     reward: Reward = Reward.sem,
     tau: float = 0.8,
     max_steps: int = 200,
-    batch_size: int = 4,
+    batch_size: Annotated[int, typer.Option(help="Answers per micro-batch (per process).")] = 4,
+    gradient_accumulation_steps: Annotated[
+        int, typer.Option(help="Micro-batches per optimizer step and rollout (less memory, same step).")
+    ] = 1,
     num_generations: int = 4,
     max_completion_length: int = 128,
     temperature: float = 1.0,
@@ -240,6 +243,7 @@ def train(
     start = model or (str(RUNS / "sft" / "final") if (RUNS / "sft" / "final").is_dir() else _default_model())
     settings = GRPOSettings(
         reward=reward.value, tau=tau, max_steps=max_steps, batch_size=batch_size, num_generations=num_generations,
+        gradient_accumulation_steps=gradient_accumulation_steps,
         max_completion_length=max_completion_length, temperature=temperature, learning_rate=learning_rate,
         beta=beta, loss_type=loss_type, lora=lora, lora_r=lora_r, max_searches=max_searches, save_steps=save_steps,
         rollout_engine=default_rollout_engine() if rollout_engine is RolloutEngineChoice.auto else rollout_engine.value,
@@ -262,14 +266,15 @@ def _check_batch_shape(settings, world_size: int | None) -> None:
     import os
 
     processes = world_size or int(os.environ.get("WORLD_SIZE", "1"))
-    answers = settings.batch_size * processes
+    answers = settings.batch_size * processes * settings.gradient_accumulation_steps
     if answers % settings.num_generations:
         raise typer.BadParameter(
-            f"batch-size {settings.batch_size} x {processes} processes = {answers} answers a step, not a multiple of "
-            f"num-generations {settings.num_generations}"
+            f"batch-size {settings.batch_size} x {processes} processes x {settings.gradient_accumulation_steps} "
+            f"micro-batches = {answers} answers a step, not a multiple of num-generations {settings.num_generations}"
         )
     typer.echo(
-        f"{processes} process(es) x {settings.batch_size} = {answers} answers a step: "
+        f"{processes} process(es) x {settings.batch_size} x {settings.gradient_accumulation_steps} = {answers} "
+        "answers a step: "
         f"{answers // settings.num_generations} prompts x {settings.num_generations} generations; "
         f"rollouts on {settings.rollout_engine}"
         + (f" at {settings.vllm_server_url}" if settings.rollout_engine == "vllm" and settings.vllm_server_url else "")

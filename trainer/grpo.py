@@ -35,7 +35,8 @@ class GRPOSettings:
     reward: str = "sem"
     tau: float = 0.8
     max_steps: int = 200
-    batch_size: int = 4  # prompts x generations per device step must divide by num_generations
+    batch_size: int = 4  # answers per device micro-batch; x processes x accumulation = whole groups of generations
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step (and per rollout): memory, not math
     num_generations: int = 4
     max_completion_length: int = 128
     temperature: float = 1.0
@@ -119,6 +120,7 @@ def build_grpo_trainer(
         output_dir=str(output_dir),
         max_steps=settings.max_steps,
         per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
         num_generations=settings.num_generations,
         max_completion_length=settings.max_completion_length,
         temperature=settings.temperature,

@@ -5,6 +5,8 @@ steps, short completions)."""
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +15,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from sem import protocol
+from tests.conftest import free_port, launch, stop
 from trainer.cli import app
 from trainer.data import check_disjoint, read_jsonl
 from trainer.rollout import RolloutConfig, SEMRollout
@@ -97,7 +100,27 @@ def policy_logprobs(model, prompt_ids: list[int], completion_ids: list[int]):
     return torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(completion_ids)[:, None])[:, 0]
 
 
-def test_a_new_step_pushes_the_policy_weights_into_vllm(workdir: Path, settings) -> None:
+@pytest.fixture(scope="module")
+def rollout_server(settings) -> Iterator[str]:
+    """`vllm serve` set up for rollouts (deploy/README.md): the weight loader, processed log-probs, dev mode."""
+    port = free_port()
+    vllm_home = settings.home_dir / "vllm"
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CACHE_ROOT": str(vllm_home / "cache"), "VLLM_SERVER_DEV_MODE": "1",
+           "VLLM_RPC_BASE_PATH": str(vllm_home / "ipc"), "VLLM_NO_USAGE_STATS": "1"}  # fmt: skip
+    args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", settings.model_path,
+            "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048", "--port", str(port),
+            "--host", "127.0.0.1", "--enable-prefix-caching", "--logprobs-mode", "processed_logprobs",
+            "--worker-extension-cls", "sem.engines.vllm.WeightLoader"]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    proc = launch(args, env, "vllm-rollout-server.log", f"{base}/v1/models")
+    yield base
+    stop(proc)
+
+
+@pytest.mark.parametrize("where", ["in-process", "server"])
+def test_a_new_step_pushes_the_policy_weights_into_vllm(
+    workdir: Path, settings, where: str, request: pytest.FixtureRequest
+) -> None:
     """After the LoRA policy changes and the step moves on, vLLM samples from the new weights: its log-probs equal
     the policy's (to float error), while the policy's log-probs of the same tokens before the change do not."""
     import torch
@@ -112,8 +135,9 @@ def test_a_new_step_pushes_the_policy_weights_into_vllm(workdir: Path, settings)
     base = AutoModelForCausalLM.from_pretrained(settings.model_path, dtype=torch.float32)
     model = get_peft_model(base, lora_config(8))
     trainer = fake_trainer(model, tokenizer, max_completion_length=24)
-    rollout = SEMRollout(_retriever(workdir / "data" / "corpus.jsonl"),
-                         RolloutConfig(policy=SearchPolicy.never, engine="vllm"))  # fmt: skip
+    server = request.getfixturevalue("rollout_server") if where == "server" else None
+    config = RolloutConfig(policy=SearchPolicy.never, engine="vllm", vllm_server_url=server)
+    rollout = SEMRollout(_retriever(workdir / "data" / "corpus.jsonl"), config)
     try:
         rollout(["What is the capital of France?"], trainer)
         with torch.no_grad():  # an optimizer step, large: LoRA's B starts at zero

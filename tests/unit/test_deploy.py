@@ -96,11 +96,11 @@ def test_gpu_training_layouts_add_up(stage: int) -> None:
     out = dry_run("--config", str(recipe), "train", "--dry-run", "--world-size", str(processes))
     train = yaml.safe_load(recipe.read_text())["train"]
     answers = train["batch_size"] * processes
-    assert f"{answers} answers a step: {answers // train['num_generations']} prompts x" in out, out
+    assert f"= {answers} answers a step: {answers // train['num_generations']} prompts x" in out, out
     assert '"rollout_engine": "vllm"' in out and '"vllm_dtype": "bfloat16"' in out
 
 
 def test_a_batch_that_does_not_split_into_groups_is_refused() -> None:
     out = dry_run("train", "--dry-run", "--batch-size", "6", "--num-generations", "4", "--world-size", "3")
     words = " ".join(out.replace("│", " ").split())  # rich wraps the error in a box
-    assert out.startswith("exit 2") and "18 answers a step, not a multiple of num-generations 4" in words, out
+    assert out.startswith("exit 2") and "= 18 answers a step, not a multiple of num-generations 4" in words, out

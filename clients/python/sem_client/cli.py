@@ -1,4 +1,4 @@
-"""`sem-client ask "question"` (also `sem ask` when the server package is installed)."""
+"""`sem-client ask "question"`."""
 
 from __future__ import annotations
 

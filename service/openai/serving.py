@@ -10,24 +10,56 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-from sem.errors import SEMError
-from sem.loop import Event, Final, Inserted, LoopOptions, SearchLoop, SearchResult, TextDelta, Trace
+from sem.loop import Event, Final, Inserted, LoopOptions, SearchResult, TextDelta, Trace
 from sem.settings import LoopDefaults
-from service.admission import Admission, DeadlineExceeded, before
-from service.schemas import (
+from service.errors import describe
+from service.exceptions import InvalidRequest, ModelNotFound
+from service.limits import check_limits
+from service.openai.protocol import (
+    AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
-    ErrorInfo,
-    ErrorResponse,
+    Choice,
+    ChunkChoice,
+    DeltaMessage,
 )
-from service.schemas.chat import AssistantMessage, Choice, ChunkChoice, DeltaMessage
+from service.protocol import ErrorResponse
 from service.traces import openai_finish_reason, search_out, usage_of
 
+if TYPE_CHECKING:
+    from service.state import ServiceState
+
 log = logging.getLogger(__name__)
+
+
+def check_request(body: ChatCompletionRequest, state: ServiceState) -> None:
+    """What the wire models cannot check alone: the model name, n, the conversation's shape, the limits."""
+    if body.model not in state.model_aliases:
+        raise ModelNotFound(f"the model {body.model!r} does not exist; this server serves {state.model_name!r}")
+    if body.n != 1:
+        raise InvalidRequest("n > 1 is not supported: send one request per completion", param="n")
+    cap = state.settings.limits.max_messages
+    if len(body.messages) > cap:
+        raise InvalidRequest(f"{len(body.messages)} messages, more than the {cap} allowed", param="messages")
+    if body.messages[-1].role != "user":
+        raise InvalidRequest("the last message must be the user's question (role 'user')", param="messages")
+    check_limits(
+        state.settings.limits,
+        question=body.messages[-1].text,
+        max_searches=body.sem.max_searches,
+        top_k=body.sem.top_k,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        fields={
+            "question": ("body", "messages", len(body.messages) - 1, "content"),
+            "max_searches": ("body", "sem", "max_searches"),
+            "top_k": ("body", "sem", "top_k"),
+            "max_tokens": ("body", "max_completion_tokens" if body.max_completion_tokens else "max_tokens"),
+        },
+    )
 
 
 def loop_options(
@@ -92,22 +124,14 @@ def _frame(payload: ChatCompletionChunk | ErrorResponse) -> str:
 
 
 async def stream_completion(
-    loop: SearchLoop,
-    body: ChatCompletionRequest,
-    options: LoopOptions,
-    model: str,
-    on_done: Callable[[Trace], None] | None = None,
-    on_cancel: Callable[[], None] | None = None,
-    admission: Admission | None = None,
+    events: AsyncIterator[Event], body: ChatCompletionRequest, model: str, request_id: str
 ) -> AsyncIterator[str]:
     """SSE frames: role first, reasoning as it is generated, search results, the answer, finish, usage, [DONE].
 
-    A client that goes away closes this generator (Starlette cancels it); closing the loop's generator in turn
-    aborts the engine request, and `on_cancel` is told.
+    A client that goes away closes this generator (Starlette cancels it), which closes `events` (see
+    `service.runner`). An error after the 200 travels in-band, as the same error object as over HTTP.
     """
-    request_id = f"chat-{uuid.uuid4().hex}"
     created = int(time.time())
-    question, history = split_conversation(body)
 
     def chunk(delta: DeltaMessage, finish: str | None = None, **extra: object) -> ChatCompletionChunk:
         return ChatCompletionChunk(
@@ -120,9 +144,8 @@ async def stream_completion(
         )
 
     yield _frame(chunk(DeltaMessage(role="assistant", content="")))
-    finished = False
     try:
-        async for event in _admitted(loop.stream(question, options, history=history, request_id=request_id), admission):
+        async for event in events:
             if isinstance(event, TextDelta | Inserted):
                 yield _frame(chunk(DeltaMessage(reasoning_content=event.text)))
             elif isinstance(event, SearchResult):
@@ -131,9 +154,6 @@ async def stream_completion(
                 )
             elif isinstance(event, Final):
                 trace = event.trace
-                finished = True
-                if on_done is not None:
-                    on_done(trace)
                 answer = apply_stop(trace.answer, body.stop)  # type: ignore[arg-type]
                 if answer:
                     yield _frame(chunk(DeltaMessage(content=answer)))
@@ -148,38 +168,9 @@ async def stream_completion(
                         usage=usage_of(trace),
                     )
                     yield _frame(usage_chunk)
-    except DeadlineExceeded as exc:
-        finished = True
-        log.warning("stream %s: %s", request_id, exc)
-        yield _frame(ErrorResponse(error=ErrorInfo(message=str(exc), type="timeout", code="deadline_exceeded")))
-    except SEMError as exc:
-        finished = True
-        log.error("stream %s failed: %s", request_id, exc)
-        yield _frame(ErrorResponse(error=ErrorInfo(message=str(exc), type="server_error", code="engine_error")))
-    except Exception as exc:  # the stream has started: the error must travel in-band
-        finished = True
-        log.exception("stream %s failed", request_id)
-        message = f"internal error: {type(exc).__name__}"
-        yield _frame(ErrorResponse(error=ErrorInfo(message=message, type="server_error")))
+    except Exception as exc:  # the stream has started: the error travels in-band
+        _, error, _ = describe(exc)
+        yield _frame(error)
     finally:
-        if not finished and on_cancel is not None:
-            on_cancel()
+        await events.aclose()  # type: ignore[attr-defined]  # now, not when collected: aborts, counts the cancel
     yield "data: [DONE]\n\n"
-
-
-async def _admitted(events: AsyncIterator[Event], admission: Admission | None) -> AsyncIterator[Event]:
-    """The loop's events, generated inside an admission slot and before its deadline (each step is bounded)."""
-    if admission is None:
-        async for event in events:
-            yield event
-        return
-    async with admission.slot() as deadline:
-        try:
-            while True:
-                try:
-                    event = await before(deadline, anext(events))
-                except StopAsyncIteration:
-                    return
-                yield event
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sem.loop import SearchPolicy
+from service.protocol import SearchOut, Usage
 
 
 class AnswerRequest(BaseModel):
@@ -33,29 +34,6 @@ class AnswerRequest(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Sampling seed, for reproducible answers.")
     return_trace: bool = Field(False, description="Include the full generated text with tags.")
-
-
-class PassageOut(BaseModel):
-    id: str
-    title: str
-    text: str
-    score: float | None = None
-
-
-class SearchOut(BaseModel):
-    query: str
-    passages: list[PassageOut]
-    cached: bool
-    latency_ms: float
-    error: str | None = None
-    forced: bool = Field(False, description="Inserted by the `always` policy rather than asked for by the model.")
-
-
-class Usage(BaseModel):
-    prompt_tokens: int = Field(description="The prompt plus every inserted search result the model read.")
-    completion_tokens: int = Field(description="Tokens the model generated.")
-    total_tokens: int
-    num_search_queries: int
 
 
 class TraceOut(BaseModel):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.deps import Guarded, StateDep
-from service.schemas import Health, Stats
+from service.protocol import Health, Stats
 
 router = APIRouter(tags=["health"])
 
@@ -19,20 +21,27 @@ async def healthz(state: StateDep) -> Health:
     return Health(status=status, detail=state.error)
 
 
+HEALTH_TIMEOUT_S = 5.0
+
+
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 async def readyz(state: StateDep) -> JSONResponse:
-    """Ready once the engine and the search index are loaded; 503 before (or if loading failed)."""
+    """Ready once the engine and the search index are loaded and the engine answers its health check; 503 before
+    (or if loading failed, or the engine is unhealthy). A failing search backend is `degraded`, still 200: answers go
+    on without results (its check is cached, so probes do not spend a paid web API's queries)."""
     if not state.ready or state.engine is None or state.search is None:
         status = "error" if state.error else "loading"
         body = Health(status=status, detail=state.error or "loading the model and the search index")
         return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})
-    body = Health(
-        status="ok",
-        model=state.model_name,
-        engine=state.engine.name,
-        search_backend=state.search.name,
-        cache=state.search.store.name,
-    )
+    names = {"model": state.model_name, "engine": state.engine.name, "search_backend": state.search.name,
+             "cache": state.search.store.name}  # fmt: skip
+    try:
+        await asyncio.wait_for(state.engine.check_health(), HEALTH_TIMEOUT_S)
+    except Exception as exc:  # EngineError, a timeout, whatever a remote engine raises
+        body = Health(status="error", detail=f"the model engine is unhealthy: {exc or type(exc).__name__}", **names)
+        return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})
+    problem = await state.search_health(HEALTH_TIMEOUT_S)
+    body = Health(status="degraded" if problem else "ok", detail=problem, **names)
     return JSONResponse(body.model_dump())
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sem.loop import SearchPolicy
-from service.schemas.answer import SearchOut, Usage
+from service.protocol import SearchOut, Usage
 
 
 class TextPart(BaseModel):

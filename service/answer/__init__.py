@@ -1,0 +1,1 @@
+"""`POST /v1/answer`: SEM's own API (protocol: the wire models; serving: the response; router: the route)."""

@@ -1,0 +1,35 @@
+"""`POST /v1/answer`'s response from the loop's trace."""
+
+from __future__ import annotations
+
+import time
+
+from sem.loop import Trace
+from service.answer.protocol import AnswerResponse, TraceOut
+from service.traces import search_out, usage_of
+
+
+def to_response(trace: Trace, model: str, started: float, *, with_trace: bool) -> AnswerResponse:
+    return AnswerResponse(
+        id=trace.request_id,
+        created=int(time.time()),
+        model=model,
+        answer=trace.answer,
+        search_count=trace.search_count,
+        searches=[search_out(s) for s in trace.searches],
+        search_errors=trace.search_errors,
+        confidence=trace.confidence,
+        finish_reason=trace.finish_reason,
+        usage=usage_of(trace),
+        latency_ms=round((time.perf_counter() - started) * 1000, 1),
+        trace=TraceOut(
+            text=trace.completion,
+            answers=trace.answers,
+            follows_template=trace.follows_template,
+            refused_searches=trace.refused_searches,
+            engine_calls=trace.engine_calls,
+            prefill_tokens=trace.prefill_tokens,
+        )
+        if with_trace
+        else None,
+    )

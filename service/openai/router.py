@@ -1,0 +1,60 @@
+"""OpenAI-compatible `POST /v1/chat/completions` and `GET /v1/models`."""
+
+from __future__ import annotations
+
+import uuid
+from functools import partial
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from sem.loop import check_prompt_length
+from service.deps import StateDep
+from service.openai.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
+from service.openai.serving import check_request, loop_options, split_conversation, stream_completion, to_completion
+from service.protocol import ErrorResponse
+
+router = APIRouter(tags=["openai"])
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    response_model_exclude_none=True,
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        400: {"model": ErrorResponse},
+        404: {"model": ErrorResponse},
+        422: {"model": ErrorResponse},
+        503: {"model": ErrorResponse},
+    },
+)
+async def chat_completions(
+    body: ChatCompletionRequest, state: StateDep, request: Request
+) -> ChatCompletion | StreamingResponse:
+    """OpenAI chat completions; the answer is the content, the search count is `usage.num_search_queries`."""
+    check_request(body, state)
+    loop = state.require_loop()
+    state.check_search_mode(body.sem.search_mode, param="sem.search_mode")
+    limits = state.settings.limits
+    options = loop_options(body, state.loop_defaults, limits.max_prompt_tokens)
+    question, history = split_conversation(body)
+    policy = body.sem.search.value
+    request_id = f"chat-{uuid.uuid4().hex}"
+    if body.stream:
+        # the loop enforces the prompt cap too, but a stream has sent its 200 by then: check it up front
+        check_prompt_length(loop.prompt_tokens(question, history), limits.max_prompt_tokens)
+        events = state.runner.stream("chat", policy, loop.stream(question, options, history=history,
+                                                                 request_id=request_id))  # fmt: skip
+        frames = stream_completion(events, body, state.model_name, request_id)
+        return StreamingResponse(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    work = partial(loop.run, question, options, history=history, request_id=request_id)
+    trace = await state.runner.run("chat", policy, work, request)
+    return to_completion(body, trace, state.model_name)
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def models(state: StateDep) -> ModelList:
+    """The served model (adapters will be listed here too)."""
+    root = state.settings.model_path
+    return ModelList(data=[ModelCard(id=state.model_name, created=state.started_at, root=root)])

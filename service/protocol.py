@@ -1,0 +1,66 @@
+"""Wire models shared by every API: errors, health, and what a search and the token usage look like."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded", "loading", "error"] = Field(
+        description="degraded: the search backend fails its health check; answers go on, without results."
+    )
+    model: str | None = None
+    engine: str | None = None
+    search_backend: str | None = None
+    cache: str | None = None
+    detail: str | None = None
+
+
+class Stats(BaseModel):
+    """`GET /v1/stats`: the service's counters since start, for dashboards and the playground."""
+
+    answers: int
+    answers_by_policy: dict[str, int]
+    searches: int
+    searches_per_answer: float | None
+    search_errors: int
+    cache_hits: int
+    cache_misses: int
+    cache_hit_rate: float | None
+    mean_latency_ms: float | None
+
+
+class PassageOut(BaseModel):
+    id: str
+    title: str
+    text: str
+    score: float | None = None
+
+
+class SearchOut(BaseModel):
+    query: str
+    passages: list[PassageOut]
+    cached: bool
+    latency_ms: float
+    error: str | None = None
+    forced: bool = Field(False, description="Inserted by the `always` policy rather than asked for by the model.")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = Field(description="The prompt plus every inserted search result the model read.")
+    completion_tokens: int = Field(description="Tokens the model generated.")
+    total_tokens: int
+    num_search_queries: int
