@@ -18,7 +18,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from sem.search.base import Passage, SearchBackend, search_modes
+from sem.search.base import SearchBackend, search_modes
+from sem.types import Passage, Retrieval
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "sem:search:v1"
@@ -124,17 +125,6 @@ class RedisStore:
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-@dataclass(slots=True)
-class Retrieval:
-    """What one query found, and how."""
-
-    query: str
-    passages: list[Passage]
-    cached: bool = False
-    latency_ms: float = 0.0
-    error: str | None = None
 
 
 @dataclass(slots=True)
@@ -327,10 +317,10 @@ class CachedSearch:
         self.stats.backend_calls += 1
         try:
             queries = [query for _, query, _ in batch]
-            if ask.mode is None:  # backends without modes take no `mode` argument
+            if ask.mode is None:  # `mode` only when asked: plugins from before it was in the protocol take none
                 found = await self.backend.search(queries, ask.k)
             else:
-                found = await self.backend.search(queries, ask.k, mode=ask.mode)  # type: ignore[call-arg]
+                found = await self.backend.search(queries, ask.k, mode=ask.mode)
         except Exception as exc:  # any backend failure degrades to "no results", reported per query
             self.stats.backend_errors += 1
             self._observe(started, len(batch), error=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sem.errors import ConfigError
-from sem.search.base import Passage
+from sem.types import Passage
 
 
 def _rows(path: Path, required: str) -> Iterator[tuple[int, dict[str, Any]]]:

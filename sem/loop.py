@@ -27,11 +27,11 @@ from enum import StrEnum
 from typing import Protocol
 
 from sem import protocol
-from sem.cache import Retrieval
 from sem.engines.base import Delta, Engine, SamplingOptions
 from sem.errors import PromptTooLong
 from sem.search.base import Passage
 from sem.settings import LoopDefaults
+from sem.types import Retrieval
 
 
 class SearchPolicy(StrEnum):
@@ -41,8 +41,8 @@ class SearchPolicy(StrEnum):
     confidence = "confidence"
 
 
-class Retriever(Protocol):
-    """What the loop needs from search (met by `sem.cache.CachedSearch`)."""
+class Searcher(Protocol):
+    """What the loop needs from search: passages per query, cached or not (met by `sem.cache.CachedSearch`)."""
 
     async def retrieve(self, queries: list[str], k: int, mode: str | None = None) -> list[Retrieval]: ...
 
@@ -232,11 +232,11 @@ class _Builder:
 
 
 class SearchLoop:
-    """Drives an engine through the template, running searches through a retriever."""
+    """Drives an engine through the template, running searches through a searcher."""
 
-    def __init__(self, engine: Engine, retriever: Retriever, system_prompt: str = protocol.SYSTEM_PROMPT) -> None:
+    def __init__(self, engine: Engine, searcher: Searcher, system_prompt: str = protocol.SYSTEM_PROMPT) -> None:
         self.engine = engine
-        self.retriever = retriever
+        self.searcher = searcher
         self.system_prompt = system_prompt
 
     async def run(
@@ -410,7 +410,7 @@ class SearchLoop:
     async def _search(self, query: str, opts: LoopOptions, out: _Builder, *, forced: bool) -> AsyncIterator[Event]:
         index = out.trace.search_count
         yield SearchCall(query, index)
-        (found,) = await self.retriever.retrieve([query], opts.top_k, opts.search_mode)
+        (found,) = await self.searcher.retrieve([query], opts.top_k, opts.search_mode)
         record = SearchRecord(query, found.passages, found.cached, found.latency_ms, found.error, forced)
         out.trace.searches.append(record)
         block = protocol.format_result(

@@ -30,7 +30,6 @@ SYSTEM_PROMPT = (
 )
 
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_SEARCH_RE = re.compile(r"<search>(.*?)</search>", re.DOTALL)
 # Any of our tags (with attributes or odd spacing) and chat-template control tokens such as <|im_end|>.
 _TAG_LIKE_RE = re.compile(r"<\s*/?\s*(?:think|answer|search|result)\b[^>]*>|<\|[^|>]{0,40}\|>", re.IGNORECASE)
 _BLOCK_RE = re.compile(r"<(think|search|result)>.*?(</\1>|$)", re.DOTALL)
@@ -104,11 +103,6 @@ def extract_answers(text: str) -> list[str]:
     ['a1', 'a2']
     """
     return [" ".join(a.split()) for a in _ANSWER_RE.findall(text)]
-
-
-def extract_queries(text: str) -> list[str]:
-    """Every closed <search> query in order (inserted ones included)."""
-    return [" ".join(q.split()) for q in _SEARCH_RE.findall(text)]
 
 
 def final_answer(text: str) -> str:

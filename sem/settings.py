@@ -5,11 +5,13 @@ Build it in entrypoints only (the CLI, `sem-serve`, tests) and pass the parts in
 
 from __future__ import annotations
 
+import os
+import warnings
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,6 +47,34 @@ class LoopDefaults(BaseModel):
         description="`confidence` policy: search when the answer's least likely token is below this probability; "
         "default: the model's calibration (`trainer calibrate`), else 0.5.",
     )
+
+
+class SearchSettings(BaseModel):
+    """The search backend and its knobs (`SEM_SEARCH__<NAME>`; the old flat names, e.g. `SEM_SEARCH_BACKEND`, still
+    work, with a deprecation warning)."""
+
+    backend: str = Field("bm25", description="Search backend name (entry point sem.search_backends).")
+    timeout_s: float = Field(10.0, description="Timeout of one call to a remote search backend.")
+    dense_model: str | None = Field(None, description="Sentence-embedding model path for `dense` (default: bundled).")
+    retriever_url: str | None = Field(None, description="Base URL of a Search-R1 style /retrieve server.")
+    searxng_url: str | None = Field(None, description="Base URL of a SearXNG instance (JSON format enabled).")
+    web_api_key: SecretStr | None = Field(None, description="Key of the tavily / brave / serper backend (secret).")
+    web_api_url: str | None = Field(None, description="Endpoint override of the web API backends.")
+    milvus_uri: str | None = Field(
+        None, description="Milvus: a Lite .db file or a server URL (default: <SEM_HOME>/milvus/sem.db, Milvus Lite)."
+    )
+    milvus_token: SecretStr | None = Field(None, description="Milvus server token, user:password or API key (secret).")
+    milvus_collection: str | None = Field(None, description="Milvus collection (default: sem_<corpus file name>).")
+    milvus_mode: Literal["bm25", "dense", "hybrid"] = Field("bm25", description="Milvus search: bm25, dense, hybrid.")
+    milvus_ranker: Literal["rrf", "weighted"] = Field("rrf", description="How `hybrid` fuses BM25 and dense lists.")
+
+
+# The flat names SearchSettings replaced: still read (keyword arguments and SEM_* variables), with a warning.
+FLAT_SEARCH_NAMES = {"search_backend": "backend", "search_timeout_s": "timeout_s"} | {
+    name: name
+    for name in ("dense_model", "retriever_url", "searxng_url", "web_api_key", "web_api_url", "milvus_uri",
+                 "milvus_token", "milvus_collection", "milvus_mode", "milvus_ranker")
+}  # fmt: skip
 
 
 class Limits(BaseModel):
@@ -96,22 +126,8 @@ class Settings(BaseSettings):
     max_model_len: int = Field(4096, description="Context length the engine reserves for one sequence.")
     seed: int = 0
 
-    search_backend: str = Field("bm25", description="Search backend name (entry point sem.search_backends).")
     corpus: Path | None = Field(None, description="Corpus JSONL (id, title, text); default: the prepared one.")
-
-    dense_model: str | None = Field(None, description="Sentence-embedding model path for `dense` (default: bundled).")
-    retriever_url: str | None = Field(None, description="Base URL of a Search-R1 style /retrieve server.")
-    searxng_url: str | None = Field(None, description="Base URL of a SearXNG instance (JSON format enabled).")
-    web_api_key: SecretStr | None = Field(None, description="Key of the tavily / brave / serper backend (secret).")
-    web_api_url: str | None = Field(None, description="Endpoint override of the web API backends.")
-    milvus_uri: str | None = Field(
-        None, description="Milvus: a Lite .db file or a server URL (default: <SEM_HOME>/milvus/sem.db, Milvus Lite)."
-    )
-    milvus_token: SecretStr | None = Field(None, description="Milvus server token, user:password or API key (secret).")
-    milvus_collection: str | None = Field(None, description="Milvus collection (default: sem_<corpus file name>).")
-    milvus_mode: Literal["bm25", "dense", "hybrid"] = Field("bm25", description="Milvus search: bm25, dense, hybrid.")
-    milvus_ranker: Literal["rrf", "weighted"] = Field("rrf", description="How `hybrid` fuses BM25 and dense lists.")
-    search_timeout_s: float = Field(10.0, description="Timeout of one call to a remote search backend.")
+    search: SearchSettings = SearchSettings()
 
     redis_url: str | None = Field(None, description="Redis URL for the search cache; unset = in-process LRU.")
     cache_ttl_s: int = Field(7 * 24 * 3600, description="Time to live of a cached search result.")
@@ -127,6 +143,25 @@ class Settings(BaseSettings):
     loop: LoopDefaults = LoopDefaults()
     limits: Limits = Limits()
     auth: Auth = Auth()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_flat_search_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        found: dict[str, Any] = {}
+        for old, new in FLAT_SEARCH_NAMES.items():
+            if old in data:
+                found[new] = data.pop(old)
+            elif (value := os.environ.get(f"SEM_{old.upper()}")) is not None:
+                found[new] = value
+        if found:
+            names = ", ".join(f"SEM_{old.upper()}" for old, new in FLAT_SEARCH_NAMES.items() if new in found)
+            warnings.warn(f"{names}: deprecated, use SEM_SEARCH__<NAME> (e.g. SEM_SEARCH__BACKEND)",
+                          DeprecationWarning, stacklevel=2)  # fmt: skip
+            given = data.get("search") or {}
+            data["search"] = {**found, **(given.model_dump() if isinstance(given, BaseModel) else given)}
+        return data
 
     @property
     def home_dir(self) -> Path:

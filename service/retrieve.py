@@ -1,7 +1,7 @@
 """`sem-retrieve`: any of our search backends behind Search-R1's `/retrieve` API.
 
 The index then runs on its own machine, shared by several service replicas and by training
-(`SEM_SEARCH_BACKEND=retriever SEM_RETRIEVER_URL=http://host:8001`).
+(`SEM_SEARCH__BACKEND=retriever SEM_SEARCH__RETRIEVER_URL=http://host:8001`).
 """
 
 from __future__ import annotations
@@ -77,13 +77,13 @@ cli = typer.Typer(add_completion=False, help="Serve a SEM search backend under S
 def serve(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8001,
-    backend: Annotated[str | None, typer.Option(help="Backend name (SEM_SEARCH_BACKEND).")] = None,
+    backend: Annotated[str | None, typer.Option(help="Backend name (SEM_SEARCH__BACKEND).")] = None,
 ) -> None:
-    """Start the retrieval server (settings from SEM_* variables: SEM_CORPUS, SEM_DENSE_MODEL, ...)."""
+    """Start the retrieval server (settings from SEM_* variables: SEM_CORPUS, SEM_SEARCH__DENSE_MODEL, ...)."""
     import uvicorn
 
-    settings = Settings(search_backend=backend) if backend else Settings()
-    if settings.search_backend == "retriever":
+    settings = Settings(search={"backend": backend}) if backend else Settings()
+    if settings.search.backend == "retriever":
         raise typer.BadParameter("sem-retrieve cannot serve the retriever backend (it would call itself)")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_retrieve_app(settings), host=host, port=port, log_level=settings.log_level)

@@ -149,7 +149,7 @@ def _relabel(examples: list, model: str, k: int) -> tuple[list, list]:
     from trainer.data import label_by_pass_rate
 
     engine = HFEngine.load(model)
-    loop = SearchLoop(engine, retriever=None)  # type: ignore[arg-type]  # never searches
+    loop = SearchLoop(engine, searcher=None)  # type: ignore[arg-type]  # never searches
 
     def answer_fn(example, n: int) -> list[str]:
         options = LoopOptions(policy=SearchPolicy.never, max_tokens=64, temperature=1.0)

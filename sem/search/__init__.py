@@ -14,6 +14,6 @@ __all__ = ["Passage", "SearchBackend", "available_backends", "build_backend", "l
 
 
 async def build_backend(settings: Settings) -> SearchBackend:
-    """Build and load the backend `settings.search_backend` names (indexes are built or opened here)."""
-    cls = load_backend_class(settings.search_backend)
+    """Build and load the backend `settings.search.backend` names (indexes are built or opened here)."""
+    cls = load_backend_class(settings.search.backend)
     return await cls.from_settings(settings)

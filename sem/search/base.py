@@ -1,19 +1,15 @@
-"""The SearchBackend contract and the passage type every backend returns."""
+"""The SearchBackend contract, and a base for backends over a local corpus (the Passage type is in sem.types)."""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel
+from sem.types import Passage
 
-
-class Passage(BaseModel):
-    """One retrieved passage."""
-
-    id: str
-    title: str = ""
-    text: str
-    score: float | None = None
+if TYPE_CHECKING:
+    from sem.settings import Settings
 
 
 @runtime_checkable
@@ -21,13 +17,15 @@ class SearchBackend(Protocol):
     """A batched search: one list of passages per query, best first.
 
     `name` and `version` make cache keys: change `version` when the index changes (e.g. the corpus hash).
-    A backend that can search in several ways lists them in `modes` and takes `mode=` (see `search_modes`).
+    `modes`: the ways it can search, its default first (Milvus: bm25, dense, hybrid), or empty for one way; `search`
+    is only given a `mode` from `modes`.
     """
 
     name: str
     version: str
+    modes: tuple[str, ...]
 
-    async def search(self, queries: list[str], k: int) -> list[list[Passage]]: ...
+    async def search(self, queries: list[str], k: int, *, mode: str | None = None) -> list[list[Passage]]: ...
 
     async def check_health(self) -> None: ...
 
@@ -35,6 +33,31 @@ class SearchBackend(Protocol):
 
 
 def search_modes(backend: object) -> tuple[str, ...]:
-    """The ways a backend can search, its default first, for backends that offer several (Milvus: bm25, dense,
-    hybrid); such a backend takes `mode=` in `search`. Empty for the rest."""
+    """`backend.modes`; a plugin written before `modes` was part of the protocol has none (one way to search)."""
     return tuple(getattr(backend, "modes", ()))
+
+
+class LocalIndexBackend:
+    """A base for backends that index a local corpus file (bm25, dense, milvus): the corpus is resolved once here
+    (`SEM_CORPUS`, else the embedded default, with a clear error when it was never prepared), the backend is built
+    from it by `from_corpus` and loaded off the event loop by `load_sync`."""
+
+    @classmethod
+    def from_corpus(cls, corpus: Path, settings: Settings) -> Any:
+        return cls(corpus)  # type: ignore[call-arg]
+
+    @classmethod
+    async def from_settings(cls, settings: Settings) -> Any:
+        from sem.assets import ensure_corpus
+
+        if settings.corpus is None:
+            ensure_corpus(settings.home_dir)
+        backend = cls.from_corpus(settings.corpus_path, settings)
+        await backend.load()
+        return backend
+
+    async def load(self) -> None:
+        await asyncio.to_thread(self.load_sync)
+
+    def load_sync(self) -> None:
+        raise NotImplementedError

@@ -14,16 +14,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sem.corpus import corpus_hash, load_corpus
-from sem.search.base import Passage
+from sem.search.base import LocalIndexBackend, Passage
 
 if TYPE_CHECKING:
-    from sem.settings import Settings
+    pass
 
 log = logging.getLogger(__name__)
 _HASH_FILE = "corpus.sha256"
 
 
-class BM25Backend:
+class BM25Backend(LocalIndexBackend):
+    modes: tuple[str, ...] = ()  # one way to search
     name = "bm25"
 
     def __init__(self, corpus_path: Path, index_dir: Path | None = None) -> None:
@@ -32,19 +33,6 @@ class BM25Backend:
         self.version = ""
         self._passages: list[Passage] = []
         self._retriever: Any = None
-
-    @classmethod
-    async def from_settings(cls, settings: Settings) -> BM25Backend:
-        from sem.assets import ensure_corpus
-
-        if settings.corpus is None:
-            ensure_corpus(settings.home_dir)
-        backend = cls(settings.corpus_path)
-        await backend.load()
-        return backend
-
-    async def load(self) -> None:
-        await asyncio.to_thread(self.load_sync)
 
     def load_sync(self) -> None:
         import bm25s
@@ -72,7 +60,7 @@ class BM25Backend:
     def __len__(self) -> int:
         return len(self._passages)
 
-    async def search(self, queries: list[str], k: int) -> list[list[Passage]]:
+    async def search(self, queries: list[str], k: int, *, mode: str | None = None) -> list[list[Passage]]:
         return await asyncio.to_thread(self.search_sync, queries, k)
 
     def search_sync(self, queries: list[str], k: int) -> list[list[Passage]]:

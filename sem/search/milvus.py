@@ -1,8 +1,8 @@
 """Milvus: full-text (BM25), dense or hybrid search on an engine that shards and replicates.
 
-The same code runs on Milvus Lite (the embedded engine of the `milvus-lite` package: `SEM_MILVUS_URI` is a local
-`.db` file, the default) and on a Milvus cluster or Zilliz Cloud (`SEM_MILVUS_URI=http://host:19530`, token from
-`SEM_MILVUS_TOKEN`). One collection per corpus:
+The same code runs on Milvus Lite (the embedded engine of the `milvus-lite` package: `SEM_SEARCH__MILVUS_URI` is a local
+`.db` file, the default) and on a Milvus cluster or Zilliz Cloud (`SEM_SEARCH__MILVUS_URI=http://host:19530`, token from
+`SEM_SEARCH__MILVUS_TOKEN`). One collection per corpus:
 
 - `text` is analysed (standard tokenizer, lowercase, English stop words and stemmer) and Milvus's built-in BM25
   function fills the sparse vector `sparse` (SPARSE_INVERTED_INDEX, metric BM25): no embedding model needed;
@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from sem.corpus import corpus_hash, iter_passages
 from sem.errors import ConfigError
-from sem.search.base import Passage
+from sem.search.base import LocalIndexBackend, Passage
 
 if TYPE_CHECKING:
     from sem.settings import Settings
@@ -64,7 +64,7 @@ def _batches(it: Iterator[Passage], size: int) -> Iterator[list[Passage]]:
         yield batch
 
 
-class MilvusBackend:
+class MilvusBackend(LocalIndexBackend):
     name = "milvus"
 
     def __init__(
@@ -97,30 +97,21 @@ class MilvusBackend:
         self._has_dense = False  # read from the collection at load
 
     @classmethod
-    async def from_settings(cls, settings: Settings) -> MilvusBackend:
-        from sem.assets import ensure_corpus
-
-        if settings.corpus is None:
-            ensure_corpus(settings.home_dir)
-        uri = settings.milvus_uri or str(settings.home_dir / "milvus" / "sem.db")
-        backend = cls(
-            settings.corpus_path,
+    def from_corpus(cls, corpus: Path, settings: Settings) -> MilvusBackend:
+        uri = settings.search.milvus_uri or str(settings.home_dir / "milvus" / "sem.db")
+        return cls(
+            corpus,
             uri,
-            token=settings.milvus_token.get_secret_value() if settings.milvus_token else None,
-            collection=settings.milvus_collection,
-            mode=settings.milvus_mode,
-            ranker=settings.milvus_ranker,
-            embedding_model=settings.dense_model,
+            token=settings.search.milvus_token.get_secret_value() if settings.search.milvus_token else None,
+            collection=settings.search.milvus_collection,
+            mode=settings.search.milvus_mode,
+            ranker=settings.search.milvus_ranker,
+            embedding_model=settings.search.dense_model,
         )
-        await backend.load()
-        return backend
 
     @property
     def is_lite(self) -> bool:
         return not self.uri.startswith(("http://", "https://", "tcp://", "unix:"))
-
-    async def load(self) -> None:
-        await asyncio.to_thread(self.load_sync)
 
     def load_sync(self) -> None:
         """Connect, ingest what is missing (resuming), load the collection and warm it up."""
@@ -168,12 +159,12 @@ class MilvusBackend:
             raise ConfigError(
                 f"the Milvus collection {self.collection!r} at {self.uri} was built from another corpus "
                 f"(sha256 {str(props.get(PROP_SHA))[:16]}…, this corpus {digest[:16]}…): drop it, or set "
-                "SEM_MILVUS_COLLECTION to another name"
+                "SEM_SEARCH__MILVUS_COLLECTION to another name"
             )
         if self.mode != "bm25" and props.get(PROP_DENSE) != "true":
             raise ConfigError(
                 f"the Milvus collection {self.collection!r} has no dense vectors, so mode {self.mode!r} cannot "
-                "run on it: drop it and ingest again with SEM_MILVUS_MODE=dense or hybrid"
+                "run on it: drop it and ingest again with SEM_SEARCH__MILVUS_MODE=dense or hybrid"
             )
 
     def _create(self, digest: str) -> None:
@@ -236,10 +227,10 @@ class MilvusBackend:
     def modes_hint(self) -> str:
         if self._has_dense:
             return ""
-        return " (dense and hybrid need a collection ingested with SEM_MILVUS_MODE=dense or hybrid)"
+        return " (dense and hybrid need a collection ingested with SEM_SEARCH__MILVUS_MODE=dense or hybrid)"
 
-    async def search(self, queries: list[str], k: int, mode: Mode | None = None) -> list[list[Passage]]:
-        return await asyncio.to_thread(self.search_sync, queries, k, mode)
+    async def search(self, queries: list[str], k: int, *, mode: str | None = None) -> list[list[Passage]]:
+        return await asyncio.to_thread(self.search_sync, queries, k, mode)  # type: ignore[arg-type]  # one of modes
 
     def search_sync(self, queries: list[str], k: int, mode: Mode | None = None) -> list[list[Passage]]:
         """One list per query, best first; `mode` overrides the backend's (bm25, dense, hybrid)."""

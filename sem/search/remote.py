@@ -36,6 +36,8 @@ def parse_contents(contents: str) -> tuple[str, str]:
 class RetrieverBackend:
     """Client of a Search-R1 style retrieval server (ours: `sem-retrieve`)."""
 
+    modes: tuple[str, ...] = ()  # one way to search
+
     name = "retriever"
 
     def __init__(self, url: str, timeout_s: float = 10.0, client: httpx.AsyncClient | None = None) -> None:
@@ -46,9 +48,9 @@ class RetrieverBackend:
 
     @classmethod
     async def from_settings(cls, settings: Settings) -> RetrieverBackend:
-        if not settings.retriever_url:
-            raise ConfigError("the retriever backend needs SEM_RETRIEVER_URL (e.g. http://127.0.0.1:8001)")
-        backend = cls(settings.retriever_url, settings.search_timeout_s)
+        if not settings.search.retriever_url:
+            raise ConfigError("the retriever backend needs SEM_SEARCH__RETRIEVER_URL (e.g. http://127.0.0.1:8001)")
+        backend = cls(settings.search.retriever_url, settings.search.timeout_s)
         await backend.load()
         return backend
 
@@ -62,7 +64,7 @@ class RetrieverBackend:
         except (httpx.HTTPError, ValueError):
             pass  # a plain Search-R1 server has no /healthz; searches will tell if it is down
 
-    async def search(self, queries: list[str], k: int) -> list[list[Passage]]:
+    async def search(self, queries: list[str], k: int, *, mode: str | None = None) -> list[list[Passage]]:
         body = {"queries": queries, "topk": k, "return_scores": True}
         try:
             r = await self._client.post(f"{self.url}/retrieve", json=body)

@@ -1,8 +1,8 @@
 """Web search: a SearXNG instance's JSON API, and APIs that need a key: Tavily, Brave Search, Serper (Google).
 
-Keys come from settings (`SEM_WEB_API_KEY`, a secret: never logged or shown in errors); `SEM_WEB_API_URL` overrides
-the endpoint (a proxy, a test server); SearXNG's address is `SEM_SEARXNG_URL`. One HTTP call per query, run
-concurrently.
+Keys come from settings (`SEM_SEARCH__WEB_API_KEY`, a secret: never logged or shown in errors);
+`SEM_SEARCH__WEB_API_URL` overrides the endpoint (a proxy, a test server); SearXNG's address is
+`SEM_SEARCH__SEARXNG_URL`. One HTTP call per query, run concurrently.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 class WebAPIBackend:
     """Shared plumbing; subclasses say how to ask and how to read the answer."""
 
+    modes: tuple[str, ...] = ()  # one way to search
+
     name: ClassVar[str]
     default_url: ClassVar[str]
     needs_key: ClassVar[bool] = True
@@ -29,7 +31,7 @@ class WebAPIBackend:
 
     def __init__(self, api_key: str, url: str | None = None, timeout_s: float = 10.0) -> None:
         if self.needs_key and not api_key:
-            raise ConfigError(f"the {self.name} backend needs SEM_WEB_API_KEY")
+            raise ConfigError(f"the {self.name} backend needs SEM_SEARCH__WEB_API_KEY")
         self._key = api_key
         self.url = url or self.default_url
         self._client = httpx.AsyncClient(timeout=timeout_s)
@@ -39,8 +41,8 @@ class WebAPIBackend:
 
     @classmethod
     async def from_settings(cls, settings: Settings) -> WebAPIBackend:
-        key = settings.web_api_key.get_secret_value() if settings.web_api_key else ""
-        return cls(key, settings.web_api_url, settings.search_timeout_s)
+        key = settings.search.web_api_key.get_secret_value() if settings.search.web_api_key else ""
+        return cls(key, settings.search.web_api_url, settings.search.timeout_s)
 
     def request(self, query: str, k: int) -> httpx.Request:
         raise NotImplementedError
@@ -58,7 +60,7 @@ class WebAPIBackend:
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             raise SearchError(f"{self.name} failed: {type(exc).__name__}") from None
 
-    async def search(self, queries: list[str], k: int) -> list[list[Passage]]:
+    async def search(self, queries: list[str], k: int, *, mode: str | None = None) -> list[list[Passage]]:
         return list(await asyncio.gather(*(self._one(q, k) for q in queries)))
 
     async def check_health(self) -> None:
@@ -120,9 +122,9 @@ class SearxngBackend(WebAPIBackend):
 
     @classmethod
     async def from_settings(cls, settings: Settings) -> SearxngBackend:
-        if not settings.searxng_url:
-            raise ConfigError("the searxng backend needs SEM_SEARXNG_URL (e.g. http://127.0.0.1:8888)")
-        return cls("", settings.searxng_url.rstrip("/") + "/search", settings.search_timeout_s)
+        if not settings.search.searxng_url:
+            raise ConfigError("the searxng backend needs SEM_SEARCH__SEARXNG_URL (e.g. http://127.0.0.1:8888)")
+        return cls("", settings.search.searxng_url.rstrip("/") + "/search", settings.search.timeout_s)
 
     def request(self, query: str, k: int) -> httpx.Request:
         return self._client.build_request("GET", self.url, params={"q": query, "format": "json"})

@@ -213,8 +213,8 @@ def retriever() -> Iterator[tuple[FaultyRetriever, str]]:
 def open_service(tmp_path_factory, settings, retriever) -> Iterator[tuple[subprocess.Popen, str]]:
     """No auth, small caps, searching through the switchable retriever: the fuzz, the load and backend faults."""
     env = {"SEM_LIMITS__MAX_SEARCHES": "2", "SEM_LIMITS__MAX_TOP_K": "5", "SEM_LOOP__MAX_TOKENS": "24",
-           "SEM_SEARCH_BACKEND": "retriever", "SEM_RETRIEVER_URL": retriever[1],
-           "SEM_SEARCH_TIMEOUT_S": "1"}  # fmt: skip
+           "SEM_SEARCH__BACKEND": "retriever", "SEM_SEARCH__RETRIEVER_URL": retriever[1],
+           "SEM_SEARCH__TIMEOUT_S": "1"}  # fmt: skip
     proc, base = start("service-open", env, tmp_path_factory.mktemp("open"), settings)
     yield proc, base
     stop(proc)

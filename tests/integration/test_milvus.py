@@ -151,8 +151,8 @@ def test_finds_supporting_paragraphs_of_real_questions(tmp_path: Path) -> None:
 
 def test_service_answers_through_milvus(tiny_corpus: Path, tmp_path: Path, settings) -> None:
     port = free_port()
-    env = {"SEM_SEARCH_BACKEND": "milvus", "SEM_MILVUS_MODE": "hybrid", "SEM_CORPUS": str(tiny_corpus),
-           "SEM_MILVUS_URI": str(tmp_path / "s.db"), "SEM_PORT": str(port),
+    env = {"SEM_SEARCH__BACKEND": "milvus", "SEM_SEARCH__MILVUS_MODE": "hybrid", "SEM_CORPUS": str(tiny_corpus),
+           "SEM_SEARCH__MILVUS_URI": str(tmp_path / "s.db"), "SEM_PORT": str(port),
            "SEM_HOME": str(settings.home_dir)}  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     proc = launch([sys.executable, "-m", "service"], env, "service-milvus.log", f"{base}/readyz")

@@ -35,8 +35,8 @@ def cluster(redis_server: str, settings, tmp_path_factory: pytest.TempPathFactor
                 **home,
                 "SEM_PORT": str(port),
                 "SEM_ENGINE": "hf",
-                "SEM_SEARCH_BACKEND": "retriever",
-                "SEM_RETRIEVER_URL": f"http://127.0.0.1:{retrieve_port}",
+                "SEM_SEARCH__BACKEND": "retriever",
+                "SEM_SEARCH__RETRIEVER_URL": f"http://127.0.0.1:{retrieve_port}",
                 "SEM_REDIS_URL": redis_server,
             }
             url = f"http://127.0.0.1:{port}"

@@ -18,7 +18,7 @@ from sem.search.dense import DenseBackend
 from sem.search.registry import available_backends, load_backend_class
 from sem.search.remote import RetrieverBackend
 from sem.search.web import SearxngBackend
-from sem.settings import Settings
+from sem.settings import SearchSettings, Settings
 from service.retrieve import create_retrieve_app
 from tests.conftest import free_port, serve_in_thread
 
@@ -66,13 +66,17 @@ async def test_backends_find_supporting_paragraphs_of_real_questions(tmp_path: P
 @pytest.fixture
 def retrieve_server(tiny_corpus: Path) -> Iterator[str]:
     port = free_port()
-    server = serve_in_thread(create_retrieve_app(Settings(corpus=tiny_corpus, search_backend="bm25")), port)
+    server = serve_in_thread(
+        create_retrieve_app(Settings(corpus=tiny_corpus, search=SearchSettings(backend="bm25"))), port
+    )
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
 
 
 async def test_retriever_against_sem_retrieve(retrieve_server: str, tiny_corpus: Path) -> None:
-    remote = await RetrieverBackend.from_settings(Settings(search_backend="retriever", retriever_url=retrieve_server))
+    remote = await RetrieverBackend.from_settings(
+        Settings(search=SearchSettings(backend="retriever", retriever_url=retrieve_server))
+    )
     local = BM25Backend(tiny_corpus)
     await local.load()
     assert remote.version == f"bm25-{local.version}"  # the server's index versions our cache keys
@@ -114,7 +118,7 @@ async def test_searxng_backend() -> None:
     server = serve_in_thread(FakeSearxng(), port)
     try:
         backend = await SearxngBackend.from_settings(
-            Settings(search_backend="searxng", searxng_url=f"http://127.0.0.1:{port}")
+            Settings(search=SearchSettings(backend="searxng", searxng_url=f"http://127.0.0.1:{port}"))
         )
         moon, mars = await backend.search(["moon", "mars"], 3)
         assert [p.text for p in moon] == ["About moon, part 0.", "About moon, part 1.", "About moon, part 2."]
@@ -131,7 +135,7 @@ def test_missing_urls_are_config_errors() -> None:
 
     for name in ("retriever", "searxng"):
         with pytest.raises(ConfigError, match="SEM_"):
-            asyncio.run(build_backend(Settings(search_backend=name)))
+            asyncio.run(build_backend(Settings(search=SearchSettings(backend=name))))
 
 
 def test_a_third_party_backend_is_found_through_its_entry_point(tmp_path: Path, tiny_corpus: Path) -> None:
@@ -158,7 +162,7 @@ def test_a_third_party_backend_is_found_through_its_entry_point(tmp_path: Path, 
         assert available_backends()["echo"] == "echo_backend:EchoBackend"
         import asyncio
 
-        backend = asyncio.run(build_backend(Settings(search_backend="echo")))
+        backend = asyncio.run(build_backend(Settings(search=SearchSettings(backend="echo"))))
         assert asyncio.run(backend.search(["hello"], 1))[0][0].text == "hello"
         assert load_backend_class("echo").__name__ == "EchoBackend"
     finally:
@@ -242,17 +246,16 @@ async def test_keyed_web_backends_send_the_key_and_never_show_it() -> None:
     server = serve_in_thread(app, port)
     try:
         for name, header in (("tavily", "Bearer s3cret"), ("brave", "s3cret"), ("serper", "s3cret")):
-            settings = Settings(
-                search_backend=name, web_api_key="s3cret", web_api_url=f"http://127.0.0.1:{port}/{name}"
-            )
+            search = SearchSettings(backend=name, web_api_key="s3cret", web_api_url=f"http://127.0.0.1:{port}/{name}")
+            settings = Settings(search=search)
             backend = await build_backend(settings)
             (found,) = await backend.search(["moon"], 2)
             assert [p.text for p in found] == ["c0", "c1"] and found[0].id == "https://example.org/0"
             assert app.keys[-1] == header
             assert "s3cret" not in repr(backend) and "s3cret" not in repr(settings)
             await backend.aclose()
-        wrong = await build_backend(Settings(search_backend="serper", web_api_key="wrong",
-                                             web_api_url=f"http://127.0.0.1:{port}/serper"))  # fmt: skip
+        search = SearchSettings(backend="serper", web_api_key="wrong", web_api_url=f"http://127.0.0.1:{port}/serper")
+        wrong = await build_backend(Settings(search=search))
         with pytest.raises(SearchError) as info:
             await wrong.search(["moon"], 1)
         assert "401" in str(info.value) and "wrong" not in str(info.value)

@@ -73,7 +73,9 @@ def test_compose_file_wires_real_services_and_settings() -> None:
         for dep in service.get("depends_on", []):
             assert dep in services
     remote = services["sem-remote"]["environment"]
-    assert remote["SEM_ENGINE_URL"] == "http://vllm:8000" and remote["SEM_RETRIEVER_URL"] == "http://retrieve:8001"
+    assert (
+        remote["SEM_ENGINE_URL"] == "http://vllm:8000" and remote["SEM_SEARCH__RETRIEVER_URL"] == "http://retrieve:8001"
+    )
 
 
 def dry_run(*args: str) -> str:

@@ -22,6 +22,22 @@ def test_settings_read_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) ->
     assert s.model_path.startswith(str(tmp_path))
 
 
+def test_search_settings_nest_and_the_old_flat_names_still_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEM_SEARCH__BACKEND", "retriever")
+    monkeypatch.setenv("SEM_SEARCH__RETRIEVER_URL", "http://retrieve:8001")
+    s = Settings()
+    assert s.search.backend == "retriever" and s.search.retriever_url == "http://retrieve:8001"
+    monkeypatch.delenv("SEM_SEARCH__BACKEND")
+    monkeypatch.setenv("SEM_SEARCH_BACKEND", "milvus")  # the flat name of before
+    monkeypatch.setenv("SEM_MILVUS_MODE", "hybrid")
+    with pytest.warns(DeprecationWarning, match="SEM_SEARCH_BACKEND, SEM_MILVUS_MODE: deprecated"):
+        s = Settings()
+    assert s.search.backend == "milvus" and s.search.milvus_mode == "hybrid"
+    assert s.search.retriever_url == "http://retrieve:8001"  # the nested names still apply beside them
+    with pytest.warns(DeprecationWarning):
+        assert Settings(search_timeout_s=3).search.timeout_s == 3  # keyword arguments too
+
+
 def test_bad_setting_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEM_ENGINE", "tensorrt")
     with pytest.raises(ValueError, match="engine"):
