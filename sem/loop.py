@@ -29,9 +29,8 @@ from typing import Protocol
 from sem import protocol
 from sem.engines.base import Delta, Engine, SamplingOptions
 from sem.errors import PromptTooLong
-from sem.search.base import Passage
 from sem.settings import LoopDefaults
-from sem.types import Retrieval
+from sem.types import Passage, Retrieval
 
 
 class SearchPolicy(StrEnum):
@@ -47,18 +46,21 @@ class Searcher(Protocol):
     async def retrieve(self, queries: list[str], k: int, mode: str | None = None) -> list[Retrieval]: ...
 
 
+_DEFAULTS = LoopDefaults()  # the one place the loop's defaults are declared
+
+
 @dataclass(slots=True)
 class LoopOptions:
     policy: SearchPolicy = SearchPolicy.auto
-    max_searches: int = 3
-    top_k: int = 3
-    max_tokens: int = 384
+    max_searches: int = _DEFAULTS.max_searches
+    top_k: int = _DEFAULTS.top_k
+    max_tokens: int = _DEFAULTS.max_tokens
     min_tokens: int = 0  # the model writes at least this many tokens before it may stop (vLLM's min_tokens)
-    temperature: float = 0.0
+    temperature: float = _DEFAULTS.temperature
     top_p: float = 1.0
     seed: int | None = None
     logprobs: bool = False
-    passage_chars: int = 600
+    passage_chars: int = _DEFAULTS.passage_chars
     # When the model ends without a usable answer, open <answer> for it and allow this many more tokens.
     # Serving wants an answer; training rollouts turn it off so a malformed output is scored as it is.
     force_answer: bool = True

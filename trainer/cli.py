@@ -24,6 +24,7 @@ log = logging.getLogger("trainer")
 
 RUNS = Path("runs")
 LABELS = RUNS / "labels" / "labels.jsonl"
+_SEARCH_BACKEND: str | None = None  # --search-backend
 
 
 class Reward(StrEnum):
@@ -49,7 +50,12 @@ def main(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option(help="YAML file with a section per command.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    search_backend: Annotated[
+        str | None, typer.Option(help="Search backend of the loop (default: SEM_SEARCH__BACKEND, else bm25).")
+    ] = None,
 ) -> None:
+    global _SEARCH_BACKEND
+    _SEARCH_BACKEND = search_backend
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -63,11 +69,19 @@ def main(
 
 
 def _retriever(corpus: Path):
-    from sem.cache import CachedSearch
-    from sem.search.bm25 import BM25Backend
+    """The search the trainer's loop runs, built by the service's factory: the backend `--search-backend` (or
+    SEM_SEARCH__BACKEND) names, over `corpus` for the local indexes, behind an in-process cache."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    backend = BM25Backend(corpus)
-    backend.load_sync()
+    from sem.cache import CachedSearch
+    from sem.search import build_backend
+    from sem.settings import Settings
+
+    settings = Settings(corpus=corpus)
+    if _SEARCH_BACKEND:
+        settings.search.backend = _SEARCH_BACKEND
+    with ThreadPoolExecutor(1) as pool:  # its own event loop: callers may already run one
+        backend = pool.submit(asyncio.run, build_backend(settings)).result()
     return CachedSearch(backend)
 
 
@@ -217,7 +231,7 @@ def train(
     loss_type: str = "dapo",
     lora: Annotated[bool, typer.Option(help="Train a LoRA adapter (else the full model).")] = True,
     lora_r: Annotated[int, typer.Option(help="LoRA rank (a start model that is an adapter keeps its own).")] = 8,
-    max_searches: int = 2,
+    max_searches: int = 2,  # trainer.rollout.TRAIN_MAX_SEARCHES (typer needs a literal default for --help)
     save_steps: int = 25,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
     rollout_engine: Annotated[

@@ -13,10 +13,11 @@ from typing import Any
 from transformers import TrainerCallback
 
 from sem.cache import CachedSearch
+from sem.loop import LoopOptions
 from trainer.data import Example
 from trainer.lora import is_adapter, load_trainable, lora_config
 from trainer.rewards import reward_functions
-from trainer.rollout import RolloutConfig, RolloutEngineKind, SEMRollout
+from trainer.rollout import TRAIN_MAX_SEARCHES, RolloutConfig, RolloutEngineKind, SEMRollout
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,8 @@ class GRPOSettings:
     lora: bool = True
     lora_r: int = 8
     save_steps: int = 25
-    max_searches: int = 2
-    top_k: int = 3
+    max_searches: int = TRAIN_MAX_SEARCHES
+    top_k: int = LoopOptions().top_k
     seed: int = 0
     rollout_engine: RolloutEngineKind = field(default_factory=default_rollout_engine)
     vllm_dtype: str = "float32"

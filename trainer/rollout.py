@@ -23,12 +23,13 @@ if TYPE_CHECKING:
     from trainer.vllm_rollout import RolloutEngine
 
 RolloutEngineKind = Literal["vllm", "hf"]
+TRAIN_MAX_SEARCHES = 2  # a shorter budget than serving's: rollouts stay within the completion length
 
 
 @dataclass
 class RolloutConfig:
-    max_searches: int = 2
-    top_k: int = 3
+    max_searches: int = TRAIN_MAX_SEARCHES
+    top_k: int = LoopOptions().top_k
     passage_chars: int = 300
     policy: SearchPolicy = SearchPolicy.auto
     engine: RolloutEngineKind = "hf"
