@@ -1,9 +1,8 @@
 """Python SDK for the SEM service."""
 
-__version__ = "0.1.0"
-
 from sem_client._client import AsyncSemClient, SemClient
 from sem_client._streaming import AsyncStream, Stream
+from sem_client._version import __version__ as __version__
 from sem_client.errors import (
     APIConnectionError,
     APIError,

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from sem_client import __version__
+from sem_client._version import __version__
 from sem_client.errors import APIConnectionError, APITimeoutError, status_error
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
