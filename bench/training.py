@@ -26,8 +26,9 @@ from transformers import TrainerCallback
 
 from sem.settings import Settings
 from trainer.cli import _retriever
+from trainer.config import SEMGRPOConfig
 from trainer.data import read_jsonl
-from trainer.grpo import GRPOSettings, build_grpo_trainer
+from trainer.grpo import build_grpo_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,14 +77,15 @@ def time_forwards(trainer: Any) -> dict[str, float]:
 
 
 def run_engine(engine: str, model: str, data: Path, work: Path, opts: argparse.Namespace) -> dict[str, Any]:
-    settings = GRPOSettings(
-        max_steps=opts.steps, batch_size=opts.micro_batch, num_generations=opts.generations,
+    args = SEMGRPOConfig(
+        output_dir=str(work / engine), max_steps=opts.steps, per_device_train_batch_size=opts.micro_batch,
+        num_generations=opts.generations,
         gradient_accumulation_steps=opts.prompts * opts.generations // opts.micro_batch,
         max_completion_length=opts.max_tokens, temperature=1.0, learning_rate=1e-5, lora=True, lora_r=8,
         save_steps=10_000, rollout_engine=engine,
     )  # fmt: skip
     trainer, rollout = build_grpo_trainer(
-        model, read_jsonl(data / "train.jsonl"), _retriever(data / "corpus.jsonl"), work / engine, settings
+        model, read_jsonl(data / "train.jsonl"), _retriever(data / "corpus.jsonl"), args
     )
     clock = StepClock(rollout, time_forwards(trainer))
     trainer.add_callback(clock)
@@ -152,17 +154,26 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=2)
     parser.add_argument("--generations", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--micro-batch", type=int, default=8, help="Answers per forward/backward (memory).")
+    parser.add_argument("--micro-batch", type=int, default=4, help="Answers per forward/backward (memory).")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one engine, print its row as JSON
     parser.add_argument("--engines", default="hf,vllm")
     parser.add_argument("--model", default=None, help="Start model (default: the served default).")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "training.json")
     opts = parser.parse_args()
     model = opts.model or Settings().model_path
+    if opts.one:  # a child: one engine, its row on the last line of stdout
+        work = Path(opts.one.split(",", 1)[1])
+        print(json.dumps(run_engine(opts.one.split(",", 1)[0], model, work / "data", work, opts)))
+        return
     with tempfile.TemporaryDirectory(prefix="sem-bench-trainer-") as tmp:
         work = Path(tmp)
         trainer_cli = Path(sys.executable).with_name("trainer")
         subprocess.run([str(trainer_cli), "data", "--out", str(work / "data"), "--per-class", "8"], check=True)
-        rows = [run_engine(e, model, work / "data", work, opts) for e in opts.engines.split(",")]
+        rows = []
+        for engine in opts.engines.split(","):  # one process each: neither inherits the other's memory
+            child = [sys.executable, __file__, *sys.argv[1:], "--model", model, "--one", f"{engine},{work}"]
+            out = subprocess.run(child, check=True, stdout=subprocess.PIPE, text=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
     print(markdown(rows))
     if len(rows) == 2:
         print(f"\nvLLM step speed-up over HF: {rows[0]['step_s'] / rows[1]['step_s']:.2f}x")

@@ -216,82 +216,90 @@ def train(
     data_dir: Annotated[Path, typer.Option("--data", help="Output of `trainer data`.")] = RUNS / "data",
     model: Annotated[str | None, typer.Option(help="Start model (default: runs/sft/final when present).")] = None,
     out: Annotated[Path, typer.Option(help="Checkpoints, log.jsonl and the final model.")] = RUNS / "grpo",
-    reward: Reward = Reward.sem,
-    tau: float = 0.8,
-    max_steps: int = 200,
-    batch_size: Annotated[int, typer.Option(help="Answers per micro-batch (per process).")] = 4,
-    gradient_accumulation_steps: Annotated[
-        int, typer.Option(help="Micro-batches per optimizer step and rollout (less memory, same step).")
-    ] = 1,
-    num_generations: int = 4,
-    max_completion_length: int = 128,
-    temperature: float = 1.0,
-    learning_rate: float = 1e-5,
-    beta: float = 0.0,
-    loss_type: str = "dapo",
-    lora: Annotated[bool, typer.Option(help="Train a LoRA adapter (else the full model).")] = True,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank (a start model that is an adapter keeps its own).")] = 8,
-    max_searches: int = 2,  # trainer.rollout.TRAIN_MAX_SEARCHES (typer needs a literal default for --help)
-    save_steps: int = 25,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
-    rollout_engine: Annotated[
-        RolloutEngineChoice,
-        typer.Option(help="vllm: a step's answers batched on vLLM, weights pushed each step; hf: transformers."),
-    ] = RolloutEngineChoice.auto,
-    vllm_dtype: Annotated[str, typer.Option(help="dtype of the vLLM rollout engine.")] = "float32",
-    vllm_server_url: Annotated[
-        str | None, typer.Option(help="Roll out on this `vllm serve` (deploy/README.md), not in-process.")
-    ] = None,
-    vllm_gpu_memory_utilization: Annotated[
-        float, typer.Option(help="In-process vLLM on a GPU: its share of the memory, beside training.")
-    ] = 0.3,
     dry_run: Annotated[bool, typer.Option(help="Print the resolved settings, check the batch shape; no run.")] = False,
     world_size: Annotated[
         int | None, typer.Option(help="Training processes, for --dry-run (default: WORLD_SIZE, else 1).")
     ] = None,
+    # The rest default to SEMGRPOConfig's (trainer/config.py): TRL's GRPOConfig with SEM's fields
+    reward: Annotated[Reward | None, typer.Option(help="Reward (default sem).")] = None,
+    tau: Annotated[float | None, typer.Option(help="sem/ikea: score a first answer needs (default 0.8).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (default 200).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Answers per micro-batch and process (default 4).")] = None,
+    gradient_accumulation_steps: Annotated[
+        int | None, typer.Option(help="Micro-batches per optimizer step and rollout: less memory, same step.")
+    ] = None,
+    num_generations: Annotated[int | None, typer.Option(help="Answers per prompt (default 4).")] = None,
+    max_completion_length: Annotated[int | None, typer.Option(help="Tokens over all turns (default 128).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default 1.0).")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Default 1e-5.")] = None,
+    beta: Annotated[float | None, typer.Option(help="KL weight (TRL's default 0).")] = None,
+    loss_type: Annotated[str | None, typer.Option(help="TRL's loss (default dapo).")] = None,
+    lora: Annotated[bool | None, typer.Option(help="Train a LoRA adapter, else the whole model (default on).")] = None,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank (default 8; an adapter keeps its own).")] = None,
+    max_searches: Annotated[int | None, typer.Option(help="Search budget of a rollout (default 2).")] = None,
+    save_steps: Annotated[int | None, typer.Option(help="Checkpoint every so many steps (default 25).")] = None,
+    rollout_engine: Annotated[
+        RolloutEngineChoice,
+        typer.Option(help="vllm: a step's answers batched on vLLM, weights pushed each step; hf: transformers."),
+    ] = RolloutEngineChoice.auto,
+    vllm_dtype: Annotated[str | None, typer.Option(help="dtype of the in-process vLLM (default float32).")] = None,
+    vllm_server_url: Annotated[
+        str | None, typer.Option(help="Roll out on this `vllm serve` (deploy/README.md), not in-process.")
+    ] = None,
+    vllm_gpu_memory_utilization: Annotated[
+        float | None, typer.Option(help="In-process vLLM on a GPU: its share of the memory (default 0.3).")
+    ] = None,
 ) -> None:
-    """GRPO with a search-efficiency reward; rollouts run sem.loop on the policy."""
+    """GRPO with a search-efficiency reward; rollouts run sem.loop on vLLM (or the policy through transformers)."""
+    from trainer.config import SEMGRPOConfig
     from trainer.data import read_jsonl
-    from trainer.grpo import GRPOSettings, default_rollout_engine, run_grpo
+    from trainer.grpo import run_grpo
 
     start = model or (str(RUNS / "sft" / "final") if (RUNS / "sft" / "final").is_dir() else _default_model())
-    settings = GRPOSettings(
-        reward=reward.value, tau=tau, max_steps=max_steps, batch_size=batch_size, num_generations=num_generations,
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        max_completion_length=max_completion_length, temperature=temperature, learning_rate=learning_rate,
-        beta=beta, loss_type=loss_type, lora=lora, lora_r=lora_r, max_searches=max_searches, save_steps=save_steps,
-        rollout_engine=default_rollout_engine() if rollout_engine is RolloutEngineChoice.auto else rollout_engine.value,
-        vllm_dtype=vllm_dtype, vllm_server_url=vllm_server_url,
-        vllm_gpu_memory_utilization=vllm_gpu_memory_utilization,
-    )  # fmt: skip
+    given = {
+        "reward": reward.value if reward else None, "tau": tau, "max_steps": max_steps,
+        "per_device_train_batch_size": batch_size, "gradient_accumulation_steps": gradient_accumulation_steps,
+        "num_generations": num_generations, "max_completion_length": max_completion_length,
+        "temperature": temperature, "learning_rate": learning_rate, "beta": beta, "loss_type": loss_type,
+        "lora": lora, "lora_r": lora_r, "max_searches": max_searches, "save_steps": save_steps,
+        "rollout_engine": None if rollout_engine is RolloutEngineChoice.auto else rollout_engine.value,
+        "vllm_dtype": vllm_dtype, "vllm_server_base_url": vllm_server_url,
+        "vllm_gpu_memory_utilization": vllm_gpu_memory_utilization,
+    }  # fmt: skip
+    given = {k: v for k, v in given.items() if v is not None}
     if dry_run:
-        _check_batch_shape(settings, world_size)
-        typer.echo(json.dumps({"model": start, "data": str(data_dir), "out": str(out), **asdict(settings)}, indent=2))
+        recipe = SEMGRPOConfig.recipe(**given)
+        _check_batch_shape(recipe, world_size)
+        typer.echo(json.dumps({"model": start, "data": str(data_dir), "out": str(out), **recipe}, indent=2))
         return
+    try:
+        args = SEMGRPOConfig(output_dir=str(out), **given)
+    except ValueError as exc:  # TRL's own checks (e.g. the batch shape at this process count)
+        raise typer.BadParameter(str(exc)) from exc
     final = run_grpo(
-        start, read_jsonl(data_dir / "train.jsonl"), _retriever(data_dir / "corpus.jsonl"), out, settings,
-        resume=resume,
-    )  # fmt: skip
+        start, read_jsonl(data_dir / "train.jsonl"), _retriever(data_dir / "corpus.jsonl"), args, resume=resume
+    )
     typer.echo(f"grpo model -> {final}  (log: {out / 'log.jsonl'})")
 
 
-def _check_batch_shape(settings, world_size: int | None) -> None:
-    """TRL's rule: the answers of one step (per-device batch x processes) split into whole groups of generations."""
+def _check_batch_shape(recipe: dict, world_size: int | None) -> None:
+    """TRL's rule: the answers of one step (micro-batch x processes x accumulation) split into whole groups."""
     import os
 
     processes = world_size or int(os.environ.get("WORLD_SIZE", "1"))
-    answers = settings.batch_size * processes * settings.gradient_accumulation_steps
-    if answers % settings.num_generations:
+    batch, accumulation = recipe["per_device_train_batch_size"], recipe["gradient_accumulation_steps"]
+    groups = recipe["num_generations"]
+    answers = batch * processes * accumulation
+    if answers % groups:
         raise typer.BadParameter(
-            f"batch-size {settings.batch_size} x {processes} processes x {settings.gradient_accumulation_steps} "
-            f"micro-batches = {answers} answers a step, not a multiple of num-generations {settings.num_generations}"
+            f"batch-size {batch} x {processes} processes x {accumulation} micro-batches = {answers} answers a step, "
+            f"not a multiple of num-generations {groups}"
         )
+    server = recipe["vllm_server_base_url"] if recipe["rollout_engine"] == "vllm" else None
     typer.echo(
-        f"{processes} process(es) x {settings.batch_size} x {settings.gradient_accumulation_steps} = {answers} "
-        "answers a step: "
-        f"{answers // settings.num_generations} prompts x {settings.num_generations} generations; "
-        f"rollouts on {settings.rollout_engine}"
-        + (f" at {settings.vllm_server_url}" if settings.rollout_engine == "vllm" and settings.vllm_server_url else "")
+        f"{processes} process(es) x {batch} x {accumulation} = {answers} answers a step: {answers // groups} prompts "
+        f"x {groups} generations; rollouts on {recipe['rollout_engine']}" + (f" at {server}" if server else "")
     )
 
 

@@ -6,58 +6,22 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
 from sem.cache import CachedSearch
-from sem.loop import LoopOptions
 from trainer.data import Example
 from trainer.lora import is_adapter, load_trainable, lora_config
 from trainer.rewards import reward_functions
-from trainer.rollout import TRAIN_MAX_SEARCHES, RolloutConfig, RolloutEngineKind, SEMRollout
+from trainer.rollout import RolloutConfig, SEMRollout
+
+if TYPE_CHECKING:
+    from trainer.config import SEMGRPOConfig
 
 log = logging.getLogger(__name__)
-
-
-def default_rollout_engine() -> RolloutEngineKind:
-    """vLLM where it is installed, HF `generate` otherwise."""
-    import importlib.util
-
-    return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
-
-
-@dataclass
-class GRPOSettings:
-    """SEM's knobs on top of TRL's GRPOConfig (the rest keep TRL's defaults)."""
-
-    reward: str = "sem"
-    tau: float = 0.8
-    max_steps: int = 200
-    batch_size: int = 4  # answers per device micro-batch; x processes x accumulation = whole groups of generations
-    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step (and per rollout): memory, not math
-    num_generations: int = 4
-    max_completion_length: int = 128
-    temperature: float = 1.0
-    learning_rate: float = 1e-5
-    beta: float = 0.0
-    loss_type: str = "dapo"
-    lora: bool = True
-    lora_r: int = 8
-    save_steps: int = 25
-    max_searches: int = TRAIN_MAX_SEARCHES
-    top_k: int = LoopOptions().top_k
-    seed: int = 0
-    rollout_engine: RolloutEngineKind = field(default_factory=default_rollout_engine)
-    vllm_dtype: str = "float32"
-    vllm_server_url: str | None = None
-    vllm_gpu_memory_utilization: float = 0.3
-
-
-def reward_params(settings: GRPOSettings) -> dict[str, Any]:
-    return {"tau": settings.tau} if settings.reward in ("sem", "ikea") else {}
 
 
 class JSONLLogger(TrainerCallback):
@@ -101,14 +65,14 @@ def _trainer_class() -> type:
 
 
 def build_grpo_trainer(
-    model_path: str, examples: list[Example], retriever: CachedSearch, output_dir: Path, settings: GRPOSettings
+    model_path: str, examples: list[Example], retriever: CachedSearch, args: SEMGRPOConfig
 ) -> tuple[Any, SEMRollout]:
     """The TRL trainer and its rollout (close the rollout when done: it may hold a vLLM engine)."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import GRPOConfig
 
+    output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     rows = [
@@ -116,35 +80,14 @@ def build_grpo_trainer(
          "choices": list(ex.choices or []), "kind": ex.kind}
         for ex in examples
     ]  # fmt: skip
-    funcs, weights = reward_functions(settings.reward, **reward_params(settings))
-    args = GRPOConfig(
-        output_dir=str(output_dir),
-        max_steps=settings.max_steps,
-        per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        num_generations=settings.num_generations,
-        max_completion_length=settings.max_completion_length,
-        temperature=settings.temperature,
-        learning_rate=settings.learning_rate,
-        beta=settings.beta,
-        loss_type=settings.loss_type,
-        reward_weights=weights,
-        logging_steps=1,
-        save_steps=settings.save_steps,
-        save_total_limit=2,
-        report_to=[],
-        seed=settings.seed,
-        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-        use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=False,  # TRL turns it on; a 135M model fits, and it costs 20% a step
-        log_completions=False,
-    )
+    funcs, weights = reward_functions(args.reward, **args.reward_params)
+    args.reward_weights = weights
     rollout = SEMRollout(
         retriever,
         RolloutConfig(
-            max_searches=settings.max_searches, top_k=settings.top_k, engine=settings.rollout_engine,
-            vllm_dtype=settings.vllm_dtype, vllm_server_url=settings.vllm_server_url,
-            vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
+            max_searches=args.max_searches, top_k=args.top_k, engine=args.rollout_engine,  # type: ignore[arg-type]
+            vllm_dtype=args.vllm_dtype, vllm_server_url=args.vllm_server_base_url,
+            vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization,
         ),
     )  # fmt: skip
     peft_config = None
@@ -152,7 +95,7 @@ def build_grpo_trainer(
         model = load_trainable(model_path)
     else:
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-        peft_config = lora_config(settings.lora_r) if settings.lora else None
+        peft_config = lora_config(args.lora_r) if args.lora else None
     trainer = _trainer_class()(
         model=model,
         reward_funcs=funcs,
@@ -167,22 +110,17 @@ def build_grpo_trainer(
 
 
 def run_grpo(
-    model_path: str,
-    examples: list[Example],
-    retriever: CachedSearch,
-    output_dir: Path,
-    settings: GRPOSettings,
-    *,
-    resume: bool = False,
+    model_path: str, examples: list[Example], retriever: CachedSearch, args: SEMGRPOConfig, *, resume: bool = False
 ) -> Path:
-    """Train; returns the folder of the final model (a LoRA adapter when `settings.lora`)."""
+    """Train; returns the folder of the final model (a LoRA adapter when `args.lora`)."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    trainer, rollout = build_grpo_trainer(model_path, examples, retriever, output_dir, settings)
+    output_dir = Path(args.output_dir)
+    trainer, rollout = build_grpo_trainer(model_path, examples, retriever, args)
     last = get_last_checkpoint(str(output_dir)) if resume else None
     if resume:
         log.info("resuming from %s", last or "the start (no checkpoint yet)")
-    log.info("rollouts on %s", settings.rollout_engine)
+    log.info("rollouts on %s", args.rollout_engine)
     try:
         trainer.train(resume_from_checkpoint=last)
     finally:
