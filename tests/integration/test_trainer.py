@@ -143,7 +143,7 @@ def test_a_new_step_pushes_the_policy_weights_into_vllm(
         with torch.no_grad():  # an optimizer step, large: LoRA's B starts at zero
             for name, param in model.named_parameters():
                 if "lora_B" in name:
-                    param.add_(torch.randn_like(param) * 0.05, alpha=1.0)
+                    param.add_(torch.randn_like(param) * 0.2)
         before = {n: p.clone() for n, p in model.named_parameters() if "base_layer" in n}
         trainer.state.global_step = 1
         out = rollout(["What is the capital of France?"], trainer)
@@ -153,10 +153,11 @@ def test_a_new_step_pushes_the_policy_weights_into_vllm(
     generated = [i for i, m in enumerate(out["env_mask"][0]) if m == 1]
     sampled = torch.tensor(out["logprobs"][0])[generated]
     now = policy_logprobs(model, prompt, completion)[generated]
-    assert (sampled - now).abs().mean() < 1e-3  # vLLM holds the new weights
+    mismatch = (sampled - now).abs().mean()
+    assert mismatch < 1e-3  # vLLM holds the new weights
     with model.disable_adapter():  # the weights vLLM started from
         old = policy_logprobs(model, prompt, completion)[generated]
-    assert (sampled - old).abs().mean() > 0.05  # so the check above can fail
+    assert (sampled - old).abs().mean() > max(0.05, 50 * mismatch)  # so the check above can fail
     # the push merged LoRA into the base weights for the copy and took it out again
     assert all(torch.allclose(p, before[n], atol=1e-6) for n, p in model.named_parameters() if "base_layer" in n)
     assert rollout.stats.syncs == 2
