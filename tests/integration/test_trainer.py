@@ -59,8 +59,19 @@ def fake_trainer(model, tokenizer, max_completion_length: int = 48) -> SimpleNam
     )
 
 
-@pytest.mark.parametrize("engine", ["hf", "vllm"])
-def test_rollout_mask_equals_the_inserted_spans(workdir: Path, settings, engine: str) -> None:
+def assert_masks_cover_the_inserted_spans(out: dict, tokenizer, question: str) -> None:
+    for ids, mask, logprobs in zip(out["completion_ids"], out["env_mask"], out["logprobs"], strict=True):
+        assert len(ids) == len(mask) == len(logprobs)
+        inserted = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m == 0])
+        generated = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m == 1])
+        assert inserted.startswith(f"<search> {question} </search>\n<result>")
+        assert protocol.RESULT_CLOSE in inserted and protocol.RESULT_OPEN not in generated
+        assert ids[-1] == tokenizer.eos_token_id
+    assert set(out["search_count"]) == {1}
+
+
+def test_rollout_mask_equals_the_inserted_spans(workdir: Path, settings) -> None:
+    """HF rollouts (the vLLM ones are checked in the weight-push test below)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -70,24 +81,12 @@ def test_rollout_mask_equals_the_inserted_spans(workdir: Path, settings, engine:
     tokenizer = AutoTokenizer.from_pretrained(settings.model_path)
     model = AutoModelForCausalLM.from_pretrained(settings.model_path, dtype=torch.float32)
     model.train()
-    config = RolloutConfig(policy=SearchPolicy.always, engine=engine)
+    config = RolloutConfig(policy=SearchPolicy.always, engine="hf")
     rollout = SEMRollout(_retriever(workdir / "data" / "corpus.jsonl"), config)
-    prompts = ["Who wrote Hamlet?"] * 2
-    try:
-        out = rollout(prompts, fake_trainer(model, tokenizer))
-    finally:
-        rollout.close()
+    out = rollout(["Who wrote Hamlet?"] * 2, fake_trainer(model, tokenizer))
     assert {"prompt_ids", "completion_ids", "logprobs", "env_mask"} <= out.keys()
-    for ids, mask, logprobs in zip(out["completion_ids"], out["env_mask"], out["logprobs"], strict=True):
-        assert len(ids) == len(mask) == len(logprobs)
-        inserted = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m == 0])
-        generated = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m == 1])
-        assert inserted.startswith("<search> Who wrote Hamlet? </search>\n<result>")
-        assert protocol.RESULT_CLOSE in inserted and protocol.RESULT_OPEN not in generated
-        assert ids[-1] == tokenizer.eos_token_id
-    assert out["search_count"] == [1, 1]
+    assert_masks_cover_the_inserted_spans(out, tokenizer, "Who wrote Hamlet?")
     assert model.training  # generation ran in eval mode, training mode is restored
-    assert rollout.stats.syncs == (1 if engine == "vllm" else 0)
 
 
 def policy_logprobs(model, prompt_ids: list[int], completion_ids: list[int]):
@@ -121,8 +120,9 @@ def rollout_server(settings) -> Iterator[str]:
 def test_a_new_step_pushes_the_policy_weights_into_vllm(
     workdir: Path, settings, where: str, request: pytest.FixtureRequest
 ) -> None:
-    """After the LoRA policy changes and the step moves on, vLLM samples from the new weights: its log-probs equal
-    the policy's (to float error), while the policy's log-probs of the same tokens before the change do not."""
+    """vLLM rollouts (in-process, and on a `vllm serve`): the masks cover exactly the inserted tokens; after the LoRA
+    policy changes and the step moves on, vLLM samples from the new weights: its log-probs equal the policy's (to
+    float error), while the policy's log-probs of the same tokens before the change do not."""
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -136,19 +136,21 @@ def test_a_new_step_pushes_the_policy_weights_into_vllm(
     model = get_peft_model(base, lora_config(8))
     trainer = fake_trainer(model, tokenizer, max_completion_length=24)
     server = request.getfixturevalue("rollout_server") if where == "server" else None
-    config = RolloutConfig(policy=SearchPolicy.never, engine="vllm", vllm_server_url=server)
+    config = RolloutConfig(policy=SearchPolicy.always, engine="vllm", vllm_server_url=server)
     rollout = SEMRollout(_retriever(workdir / "data" / "corpus.jsonl"), config)
+    question = "What is the capital of France?"
     try:
-        rollout(["What is the capital of France?"], trainer)
+        first = rollout([question] * 2, trainer)
         with torch.no_grad():  # an optimizer step, large: LoRA's B starts at zero
             for name, param in model.named_parameters():
                 if "lora_B" in name:
                     param.add_(torch.randn_like(param) * 0.2)
         before = {n: p.clone() for n, p in model.named_parameters() if "base_layer" in n}
         trainer.state.global_step = 1
-        out = rollout(["What is the capital of France?"], trainer)
+        out = rollout([question], trainer)
     finally:
         rollout.close()
+    assert_masks_cover_the_inserted_spans(first, tokenizer, question)
     prompt, completion = out["prompt_ids"][0], out["completion_ids"][0]
     generated = [i for i, m in enumerate(out["env_mask"][0]) if m == 1]
     sampled = torch.tensor(out["logprobs"][0])[generated]
