@@ -59,13 +59,13 @@ def save_policy_weights(model: Any, path: Path | None) -> int:
     Tied embeddings are written once (vLLM ties `lm_head` itself; safetensors refuses shared storage).
     `path=None`: take part in the gathering only (the ranks that do not write).
     """
+    with _gathered(model):
+        return _save_merged(model, path)
+
+
+def _save_merged(model: Any, path: Path | None) -> int:
     from safetensors.torch import save_file
 
-    with _gathered(model):
-        return _save_merged(model, path, save_file)
-
-
-def _save_merged(model: Any, path: Path | None, save_file: Any) -> int:
     peft = hasattr(model, "merge_adapter")
     if peft:
         model.merge_adapter()
