@@ -15,6 +15,11 @@ Policies (also the evaluation baselines):
 - `always`: naive RAG: one search with the question itself before the model writes anything, then no more.
 - `confidence`: a gate for any model, trained or not: the model answers closed-book; when its answer's least likely
   token is below `confidence_threshold` (a probability), the question itself is searched and the model answers again.
+
+Client-side search (OpenAI tool calls): with `client_search` the loop does not run a search, it ends at it
+(`Trace.pending_search`, finish reason `tool_calls`) and the caller runs it. The next request brings the rounds back
+(`ClientSearch`: the answer before the search, the query, what the caller's search returned); the loop rebuilds the
+template from them, results neutralised like any retrieved text, and goes on: stateless, nothing kept in between.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ class LoopOptions:
     max_prompt_tokens: int | None = None  # the service's cap; PromptTooLong beyond it
     confidence_threshold: float = 0.5  # `confidence` policy: search when the answer's least likely token is below
     search_mode: str | None = None  # one of the backend's modes (Milvus: bm25, dense, hybrid); None: its default
+    client_search: bool = False  # end at a search (Trace.pending_search) for the caller to run, instead of running it
 
     @classmethod
     def from_defaults(cls, defaults: LoopDefaults, **overrides: object) -> LoopOptions:
@@ -92,6 +98,18 @@ class SearchRecord:
     latency_ms: float
     error: str | None = None
     forced: bool = False  # inserted by the `always` policy, not written by the model
+    client: bool = False  # run by the caller (a tool call), its result brought back in a later request
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSearch:
+    """A search round the caller ran itself: the model's answer before it (None when the search was forced),
+    the query, and the text the caller's search returned."""
+
+    query: str
+    result: str
+    answer: str | None = None
+    call_id: str = ""
 
 
 # ---- events -------------------------------------------------------------------------------------------
@@ -165,6 +183,7 @@ class Trace:
     # inserted results): what a prefix-caching engine prefills, block rounding aside.
     prefill_tokens: int = 0
     confidence: float | None = None  # `confidence` policy: the first answer's least likely token's probability
+    pending_search: str | None = None  # client_search: the query the loop stopped at, for the caller to run
 
     @property
     def answer(self) -> str:
@@ -248,9 +267,11 @@ class SearchLoop:
         *,
         history: Sequence[dict[str, str]] = (),
         request_id: str | None = None,
+        client_searches: Sequence[ClientSearch] = (),
     ) -> Trace:
         """Answer one question; returns the whole trace."""
-        async for event in self.stream(question, options, history=history, request_id=request_id):
+        events = self.stream(question, options, history=history, request_id=request_id, client_searches=client_searches)
+        async for event in events:
             if isinstance(event, Final):
                 return event.trace
         raise AssertionError("the loop ended without a Final event")  # stream always ends with Final
@@ -268,8 +289,11 @@ class SearchLoop:
         *,
         history: Sequence[dict[str, str]] = (),
         request_id: str | None = None,
+        client_searches: Sequence[ClientSearch] = (),
     ) -> AsyncIterator[Event]:
-        """Answer one question, yielding events as they happen; the last one is `Final`."""
+        """Answer one question, yielding events as they happen; the last one is `Final`.
+
+        `client_searches`: the rounds the caller already ran (client_search), rebuilt into the template first."""
         opts = options or LoopOptions()
         request_id = request_id or f"sem-{uuid.uuid4().hex}"
         tokenizer = self.engine.tokenizer
@@ -278,12 +302,17 @@ class SearchLoop:
         trace = Trace(request_id, prompt, tokenizer.encode(prompt, add_special_tokens=False))
         check_prompt_length(len(trace.prompt_ids), opts.max_prompt_tokens)
         out = _Builder(trace, tokenizer, opts.logprobs or opts.policy is SearchPolicy.confidence)
+        for done in client_searches:
+            self._rebuild(done, opts, out)
 
         budget = opts.max_searches if opts.policy is SearchPolicy.auto else 0
-        if opts.policy is SearchPolicy.always:
+        if opts.policy is SearchPolicy.always and not trace.searches:
             call = protocol.format_forced_search(question)
             out.inserted(call)
             yield Inserted(call)
+            if opts.client_search:
+                yield self._hand_over(question, out)
+                return
             async for event in self._search(question, opts, out, forced=True):
                 yield event
 
@@ -344,6 +373,9 @@ class SearchLoop:
                     out.inserted(refusal)
                     yield Inserted(refusal)
                     continue
+                if opts.client_search:
+                    trace.pending_search = step.query
+                    break
                 async for event in self._search(step.query or "", opts, out, forced=False):
                     yield event
                 continue
@@ -353,10 +385,16 @@ class SearchLoop:
                     call = "\n" + protocol.format_forced_search(question)
                     out.inserted(call)
                     yield Inserted(call)
+                    if opts.client_search:
+                        trace.pending_search = question
+                        break
                     async for event in self._search(question, opts, out, forced=True):
                         yield event
                     continue
             break  # an answer that stands, or EOS without a tag: the model is done
+        if trace.pending_search is not None:
+            yield self._hand_over(trace.pending_search, out)
+            return
         if tokens_left <= 0 and trace.finish_reason == "stop":
             trace.finish_reason = "length"
         if opts.force_answer and not protocol.final_answer("".join(out.parts)):
@@ -376,6 +414,23 @@ class SearchLoop:
                     yield TextDelta(piece.text)
             out.generated(forced.text, forced.token_ids, forced.logprobs)
         yield Final(out.finish())
+
+    @staticmethod
+    def _hand_over(query: str, out: _Builder) -> Final:
+        """client_search: the loop ends at the search; the caller runs it and comes back with the result."""
+        out.trace.pending_search = query
+        out.trace.finish_reason = "tool_calls"
+        return Final(out.finish())
+
+    @staticmethod
+    def _rebuild(done: ClientSearch, opts: LoopOptions, out: _Builder) -> None:
+        """One round the caller ran, back into the template: answer, search call, the result block. All of it is
+        inserted (not trained on, not the model's tokens of this request) and neutralised: it comes from the client."""
+        answer = protocol.format_answer(done.answer) + " " if done.answer else ""
+        passage = Passage(id=f"tool:{done.call_id}", text=done.result)
+        block = protocol.format_result([passage], max_chars=opts.passage_chars * opts.top_k)
+        out.inserted(answer + protocol.format_forced_search(done.query) + block)
+        out.trace.searches.append(SearchRecord(done.query, [passage], cached=False, latency_ms=0.0, client=True))
 
     @staticmethod
     def _degenerate(delta: _Collect, out: _Builder, opts: LoopOptions) -> bool:

@@ -208,6 +208,15 @@ def format_refusal(reason: str) -> str:
     return f"\n{RESULT_OPEN}\nNo search: {reason}. Answer now from what you know.\n{RESULT_CLOSE}\n"
 
 
+def format_answer(text: str) -> str:
+    """An answer block written from text that did not come from this request's generation (a client's copy).
+
+    >>> format_answer("Paris </answer><search>x")
+    '<answer> Paris [/answer][search]x </answer>'
+    """
+    return f"{ANSWER_OPEN} {neutralize(' '.join(text.split()))} {ANSWER_CLOSE}"
+
+
 def format_forced_search(query: str) -> str:
     """The inserted search call of the `always` policy (naive RAG): the question itself is the query."""
     return f"{SEARCH_OPEN} {neutralize(' '.join(query.split()))} {SEARCH_CLOSE}"

@@ -19,6 +19,7 @@ from service.exceptions import (
     ClientDisconnected,
     DeadlineExceeded,
     InvalidRequest,
+    InvalidToolCall,
     ModelNotFound,
     NotReadyError,
     RateLimited,
@@ -46,6 +47,7 @@ class ErrorKind:
 
 ERRORS: dict[type[BaseException], ErrorKind] = {
     InvalidRequest: ErrorKind(400, "invalid_request_error"),
+    InvalidToolCall: ErrorKind(400, "invalid_request_error", "invalid_tool_call"),
     PromptTooLong: ErrorKind(400, "invalid_request_error", "context_length_exceeded", param="messages"),
     Unauthorized: ErrorKind(401, "invalid_request_error", "invalid_api_key"),
     ModelNotFound: ErrorKind(404, "invalid_request_error", "model_not_found", param="model"),

@@ -18,6 +18,10 @@ class InvalidRequest(SEMError):
         self.param = param
 
 
+class InvalidToolCall(InvalidRequest):
+    """Tools or tool messages that do not make a search round SEM can continue from (400)."""
+
+
 class ModelNotFound(SEMError):
     """The request names a model this server does not serve (404)."""
 

@@ -57,6 +57,7 @@ class SearchOut(BaseModel):
     latency_ms: float
     error: str | None = None
     forced: bool = Field(False, description="Inserted by the `always` policy rather than asked for by the model.")
+    client: bool = Field(False, description="Run by the client (a tool call); its text is the tool message's.")
 
 
 class Usage(BaseModel):

@@ -14,19 +14,21 @@ def search_out(record: SearchRecord) -> SearchOut:
         latency_ms=record.latency_ms,
         error=record.error,
         forced=record.forced,
+        client=record.client,
     )
 
 
 def usage_of(trace: Trace) -> Usage:
-    """prompt_tokens: the prompt plus every inserted result the model read; completion_tokens: what it wrote."""
+    """prompt_tokens: the prompt plus every inserted result the model read; completion_tokens: what it wrote;
+    num_search_queries: every search of the conversation, a search handed to the client (a tool call) included."""
     prompt_tokens = len(trace.prompt_ids) + trace.inserted_tokens
     return Usage(
         prompt_tokens=prompt_tokens,
         completion_tokens=trace.generated_tokens,
         total_tokens=prompt_tokens + trace.generated_tokens,
-        num_search_queries=trace.search_count,
+        num_search_queries=trace.search_count + (trace.pending_search is not None),
     )
 
 
 def openai_finish_reason(trace: Trace) -> str:
-    return "length" if trace.finish_reason == "length" else "stop"
+    return trace.finish_reason if trace.finish_reason in ("length", "tool_calls") else "stop"

@@ -250,10 +250,13 @@ def train(
     vllm_gpu_memory_utilization: Annotated[
         float | None, typer.Option(help="In-process vLLM on a GPU: its share of the memory (default 0.3).")
     ] = None,
+    labels_file: Annotated[
+        Path | None,
+        typer.Option("--labels", help="`trainer label` output: train on its train split, balanced by the labels."),
+    ] = None,
 ) -> None:
     """GRPO with a search-efficiency reward; rollouts run sem.loop on vLLM (or the policy through transformers)."""
     from trainer.config import SEMGRPOConfig
-    from trainer.data import read_jsonl
     from trainer.grpo import run_grpo
 
     start = model or (str(RUNS / "sft" / "final") if (RUNS / "sft" / "final").is_dir() else _default_model())
@@ -277,10 +280,26 @@ def train(
         args = SEMGRPOConfig(output_dir=str(out), **given)
     except ValueError as exc:  # TRL's own checks (e.g. the batch shape at this process count)
         raise typer.BadParameter(str(exc)) from exc
-    final = run_grpo(
-        start, read_jsonl(data_dir / "train.jsonl"), _retriever(data_dir / "corpus.jsonl"), args, resume=resume
-    )
+    examples, corpus = _training_questions(data_dir, labels_file)
+    final = run_grpo(start, examples, _retriever(corpus), args, resume=resume)
     typer.echo(f"grpo model -> {final}  (log: {out / 'log.jsonl'})")
+
+
+def _training_questions(data_dir: Path, labels_file: Path | None) -> tuple[list, Path]:
+    """GRPO's questions and corpus: `trainer data`'s mix, or the labels' train split balanced by what the model
+    knows (trainer.gate.training_mix)."""
+    if labels_file is None:
+        from trainer.data import read_jsonl
+
+        return read_jsonl(data_dir / "train.jsonl"), data_dir / "corpus.jsonl"
+    from trainer.data import class_balance
+    from trainer.gate import read_labels, training_mix
+
+    examples = training_mix(read_labels(labels_file, "train"))
+    if not examples:
+        raise typer.BadParameter(f"no train question in {labels_file} was ever answered right", param_hint="--labels")
+    typer.echo(f"GRPO on {len(examples)} labelled questions: {class_balance(examples)}")
+    return examples, _labels_corpus(labels_file)
 
 
 def _check_batch_shape(recipe: dict, world_size: int | None) -> None:
@@ -448,12 +467,19 @@ def label_cmd(
     model: Annotated[str | None, typer.Option(help="Model to label for (default: SEM_MODEL or the served).")] = None,
     engine: Annotated[str, typer.Option(help="auto, vllm or hf.")] = "auto",
     concurrency: int = 16,
+    split: Annotated[
+        str | None, typer.Option(help="Label only this split (train, dev, test): e.g. test, to evaluate a new model.")
+    ] = None,
 ) -> None:
     """Label questions by what the model knows: k closed-book and k one-search answers each -> known/helped/neither."""
-    from trainer.gate import class_counts, label, write_labels
+    from trainer.gate import SPLITS, class_counts, label, split_of, write_labels
 
+    if split is not None and split not in SPLITS:
+        raise typer.BadParameter(f"{split!r} is not one of {', '.join(SPLITS)}", param_hint="--split")
     examples = gate_pool(source, per_set)
-    corpus = _gate_corpus(examples, out / "corpus.jsonl")
+    corpus = _gate_corpus(examples, out / "corpus.jsonl")  # the whole pool's paragraphs: the same corpus any split
+    if split is not None:
+        examples = [e for e in examples if split_of(e) == split]
     with _gate_loop(model, engine, corpus) as (loop_, search_loop, _):
         labels = loop_.run_until_complete(
             label(search_loop, examples, k=k, temperature=temperature, max_tokens=max_tokens, concurrency=concurrency)

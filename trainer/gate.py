@@ -17,7 +17,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,33 @@ def write_labels(labels: Sequence[Label], path: Path) -> None:
 def read_labels(path: Path, split: str | None = None) -> list[Label]:
     rows = [Label.from_dict(json.loads(line)) for line in path.open() if line.strip()]
     return [r for r in rows if split is None or r.split == split]
+
+
+def training_mix(labels: Sequence[Label], seed: int = 0) -> list[Example]:
+    """GRPO's questions from the model's own labels, IKEA-style: every question it sometimes gets right (closed-book
+    or after a search: the groups with a reward spread), and as many it never gets right, drawn from the same
+    datasets in the same proportions, so that no form of question (open, lettered, math) predicts the label.
+
+    The example's `kind` becomes the label: `known` where it answers right closed-book at least once, else
+    `needs_search`.
+    """
+    rng = random.Random(seed)
+    signal = [lab for lab in labels if lab.p_closed > 0 or lab.p_search > 0]
+    silent: dict[str, list[Label]] = {}
+    for lab in labels:
+        if not (lab.p_closed > 0 or lab.p_search > 0):
+            silent.setdefault(lab.example.source, []).append(lab)
+    picked = list(signal)
+    wanted = Counter(lab.example.source for lab in signal)
+    spare: list[Label] = []
+    for source, pool in sorted(silent.items()):
+        rng.shuffle(pool)
+        picked += pool[: wanted[source]]
+        spare += pool[wanted[source] :]
+    rng.shuffle(spare)  # a dataset short of silent questions borrows from the others
+    picked += spare[: max(0, 2 * len(signal) - len(picked))]
+    rng.shuffle(picked)
+    return [replace(lab.example, kind="known" if lab.p_closed > 0 else "needs_search") for lab in picked]
 
 
 async def _bounded(jobs: list[Callable[[], Any]], concurrency: int, desc: str) -> list[Any]:

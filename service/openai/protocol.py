@@ -6,7 +6,7 @@ Request models ignore fields they do not know (OpenAI clients send many); SEM's 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -21,12 +21,29 @@ class TextPart(BaseModel):
     text: str
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    arguments: str = Field(description="The arguments as a JSON object, in a string (OpenAI's shape).")
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = Field(None, description="assistant: the searches it asked the client for.")
+    tool_call_id: str | None = Field(None, description="tool: the call this message answers.")
 
     @property
     def text(self) -> str:
@@ -55,6 +72,35 @@ class SemOptions(BaseModel):
         None, description="One of the search backend's modes (milvus: bm25, dense or hybrid)."
     )
     confidence_threshold: float | None = Field(None, ge=0.0, le=1.0, description="`confidence` policy's threshold.")
+    search_tool: str | None = Field(
+        None, description="The name of the tool in `tools` that is a search (default: `search` or `web_search`)."
+    )
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="A JSON schema of the arguments.")
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class ChatCompletionRequest(BaseModel):
@@ -73,6 +119,13 @@ class ChatCompletionRequest(BaseModel):
     n: int = Field(1, ge=1)
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Sampling seed, for reproducible samples.")
     user: str | None = None
+    tools: list[Tool] | None = Field(
+        None, description="With a search function among them, the client runs the searches: see `tool_choice`."
+    )
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="none: never search; required (or the search tool by name): search first; auto: decide."
+    )
+    parallel_tool_calls: bool | None = Field(None, description="SEM asks for one search at a time either way.")
     sem: SemOptions = Field(default_factory=SemOptions)
 
     @field_validator("stop")
@@ -88,7 +141,8 @@ class ChatCompletionRequest(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None = Field(description="The answer; with a tool call, the model's answer so far (or null).")
+    tool_calls: list[ToolCall] | None = None
     reasoning_content: str | None = Field(
         None, description="What the model thought, searched and read (the whole trace with its tags)."
     )
@@ -97,7 +151,7 @@ class AssistantMessage(BaseModel):
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
     logprobs: None = None
 
 
@@ -111,16 +165,29 @@ class ChatCompletion(BaseModel):
     search_results: list[SearchOut] = Field(default_factory=list)
 
 
+class DeltaFunctionCall(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class DeltaToolCall(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunctionCall
+
+
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
     reasoning_content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
 
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: DeltaMessage
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
 
 
 class ChatCompletionChunk(BaseModel):

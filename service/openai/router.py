@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from sem.loop import check_prompt_length
 from service.deps import StateDep
 from service.openai.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
-from service.openai.serving import check_request, loop_options, split_conversation, stream_completion, to_completion
+from service.openai.serving import check_request, loop_options, stream_completion, to_completion
 from service.protocol import ErrorResponse
 
 router = APIRouter(tags=["openai"])
@@ -32,25 +32,26 @@ router = APIRouter(tags=["openai"])
 async def chat_completions(
     body: ChatCompletionRequest, state: StateDep, request: Request
 ) -> ChatCompletion | StreamingResponse:
-    """OpenAI chat completions; the answer is the content, the search count is `usage.num_search_queries`."""
-    check_request(body, state)
+    """OpenAI chat completions; the answer is the content, the search count is `usage.num_search_queries`.
+
+    With a search function in `tools` the client searches: the completion ends at the model's search with a tool
+    call (`finish_reason: "tool_calls"`), and the conversation comes back with the tool's result."""
+    chat = check_request(body, state)
     loop = state.require_loop()
     state.check_search_mode(body.sem.search_mode, param="sem.search_mode")
     limits = state.settings.limits
-    options = loop_options(body, state.loop_defaults, limits.max_prompt_tokens)
-    question, history = split_conversation(body)
-    policy = body.sem.search.value
+    options = loop_options(body, state.loop_defaults, limits.max_prompt_tokens, chat)
+    policy = options.policy.value
     request_id = f"chat-{uuid.uuid4().hex}"
+    given = {"history": chat.history, "request_id": request_id, "client_searches": chat.rounds}
     if body.stream:
         # the loop enforces the prompt cap too, but a stream has sent its 200 by then: check it up front
-        check_prompt_length(loop.prompt_tokens(question, history), limits.max_prompt_tokens)
-        events = state.runner.stream("chat", policy, loop.stream(question, options, history=history,
-                                                                 request_id=request_id))  # fmt: skip
-        frames = stream_completion(events, body, state.model_name, request_id)
+        check_prompt_length(loop.prompt_tokens(chat.question, chat.history), limits.max_prompt_tokens)
+        events = state.runner.stream("chat", policy, loop.stream(chat.question, options, **given))
+        frames = stream_completion(events, body, state.model_name, request_id, chat.tool)
         return StreamingResponse(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    work = partial(loop.run, question, options, history=history, request_id=request_id)
-    trace = await state.runner.run("chat", policy, work, request)
-    return to_completion(body, trace, state.model_name)
+    trace = await state.runner.run("chat", policy, partial(loop.run, chat.question, options, **given), request)
+    return to_completion(body, trace, state.model_name, chat.tool)
 
 
 @router.get("/v1/models", response_model=ModelList)

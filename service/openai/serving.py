@@ -3,7 +3,8 @@
 The final answer is the message `content`; everything the model thought, searched and read is
 `reasoning_content` (streamed live); the searches are in `search_results`; the count is
 `usage.num_search_queries`. In the stream, `content` arrives once the answer is final: under SEM's template
-a first answer may still be followed by a search.
+a first answer may still be followed by a search. With a search tool in `tools` the client runs the searches
+(`service.openai.tools`): the completion ends at the model's search with a tool call.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sem.loop import Event, Final, Inserted, LoopOptions, SearchResult, TextDelta, Trace
+from sem.loop import ClientSearch, Event, Final, Inserted, LoopOptions, SearchPolicy, SearchResult, TextDelta, Trace
 from sem.settings import LoopDefaults
 from service.errors import describe
 from service.exceptions import InvalidRequest, ModelNotFound
@@ -25,8 +27,11 @@ from service.openai.protocol import (
     ChatCompletionRequest,
     Choice,
     ChunkChoice,
+    DeltaFunctionCall,
     DeltaMessage,
+    DeltaToolCall,
 )
+from service.openai.tools import SearchTool, client_rounds, question_index, search_tool, tool_call_of, tool_policy
 from service.protocol import ErrorResponse
 from service.traces import openai_finish_reason, search_out, usage_of
 
@@ -36,7 +41,35 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def check_request(body: ChatCompletionRequest, state: ServiceState) -> None:
+@dataclass(slots=True)
+class Conversation:
+    """What a chat request asks: the question, the turns before it, and the search rounds the client already ran."""
+
+    question: str
+    history: list[dict[str, str]]
+    tool: SearchTool | None = None  # the client's search: the loop hands searches over as tool calls
+    rounds: list[ClientSearch] = field(default_factory=list)
+    policy: SearchPolicy | None = None  # from tool_choice when there is a search tool; else sem.search decides
+
+
+def read_conversation(body: ChatCompletionRequest) -> Conversation:
+    """The question (last user message), the user/assistant turns before it as context, and, with a search tool,
+    the rounds after it. System and developer messages are left out: SEM's system prompt defines the template
+    the model was trained on."""
+    tool = search_tool(body)
+    if tool is None and body.messages[-1].role != "user":
+        raise InvalidRequest(
+            "the last message must be the user's question (role 'user'), or a tool message answering a search "
+            "(with the search tool in tools)",
+            param="messages",
+        )
+    at = question_index(body.messages)
+    history = [{"role": m.role, "content": m.text} for m in body.messages[:at] if m.role in ("user", "assistant")]
+    rounds = client_rounds(body.messages, at, tool)
+    return Conversation(body.messages[at].text, history, tool, rounds, tool_policy(body, tool) if tool else None)
+
+
+def check_request(body: ChatCompletionRequest, state: ServiceState) -> Conversation:
     """What the wire models cannot check alone: the model name, n, the conversation's shape, the limits."""
     if body.model not in state.model_aliases:
         raise ModelNotFound(f"the model {body.model!r} does not exist; this server serves {state.model_name!r}")
@@ -45,30 +78,35 @@ def check_request(body: ChatCompletionRequest, state: ServiceState) -> None:
     cap = state.settings.limits.max_messages
     if len(body.messages) > cap:
         raise InvalidRequest(f"{len(body.messages)} messages, more than the {cap} allowed", param="messages")
-    if body.messages[-1].role != "user":
-        raise InvalidRequest("the last message must be the user's question (role 'user')", param="messages")
+    conversation = read_conversation(body)
+    at = question_index(body.messages)
     check_limits(
         state.settings.limits,
-        question=body.messages[-1].text,
+        question=conversation.question,
         max_searches=body.sem.max_searches,
         top_k=body.sem.top_k,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         fields={
-            "question": ("body", "messages", len(body.messages) - 1, "content"),
+            "question": ("body", "messages", at, "content"),
             "max_searches": ("body", "sem", "max_searches"),
             "top_k": ("body", "sem", "top_k"),
             "max_tokens": ("body", "max_completion_tokens" if body.max_completion_tokens else "max_tokens"),
         },
     )
+    return conversation
 
 
 def loop_options(
-    body: ChatCompletionRequest, defaults: LoopDefaults, max_prompt_tokens: int | None = None
+    body: ChatCompletionRequest,
+    defaults: LoopDefaults,
+    max_prompt_tokens: int | None = None,
+    conversation: Conversation | None = None,
 ) -> LoopOptions:
     return LoopOptions.from_defaults(
         defaults,
         max_prompt_tokens=max_prompt_tokens,
-        policy=body.sem.search,
+        policy=(conversation and conversation.policy) or body.sem.search,
+        client_search=bool(conversation and conversation.tool),
         max_searches=body.sem.max_searches,
         top_k=body.sem.top_k,
         search_mode=body.sem.search_mode,
@@ -81,15 +119,6 @@ def loop_options(
     )
 
 
-def split_conversation(body: ChatCompletionRequest) -> tuple[str, list[dict[str, str]]]:
-    """The question (last user message) and the earlier user/assistant turns as context.
-
-    System and developer messages are left out: SEM's system prompt defines the template the model was trained on.
-    """
-    history = [{"role": m.role, "content": m.text} for m in body.messages[:-1] if m.role in ("user", "assistant")]
-    return body.messages[-1].text, history
-
-
 def apply_stop(answer: str, stops: list[str] | None) -> str:
     """Cut the answer at the first stop sequence (OpenAI leaves the stop out)."""
     for stop in stops or []:
@@ -99,7 +128,11 @@ def apply_stop(answer: str, stops: list[str] | None) -> str:
     return answer
 
 
-def to_completion(body: ChatCompletionRequest, trace: Trace, model: str) -> ChatCompletion:
+def to_completion(
+    body: ChatCompletionRequest, trace: Trace, model: str, tool: SearchTool | None = None
+) -> ChatCompletion:
+    call = tool_call_of(trace, tool) if tool else None
+    content = apply_stop(trace.answer, body.stop)  # type: ignore[arg-type]
     return ChatCompletion(
         id=f"chatcmpl-{trace.request_id}",
         created=int(time.time()),
@@ -107,7 +140,8 @@ def to_completion(body: ChatCompletionRequest, trace: Trace, model: str) -> Chat
         choices=[
             Choice(
                 message=AssistantMessage(
-                    content=apply_stop(trace.answer, body.stop),  # type: ignore[arg-type]
+                    content=content or (None if call else ""),  # a call with no answer before it: null, as OpenAI
+                    tool_calls=[call] if call else None,
                     reasoning_content=trace.completion,
                 ),
                 finish_reason=openai_finish_reason(trace),  # type: ignore[arg-type]
@@ -124,9 +158,14 @@ def _frame(payload: ChatCompletionChunk | ErrorResponse) -> str:
 
 
 async def stream_completion(
-    events: AsyncIterator[Event], body: ChatCompletionRequest, model: str, request_id: str
+    events: AsyncIterator[Event],
+    body: ChatCompletionRequest,
+    model: str,
+    request_id: str,
+    tool: SearchTool | None = None,
 ) -> AsyncIterator[str]:
-    """SSE frames: role first, reasoning as it is generated, search results, the answer, finish, usage, [DONE].
+    """SSE frames: role first, reasoning as it is generated, search results, the answer, a tool call (OpenAI's
+    delta chunks: id and name, then the arguments), finish, usage, [DONE].
 
     A client that goes away closes this generator (Starlette cancels it), which closes `events` (see
     `service.runner`). An error after the 200 travels in-band, as the same error object as over HTTP.
@@ -157,6 +196,12 @@ async def stream_completion(
                 answer = apply_stop(trace.answer, body.stop)  # type: ignore[arg-type]
                 if answer:
                     yield _frame(chunk(DeltaMessage(content=answer)))
+                if tool and (call := tool_call_of(trace, tool)):
+                    head = DeltaFunctionCall(name=call.function.name, arguments="")
+                    yield _frame(chunk(DeltaMessage(tool_calls=[DeltaToolCall(index=0, id=call.id, type="function",
+                                                                              function=head)])))  # fmt: skip
+                    arguments = DeltaFunctionCall(arguments=call.function.arguments)
+                    yield _frame(chunk(DeltaMessage(tool_calls=[DeltaToolCall(index=0, function=arguments)])))
                 yield _frame(chunk(DeltaMessage(), openai_finish_reason(trace)))
                 if body.stream_options and body.stream_options.include_usage:
                     usage_chunk = ChatCompletionChunk(
