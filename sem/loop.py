@@ -428,7 +428,7 @@ class SearchLoop:
         inserted (not trained on, not the model's tokens of this request) and neutralised: it comes from the client."""
         answer = protocol.format_answer(done.answer) + " " if done.answer else ""
         passage = Passage(id=f"tool:{done.call_id}", text=done.result)
-        block = protocol.format_result([passage], max_chars=opts.passage_chars * opts.top_k)
+        block = protocol.format_client_result(done.result, max_chars=opts.passage_chars * opts.top_k)
         out.inserted(answer + protocol.format_forced_search(done.query) + block)
         out.trace.searches.append(SearchRecord(done.query, [passage], cached=False, latency_ms=0.0, client=True))
 

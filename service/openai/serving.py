@@ -178,7 +178,7 @@ async def stream_completion(
             object="chat.completion.chunk",
             created=created,
             model=model,
-            choices=[ChunkChoice(delta=delta, finish_reason=finish)],  # type: ignore[arg-type]
+            choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish)],  # type: ignore[arg-type]
             **extra,  # type: ignore[arg-type]
         )
 

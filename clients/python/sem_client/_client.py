@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, overload
 
 import httpx
 
 from sem_client._base import BaseClient, answer_payload, chat_payload
 from sem_client._streaming import AsyncStream, Stream
+from sem_client._tools import MAX_ROUNDS, SEARCH_TOOL, pending_call, too_many_rounds, tool_message
 from sem_client.types import Answer, ChatCompletion, Model, SearchPolicy
 
 
@@ -74,6 +77,29 @@ class SemClient(BaseClient):
         if stream:
             return Stream(self._send("POST", "/v1/chat/completions", payload, stream=True))
         return ChatCompletion.model_validate(self._send("POST", "/v1/chat/completions", payload).json())
+
+    def answer_with(
+        self,
+        question: str | list[dict[str, Any]],
+        search_fn: Callable[[str], str | Sequence[Any]],
+        *,
+        tool_choice: Literal["auto", "required", "none"] = "auto",
+        max_searches: int | None = None,
+        **options: Any,
+    ) -> ChatCompletion:
+        """Answer with your own search: the model decides whether to search, `search_fn(query)` searches (a
+        string, or a list of passages: strings or dicts with `title` / `text`). Returns the final completion;
+        `usage.num_search_queries` counts the searches of every round."""
+        messages = [{"role": "user", "content": question}] if isinstance(question, str) else list(question)
+        for _ in range(MAX_ROUNDS + 1):
+            completion = self.chat(messages, tools=[SEARCH_TOOL], tool_choice=tool_choice,
+                                   max_searches=max_searches, **options)  # fmt: skip
+            call = pending_call(completion)
+            if call is None:
+                return completion
+            assistant, call_id, query = call
+            messages += [assistant, tool_message(call_id, search_fn(query))]
+        raise too_many_rounds()
 
     def models(self) -> list[Model]:
         return [Model.model_validate(m) for m in self._send("GET", "/v1/models").json()["data"]]
@@ -163,6 +189,28 @@ class AsyncSemClient(BaseClient):
         if stream:
             return AsyncStream(await self._send("POST", "/v1/chat/completions", payload, stream=True))
         return ChatCompletion.model_validate((await self._send("POST", "/v1/chat/completions", payload)).json())
+
+    async def answer_with(
+        self,
+        question: str | list[dict[str, Any]],
+        search_fn: Callable[[str], str | Sequence[Any] | Awaitable[str | Sequence[Any]]],
+        *,
+        tool_choice: Literal["auto", "required", "none"] = "auto",
+        max_searches: int | None = None,
+        **options: Any,
+    ) -> ChatCompletion:
+        """`SemClient.answer_with`, awaited; `search_fn` may be a coroutine function."""
+        messages = [{"role": "user", "content": question}] if isinstance(question, str) else list(question)
+        for _ in range(MAX_ROUNDS + 1):
+            completion = await self.chat(messages, tools=[SEARCH_TOOL], tool_choice=tool_choice,
+                                         max_searches=max_searches, **options)  # fmt: skip
+            call = pending_call(completion)  # type: ignore[arg-type]
+            if call is None:
+                return completion  # type: ignore[return-value]
+            assistant, call_id, query = call
+            found = search_fn(query)
+            messages += [assistant, tool_message(call_id, await found if inspect.isawaitable(found) else found)]
+        raise too_many_rounds()
 
     async def models(self) -> list[Model]:
         return [Model.model_validate(m) for m in (await self._send("GET", "/v1/models")).json()["data"]]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -27,6 +27,7 @@ class Search(_Model):
     latency_ms: float = 0.0
     error: str | None = None
     forced: bool = False
+    client: bool = False  # run by the client (a tool call), e.g. by `answer_with`
 
 
 class Usage(_Model):
@@ -59,10 +60,22 @@ class Answer(_Model):
     trace: Trace | None = None
 
 
+class FunctionCall(_Model):
+    name: str
+    arguments: str  # a JSON object, in a string (OpenAI's shape)
+
+
+class ToolCall(_Model):
+    id: str
+    type: str = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Model):
     role: str
     content: str | None = None
     reasoning_content: str | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatChoice(_Model):
@@ -88,6 +101,7 @@ class ChunkDelta(_Model):
     role: str | None = None
     content: str | None = None
     reasoning_content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI's pieces: index, then id/name, then the arguments
 
 
 class ChunkChoice(_Model):
