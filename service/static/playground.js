@@ -61,7 +61,8 @@ function newRun(policy) {
 
 function searchItem(record) {
   const item = el("li", "search");
-  item.append(el("div", "label", record.forced ? "search (forced by policy)" : "search"));
+  const label = record.client ? "search (run by you)" : record.forced ? "search (forced by policy)" : "search";
+  item.append(el("div", "label", label));
   const query = el("div", "query", record.query);
   query.append(el("span", "badge", `${record.latency_ms.toFixed(1)} ms`));
   query.append(el("span", "badge", record.cached ? "cached" : "not cached"));
@@ -100,7 +101,38 @@ async function* sseEvents(response) {
   }
 }
 
-async function ask(card, question, policy, maxSearches) {
+// "I search": the service hands the search over as an OpenAI tool call; you paste what your search found.
+const SEARCH_TOOL = {
+  type: "function",
+  function: { name: "search", parameters: { type: "object", properties: { query: { type: "string" } } } },
+};
+const TOOL_CHOICE = { never: "none", always: "required" };
+
+function toolCallItem(card, call, conversation, answerSoFar, policy, maxSearches) {
+  const item = el("li", "client-search");
+  item.append(el("div", "label", "the model asks you to search"));
+  item.append(el("div", "query", JSON.parse(call.function.arguments || "{}").query || ""));
+  const box = el("textarea", "tool-result");
+  box.rows = 3;
+  box.placeholder = "Paste what your search found";
+  box.setAttribute("aria-label", "Your search result");
+  const send = el("button", "send-result", "Send result");
+  send.type = "button";
+  send.addEventListener("click", async () => {
+    send.disabled = true;
+    item.remove(); // the round comes back from the service as a search of the trace
+    const messages = [...conversation, { role: "assistant", content: answerSoFar || null, tool_calls: [call] },
+      { role: "tool", tool_call_id: call.id, content: box.value }];
+    card.querySelector(".answer").textContent = "";
+    await running(() => ask(card, messages, policy, maxSearches, true));
+  });
+  item.append(box, send);
+  return item;
+}
+
+async function ask(card, question, policy, maxSearches, clientSearch = $("client-search").checked) {
+  const conversation = typeof question === "string" ? [{ role: "user", content: question }] : question;
+  const call = { id: null, type: "function", function: { name: "", arguments: "" } };
   const status = card.querySelector(".status");
   const answer = card.querySelector(".answer");
   const trace = card.querySelector(".trace");
@@ -122,10 +154,11 @@ async function ask(card, question, policy, maxSearches) {
       headers: { "Content-Type": "application/json", ...authHeaders() },
       body: JSON.stringify({
         model: modelId || "default",
-        messages: [{ role: "user", content: question }],
+        messages: conversation,
         stream: true,
         stream_options: { include_usage: true },
         sem: { search: policy, max_searches: maxSearches },
+        ...(clientSearch ? { tools: [SEARCH_TOOL], tool_choice: TOOL_CHOICE[policy] || "auto" } : {}),
       }),
     });
   } catch (err) {
@@ -153,6 +186,11 @@ async function ask(card, question, policy, maxSearches) {
         thinking.textContent += delta.reasoning_content;
       }
       if (delta.content) answer.textContent += delta.content;
+      for (const piece of delta.tool_calls || []) {  // OpenAI's pieces: id and name first, then the arguments
+        if (piece.id) call.id = piece.id;
+        if (piece.function && piece.function.name) call.function.name = piece.function.name;
+        if (piece.function && piece.function.arguments) call.function.arguments += piece.function.arguments;
+      }
       if (choice && choice.finish_reason) status.textContent = `done (${choice.finish_reason})`;
       if (chunk.usage) {
         const u = chunk.usage;
@@ -164,6 +202,11 @@ async function ask(card, question, policy, maxSearches) {
     }
   } catch (err) {
     return fail(`The stream broke off: ${err.message}`);
+  }
+  if (call.id) {  // the model wants a search: yours
+    status.textContent = "waiting for your search";
+    trace.append(toolCallItem(card, call, conversation, answer.textContent, policy, maxSearches));
+    return;
   }
   if (!answer.textContent) answer.textContent = "(no answer)";
   card.classList.add("done");

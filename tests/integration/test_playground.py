@@ -88,6 +88,26 @@ def test_ask_streams_the_answer_and_the_search_trace(page) -> None:
     page.save_screenshot(str(ARTIFACTS / "playground.png"))
 
 
+def test_a_client_side_search_round(page) -> None:
+    """"I search": the model's search comes to the page as a tool call, the result typed in goes back to it."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page.find_element("id", "client-search").click()
+    ask_with_keyboard(page, "What is the capital of Zubrowka?", "always")
+    WebDriverWait(page, TIMEOUT_S).until(lambda d: d.find_elements("css selector", ".trace li.client-search"))
+    (card,) = page.find_elements("css selector", ".run")
+    asked = card.find_element("css selector", "li.client-search")
+    assert "Zubrowka" in asked.find_element("css selector", ".query").text
+    assert "waiting for your search" in card.find_element("css selector", ".status").text
+    asked.find_element("css selector", "textarea").send_keys("The capital of Zubrowka is Lutz, founded in 1802.")
+    asked.find_element("css selector", "button").click()
+    (card,) = wait_done(page)
+    assert "Lutz" in card.find_element("css selector", ".answer").text, card.text
+    (search,) = card.find_elements("css selector", ".trace li.search")
+    assert "run by you" in search.find_element("css selector", ".label").text.lower()  # CSS upper-cases labels
+    assert card.get_attribute("data-searches") == "1"
+
+
 def test_side_by_side_shows_each_policy(page) -> None:
     page.find_element("id", "question").send_keys("What is the capital of Australia?")
     page.find_element("id", "compare-button").click()
