@@ -171,3 +171,16 @@ def test_sdk_answer_with_plugs_a_search_function_in(service: str) -> None:
         result = sdk.answer_with(QUESTION, my_search, tool_choice="required", max_tokens=48)
     assert queries == [QUESTION] and "Lutz" in result.content
     assert result.usage.num_search_queries == 1 and result.search_results[0].client
+
+
+async def test_async_sdk_answer_with_an_async_search(service: str) -> None:
+    from sem_client import AsyncSemClient
+
+    async def my_search(query: str) -> str:
+        return FACT
+
+    async with AsyncSemClient(service) as sdk:
+        result = await sdk.answer_with(QUESTION, my_search, tool_choice="required", max_tokens=48)
+        never = await sdk.answer_with(QUESTION, my_search, tool_choice="none", max_tokens=48)
+    assert "Lutz" in result.content and result.usage.num_search_queries == 1
+    assert never.usage.num_search_queries == 0 and not never.search_results
