@@ -548,6 +548,7 @@ def eval_gate(
     """Over-search, under-search, AUROC, accuracy and cost per policy, beside never, always and the oracle."""
     from sem.gate import resolve_threshold
     from trainer.gate import class_counts, markdown, oracle, plot, read_labels, run_policies, summarise
+    from trainer.options import option_report, score_options
 
     chosen = [p.strip() for p in policies.split(",") if p.strip()]
     unknown = set(chosen) - {"auto", "confidence", "never", "always"}
@@ -560,15 +561,19 @@ def eval_gate(
         threshold = resolve_threshold(None, model_path)
         outcomes = loop_.run_until_complete(run_policies(search_loop, labels, chosen, max_tokens=max_tokens,
                                                          confidence_threshold=threshold))  # fmt: skip
+        lettered = [lab.example for lab in labels if lab.example.choices]
+        options = option_report(score_options(model_path, lettered)) if lettered else None
     if {"never", "always"} <= set(chosen):
         outcomes += oracle(outcomes)
     rows = summarise(outcomes, labels)
     counts = class_counts(labels)
     out.mkdir(parents=True, exist_ok=True)
-    report = markdown(rows, counts, f"{title} ({split}, {len(labels)} questions; confidence threshold {threshold})")
+    report = markdown(rows, counts, f"{title} ({split}, {len(labels)} questions; confidence threshold {threshold})",
+                      options)  # fmt: skip
     (out / "gate.md").write_text(report)
     (out / "gate.json").write_text(json.dumps({"split": split, "model": model_path, "confidence_threshold": threshold,
-                                               "rows": rows, "classes": counts}, indent=2) + "\n")  # fmt: skip
+                                               "rows": rows, "classes": counts, "option_likelihood": options},
+                                              indent=2) + "\n")  # fmt: skip
     with (out / "outcomes.jsonl").open("w") as f:
         f.writelines(json.dumps(asdict(o)) + "\n" for o in outcomes)
     plot(rows, out / "gate.png", title)

@@ -385,7 +385,12 @@ def class_counts(labels: Sequence[Label]) -> dict[str, dict[str, int]]:
     return {source: {k: c[k] for k in (KNOWN, HELPED, NEITHER)} for source, c in table.items()}
 
 
-def markdown(rows: Sequence[dict[str, Any]], counts: dict[str, dict[str, int]], title: str) -> str:
+def markdown(
+    rows: Sequence[dict[str, Any]],
+    counts: dict[str, dict[str, int]],
+    title: str,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> str:
     cols = ["policy", "questions", "accuracy", "accuracy_ci", "f1", "searched", "searches_per_question",
             "over_search", "under_search", "auroc", "generated_tokens", "engine_calls", "latency_s"]  # fmt: skip
     lines = [f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -398,6 +403,10 @@ def markdown(rows: Sequence[dict[str, Any]], counts: dict[str, dict[str, int]], 
         lines += ["", "Multiple choice: predicted letters, largest share, accuracy, majority-letter baseline:", ""]
         lines += [f"- {p}: {r['predicted']}, top {r['top_share']}, accuracy {r['accuracy']}, "
                   f"majority {r['majority_baseline']}" for p, r in letters]  # fmt: skip
+    if options:  # trainer.options: what the model's likelihoods pick, whatever it writes
+        named = {"letter": "likelihood of the letter after <answer>", "text": "likelihood of the option's text"}
+        lines += [f"- {named[w]}: {r['predicted']}, top {r['top_share']}, accuracy {r['accuracy']}, "
+                  f"majority {r['majority_baseline']}" for w, r in options.items()]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -89,7 +89,7 @@ def test_ask_streams_the_answer_and_the_search_trace(page) -> None:
 
 
 def test_a_client_side_search_round(page) -> None:
-    """"I search": the model's search comes to the page as a tool call, the result typed in goes back to it."""
+    """ "I search": the model's search comes to the page as a tool call, the result typed in goes back to it."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     page.find_element("id", "client-search").click()

@@ -311,3 +311,12 @@ def test_label_calibrate_and_judge_a_gate_with_the_real_model(tmp_path: Path, se
     assert rows["never"]["searches_per_question"] == 0.0 and rows["always"]["searches_per_question"] == 1.0
     assert "auroc" in rows["confidence"] or rows["confidence"]["questions"] > 0
     assert (gate_dir / "gate.png").stat().st_size > 10_000
+    lettered = [lab for lab in read_labels(labels_dir / "labels.jsonl", "train") if lab.example.choices]
+    options = json.loads((gate_dir / "gate.json").read_text())["option_likelihood"]
+    if lettered:  # every multiple-choice question scored by likelihood, both ways, a letter each
+        for way in ("letter", "text"):
+            assert sum(options[way]["predicted"].values()) == len(lettered) and set(options[way]["predicted"]) <= set(
+                "ABCD"
+            )
+    else:
+        assert options is None

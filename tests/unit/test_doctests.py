@@ -8,7 +8,8 @@ import importlib
 import pytest
 
 MODULES = ["sem.protocol", "sem.cache", "sem.engines.base", "sem.search.registry", "sem.search.milvus", "sem.keys",
-           "sem.loop", "sem.gate", "sem.benchmarks", "trainer.data", "trainer.gate", "sem_client._tools"]  # fmt: skip
+           "sem.loop", "sem.gate", "sem.benchmarks", "trainer.data", "trainer.gate", "sem_client._tools",
+           "trainer.options"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", MODULES)

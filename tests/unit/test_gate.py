@@ -24,6 +24,7 @@ from trainer.gate import (
     pick_threshold,
     split_of,
     summarise,
+    training_mix,
     under_search,
 )
 
@@ -147,3 +148,23 @@ async def test_teacher_traces_carry_the_models_own_first_answers(tokenizer, tiny
         assert "<think>" not in trace.completion and "unknown" not in trace.completion.lower()
     assert trace.answers == ["Marlowe", "Shakespeare"]  # its own right post-search answer, not the gold
     assert known.closed[1] == "William Shakespeare"  # the known case taught its right sample, not its first
+
+
+def test_training_mix_balances_by_what_the_model_gets_right() -> None:
+    """Every question with a reward spread (right closed-book or after a search at least once), as many never-right
+    ones of the same datasets; `kind` follows the closed-book label, not the dataset."""
+
+    def lab(i: int, source: str, p_closed: float, p_search: float) -> Label:
+        example = Example(f"{source}/{i}", f"question {source} {i}", ("x",), "needs_search", source)
+        return Label(example, "train", [], [], p_closed, p_search, "neither")
+
+    labels = [lab(0, "nq_open", 0.25, 0.0), lab(1, "nq_open", 0.0, 0.5), lab(2, "mmlu", 1.0, 1.0)]
+    labels += [lab(10 + i, "nq_open", 0.0, 0.0) for i in range(5)] + [lab(20 + i, "gsm8k", 0.0, 0.0) for i in range(5)]
+    mix = training_mix(labels)
+    by_id = {e.id: e for e in mix}
+    assert {"nq_open/0", "nq_open/1", "mmlu/2"} <= set(by_id) and len(mix) == 6
+    silent = [e for e in mix if e.id not in ("nq_open/0", "nq_open/1", "mmlu/2")]
+    assert sum(e.source == "nq_open" for e in silent) >= 2  # the same datasets: 2 open ones for the 2 open signals
+    assert by_id["nq_open/0"].kind == "known" and by_id["nq_open/1"].kind == "needs_search"
+    assert by_id["mmlu/2"].kind == "known" and all(e.kind == "needs_search" for e in silent)
+    assert training_mix(labels) == mix  # seeded
