@@ -581,6 +581,30 @@ def eval_gate(
     typer.echo(f"-> {out}/gate.md, gate.json, gate.png, outcomes.jsonl")
 
 
+@app.command("gate-table")
+def gate_table(
+    run: Annotated[list[str], typer.Option(help="label=results/gate/<dir> (repeat; from `trainer eval-gate`).")],
+    out: Annotated[Path, typer.Option(help="ablation.md, .json and .png go here.")] = Path("results/gate"),
+    title: str = "Search gates on the frozen test split, each model against its own labels",
+) -> None:
+    """Several eval-gate runs in one table and plot: the models and policies side by side."""
+    from trainer.ablation import gate_rows, markdown, plot
+
+    rows = []
+    for item in run:
+        label, sep, path = item.partition("=")
+        if not sep or not (Path(path) / "gate.json").is_file():
+            raise typer.BadParameter(f"{item!r}: expected label=<an eval-gate --out folder>", param_hint="--run")
+        rows += gate_rows(label, Path(path))
+    out.mkdir(parents=True, exist_ok=True)
+    report = markdown(rows, title)
+    (out / "ablation.md").write_text(report)
+    (out / "ablation.json").write_text(json.dumps(rows, indent=2) + "\n")
+    plot(rows, out / "ablation.png", title)
+    typer.echo(report)
+    typer.echo(f"-> {out}/ablation.md, ablation.json, ablation.png")
+
+
 @app.command()
 def export(
     adapter: Annotated[Path, typer.Option(help="A LoRA adapter folder (e.g. runs/grpo/final).")] = RUNS

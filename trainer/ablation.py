@@ -1,0 +1,72 @@
+"""`trainer gate-table`: several `trainer eval-gate` runs (models x policies) in one table and one plot, the
+ablations of issue #18 side by side: every model judged on the same frozen test questions, each against its own
+labels (over/under-search), with the first answer's quality on open questions and the multiple-choice letter share."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+OPEN_SETS = {"nq_open", "triviaqa", "hotpotqa", "musique", "2wiki"}
+COLUMNS = ["model", "policy", "accuracy", "accuracy_ci", "f1", "open_closed_book_f1", "searches_per_question",
+           "over_search", "under_search", "auroc", "mc_top_letter_share", "known", "helped"]  # fmt: skip
+
+
+def gate_rows(model: str, gate_dir: Path) -> list[dict[str, Any]]:
+    """One row per policy of one eval-gate run; the open-question F1 under `never` is the first answer's."""
+    report = json.loads((gate_dir / "gate.json").read_text())
+    outcomes = [json.loads(line) for line in (gate_dir / "outcomes.jsonl").open() if line.strip()]
+    open_never = [o["f1"] for o in outcomes if o["policy"] == "never" and o["source"] in OPEN_SETS]
+    counts = report["classes"]["all"]
+    rows = []
+    for r in report["rows"]:
+        rows.append({
+            "model": model, **{k: r.get(k) for k in COLUMNS if k in r},
+            "open_closed_book_f1": round(statistics.fmean(open_never), 3) if r["policy"] == "never" and open_never
+            else None,
+            "mc_top_letter_share": (r.get("letters") or {}).get("top_share"),
+            "known": counts["known"], "helped": counts["helped"],
+        })  # fmt: skip
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], title: str) -> str:
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, list | tuple):
+            return f"({value[0]}, {value[1]})"
+        return str(value)
+
+    lines = [f"## {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Accuracy against searches per question: one colour per model, one point per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    colours = plt.get_cmap("tab10")
+    for i, model in enumerate(models):
+        mine = [r for r in rows if r["model"] == model and r["policy"] != "oracle"]
+        ax.scatter([r["searches_per_question"] for r in mine], [r["accuracy"] for r in mine], s=55,
+                   color=colours(i), label=model)  # fmt: skip
+        for r in mine:
+            ax.annotate(r["policy"], (r["searches_per_question"], r["accuracy"]), textcoords="offset points",
+                        xytext=(5, 3), fontsize=8, color=colours(i))  # fmt: skip
+    ax.set_xlabel("searches per question")
+    ax.set_ylabel("accuracy (test split)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
