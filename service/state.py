@@ -10,7 +10,7 @@ from pathlib import Path
 from sem.cache import CachedSearch, RedisStore
 from sem.engines import Engine, build_engine
 from sem.errors import SearchModeError
-from sem.gate import resolve_threshold
+from sem.gate import resolve_policy, resolve_threshold
 from sem.loop import SearchLoop
 from sem.search import build_backend
 from sem.settings import Settings
@@ -77,8 +77,11 @@ class ServiceState:
             )
             if self.engine is None:
                 self.engine = await build_engine(self.settings)
-            threshold = resolve_threshold(self.settings.loop.confidence_threshold, self.settings.model_path)
-            self.loop_defaults = self.settings.loop.model_copy(update={"confidence_threshold": threshold})
+            loop = self.settings.loop
+            self.loop_defaults = loop.model_copy(update={
+                "confidence_threshold": resolve_threshold(loop.confidence_threshold, self.settings.model_path),
+                "policy": resolve_policy(loop.policy, self.settings.model_path),
+            })  # fmt: skip
             self.loop = SearchLoop(self.engine, self.search)
             self.load_seconds = time.perf_counter() - started
             log.info("ready in %.1fs: engine=%s model=%s", self.load_seconds, self.engine.name, self.model_name)

@@ -502,6 +502,9 @@ def calibrate(
         float | None, typer.Option(help="Best accuracy within this search budget (default: best accuracy).")
     ] = None,
     write: Annotated[bool, typer.Option(help="Store the threshold beside the model (the service reads it).")] = True,
+    serve: Annotated[
+        bool, typer.Option(help="With --write: the service answers with this gate when a request names no policy.")
+    ] = True,
     max_tokens: int = 64,
 ) -> None:
     """Choose the `confidence` gate's threshold on dev: answer with a search after every first answer once, then
@@ -530,6 +533,8 @@ def calibrate(
     typer.echo(f"chosen: {best}")
     if write:
         details = {k: best[k] for k in ("accuracy", "searches_per_question")}
+        if serve:
+            details["policy"] = "confidence"
         path = write_threshold(model_path, best["threshold"], split=split, questions=len(labels), **details)
         typer.echo(f"-> {path}")
 

@@ -16,10 +16,11 @@ class AnswerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1, description="The question to answer.")
-    search: SearchPolicy = Field(
-        SearchPolicy.auto,
+    search: SearchPolicy | None = Field(
+        None,
         description="auto: the model decides; never: no search; always: one search first; confidence: search when "
-        "the closed-book answer's confidence is below the threshold.",
+        "the closed-book answer's confidence is below the threshold. Default: the served model's own "
+        "(`GET /v1/models` lists it as `default_search`).",
     )
     confidence_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="`confidence` policy's threshold (default: the model's calibration)."

@@ -50,5 +50,5 @@ async def answer(body: AnswerRequest, state: StateDep, request: Request) -> Answ
     )
     started = time.perf_counter()
     work = partial(loop.run, body.question, options, request_id=f"ans-{uuid.uuid4().hex}")
-    trace = await state.runner.run("answer", body.search.value, work, request)
+    trace = await state.runner.run("answer", options.policy.value, work, request)
     return to_response(trace, state.model_name, started, with_trace=body.return_trace)

@@ -65,7 +65,7 @@ class SemOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    search: SearchPolicy = SearchPolicy.auto
+    search: SearchPolicy | None = Field(None, description="Default: the served model's own (auto, or confidence).")
     max_searches: int | None = Field(None, ge=0)
     top_k: int | None = Field(None, ge=1)
     search_mode: str | None = Field(
@@ -206,6 +206,8 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "sem"
     root: str | None = None
+    default_search: str | None = Field(None, description="The search policy of a request that names none.")
+    confidence_threshold: float | None = Field(None, description="The `confidence` policy's threshold.")
 
 
 class ModelList(BaseModel):

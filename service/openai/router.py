@@ -58,4 +58,7 @@ async def chat_completions(
 async def models(state: StateDep) -> ModelList:
     """The served model (adapters will be listed here too)."""
     root = state.settings.model_path
-    return ModelList(data=[ModelCard(id=state.model_name, created=state.started_at, root=root)])
+    defaults = state.loop_defaults
+    card = ModelCard(id=state.model_name, created=state.started_at, root=root, default_search=defaults.policy,
+                     confidence_threshold=defaults.confidence_threshold)  # fmt: skip
+    return ModelList(data=[card])

@@ -61,8 +61,9 @@ def _query_argument(schema: dict | None, param: str) -> str:
     )
 
 
-def tool_policy(body: ChatCompletionRequest, tool: SearchTool) -> SearchPolicy:
-    """tool_choice -> the loop's policy: none = never, required (or the tool by name) = always, auto = sem.search."""
+def tool_policy(body: ChatCompletionRequest, tool: SearchTool) -> SearchPolicy | None:
+    """tool_choice -> the loop's policy: none = never, required (or the tool by name) = always, auto = sem.search
+    (None: the served model's default)."""
     choice = body.tool_choice
     if isinstance(choice, NamedToolChoice):
         if choice.function.name != tool.name:

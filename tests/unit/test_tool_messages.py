@@ -79,7 +79,7 @@ def test_the_search_tool_and_its_argument(tools, sem, name, argument) -> None:
 
 @pytest.mark.parametrize(
     ("choice", "policy"),
-    [(None, SearchPolicy.auto), ("auto", SearchPolicy.auto), ("none", SearchPolicy.never),
+    [(None, None), ("auto", None), ("none", SearchPolicy.never),
      ("required", SearchPolicy.always), ({"type": "function", "function": {"name": "search"}}, SearchPolicy.always)],
 )  # fmt: skip
 def test_tool_choice_is_the_policy(choice, policy) -> None:
