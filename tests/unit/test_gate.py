@@ -168,3 +168,24 @@ def test_training_mix_balances_by_what_the_model_gets_right() -> None:
     assert by_id["nq_open/0"].kind == "known" and by_id["nq_open/1"].kind == "needs_search"
     assert by_id["mmlu/2"].kind == "known" and all(e.kind == "needs_search" for e in silent)
     assert training_mix(labels) == mix  # seeded
+
+
+def test_the_base_ships_its_gate_and_a_local_calibration_wins(tmp_path) -> None:
+    """Set-up puts the base's calibration beside its weights: the service then serves it with the confidence gate
+    by default (SEM_LOOP__POLICY or the request still decide); a calibration made here is not overwritten."""
+    import json
+
+    from sem.assets import BASE_GATE, MODEL_WHEEL, _write_marker, base_model_dir, prepare_base_model
+    from sem.gate import read_gate, resolve_policy
+
+    path = base_model_dir(tmp_path)
+    path.mkdir(parents=True)
+    _write_marker(path, MODEL_WHEEL)  # as if prepared: prepare_base_model only installs the gate
+    assert resolve_policy(None, path) == "auto"
+    prepare_base_model(tmp_path)
+    shipped = json.loads(BASE_GATE.read_text())
+    assert read_gate(path)["policy"] == "confidence" and read_threshold(path) == shipped["confidence_threshold"]
+    assert resolve_policy(None, path) == "confidence" and resolve_policy("auto", path) == "auto"
+    write_threshold(path, 0.3, policy="confidence")
+    prepare_base_model(tmp_path)
+    assert read_threshold(path) == 0.3
