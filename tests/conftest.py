@@ -169,3 +169,17 @@ def vllm_server(settings) -> Iterator[str]:
 def client(service: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=service, timeout=120) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def model(client: httpx.Client) -> str:
+    """The served model's name, as the OpenAI API lists it."""
+    return client.get("/v1/models").json()["data"][0]["id"]
+
+
+@pytest.fixture(scope="session")
+def oai(service: str):
+    """openai-python against the service."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{service}/v1", api_key="x", max_retries=0)

@@ -11,16 +11,6 @@ import pytest
 ALWAYS = {"sem": {"search": "always"}}
 
 
-@pytest.fixture(scope="module")
-def model(client: httpx.Client) -> str:
-    return client.get("/v1/models").json()["data"][0]["id"]
-
-
-@pytest.fixture(scope="module")
-def oai(service: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{service}/v1", api_key="x", max_retries=0)
-
-
 def test_models_lists_the_served_model(oai: openai.OpenAI, model: str) -> None:
     assert [m.id for m in oai.models.list().data] == [model]
 

@@ -23,16 +23,6 @@ SEARCH_TOOL = {
 }
 
 
-@pytest.fixture(scope="module")
-def model(client: httpx.Client) -> str:
-    return client.get("/v1/models").json()["data"][0]["id"]
-
-
-@pytest.fixture(scope="module")
-def oai(service: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{service}/v1", api_key="x", max_retries=0)
-
-
 def ask(oai: openai.OpenAI, model: str, messages: list, **kw):
     return oai.chat.completions.create(model=model, messages=messages, tools=[SEARCH_TOOL], max_tokens=48, **kw)
 
