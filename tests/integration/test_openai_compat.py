@@ -12,7 +12,10 @@ ALWAYS = {"sem": {"search": "always"}}
 
 
 def test_models_lists_the_served_model(oai: openai.OpenAI, model: str) -> None:
-    assert [m.id for m in oai.models.list().data] == [model]
+    (card,) = oai.models.list().data
+    assert card.id == model
+    # the tuned default has no gate file beside its weights: a request that names no policy gets auto
+    assert card.model_extra["default_search"] == "auto" and card.model_extra["confidence_threshold"] == 0.5
 
 
 def test_openai_sync_keeps_the_search_count(oai: openai.OpenAI, model: str) -> None:

@@ -72,3 +72,16 @@ def test_missing_assets_give_one_clear_error(tmp_path) -> None:
         ensure_model(tmp_path)
     with pytest.raises(AssetsMissingError, match="SEM_CORPUS"):
         ensure_corpus(tmp_path)
+
+
+def test_a_request_without_a_policy_gets_the_served_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sem.loop import LoopOptions, SearchPolicy
+
+    monkeypatch.setenv("SEM_LOOP__POLICY", "confidence")
+    defaults = Settings().loop
+    assert LoopOptions.from_defaults(defaults).policy is SearchPolicy.confidence
+    assert LoopOptions.from_defaults(defaults, policy=SearchPolicy.never).policy is SearchPolicy.never
+    assert LoopOptions.from_defaults(defaults, policy=None).policy is SearchPolicy.confidence
+    monkeypatch.setenv("SEM_LOOP__POLICY", "sometimes")
+    with pytest.raises(ValueError, match="policy"):
+        Settings()
