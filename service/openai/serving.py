@@ -46,6 +46,7 @@ class Conversation:
     """What a chat request asks: the question, the turns before it, and the search rounds the client already ran."""
 
     question: str
+    at: int  # the question's index in the messages
     history: list[dict[str, str]]
     tool: SearchTool | None = None  # the client's search: the loop hands searches over as tool calls
     rounds: list[ClientSearch] = field(default_factory=list)
@@ -66,7 +67,8 @@ def read_conversation(body: ChatCompletionRequest) -> Conversation:
     at = question_index(body.messages)
     history = [{"role": m.role, "content": m.text} for m in body.messages[:at] if m.role in ("user", "assistant")]
     rounds = client_rounds(body.messages, at, tool)
-    return Conversation(body.messages[at].text, history, tool, rounds, tool_policy(body, tool) if tool else None)
+    policy = tool_policy(body, tool) if tool else None
+    return Conversation(body.messages[at].text, at, history, tool, rounds, policy)
 
 
 def check_request(body: ChatCompletionRequest, state: ServiceState) -> Conversation:
@@ -79,7 +81,6 @@ def check_request(body: ChatCompletionRequest, state: ServiceState) -> Conversat
     if len(body.messages) > cap:
         raise InvalidRequest(f"{len(body.messages)} messages, more than the {cap} allowed", param="messages")
     conversation = read_conversation(body)
-    at = question_index(body.messages)
     check_limits(
         state.settings.limits,
         question=conversation.question,
@@ -87,7 +88,7 @@ def check_request(body: ChatCompletionRequest, state: ServiceState) -> Conversat
         top_k=body.sem.top_k,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         fields={
-            "question": ("body", "messages", at, "content"),
+            "question": ("body", "messages", conversation.at, "content"),
             "max_searches": ("body", "sem", "max_searches"),
             "top_k": ("body", "sem", "top_k"),
             "max_tokens": ("body", "max_completion_tokens" if body.max_completion_tokens else "max_tokens"),
