@@ -304,16 +304,9 @@ class SearchLoop:
         trace = Trace(request_id, prompt, tokenizer.encode(prompt, add_special_tokens=False))
         check_prompt_length(len(trace.prompt_ids), opts.max_prompt_tokens)
         out = _Builder(trace, tokenizer, opts.logprobs or opts.policy is SearchPolicy.confidence)
-        for done in client_searches:  # the rounds the caller ran, replayed as events too (a stream shows them)
-            call = self._rebuild_call(done)
-            out.inserted(call)
-            yield Inserted(call)
-            record = SearchRecord(done.query, [Passage(id=f"tool:{done.call_id}", text=done.result)], cached=False,
-                                  latency_ms=0.0, client=True)  # fmt: skip
-            block = protocol.format_client_result(done.result, max_chars=opts.passage_chars * opts.top_k)
-            out.inserted(block)
-            trace.searches.append(record)
-            yield SearchResult(record, len(trace.searches) - 1, block)
+        for done in client_searches:
+            async for event in self._replay(done, opts, out):
+                yield event
 
         budget = opts.max_searches if opts.policy is SearchPolicy.auto else 0
         if opts.policy is SearchPolicy.always and not trace.searches:
@@ -433,11 +426,20 @@ class SearchLoop:
         return Final(out.finish())
 
     @staticmethod
-    def _rebuild_call(done: ClientSearch) -> str:
-        """A round the caller ran, back into the template: its answer and search call. Inserted (not this request's
-        generation, not trained on) and neutralised like its result: it comes from the client."""
-        answer = protocol.format_answer(done.answer) + " " if done.answer else ""
-        return answer + protocol.format_forced_search(done.query)
+    async def _replay(done: ClientSearch, opts: LoopOptions, out: _Builder) -> AsyncIterator[Event]:
+        """A round the caller ran, back into the template (answer, search call, result block) and replayed as events
+        (a stream shows it). All inserted, not this request's generation, and neutralised: it comes from the client."""
+        call = (protocol.format_answer(done.answer) + " " if done.answer else "") + protocol.format_forced_search(
+            done.query
+        )
+        out.inserted(call)
+        yield Inserted(call)
+        record = SearchRecord(done.query, [Passage(id=f"tool:{done.call_id}", text=done.result)], cached=False,
+                              latency_ms=0.0, client=True)  # fmt: skip
+        block = protocol.format_client_result(done.result, max_chars=opts.passage_chars * opts.top_k)
+        out.inserted(block)
+        out.trace.searches.append(record)
+        yield SearchResult(record, out.trace.search_count - 1, block)
 
     @staticmethod
     def _degenerate(delta: _Collect, out: _Builder, opts: LoopOptions) -> bool:
