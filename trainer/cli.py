@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,6 +46,12 @@ class Labelling(StrEnum):
     model = "model"  # the base model's closed-book pass rate decides (IKEA's mode)
 
 
+def _unwind_on_sigterm(signum: int, _frame: object) -> None:
+    """A stopped run (`kill`, a scheduler's SIGTERM) unwinds like Ctrl+C: `finally` blocks close the rollout's vLLM
+    engine, whose processes would otherwise outlive the trainer."""
+    raise SystemExit(128 + signum)
+
+
 @app.callback()
 def main(
     ctx: typer.Context,
@@ -56,6 +63,7 @@ def main(
 ) -> None:
     global _SEARCH_BACKEND
     _SEARCH_BACKEND = search_backend
+    signal.signal(signal.SIGTERM, _unwind_on_sigterm)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -10,6 +10,7 @@ rewards read travel as extra columns.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 RolloutEngineKind = Literal["vllm", "hf"]
 TRAIN_MAX_SEARCHES = 2  # a shorter budget than serving's: rollouts stay within the completion length
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -133,6 +136,7 @@ class SEMRollout:
                 gpu_memory_utilization=self.config.vllm_gpu_memory_utilization,
             )
             self.stats.engine_start_s += time.perf_counter() - started
+            log.info("vLLM rollout engine ready in %.1f s", time.perf_counter() - started)
         return self._vllm
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -265,6 +266,36 @@ def test_sft_then_grpo_save_resume_eval_export(workdir: Path) -> None:
     assert {str(w.dtype) for w in weights.values()} == {"torch.bfloat16"}
     config = json.loads((published / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # no path of this machine
+
+
+def test_a_stopped_training_run_takes_its_vllm_engine_with_it(workdir: Path, tmp_path: Path) -> None:
+    """SIGTERM (`kill`, a scheduler) unwinds the trainer: the rollout's vLLM engine processes end with it."""
+    import signal
+    import subprocess
+
+    import psutil
+
+    args = [sys.executable, "-c", "from trainer.cli import app; app()", "train", "--data", str(workdir / "data"),
+            "--out", str(tmp_path / "grpo"), "--max-steps", "50", "--batch-size", "2", "--num-generations", "2",
+            "--max-completion-length", "32", "--rollout-engine", "vllm"]  # fmt: skip
+    log = (tmp_path / "train.log").open("w+")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 600
+        while "vLLM rollout engine ready" not in (tmp_path / "train.log").read_text():
+            assert proc.poll() is None, (tmp_path / "train.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the rollout engine did not start in 10 min"
+            time.sleep(1)
+        engine = psutil.Process(proc.pid).children(recursive=True)
+        assert engine, "the vLLM engine runs in processes of its own"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=180) == 128 + signal.SIGTERM
+        _, alive = psutil.wait_procs(engine, timeout=60)
+        assert not alive, [p.name() for p in alive]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
 
 
 def test_bad_policy_is_a_clear_error(workdir: Path) -> None:
