@@ -44,7 +44,9 @@ def resolve_policy(configured: str | None, model_path: str | Path) -> str:
 def write_threshold(model_path: str | Path, threshold: float, **details: Any) -> Path:
     """Store a calibration beside the model's weights; `details` says how it was chosen (split, metric, counts)."""
     path = gate_path(model_path)
-    path.write_text(json.dumps({"confidence_threshold": threshold, **details}, indent=2) + "\n")
+    staged = path.with_name(path.name + ".tmp")
+    staged.write_text(json.dumps({"confidence_threshold": threshold, **details}, indent=2) + "\n")
+    staged.replace(path)  # replaces a link too: a folder of links to another model's files never writes into it
     return path
 
 

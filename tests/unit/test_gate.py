@@ -189,3 +189,14 @@ def test_the_base_ships_its_gate_and_a_local_calibration_wins(tmp_path) -> None:
     write_threshold(path, 0.3, policy="confidence")
     prepare_base_model(tmp_path)
     assert read_threshold(path) == 0.3
+
+
+def test_a_calibration_never_writes_through_a_link(tmp_path) -> None:
+    """A model folder of links to another's files (as tests and users make them) gets its own gate file."""
+    original, linked = tmp_path / "original", tmp_path / "linked"
+    original.mkdir()
+    linked.mkdir()
+    write_threshold(original, 0.5)
+    (linked / "sem_gate.json").symlink_to(original / "sem_gate.json")
+    write_threshold(linked, 0.1)
+    assert read_threshold(linked) == 0.1 and read_threshold(original) == 0.5
