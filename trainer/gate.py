@@ -97,10 +97,12 @@ def training_mix(labels: Sequence[Label], seed: int = 0) -> list[Example]:
     `needs_search`.
     """
     rng = random.Random(seed)
-    signal = [lab for lab in labels if lab.p_closed > 0 or lab.p_search > 0]
+    signal: list[Label] = []
     silent: dict[str, list[Label]] = {}
     for lab in labels:
-        if not (lab.p_closed > 0 or lab.p_search > 0):
+        if lab.p_closed > 0 or lab.p_search > 0:
+            signal.append(lab)
+        else:
             silent.setdefault(lab.example.source, []).append(lab)
     picked = list(signal)
     wanted = Counter(lab.example.source for lab in signal)
