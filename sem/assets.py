@@ -173,6 +173,7 @@ def prepare_tuned_model(home: Path, *, force: bool = False, adapter: Path = TUNE
     digest = _sha256(adapter / "adapter_model.safetensors")
     if _marker_sha256(path) == digest and not force:
         log.info("tuned model already prepared at %s", path)
+        _install_gate(path, adapter / GATE_FILE)
         return path
     try:
         import torch
@@ -193,6 +194,7 @@ def prepare_tuned_model(home: Path, *, force: bool = False, adapter: Path = TUNE
         shutil.move(str(staging), path)
     marker = {"adapter": adapter.name, "sha256": digest, "base": base.name, "licence": "Apache-2.0"}
     (path / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    _install_gate(path, adapter / GATE_FILE)
     log.info("tuned model ready at %s", path)
     return path
 
@@ -239,12 +241,13 @@ def prepare_base_model(home: Path, *, force: bool = False) -> Path:
     return path
 
 
-def _install_gate(path: Path) -> None:
-    """The base's confidence gate as calibrated here (`trainer calibrate`, results/gate/), beside its weights: the
-    service reads its threshold and default policy there. A calibration made on this machine is kept."""
+def _install_gate(path: Path, shipped: Path = BASE_GATE) -> None:
+    """A model's confidence gate as calibrated here (`trainer calibrate`, results/gate/; an adapter carries its own
+    `sem_gate.json`), beside its weights: the service reads its threshold and default policy there. A calibration
+    made on this machine is kept."""
     target = path / GATE_FILE
-    if BASE_GATE.is_file() and not target.is_file():
-        shutil.copyfile(BASE_GATE, target)
+    if shipped.is_file() and not target.is_file():
+        shutil.copyfile(shipped, target)
 
 
 def _clean_config(config_path: Path) -> None:

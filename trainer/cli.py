@@ -661,12 +661,18 @@ def compare(
 def publish(
     adapter: Annotated[Path, typer.Option(help="The trained adapter.")] = RUNS / "grpo" / "final",
     out: Annotated[Path | None, typer.Option(help="Default: where `sem assets` looks for SEM's adapter.")] = None,
+    gate: Annotated[
+        Path | None,
+        typer.Option(help="Its calibration (`trainer calibrate` on the merged model: <model>/sem_gate.json)."),
+    ] = None,
 ) -> None:
     """Make an adapter the service's default: copied (bf16) to where `sem assets` merges it into the base."""
     from sem.assets import TUNED_ADAPTER
     from trainer.lora import publish_adapter
 
-    dest = publish_adapter(adapter, out or TUNED_ADAPTER, base_id="HuggingFaceTB/SmolLM2-135M-Instruct")
+    if gate is not None and not gate.is_file():
+        raise typer.BadParameter(f"{gate} is not a file", param_hint="--gate")
+    dest = publish_adapter(adapter, out or TUNED_ADAPTER, base_id="HuggingFaceTB/SmolLM2-135M-Instruct", gate=gate)
     size = (dest / "adapter_model.safetensors").stat().st_size
     typer.echo(f"adapter -> {dest} ({size / 1e6:.1f} MB); `sem assets` merges it into the default model")
 

@@ -35,13 +35,17 @@ def load_trainable(adapter_dir: str | Path, base: str | None = None, dtype: Any 
     return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
 
 
-def publish_adapter(adapter_dir: str | Path, out_dir: str | Path, base_id: str) -> Path:
+def publish_adapter(adapter_dir: str | Path, out_dir: str | Path, base_id: str, gate: Path | None = None) -> Path:
     """Copy a trained adapter where `sem assets` merges it from: weights in bf16 (half the bytes; the merge is
-    into a bf16 checkpoint anyway), the base recorded by its public id instead of this machine's path."""
+    into a bf16 checkpoint anyway), the base recorded by its public id instead of this machine's path, and its
+    gate calibration when given (`trainer calibrate` on the merged model; installed beside the merged weights)."""
     import json
+    import shutil
 
     import torch
     from safetensors.torch import load_file, save_file
+
+    from sem.gate import GATE_FILE
 
     src, out = Path(adapter_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -51,4 +55,8 @@ def publish_adapter(adapter_dir: str | Path, out_dir: str | Path, base_id: str) 
     config = json.loads((src / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = base_id
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if gate is not None:
+        shutil.copyfile(gate, out / GATE_FILE)
+    else:  # a stale calibration belongs to the adapter it was made for
+        (out / GATE_FILE).unlink(missing_ok=True)
     return out

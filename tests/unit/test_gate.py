@@ -191,6 +191,29 @@ def test_the_base_ships_its_gate_and_a_local_calibration_wins(tmp_path) -> None:
     assert read_threshold(path) == 0.3
 
 
+def test_an_adapter_carries_its_gate_into_the_merged_model(tmp_path) -> None:
+    """`trainer publish --gate` puts the calibration beside the adapter; set-up installs it beside the merged
+    weights (the service's default policy), and publishing without one drops a stale calibration."""
+    import json
+
+    from sem.assets import MARKER, TUNED_ADAPTER, _sha256, prepare_tuned_model, tuned_model_dir
+    from sem.gate import read_gate, resolve_policy
+    from trainer.lora import publish_adapter
+
+    calibrated = tmp_path / "export"
+    calibrated.mkdir()
+    write_threshold(calibrated, 0.35, policy="confidence")
+    adapter = publish_adapter(TUNED_ADAPTER, tmp_path / "adapter", base_id="base", gate=calibrated / "sem_gate.json")
+    merged = tuned_model_dir(tmp_path / "home")
+    merged.mkdir(parents=True)  # as if merged: the marker names this adapter, so only the gate is installed
+    (merged / MARKER).write_text(json.dumps({"sha256": _sha256(adapter / "adapter_model.safetensors")}))
+    assert resolve_policy(None, merged) == "auto"
+    prepare_tuned_model(tmp_path / "home", adapter=adapter)
+    assert read_gate(merged)["policy"] == "confidence" and read_threshold(merged) == 0.35
+    publish_adapter(TUNED_ADAPTER, adapter, base_id="base")
+    assert not (adapter / "sem_gate.json").exists()
+
+
 def test_a_calibration_never_writes_through_a_link(tmp_path) -> None:
     """A model folder of links to another's files (as tests and users make them) gets its own gate file."""
     original, linked = tmp_path / "original", tmp_path / "linked"
