@@ -576,6 +576,7 @@ def eval_gate(
                                                          confidence_threshold=threshold))  # fmt: skip
         lettered = [lab.example for lab in labels if lab.example.choices]
         options = option_report(score_options(model_path, lettered)) if lettered else None
+        _score_decisions(outcomes, labels, model_path)
     if {"never", "always"} <= set(chosen):
         outcomes += oracle(outcomes)
     rows = summarise(outcomes, labels)
@@ -592,6 +593,18 @@ def eval_gate(
     plot(rows, out / "gate.png", title)
     typer.echo(report)
     typer.echo(f"-> {out}/gate.md, gate.json, gate.png, outcomes.jsonl")
+
+
+def _score_decisions(outcomes: list, labels: list, model_path: str) -> None:
+    """`auto`'s own score per question: P(search | its first answer), for the trained gate's AUROC."""
+    from trainer.decision import search_probabilities
+
+    questions = {lab.example.id: lab.example.prompt_text() for lab in labels}
+    turns = [o for o in outcomes if "first_turn" in o.extra]
+    if turns:
+        probabilities = search_probabilities(model_path, [(questions[o.id], o.extra["first_turn"]) for o in turns])
+        for o, p in zip(turns, probabilities, strict=True):
+            o.extra["search_probability"] = round(p, 5)
 
 
 @app.command("gate-table")

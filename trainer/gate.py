@@ -28,6 +28,7 @@ from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
 from sem.protocol import final_answer
 from sem.scoring import f1, mc_letter, score
 from trainer.data import question_key
+from trainer.decision import first_turn
 
 KNOWN, HELPED, NEITHER = "known", "helped", "neither"
 SPLITS = ("train", "dev", "test")
@@ -262,10 +263,11 @@ class Outcome:
 def outcome_of(lab: Label, policy: str, trace: Trace, latency_s: float) -> Outcome:
     first_text = next((seg.text for seg in trace.segments if seg.generated), "")  # before any search
     first = trace.answers[0] if trace.answers else final_answer(first_text)
+    extra = {"first_turn": turn} if policy == "auto" and (turn := first_turn(first_text)) else {}
     return Outcome(lab.example.id, lab.example.source, lab.klass, policy, trace.answer, first,
                    is_right(trace.answer, lab.example), f1(trace.answer, list(lab.example.answers)),
                    trace.search_count, trace.generated_tokens, trace.engine_calls, latency_s,
-                   trace.confidence)  # fmt: skip
+                   trace.confidence, extra)  # fmt: skip
 
 
 async def run_policies(
@@ -362,8 +364,15 @@ def summarise(outcomes: Sequence[Outcome], labels: Sequence[Label]) -> list[dict
             "engine_calls": round(statistics.fmean(o.engine_calls for o in mine), 2),
             "latency_s": round(statistics.fmean(o.latency_s for o in mine), 3),
         }
+        # A gate with a score: does it rank closed-book-wrong above closed-book-right? The confidence gate's score
+        # is 1 - its confidence; a trained gate's, its probability of searching after the first answer.
+        decided = [o for o in mine if o.extra.get("search_probability") is not None]
         scored = [o for o in mine if o.confidence is not None]
-        if scored:  # a gate with a score: does it rank closed-book-wrong above closed-book-right?
+        if decided:
+            row["auroc"] = _round(auroc([o.extra["search_probability"] for o in decided],
+                                        [by_id[o.id].p_closed < 0.5 for o in decided]))  # fmt: skip
+            row["scored"] = len(decided)
+        elif scored:
             closed_wrong = [by_id[o.id].p_closed < 0.5 for o in scored]
             row["auroc"] = _round(auroc([1 - (o.confidence or 0.0) for o in scored], closed_wrong))
         lettered = [o for o in mine if by_id[o.id].example.choices]

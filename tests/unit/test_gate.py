@@ -97,6 +97,19 @@ def test_summary_rows_and_auroc_from_confidence() -> None:
     assert row["auroc"] == 1.0  # the closed-book-wrong questions (0.2, 0.6) rank above the right one (0.9)
 
 
+def test_a_trained_gate_is_scored_by_its_search_probability() -> None:
+    """`auto` has no confidence: its AUROC comes from P(search | first answer), and only questions it answered."""
+    labels = [label(0, KNOWN, 1.0), label(1, HELPED), label(2, NEITHER), label(3, NEITHER)]
+    runs = [outcome(i, "auto", k, False, s, None) for i, k, s in ((0, KNOWN, 1), (1, HELPED, 1), (2, NEITHER, 0),
+                                                                  (3, NEITHER, 0))]  # fmt: skip
+    for run, p in zip(runs, (0.7, 0.9, 0.4, None), strict=True):
+        if p is not None:
+            run.extra["search_probability"] = p
+    (row,) = summarise(runs, labels)
+    # wrong closed-book (0.9, 0.4) against right (0.7): one pair ranked right, one wrong
+    assert row["auroc"] == 0.5 and row["scored"] == 3 and row["over_search"] == 1.0
+
+
 def test_confidence_sweep_and_pick() -> None:
     runs = [outcome(0, "confidence", KNOWN, False, 1, 0.9), outcome(1, "confidence", HELPED, True, 1, 0.2)]
     runs[0].extra["first_right"], runs[1].extra["first_right"] = True, False

@@ -1,0 +1,51 @@
+"""A trained gate's own score: how likely the model was to search right after its first answer.
+
+`auto` has no threshold to sweep, but the decision it samples greedily is a probability: P(`<search>` opens next |
+the prompt and its first answer). Read back by teacher forcing, it ranks questions the way the gate leans, so a
+trained gate gets an AUROC beside the `confidence` gate's (EVALUATION.md: does it search more where it does not know?).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from sem import protocol
+
+# How a search call may follow the closed answer (the teacher traces write a line break).
+OPENERS = ("\n" + protocol.SEARCH_OPEN, " " + protocol.SEARCH_OPEN, protocol.SEARCH_OPEN)
+
+
+def first_turn(text: str) -> str | None:
+    """The first generated turn up to its closed answer; None when it wrote none (nothing to score after).
+
+    >>> first_turn("<answer>Paris</answer>\\n<search> q </search>"), first_turn("<search> q </search>")
+    ('<answer>Paris</answer>', None)
+    """
+    close = text.find(protocol.ANSWER_CLOSE)
+    return None if close < 0 else text[: close + len(protocol.ANSWER_CLOSE)]
+
+
+def search_probabilities(model_path: str, items: Sequence[tuple[str, str]]) -> list[float]:
+    """P(a search call opens next) after each (question, first turn), summed over the ways to open it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    out = []
+    with torch.no_grad():
+        for question, turn in items:
+            prompt = protocol.render_prompt(tokenizer, protocol.build_messages(question))
+            prefix = tokenizer.encode(prompt + turn, add_special_tokens=False)
+            out.append(sum(math.exp(_logprob(model, tokenizer, prefix, opener)) for opener in OPENERS))
+    return out
+
+
+def _logprob(model: Any, tokenizer: Any, prefix: list[int], continuation: str) -> float:
+    import torch
+
+    ids = tokenizer.encode(continuation, add_special_tokens=False)
+    logits = model(torch.tensor([prefix + ids])).logits[0, len(prefix) - 1 : -1]
+    return torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(ids)[:, None]).sum().item()
