@@ -18,18 +18,12 @@ from pathlib import Path
 from sem import benchmarks
 from sem.benchmarks import default_source
 from sem.engines import build_engine
+from sem.engines.vllm import cpu_flags
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy
 from sem.search.bm25 import BM25Backend
 from sem.settings import EngineKind, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_flags() -> set[str]:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 async def run(dtype: str, questions: list[str], concurrency: int) -> dict:

@@ -127,7 +127,8 @@ class Settings(BaseSettings):
     tokenizer: str | None = Field(None, description="Tokenizer path or id (default: the model's).")
     dtype: str = Field(
         "auto",
-        description="Weights dtype: auto = the checkpoint's (bfloat16) on vLLM, float32 for the hf engine on CPU.",
+        description="Weights dtype: auto = the checkpoint's (bfloat16) on vLLM, but float32 on an x86 CPU without "
+        "bfloat16 instructions (AVX512-BF16, AMX) and for the hf engine on CPU.",
     )
     max_model_len: int = Field(4096, description="Context length the engine reserves for one sequence.")
     seed: int = 0

