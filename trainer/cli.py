@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -561,6 +561,7 @@ def eval_gate(
     """Over-search, under-search, AUROC, accuracy and cost per policy, beside never, always and the oracle."""
     from sem.gate import resolve_threshold
     from trainer.gate import class_counts, markdown, oracle, plot, read_labels, run_policies, summarise
+    from trainer.likelihood import Scorer
     from trainer.options import option_report, score_options
 
     chosen = [p.strip() for p in policies.split(",") if p.strip()]
@@ -575,8 +576,9 @@ def eval_gate(
         outcomes = loop_.run_until_complete(run_policies(search_loop, labels, chosen, max_tokens=max_tokens,
                                                          confidence_threshold=threshold))  # fmt: skip
         lettered = [lab.example for lab in labels if lab.example.choices]
-        options = option_report(score_options(model_path, lettered)) if lettered else None
-        _score_decisions(outcomes, labels, model_path)
+        scorer = Scorer.load(model_path)  # one load for both read-backs
+        options = option_report(score_options(scorer, lettered)) if lettered else None
+        _score_decisions(outcomes, labels, scorer)
     if {"never", "always"} <= set(chosen):
         outcomes += oracle(outcomes)
     rows = summarise(outcomes, labels)
@@ -595,14 +597,14 @@ def eval_gate(
     typer.echo(f"-> {out}/gate.md, gate.json, gate.png, outcomes.jsonl")
 
 
-def _score_decisions(outcomes: list, labels: list, model_path: str) -> None:
+def _score_decisions(outcomes: list, labels: list, scorer: Any) -> None:
     """`auto`'s own score per question: P(search | its first answer), for the trained gate's AUROC."""
     from trainer.decision import search_probabilities
 
     questions = {lab.example.id: lab.example.prompt_text() for lab in labels}
     turns = [o for o in outcomes if "first_turn" in o.extra]
     if turns:
-        probabilities = search_probabilities(model_path, [(questions[o.id], o.extra["first_turn"]) for o in turns])
+        probabilities = search_probabilities(scorer, [(questions[o.id], o.extra["first_turn"]) for o in turns])
         for o, p in zip(turns, probabilities, strict=True):
             o.extra["search_probability"] = round(p, 5)
 

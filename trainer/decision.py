@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 from sem import protocol
+from trainer.likelihood import Scorer
 
 # How a search call may follow the closed answer (the teacher traces write a line break).
 OPENERS = ("\n" + protocol.SEARCH_OPEN, " " + protocol.SEARCH_OPEN, protocol.SEARCH_OPEN)
@@ -27,25 +27,11 @@ def first_turn(text: str) -> str | None:
     return None if close < 0 else text[: close + len(protocol.ANSWER_CLOSE)]
 
 
-def search_probabilities(model_path: str, items: Sequence[tuple[str, str]]) -> list[float]:
+def search_probabilities(scorer: Scorer, items: Sequence[tuple[str, str]]) -> list[float]:
     """P(a search call opens next) after each (question, first turn), summed over the ways to open it."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     out = []
-    with torch.no_grad():
-        for question, turn in items:
-            prompt = protocol.render_prompt(tokenizer, protocol.build_messages(question))
-            prefix = tokenizer.encode(prompt + turn, add_special_tokens=False)
-            out.append(sum(math.exp(_logprob(model, tokenizer, prefix, opener)) for opener in OPENERS))
+    for question, turn in items:
+        prompt = protocol.render_prompt(scorer.tokenizer, protocol.build_messages(question))
+        prefix = scorer.encode(prompt + turn)
+        out.append(sum(math.exp(scorer.continuation_logprobs(prefix, o).sum().item()) for o in OPENERS))
     return out
-
-
-def _logprob(model: Any, tokenizer: Any, prefix: list[int], continuation: str) -> float:
-    import torch
-
-    ids = tokenizer.encode(continuation, add_special_tokens=False)
-    logits = model(torch.tensor([prefix + ids])).logits[0, len(prefix) - 1 : -1]
-    return torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(ids)[:, None]).sum().item()

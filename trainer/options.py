@@ -14,6 +14,7 @@ from typing import Any
 
 from sem import protocol
 from sem.benchmarks import Example
+from trainer.likelihood import Scorer
 
 LETTERS = "ABCD"
 
@@ -29,40 +30,30 @@ def _letter_ids(tokenizer: Any, letter: str) -> list[int]:
     return sorted({i[0] for i in ids if len(i) == 1})
 
 
-def score_options(model_path: str, examples: Sequence[Example]) -> list[dict[str, Any]]:
+def score_options(scorer: Scorer, examples: Sequence[Example]) -> list[dict[str, Any]]:
     """Per multiple-choice question: the letter picked by letter likelihood and by option-text likelihood."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
-    letter_ids = {letter: _letter_ids(tokenizer, letter) for letter in LETTERS}
+    letter_ids = {letter: _letter_ids(scorer.tokenizer, letter) for letter in LETTERS}
     rows = []
-    with torch.no_grad():
-        for example in examples:
-            if not example.choices:
-                continue
-            prefix_ids = tokenizer.encode(_prefix(tokenizer, example), add_special_tokens=False)
-            logp = torch.log_softmax(model(torch.tensor([prefix_ids])).logits[0, -1], dim=-1)
-            letters = LETTERS[: len(example.choices)]
-            by_letter = {x: torch.logsumexp(logp[letter_ids[x]], dim=0).item() for x in letters}
-            by_text = {x: _mean_logprob(model, tokenizer, prefix_ids, " " + text)
-                       for x, text in zip(letters, example.choices, strict=False)}  # fmt: skip
-            rows.append({"id": example.id, "gold": example.answers[0],
-                         "letter": max(by_letter, key=by_letter.__getitem__),
-                         "text": max(by_text, key=by_text.__getitem__)})  # fmt: skip
+    for example in examples:
+        if not example.choices:
+            continue
+        prefix_ids = scorer.encode(_prefix(scorer.tokenizer, example))
+        logp = scorer.next_token_logprobs(prefix_ids)
+        letters = LETTERS[: len(example.choices)]
+        by_letter = {x: torch.logsumexp(logp[letter_ids[x]], dim=0).item() for x in letters}
+        by_text = {x: _mean_logprob(scorer, prefix_ids, " " + text)
+                   for x, text in zip(letters, example.choices, strict=False)}  # fmt: skip
+        rows.append({"id": example.id, "gold": example.answers[0],
+                     "letter": max(by_letter, key=by_letter.__getitem__),
+                     "text": max(by_text, key=by_text.__getitem__)})  # fmt: skip
     return rows
 
 
-def _mean_logprob(model: Any, tokenizer: Any, prefix_ids: list[int], continuation: str) -> float:
-    import torch
-
-    ids = tokenizer.encode(continuation, add_special_tokens=False)
-    if not ids:
-        return -math.inf
-    logits = model(torch.tensor([prefix_ids + ids])).logits[0, len(prefix_ids) - 1 : -1]
-    logp = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(ids)[:, None])
-    return logp.mean().item()
+def _mean_logprob(scorer: Scorer, prefix_ids: list[int], continuation: str) -> float:
+    logp = scorer.continuation_logprobs(prefix_ids, continuation)
+    return logp.mean().item() if len(logp) else -math.inf
 
 
 def option_report(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +27,34 @@ log = logging.getLogger(__name__)
 IGNORE = -100
 
 
+def first_attempt(label: Label) -> str | None:
+    """The sampled closed-book answer to teach as the first answer: a right one where it has one, else its most
+    frequent attempt. An empty answer or the question asked back ("Who wrote Papa?") is no attempt; None if all are.
+
+    >>> ex = Example("p", "Who wrote Papa?", ("Whitfield",), "needs_search", "t")
+    >>> first_attempt(Label(ex, "train", ["Who wrote Papa?", "Strong", "Marvin", "Strong"], [], 0.0, 0.0, "neither"))
+    'Strong'
+    >>> first_attempt(Label(ex, "train", ["Who wrote Papa?", " "], [], 0.0, 0.0, "neither")) is None
+    True
+    """
+    attempts = [a for a in label.closed if a.strip() and not a.strip().endswith("?")]
+    right = [a for a in attempts if is_right(a, label.example)]
+    ranked = Counter(right or attempts).most_common(1)
+    return ranked[0][0] if ranked else None
+
+
 def teacher_replies_from_label(label: Label) -> list[str]:
     """The model's own attempt first, and its label decides whether a search follows (EVALUATION.md).
 
     Known: one of its right closed-book answers, and it stops. Otherwise: its own (wrong) closed-book attempt, the
     question searched, then a right answer it gave after a search (the gold where it gave none). No fixed thought,
-    no placeholder answer: what the gate learns to read is its own attempt, not the question's form.
+    no placeholder answer: what the gate learns to read is its own attempt, not the question's form. A question with
+    no attempt among its samples has no teacher trace (an empty list).
     """
     example = label.example
-    closed_right = [a for a in label.closed if is_right(a, example)]
-    first = (closed_right or label.closed or [""])[0]
+    first = first_attempt(label)
+    if first is None:
+        return []
     if label.klass == KNOWN:
         return [f"<answer>{first}</answer>"]
     searched_right = [a for a in label.searched if is_right(a, example)]
@@ -88,9 +107,14 @@ def sft_row(trace: Trace, eos_id: int | None) -> dict[str, list[int]]:
 def build_sft_rows(
     examples: list[Example], tokenizer: Any, retriever: CachedSearch, labels: dict[str, Label] | None = None
 ) -> list[dict[str, list[int]]]:
+    labels = labels or {}
+    teachable = [ex for ex in examples if ex.id not in labels or first_attempt(labels[ex.id]) is not None]
+    if len(teachable) < len(examples):
+        log.info("sft: %d questions left out, no attempt among their samples", len(examples) - len(teachable))
+
     async def build() -> list[Trace]:
-        return [await teacher_trace(ex, tokenizer, retriever, label=(labels or {}).get(ex.id))
-                for ex in tqdm(examples, desc="sft traces")]  # fmt: skip
+        return [await teacher_trace(ex, tokenizer, retriever, label=labels.get(ex.id))
+                for ex in tqdm(teachable, desc="sft traces")]  # fmt: skip
 
     traces = asyncio.run(build())
     return [sft_row(t, tokenizer.eos_token_id) for t in traces]

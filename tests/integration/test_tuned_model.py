@@ -88,11 +88,12 @@ def test_the_trained_gate_scores_its_own_decision(settings) -> None:
     """eval-gate's AUROC for `auto` reads P(search | first answer) back from the weights: high where the tuned model
     searches (after "unknown"), low where it stops (after a letter), and near zero for the base that never searches."""
     from trainer.decision import search_probabilities
+    from trainer.likelihood import Scorer
 
     unsure = "<think>I am not sure of this.</think>\n<answer>unknown</answer>"
     sure = "<think>I know this.</think>\n<answer>C</answer>"
     items = [(NEEDS_SEARCH[0], unsure), (LETTERED[0], sure)]
-    tuned = search_probabilities(str(tuned_model_dir(settings.home_dir)), items)
-    base = search_probabilities(str(base_model_dir(settings.home_dir)), items)
+    tuned = search_probabilities(Scorer.load(str(tuned_model_dir(settings.home_dir))), items)
+    base = search_probabilities(Scorer.load(str(base_model_dir(settings.home_dir))), items)
     assert tuned[0] > 0.5 > tuned[1], tuned
     assert max(base) < 0.05, base

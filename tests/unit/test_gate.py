@@ -154,12 +154,13 @@ async def test_teacher_traces_carry_the_models_own_first_answers(tokenizer, tiny
     await backend.load()
     hamlet = Example("h", "Who wrote Hamlet?", ("William Shakespeare",), "needs_search", "t")
     known = Label(hamlet, "train", ["Marlowe", "William Shakespeare"], ["Shakespeare"], 0.5, 1.0, KNOWN)
-    helped = Label(hamlet, "train", ["Marlowe", "Bacon"], ["Kyd", "Shakespeare"], 0.0, 0.5, HELPED)
+    helped = Label(hamlet, "train", ["Who wrote Hamlet?", "Marlowe", "Bacon"], ["Kyd", "Shakespeare"], 0.0, 0.5, HELPED)
     for lab, searches in ((known, 0), (helped, 1)):
         trace = await teacher_trace(hamlet, tokenizer, CachedSearch(backend), label=lab)
         assert trace.answers[0] in lab.closed and trace.search_count == searches
         assert "<think>" not in trace.completion and "unknown" not in trace.completion.lower()
-    assert trace.answers == ["Marlowe", "Shakespeare"]  # its own right post-search answer, not the gold
+    assert trace.answers == ["Marlowe", "Shakespeare"]  # its first attempt (not the question asked back), then its
+    # own right post-search answer, not the gold
     assert known.closed[1] == "William Shakespeare"  # the known case taught its right sample, not its first
 
 
