@@ -194,6 +194,28 @@ def under_search(searched: Sequence[bool], classes: Sequence[str]) -> float | No
     return share([not s for s, c in zip(searched, classes, strict=True) if c == HELPED])
 
 
+def auroc_within(scores: Sequence[float], positives: Sequence[bool], groups: Sequence[str]) -> float | None:
+    """AUROC over pairs of the same group only (ties count half); None without such a pair. A score that only
+    tells the groups apart (the question's form: open, lettered, math) gets 0.5 here, whatever its plain AUROC.
+
+    >>> reflex = [0.99, 0.99, 0.01, 0.01]  # high on every open question, low on every lettered one
+    >>> round(auroc(reflex, [True, False, False, False]), 3), auroc_within(reflex, [True, False, False, False], "ooll")
+    (0.833, 0.5)
+    """
+    wins, pairs = 0.0, 0
+    for group in set(groups):
+        mine = [(s, p) for s, p, g in zip(scores, positives, groups, strict=True) if g == group]
+        pos, neg = [s for s, p in mine if p], [s for s, p in mine if not p]
+        wins += sum((a > b) + 0.5 * (a == b) for a in pos for b in neg)
+        pairs += len(pos) * len(neg)
+    return wins / pairs if pairs else None
+
+
+def form_of(example: Example) -> str:
+    """open, lettered or math: what a reflex could key on instead of what the model knows."""
+    return "lettered" if example.choices else "math" if example.source == "gsm8k" else "open"
+
+
 def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float | None:
     """Probability that a random positive scores above a random negative (ties count half); None without both.
 
@@ -366,15 +388,17 @@ def summarise(outcomes: Sequence[Outcome], labels: Sequence[Label]) -> list[dict
         }
         # A gate with a score: does it rank closed-book-wrong above closed-book-right? The confidence gate's score
         # is 1 - its confidence; a trained gate's, its probability of searching after the first answer.
+        # auroc_same_form compares only questions of the same form, so a reflex on the form cannot score there.
         decided = [o for o in mine if o.extra.get("search_probability") is not None]
-        scored = [o for o in mine if o.confidence is not None]
-        if decided:
-            row["auroc"] = _round(auroc([o.extra["search_probability"] for o in decided],
-                                        [by_id[o.id].p_closed < 0.5 for o in decided]))  # fmt: skip
-            row["scored"] = len(decided)
-        elif scored:
-            closed_wrong = [by_id[o.id].p_closed < 0.5 for o in scored]
-            row["auroc"] = _round(auroc([1 - (o.confidence or 0.0) for o in scored], closed_wrong))
+        scores = {o.id: o.extra["search_probability"] for o in decided} or {
+            o.id: 1 - o.confidence for o in mine if o.confidence is not None
+        }
+        if scores:
+            closed_wrong = [by_id[i].p_closed < 0.5 for i in scores]
+            row["auroc"] = _round(auroc(list(scores.values()), closed_wrong))
+            forms = [form_of(by_id[i].example) for i in scores]
+            row["auroc_same_form"] = _round(auroc_within(list(scores.values()), closed_wrong, forms))
+            row["scored"] = len(scores)
         lettered = [o for o in mine if by_id[o.id].example.choices]
         if lettered:
             row["letters"] = letter_report([o.answer for o in lettered],
@@ -403,7 +427,8 @@ def markdown(
     options: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     cols = ["policy", "questions", "accuracy", "accuracy_ci", "f1", "searched", "searches_per_question",
-            "over_search", "under_search", "auroc", "generated_tokens", "engine_calls", "latency_s"]  # fmt: skip
+            "over_search", "under_search", "auroc", "auroc_same_form", "generated_tokens", "engine_calls",
+            "latency_s"]  # fmt: skip
     lines = [f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r.get(c, "-")) for c in cols) + " |" for r in rows]
     lines += ["", "Classes (from the model's own samples):", "", "| source | known | helped | neither |",

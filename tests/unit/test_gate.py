@@ -17,6 +17,7 @@ from trainer.gate import (
     bootstrap_ci,
     classify,
     confidence_sweep,
+    form_of,
     is_right,
     letter_report,
     oracle,
@@ -237,3 +238,24 @@ def test_a_calibration_never_writes_through_a_link(tmp_path) -> None:
     (linked / "sem_gate.json").symlink_to(original / "sem_gate.json")
     write_threshold(linked, 0.1)
     assert read_threshold(linked) == 0.1 and read_threshold(original) == 0.5
+
+
+def test_a_reflex_on_the_question_form_scores_half_within_a_form() -> None:
+    """A gate whose score only follows the form (sure after every lettered question, unsure after every open one)
+    gets 0.5 when only questions of the same form are compared, whatever its plain AUROC; a score that reads
+    knowledge inside a form keeps its AUROC there."""
+    lettered = ("w", "x", "y", "z")
+    labels = [Label(example(0, "A", lettered), "test", [], [], 1.0, 1.0, KNOWN),
+              Label(example(1, "B", lettered), "test", [], [], 0.0, 0.0, NEITHER),
+              Label(example(2), "test", [], [], 0.0, 0.0, NEITHER), Label(example(3), "test", [], [], 1.0, 1.0, KNOWN),
+              Label(example(4), "test", [], [], 0.0, 0.0, NEITHER)]  # fmt: skip
+    reflex = [outcome(i, "auto", lab.klass, False, 0) for i, lab in enumerate(labels)]
+    knowing = [outcome(i, "confidence", lab.klass, False, 0, c) for i, (lab, c) in enumerate(zip(labels,
+               (0.9, 0.2, 0.3, 0.8, 0.1), strict=True))]  # fmt: skip
+    for o, p in zip(reflex, (0.01, 0.01, 0.99, 0.99, 0.99), strict=True):
+        o.extra["search_probability"] = p
+    by_policy = {row["policy"]: row for row in summarise(reflex + knowing, labels)}
+    assert by_policy["auto"]["auroc"] == pytest.approx(3.5 / 6, abs=1e-3)  # wrong-vs-right pairs across forms
+    assert by_policy["auto"]["auroc_same_form"] == 0.5
+    assert by_policy["confidence"]["auroc"] == 1.0 == by_policy["confidence"]["auroc_same_form"]
+    assert form_of(labels[0].example) == "lettered" and form_of(labels[2].example) == "open"
