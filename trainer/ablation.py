@@ -9,6 +9,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from trainer.gate import Outcome, read_labels, summarise
+
 OPEN_SETS = {"nq_open", "triviaqa", "hotpotqa", "musique", "2wiki"}
 COLUMNS = ["model", "policy", "accuracy", "accuracy_ci", "f1", "open_closed_book_f1", "searches_per_question",
            "over_search", "under_search", "auroc", "auroc_same_form", "mc_top_letter_share", "known",
@@ -16,11 +18,19 @@ COLUMNS = ["model", "policy", "accuracy", "accuracy_ci", "f1", "open_closed_book
 
 
 def gate_rows(model: str, gate_dir: Path) -> list[dict[str, Any]]:
-    """One row per policy of one eval-gate run; the open-question F1 under `never` is the first answer's."""
+    """One row per policy of one eval-gate run; the open-question F1 under `never` is the first answer's.
+
+    Where the run's labels are at hand (named in gate.json, or in its labels/ folder), its saved answers are scored
+    again with today's measures, so runs made before a measure was added still get it.
+    """
     report = json.loads((gate_dir / "gate.json").read_text())
     outcomes = [json.loads(line) for line in (gate_dir / "outcomes.jsonl").open() if line.strip()]
     open_never = [o["f1"] for o in outcomes if o["policy"] == "never" and o["source"] in OPEN_SETS]
     counts = report["classes"]["all"]
+    labels_file = Path(report.get("labels") or gate_dir / "labels" / "labels.jsonl")
+    if labels_file.is_file():
+        labels = read_labels(labels_file, report["split"])
+        report["rows"] = summarise([Outcome(**o) for o in outcomes], labels)
     rows = []
     for r in report["rows"]:
         rows.append({

@@ -587,7 +587,8 @@ def eval_gate(
     report = markdown(rows, counts, f"{title} ({split}, {len(labels)} questions; confidence threshold {threshold})",
                       options)  # fmt: skip
     (out / "gate.md").write_text(report)
-    (out / "gate.json").write_text(json.dumps({"split": split, "model": model_path, "confidence_threshold": threshold,
+    (out / "gate.json").write_text(json.dumps({"split": split, "model": model_path, "labels": str(labels_file),
+                                               "confidence_threshold": threshold,
                                                "rows": rows, "classes": counts, "option_likelihood": options},
                                               indent=2) + "\n")  # fmt: skip
     with (out / "outcomes.jsonl").open("w") as f:

@@ -259,3 +259,25 @@ def test_a_reflex_on_the_question_form_scores_half_within_a_form() -> None:
     assert by_policy["auto"]["auroc_same_form"] == 0.5
     assert by_policy["confidence"]["auroc"] == 1.0 == by_policy["confidence"]["auroc_same_form"]
     assert form_of(labels[0].example) == "lettered" and form_of(labels[2].example) == "open"
+
+
+def test_gate_table_scores_saved_answers_with_todays_measures(tmp_path) -> None:
+    """A run saved before a measure existed (its gate.json rows lack it) gets it from its outcomes and labels."""
+    import json
+    from dataclasses import asdict
+
+    from trainer.ablation import gate_rows
+    from trainer.gate import write_labels
+
+    labels = [label(0, KNOWN, 1.0), label(1, NEITHER), label(2, NEITHER)]
+    runs = [outcome(i, "confidence", lab.klass, i == 0, int(i > 0), c) for i, (lab, c) in enumerate(zip(labels,
+            (0.9, 0.2, 0.4), strict=True))]  # fmt: skip
+    write_labels(labels, tmp_path / "labels" / "labels.jsonl")
+    (tmp_path / "outcomes.jsonl").write_text("".join(json.dumps(asdict(o)) + "\n" for o in runs))
+    old_row = {"policy": "confidence", "accuracy": 0.333, "auroc": 1.0}
+    (tmp_path / "gate.json").write_text(
+        json.dumps({"split": "test", "rows": [old_row], "classes": {"all": {"known": 1, "helped": 0, "neither": 2}}})
+    )
+    (row,) = gate_rows("base", tmp_path)
+    assert row["model"] == "base" and row["auroc"] == 1.0 == row["auroc_same_form"]
+    assert row["searches_per_question"] == pytest.approx(2 / 3, abs=1e-3) and row["known"] == 1
