@@ -224,12 +224,7 @@ def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float | None:
     >>> auroc([0.5, 0.5], [True, False])
     0.5
     """
-    pos = [s for s, p in zip(scores, positives, strict=True) if p]
-    neg = [s for s, p in zip(scores, positives, strict=True) if not p]
-    if not pos or not neg:
-        return None
-    wins = sum((a > b) + 0.5 * (a == b) for a in pos for b in neg)
-    return wins / (len(pos) * len(neg))
+    return auroc_within(scores, positives, [""] * len(scores))
 
 
 def bootstrap_ci(values: Sequence[float], n: int = 1000, seed: int = 0) -> tuple[float, float] | None:
