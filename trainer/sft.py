@@ -19,8 +19,10 @@ from tqdm import tqdm
 from sem.cache import CachedSearch
 from sem.engines.replay import ReplayEngine
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
+from sem.protocol import format_result
+from sem.scoring import normalize_answer
 from trainer.data import Example
-from trainer.gate import KNOWN, Label, is_right
+from trainer.gate import KNOWN, Label, form_of, is_right
 from trainer.lora import lora_config
 
 log = logging.getLogger(__name__)
@@ -43,13 +45,40 @@ def first_attempt(label: Label) -> str | None:
     return ranked[0][0] if ranked else None
 
 
-def teacher_replies_from_label(label: Label) -> list[str]:
+def found_in(results: str, example: Example) -> str | None:
+    """The gold answer when the search results hold it (whole words, normalised), else None. For a lettered
+    question the gold option's text must be there; a math answer is never taken from a search.
+
+    >>> ex = Example("p", "Capital of Zubrowka?", ("Lutz",), "needs_search", "t")
+    >>> found_in("[1] Zubrowka: its capital is Lutz.", ex), found_in("[1] Lutzow is a town.", ex)
+    ('Lutz', None)
+    """
+    if form_of(example) == "math":
+        return None
+    text = f" {normalize_answer(results)} "
+    golds = [example.choices["ABCD".index(example.answers[0])]] if example.choices else list(example.answers)
+    for gold in golds:
+        if (norm := normalize_answer(gold)) and f" {norm} " in text:
+            return example.answers[0]
+    return None
+
+
+def teacher_replies_from_label(label: Label, results: str = "") -> list[str]:
     """The model's own attempt first, and its label decides whether a search follows (EVALUATION.md).
 
     Known: one of its right closed-book answers, and it stops. Otherwise: its own (wrong) closed-book attempt, the
-    question searched, then a right answer it gave after a search (the gold where it gave none). No fixed thought,
-    no placeholder answer: what the gate learns to read is its own attempt, not the question's form. A question with
-    no attempt among its samples has no teacher trace (an empty list).
+    question searched, then an answer the `results` (the inserted block) support: a right answer it gave after a
+    search, else the gold where the results hold it, else its first attempt again. A gold the results do not hold
+    would teach answering past the search, not reading it. No fixed thought, no placeholder answer: what the gate
+    learns to read is its own attempt, not the question's form. A question with no attempt among its samples has
+    no teacher trace (an empty list).
+
+    >>> ex = Example("p", "Capital of Zubrowka?", ("Lutz",), "needs_search", "t")
+    >>> lab = Label(ex, "train", ["Paris", "Paris"], ["Paris"], 0.0, 0.0, "neither")
+    >>> teacher_replies_from_label(lab, "[1] The capital of Zubrowka is Lutz.")[1]
+    '<answer>Lutz</answer>'
+    >>> teacher_replies_from_label(lab, "[1] No passage names it.")[1]
+    '<answer>Paris</answer>'
     """
     example = label.example
     first = first_attempt(label)
@@ -58,9 +87,9 @@ def teacher_replies_from_label(label: Label) -> list[str]:
     if label.klass == KNOWN:
         return [f"<answer>{first}</answer>"]
     searched_right = [a for a in label.searched if is_right(a, example)]
+    after = searched_right[0] if searched_right else found_in(results, example) or first
     query = " ".join(example.question.split())
-    return [f"<answer>{first}</answer>\n<search> {query} </search>",
-            f"<answer>{(searched_right or [example.answers[0]])[0]}</answer>"]  # fmt: skip
+    return [f"<answer>{first}</answer>\n<search> {query} </search>", f"<answer>{after}</answer>"]
 
 
 def teacher_replies(example: Example) -> list[str]:
@@ -79,8 +108,6 @@ def teacher_replies(example: Example) -> list[str]:
 async def teacher_trace(
     example: Example, tokenizer: Any, retriever: CachedSearch, top_k: int = 3, label: Label | None = None
 ) -> Trace:
-    replies = teacher_replies_from_label(label) if label else teacher_replies(example)
-    engine = ReplayEngine(tokenizer, replies, "teacher")
     options = LoopOptions(
         policy=SearchPolicy.auto,
         max_searches=1,
@@ -89,6 +116,14 @@ async def teacher_trace(
         force_answer=False,
         passage_chars=300,
     )
+    if label is None:
+        replies = teacher_replies(example)
+    else:  # what the loop's search will insert (the same cached retrieval) decides the answer after it
+        query = " ".join(example.question.split())
+        (found,) = await retriever.retrieve([query], top_k, options.search_mode)
+        results = format_result(found.passages, max_chars=options.passage_chars)
+        replies = teacher_replies_from_label(label, results)
+    engine = ReplayEngine(tokenizer, replies, "teacher")
     return await SearchLoop(engine, retriever).run(example.prompt_text(), options)
 
 

@@ -165,6 +165,24 @@ async def test_teacher_traces_carry_the_models_own_first_answers(tokenizer, tiny
     assert known.closed[1] == "William Shakespeare"  # the known case taught its right sample, not its first
 
 
+async def test_teacher_answers_after_a_search_only_what_the_results_hold(tokenizer, tiny_corpus) -> None:
+    """A question search did not help: the answer taught after the search is the gold only where the inserted
+    results hold it (a reading lesson), else the model's own attempt again; a gold from nowhere would teach the
+    model to answer past what it retrieved."""
+    from sem.cache import CachedSearch
+    from sem.search.bm25 import BM25Backend
+    from trainer.sft import teacher_trace
+
+    backend = BM25Backend(tiny_corpus)
+    await backend.load()
+    hamlet = Example("h", "Who wrote Hamlet?", ("William Shakespeare",), "needs_search", "t")
+    nowhere = Example("z", "Who wrote Hamlet?", ("Zebedee Quorn",), "needs_search", "t")
+    for example, taught in ((hamlet, "William Shakespeare"), (nowhere, "Marlowe")):
+        lab = Label(example, "train", ["Marlowe", "Marlowe", "Bacon"], ["Kyd"], 0.0, 0.0, "neither")
+        trace = await teacher_trace(example, tokenizer, CachedSearch(backend), label=lab)
+        assert trace.search_count == 1 and trace.answers == ["Marlowe", taught]  # the same results both times
+
+
 def test_training_mix_balances_by_what_the_model_gets_right() -> None:
     """Every question with a reward spread (right closed-book or after a search at least once), as many never-right
     ones of the same datasets; `kind` follows the closed-book label, not the dataset."""
