@@ -63,22 +63,28 @@ def found_in(results: str, example: Example) -> str | None:
     return None
 
 
+def answer_after_search(label: Label, results: str) -> str | None:
+    """The answer to teach after a search: a right one the model gave after a search, else the gold where the
+    inserted `results` hold it; None where they do not (a gold from nowhere would teach answering past the search,
+    not reading it, so there is nothing to teach).
+
+    >>> ex = Example("p", "Capital of Zubrowka?", ("Lutz",), "needs_search", "t")
+    >>> lab = Label(ex, "train", ["Paris", "Paris"], ["Paris"], 0.0, 0.0, "neither")
+    >>> answer_after_search(lab, "[1] The capital of Zubrowka is Lutz."), answer_after_search(lab, "[1] Nothing.")
+    ('Lutz', None)
+    """
+    searched_right = [a for a in label.searched if is_right(a, label.example)]
+    return searched_right[0] if searched_right else found_in(results, label.example)
+
+
 def teacher_replies_from_label(label: Label, results: str = "") -> list[str]:
     """The model's own attempt first, and its label decides whether a search follows (EVALUATION.md).
 
     Known: one of its right closed-book answers, and it stops. Otherwise: its own (wrong) closed-book attempt, the
-    question searched, then an answer the `results` (the inserted block) support: a right answer it gave after a
-    search, else the gold where the results hold it, else its first attempt again. A gold the results do not hold
-    would teach answering past the search, not reading it. No fixed thought, no placeholder answer: what the gate
-    learns to read is its own attempt, not the question's form. A question with no attempt among its samples has
-    no teacher trace (an empty list).
-
-    >>> ex = Example("p", "Capital of Zubrowka?", ("Lutz",), "needs_search", "t")
-    >>> lab = Label(ex, "train", ["Paris", "Paris"], ["Paris"], 0.0, 0.0, "neither")
-    >>> teacher_replies_from_label(lab, "[1] The capital of Zubrowka is Lutz.")[1]
-    '<answer>Lutz</answer>'
-    >>> teacher_replies_from_label(lab, "[1] No passage names it.")[1]
-    '<answer>Paris</answer>'
+    question searched, then `answer_after_search` (where that is None, its attempt again, which `teacher_trace`
+    leaves out of the loss). No fixed thought, no placeholder answer: what the gate learns to read is its own
+    attempt, not the question's form. A question with no attempt among its samples has no teacher trace (an empty
+    list).
     """
     example = label.example
     first = first_attempt(label)
@@ -86,8 +92,7 @@ def teacher_replies_from_label(label: Label, results: str = "") -> list[str]:
         return []
     if label.klass == KNOWN:
         return [f"<answer>{first}</answer>"]
-    searched_right = [a for a in label.searched if is_right(a, example)]
-    after = searched_right[0] if searched_right else found_in(results, example) or first
+    after = answer_after_search(label, results) or first
     query = " ".join(example.question.split())
     return [f"<answer>{first}</answer>\n<search> {query} </search>", f"<answer>{after}</answer>"]
 
@@ -124,18 +129,28 @@ async def teacher_trace(
         results = format_result(found.passages, max_chars=options.passage_chars)
         replies = teacher_replies_from_label(label, results)
     engine = ReplayEngine(tokenizer, replies, "teacher")
-    return await SearchLoop(engine, retriever).run(example.prompt_text(), options)
+    trace = await SearchLoop(engine, retriever).run(example.prompt_text(), options)
+    if label is not None and trace.searches and answer_after_search(label, results) is None:
+        _untrain_tail(trace)
+    return trace
+
+
+def _untrain_tail(trace: Trace) -> None:
+    """Leave what follows the last inserted block (the answer after an unhelpful search) out of the loss."""
+    last_inserted = max((i for i, keep in enumerate(trace.loss_mask) if not keep), default=-1)
+    trace.loss_mask[last_inserted + 1 :] = [0] * (len(trace.loss_mask) - last_inserted - 1)
 
 
 def sft_row(trace: Trace, eos_id: int | None) -> dict[str, list[int]]:
-    """input_ids and labels: the prompt and inserted results are not trained on; a final EOS is."""
+    """input_ids and labels: the prompt and inserted results are not trained on; a final EOS is, after a trained
+    answer (an answer left out of the loss leaves its EOS out too)."""
     ids = trace.prompt_ids + trace.completion_ids
     labels = [IGNORE] * len(trace.prompt_ids) + [
         tok if keep else IGNORE for tok, keep in zip(trace.completion_ids, trace.loss_mask, strict=True)
     ]
     if eos_id is not None and (not ids or ids[-1] != eos_id):
         ids.append(eos_id)
-        labels.append(eos_id)
+        labels.append(eos_id if trace.loss_mask and trace.loss_mask[-1] else IGNORE)
     return {"input_ids": ids, "labels": labels}
 
 

@@ -166,21 +166,26 @@ async def test_teacher_traces_carry_the_models_own_first_answers(tokenizer, tiny
 
 
 async def test_teacher_answers_after_a_search_only_what_the_results_hold(tokenizer, tiny_corpus) -> None:
-    """A question search did not help: the answer taught after the search is the gold only where the inserted
-    results hold it (a reading lesson), else the model's own attempt again; a gold from nowhere would teach the
-    model to answer past what it retrieved."""
+    """A question search did not help: the answer after the search is trained on only where the inserted results
+    hold the gold (a reading lesson); where they do not, the trace goes on with the model's own attempt, out of the
+    loss: a gold from nowhere would teach the model to answer past what it retrieved."""
     from sem.cache import CachedSearch
     from sem.search.bm25 import BM25Backend
-    from trainer.sft import teacher_trace
+    from trainer.sft import IGNORE, sft_row, teacher_trace
 
     backend = BM25Backend(tiny_corpus)
     await backend.load()
     hamlet = Example("h", "Who wrote Hamlet?", ("William Shakespeare",), "needs_search", "t")
     nowhere = Example("z", "Who wrote Hamlet?", ("Zebedee Quorn",), "needs_search", "t")
-    for example, taught in ((hamlet, "William Shakespeare"), (nowhere, "Marlowe")):
+    for example, after, taught in ((hamlet, "William Shakespeare", True), (nowhere, "Marlowe", False)):
         lab = Label(example, "train", ["Marlowe", "Marlowe", "Bacon"], ["Kyd"], 0.0, 0.0, "neither")
         trace = await teacher_trace(example, tokenizer, CachedSearch(backend), label=lab)
-        assert trace.search_count == 1 and trace.answers == ["Marlowe", taught]  # the same results both times
+        assert trace.search_count == 1 and trace.answers == ["Marlowe", after]  # the same results both times
+        row = sft_row(trace, tokenizer.eos_token_id)
+        trained = tokenizer.decode([t for t in row["labels"] if t != IGNORE])
+        assert "<answer>Marlowe</answer>" in trained and "<search>" in trained  # the attempt and the search
+        assert (after in trained.split("</search>")[-1]) is taught
+        assert "Zebedee" not in trained and "[1]" not in trained  # neither a gold from nowhere nor the results
 
 
 def test_training_mix_balances_by_what_the_model_gets_right() -> None:
