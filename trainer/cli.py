@@ -524,9 +524,6 @@ def calibrate(
         raise typer.BadParameter("the test split is frozen for reporting; calibrate on dev", param_hint="--split")
     from trainer.lora import is_adapter
 
-    if write and model and is_adapter(model):
-        raise typer.BadParameter("merge the adapter first (`trainer export`): the threshold is kept beside the weights",
-                                 param_hint="--model")  # fmt: skip
     labels = read_labels(labels_file, split)
     with _gate_loop(model, engine, _labels_corpus(labels_file)) as (loop_, search_loop, model_path):
         outcomes = loop_.run_until_complete(run_policies(search_loop, labels, ["confidence"], max_tokens=max_tokens,
@@ -543,7 +540,9 @@ def calibrate(
         details = {k: best[k] for k in ("accuracy", "searches_per_question")}
         if serve:
             details["policy"] = "confidence"
-        path = write_threshold(model_path, best["threshold"], split=split, questions=len(labels), **details)
+        # An adapter keeps its calibration (its merge is temporary); `export`, `eval-gate` and `publish` carry it.
+        home = model if model and is_adapter(model) else model_path
+        path = write_threshold(home, best["threshold"], split=split, questions=len(labels), **details)
         typer.echo(f"-> {path}")
 
 
@@ -679,12 +678,16 @@ def publish(
     out: Annotated[Path | None, typer.Option(help="Default: where `sem assets` looks for SEM's adapter.")] = None,
     gate: Annotated[
         Path | None,
-        typer.Option(help="Its calibration (`trainer calibrate` on the merged model: <model>/sem_gate.json)."),
+        typer.Option(help="Its calibration (default: the adapter's own, from `trainer calibrate --model <adapter>`)."),
     ] = None,
 ) -> None:
     """Make an adapter the service's default: copied (bf16) to where `sem assets` merges it into the base."""
     from sem.assets import TUNED_ADAPTER
+    from sem.gate import gate_path
     from trainer.lora import publish_adapter
+
+    if gate is None and gate_path(adapter).is_file():  # calibrated as an adapter: its own gate goes with it
+        gate = gate_path(adapter)
 
     if gate is not None and not gate.is_file():
         raise typer.BadParameter(f"{gate} is not a file", param_hint="--gate")

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from sem import protocol
+from sem.gate import read_threshold, resolve_policy, write_threshold
 from tests.conftest import free_port, launch, stop
 from trainer.cli import app
 from trainer.data import check_disjoint, read_jsonl
@@ -256,12 +257,16 @@ def test_sft_then_grpo_save_resume_eval_export(workdir: Path) -> None:
     assert always["searches_per_question"] == 1.0 and never["searches_per_question"] == 0.0
     assert (eval_out / "results.png").stat().st_size > 10_000
 
+    # `trainer calibrate --model <adapter>` keeps the threshold in the adapter; the merge and publish carry it
+    write_threshold(grpo_out / "final", 0.25, policy="confidence", split="dev")
     merged = workdir / "merged"
     invoke("export", "--adapter", str(grpo_out / "final"), "--out", str(merged))
     assert (merged / "model.safetensors").is_file() and not (merged / "adapter_config.json").exists()
+    assert read_threshold(merged) == 0.25 and resolve_policy(None, merged) == "confidence"
 
     published = workdir / "published"
     invoke("publish", "--adapter", str(grpo_out / "final"), "--out", str(published))
+    assert read_threshold(published) == 0.25  # no --gate: the adapter's own
     weights = load_file(published / "adapter_model.safetensors")
     assert {str(w.dtype) for w in weights.values()} == {"torch.bfloat16"}
     config = json.loads((published / "adapter_config.json").read_text())
