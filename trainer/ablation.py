@@ -5,13 +5,11 @@ labels (over/under-search), with the first answer's quality on open questions an
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
 from trainer.gate import Outcome, read_labels, summarise
 
-OPEN_SETS = {"nq_open", "triviaqa", "hotpotqa", "musique", "2wiki"}
 COLUMNS = ["model", "policy", "accuracy", "accuracy_ci", "f1", "open_closed_book_f1", "searches_per_question",
            "over_search", "under_search", "auroc", "auroc_same_form", "mc_top_letter_share", "known",
            "helped"]  # fmt: skip
@@ -25,7 +23,6 @@ def gate_rows(model: str, gate_dir: Path) -> list[dict[str, Any]]:
     """
     report = json.loads((gate_dir / "gate.json").read_text())
     outcomes = [json.loads(line) for line in (gate_dir / "outcomes.jsonl").open() if line.strip()]
-    open_never = [o["f1"] for o in outcomes if o["policy"] == "never" and o["source"] in OPEN_SETS]
     counts = report["classes"]["all"]
     labels_file = Path(report.get("labels") or gate_dir / "labels" / "labels.jsonl")
     if labels_file.is_file():
@@ -35,8 +32,7 @@ def gate_rows(model: str, gate_dir: Path) -> list[dict[str, Any]]:
     for r in report["rows"]:
         rows.append({
             "model": model, **{k: r.get(k) for k in COLUMNS if k in r},
-            "open_closed_book_f1": round(statistics.fmean(open_never), 3) if r["policy"] == "never" and open_never
-            else None,
+            "open_closed_book_f1": r.get("open_f1") if r["policy"] == "never" else None,
             "mc_top_letter_share": (r.get("letters") or {}).get("top_share"),
             "known": counts["known"], "helped": counts["helped"],
         })  # fmt: skip

@@ -394,6 +394,9 @@ def summarise(outcomes: Sequence[Outcome], labels: Sequence[Label]) -> list[dict
             forms = [form_of(by_id[i].example) for i in scores]
             row["auroc_same_form"] = _round(auroc_within(list(scores.values()), closed_wrong, forms))
             row["scored"] = len(scores)
+        open_f1 = [o.f1 for o in mine if form_of(by_id[o.id].example) == "open"]
+        if open_f1:  # under `never`: the first answer's quality, what a reflex ("unknown") loses
+            row["open_f1"] = round(statistics.fmean(open_f1), 3)
         lettered = [o for o in mine if by_id[o.id].example.choices]
         if lettered:
             row["letters"] = letter_report([o.answer for o in lettered],

@@ -96,6 +96,16 @@ def test_summary_rows_and_auroc_from_confidence() -> None:
     assert row["searches_per_question"] == pytest.approx(1 / 3, abs=1e-3)
     assert row["over_search"] == 0.0 and row["under_search"] == 0.0
     assert row["auroc"] == 1.0  # the closed-book-wrong questions (0.2, 0.6) rank above the right one (0.9)
+    assert row["open_f1"] == pytest.approx(2 / 3, abs=1e-3)  # all three are open questions
+
+
+def test_open_f1_leaves_lettered_and_math_questions_out() -> None:
+    lettered = Label(example(1, "A", ("x", "y")), "test", [], [], 1.0, 0.0, KNOWN)
+    math = Label(Example("q2", "2+2?", ("4",), "known", "gsm8k"), "test", [], [], 1.0, 0.0, KNOWN)
+    runs = [outcome(0, "never", NEITHER, False, 0), outcome(1, "never", KNOWN, True, 0),
+            outcome(2, "never", KNOWN, True, 0)]  # fmt: skip
+    (row,) = summarise(runs, [label(0, NEITHER), lettered, math])
+    assert row["open_f1"] == 0.0 and row["accuracy"] == pytest.approx(2 / 3, abs=1e-3)
 
 
 def test_a_trained_gate_is_scored_by_its_search_probability() -> None:
