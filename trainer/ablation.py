@@ -11,8 +11,8 @@ from typing import Any
 from trainer.gate import Outcome, read_labels, summarise
 
 COLUMNS = ["model", "policy", "accuracy", "accuracy_ci", "f1", "open_closed_book_f1", "searches_per_question",
-           "over_search", "under_search", "auroc", "auroc_same_form", "mc_top_letter_share", "known",
-           "helped"]  # fmt: skip
+           "over_search", "under_search", "auroc", "auroc_same_form", "read_accuracy", "readable",
+           "mc_top_letter_share", "known", "helped"]  # fmt: skip
 
 
 def gate_rows(model: str, gate_dir: Path) -> list[dict[str, Any]]:

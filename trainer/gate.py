@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from sem.benchmarks import Example
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
-from sem.protocol import final_answer
-from sem.scoring import f1, mc_letter, score
+from sem.protocol import RESULT_OPEN, final_answer
+from sem.scoring import f1, mc_letter, normalize_answer, score
 from trainer.data import question_key
 from trainer.decision import first_turn
 
@@ -55,6 +55,24 @@ def classify(p_closed: float, p_search: float, cut: float = 0.5) -> str:
 def is_right(answer: str, example: Example) -> bool:
     """EVALUATION.md's rule: F1 >= 0.5 (EM for short answers), the letter for multiple choice, the number for math."""
     return score(answer, list(example.answers), source=example.source, choices=example.choices) >= 0.5
+
+
+def found_in(results: str, example: Example) -> str | None:
+    """The gold answer when the search results hold it (whole words, normalised), else None. For a lettered
+    question the gold option's text must be there; a math answer is never taken from a search.
+
+    >>> ex = Example("p", "Capital of Zubrowka?", ("Lutz",), "needs_search", "t")
+    >>> found_in("[1] Zubrowka: its capital is Lutz.", ex), found_in("[1] Lutzow is a town.", ex)
+    ('Lutz', None)
+    """
+    if form_of(example) == "math":
+        return None
+    text = f" {normalize_answer(results)} "
+    golds = [example.choices["ABCD".index(example.answers[0])]] if example.choices else list(example.answers)
+    for gold in golds:
+        if (norm := normalize_answer(gold)) and f" {norm} " in text:
+            return example.answers[0]
+    return None
 
 
 @dataclass(slots=True)
@@ -280,7 +298,10 @@ class Outcome:
 def outcome_of(lab: Label, policy: str, trace: Trace, latency_s: float) -> Outcome:
     first_text = next((seg.text for seg in trace.segments if seg.generated), "")  # before any search
     first = trace.answers[0] if trace.answers else final_answer(first_text)
-    extra = {"first_turn": turn} if policy == "auto" and (turn := first_turn(first_text)) else {}
+    extra: dict[str, Any] = {"first_turn": turn} if policy == "auto" and (turn := first_turn(first_text)) else {}
+    if trace.searches:  # did what it retrieved hold the answer? (the reading measure: right when it did)
+        results = "".join(seg.text for seg in trace.segments if seg.text.lstrip().startswith(RESULT_OPEN))
+        extra["gold_in_results"] = found_in(results, lab.example) is not None
     return Outcome(lab.example.id, lab.example.source, lab.klass, policy, trace.answer, first,
                    is_right(trace.answer, lab.example), f1(trace.answer, list(lab.example.answers)),
                    trace.search_count, trace.generated_tokens, trace.engine_calls, latency_s,
@@ -394,6 +415,9 @@ def summarise(outcomes: Sequence[Outcome], labels: Sequence[Label]) -> list[dict
             forms = [form_of(by_id[i].example) for i in scores]
             row["auroc_same_form"] = _round(auroc_within(list(scores.values()), closed_wrong, forms))
             row["scored"] = len(scores)
+        readable = [float(o.right) for o in mine if o.extra.get("gold_in_results")]
+        if readable:  # reading: right after a search whose results held the answer
+            row["read_accuracy"], row["readable"] = round(statistics.fmean(readable), 3), len(readable)
         open_f1 = [o.f1 for o in mine if form_of(by_id[o.id].example) == "open"]
         if open_f1:  # under `never`: the first answer's quality, what a reflex ("unknown") loses
             row["open_f1"] = round(statistics.fmean(open_f1), 3)
@@ -425,8 +449,8 @@ def markdown(
     options: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     cols = ["policy", "questions", "accuracy", "accuracy_ci", "f1", "searched", "searches_per_question",
-            "over_search", "under_search", "auroc", "auroc_same_form", "generated_tokens", "engine_calls",
-            "latency_s"]  # fmt: skip
+            "over_search", "under_search", "auroc", "auroc_same_form", "read_accuracy", "readable",
+            "generated_tokens", "engine_calls", "latency_s"]  # fmt: skip
     lines = [f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r.get(c, "-")) for c in cols) + " |" for r in rows]
     lines += ["", "Classes (from the model's own samples):", "", "| source | known | helped | neither |",

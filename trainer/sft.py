@@ -20,9 +20,8 @@ from sem.cache import CachedSearch
 from sem.engines.replay import ReplayEngine
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
 from sem.protocol import format_result
-from sem.scoring import normalize_answer
 from trainer.data import Example
-from trainer.gate import KNOWN, Label, form_of, is_right
+from trainer.gate import KNOWN, Label, found_in, is_right
 from trainer.lora import lora_config
 
 log = logging.getLogger(__name__)
@@ -43,24 +42,6 @@ def first_attempt(label: Label) -> str | None:
     right = [a for a in attempts if is_right(a, label.example)]
     ranked = Counter(right or attempts).most_common(1)
     return ranked[0][0] if ranked else None
-
-
-def found_in(results: str, example: Example) -> str | None:
-    """The gold answer when the search results hold it (whole words, normalised), else None. For a lettered
-    question the gold option's text must be there; a math answer is never taken from a search.
-
-    >>> ex = Example("p", "Capital of Zubrowka?", ("Lutz",), "needs_search", "t")
-    >>> found_in("[1] Zubrowka: its capital is Lutz.", ex), found_in("[1] Lutzow is a town.", ex)
-    ('Lutz', None)
-    """
-    if form_of(example) == "math":
-        return None
-    text = f" {normalize_answer(results)} "
-    golds = [example.choices["ABCD".index(example.answers[0])]] if example.choices else list(example.answers)
-    for gold in golds:
-        if (norm := normalize_answer(gold)) and f" {norm} " in text:
-            return example.answers[0]
-    return None
 
 
 def answer_after_search(label: Label, results: str) -> str | None:

@@ -314,3 +314,29 @@ def test_gate_table_scores_saved_answers_with_todays_measures(tmp_path) -> None:
     (row,) = gate_rows("base", tmp_path)
     assert row["model"] == "base" and row["auroc"] == 1.0 == row["auroc_same_form"]
     assert row["searches_per_question"] == pytest.approx(2 / 3, abs=1e-3) and row["known"] == 1
+
+
+def test_reading_is_scored_where_the_results_held_the_answer() -> None:
+    """`read_accuracy`: right answers among searched ones whose inserted results held the gold (the results only,
+    not the search call that repeats the question); a search that found nothing to read is left out."""
+    from sem.loop import SearchRecord, Segment, Trace
+    from trainer.gate import outcome_of
+
+    def traced(result: str, answer: str) -> Trace:
+        parts = [
+            "<answer>Paris</answer>\n<search> Capital of Zubrowka? </search>",
+            result,
+            f"<answer>{answer}</answer>",
+        ]
+        trace = Trace("r", "p", [], completion="".join(parts), searches=[SearchRecord("q", [], False, 0.0)])
+        trace.segments = [Segment(parts[0], True), Segment(parts[1], False), Segment(parts[2], True)]
+        return trace
+
+    zubrowka = Label(Example("z", "Capital of Zubrowka?", ("Lutz",), "needs_search", "t"), "test", [], [], 0, 1, HELPED)
+    lutz, nothing = "\n<result>\n[1] Its capital is Lutz.\n</result>\n", "\n<result>\nNo results.\n</result>\n"
+    runs = [outcome_of(zubrowka, "always", traced(lutz, "Lutz"), 0.1),
+            outcome_of(zubrowka, "always", traced(lutz, "Paris"), 0.1),
+            outcome_of(zubrowka, "always", traced(nothing, "Paris"), 0.1)]  # fmt: skip
+    assert [o.extra["gold_in_results"] for o in runs] == [True, True, False]
+    (row,) = summarise(runs, [zubrowka])
+    assert row["read_accuracy"] == 0.5 and row["readable"] == 2
