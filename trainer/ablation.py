@@ -61,7 +61,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     models = list(dict.fromkeys(r["model"] for r in rows))
-    colours = plt.get_cmap("tab10")
+    colours = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")  # tab10 repeats its colours after ten
     for i, model in enumerate(models):
         mine = [r for r in rows if r["model"] == model and r["policy"] != "oracle"]
         ax.scatter([r["searches_per_question"] for r in mine], [r["accuracy"] for r in mine], s=55,
