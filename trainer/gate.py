@@ -300,7 +300,8 @@ def outcome_of(lab: Label, policy: str, trace: Trace, latency_s: float) -> Outco
     first = trace.answers[0] if trace.answers else final_answer(first_text)
     extra: dict[str, Any] = {"first_turn": turn} if policy == "auto" and (turn := first_turn(first_text)) else {}
     if trace.searches:  # did what it retrieved hold the answer? (the reading measure: right when it did)
-        results = "".join(seg.text for seg in trace.segments if seg.text.lstrip().startswith(RESULT_OPEN))
+        inserted = (seg.text for seg in trace.segments if not seg.generated)
+        results = "".join(text for text in inserted if text.lstrip().startswith(RESULT_OPEN))
         extra["gold_in_results"] = found_in(results, lab.example) is not None
     return Outcome(lab.example.id, lab.example.source, lab.klass, policy, trace.answer, first,
                    is_right(trace.answer, lab.example), f1(trace.answer, list(lab.example.answers)),

@@ -58,24 +58,27 @@ def answer_after_search(label: Label, results: str) -> str | None:
     return searched_right[0] if searched_right else found_in(results, label.example)
 
 
-def teacher_replies_from_label(label: Label, results: str = "") -> list[str]:
+def search_query(example: Example) -> str:
+    """What a teacher trace searches: the question on one line."""
+    return " ".join(example.question.split())
+
+
+def teacher_replies_from_label(label: Label, after: str | None = None) -> list[str]:
     """The model's own attempt first, and its label decides whether a search follows (EVALUATION.md).
 
     Known: one of its right closed-book answers, and it stops. Otherwise: its own (wrong) closed-book attempt, the
-    question searched, then `answer_after_search` (where that is None, its attempt again, which `teacher_trace`
-    leaves out of the loss). No fixed thought, no placeholder answer: what the gate learns to read is its own
-    attempt, not the question's form. A question with no attempt among its samples has no teacher trace (an empty
-    list).
+    question searched, then `after` (`answer_after_search`; where that is None, its attempt again, which
+    `teacher_trace` leaves out of the loss). No fixed thought, no placeholder answer: what the gate learns to read
+    is its own attempt, not the question's form. A question with no attempt among its samples has no teacher trace
+    (an empty list).
     """
-    example = label.example
     first = first_attempt(label)
     if first is None:
         return []
     if label.klass == KNOWN:
         return [f"<answer>{first}</answer>"]
-    after = answer_after_search(label, results) or first
-    query = " ".join(example.question.split())
-    return [f"<answer>{first}</answer>\n<search> {query} </search>", f"<answer>{after}</answer>"]
+    query = search_query(label.example)
+    return [f"<answer>{first}</answer>\n<search> {query} </search>", f"<answer>{after or first}</answer>"]
 
 
 def teacher_replies(example: Example) -> list[str]:
@@ -84,7 +87,7 @@ def teacher_replies(example: Example) -> list[str]:
     gold = example.answers[0]
     if example.kind == "known":
         return [f"<think>I know this.</think>\n<answer>{gold}</answer>"]
-    query = " ".join(example.question.split())
+    query = search_query(example)
     return [  # one reply per engine request: up to </search>, then after the result to the end
         f"<think>I am not sure of this.</think>\n<answer>unknown</answer>\n<search> {query} </search>",
         f"<think>The search result answers it.</think>\n<answer>{gold}</answer>",
@@ -102,16 +105,16 @@ async def teacher_trace(
         force_answer=False,
         passage_chars=300,
     )
+    after: str | None = None
     if label is None:
         replies = teacher_replies(example)
     else:  # what the loop's search will insert (the same cached retrieval) decides the answer after it
-        query = " ".join(example.question.split())
-        (found,) = await retriever.retrieve([query], top_k, options.search_mode)
-        results = format_result(found.passages, max_chars=options.passage_chars)
-        replies = teacher_replies_from_label(label, results)
+        (found,) = await retriever.retrieve([search_query(example)], top_k, options.search_mode)
+        after = answer_after_search(label, format_result(found.passages, max_chars=options.passage_chars))
+        replies = teacher_replies_from_label(label, after)
     engine = ReplayEngine(tokenizer, replies, "teacher")
     trace = await SearchLoop(engine, retriever).run(example.prompt_text(), options)
-    if label is not None and trace.searches and answer_after_search(label, results) is None:
+    if label is not None and trace.searches and after is None:
         _untrain_tail(trace)
     return trace
 
