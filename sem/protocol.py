@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from sem.errors import SEMError
+
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 SEARCH_OPEN, SEARCH_CLOSE = "<search>", "</search>"
@@ -33,6 +35,10 @@ _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 # Any of our tags (with attributes or odd spacing) and chat-template control tokens such as <|im_end|>.
 _TAG_LIKE_RE = re.compile(r"<\s*/?\s*(?:think|answer|search|result)\b[^>]*>|<\|[^|>]{0,40}\|>", re.IGNORECASE)
 _BLOCK_RE = re.compile(r"<(think|search|result)>.*?(</\1>|$)", re.DOTALL)
+
+
+class TemplateRejected(SEMError, ValueError):
+    """The chat template cannot render a conversation (a client error: the conversation's shape)."""
 
 
 class Tokenizer(Protocol):
@@ -71,8 +77,15 @@ def build_messages(
 
 
 def render_prompt(tokenizer: Tokenizer, messages: Sequence[dict[str, str]]) -> str:
-    """The prompt text with the model's own chat template, ending where the assistant starts."""
-    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    """The prompt text with the model's own chat template, ending where the assistant starts.
+
+    Raises:
+        TemplateRejected: the template refused this conversation (e.g. one that wants roles to alternate).
+    """
+    try:
+        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    except Exception as exc:  # jinja2's TemplateError, a template's raise_exception, transformers' ValueError
+        raise TemplateRejected(f"the model's chat template rejected this conversation: {exc}") from exc
 
 
 def parse_step(text: str) -> Step:

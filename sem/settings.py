@@ -37,6 +37,16 @@ class VLLMSettings(BaseModel):
     )
 
 
+class Supervision(BaseModel):
+    """How the service keeps its in-process engine alive (`SEM_SUPERVISION__<NAME>`)."""
+
+    max_restarts: int = Field(3, ge=0, description="Failed starts in a row before the service gives up and exits.")
+    backoff_s: float = Field(1.0, ge=0, description="Wait before the second start; doubled each time after.")
+    max_backoff_s: float = Field(30.0, ge=0, description="Longest wait between two starts.")
+    watch_interval_s: float = Field(5.0, gt=0, description="How often an idle engine's health is checked.")
+    health_timeout_s: float = Field(10.0, gt=0, description="A health check slower than this counts as a death.")
+
+
 class LoopDefaults(BaseModel):
     """Per-request defaults of the search loop (`SEM_LOOP__<NAME>`); requests may override them."""
 
@@ -130,6 +140,9 @@ class Settings(BaseSettings):
     engine_url: str | None = Field(None, description="Base URL of the model server for SEM_ENGINE=openai.")
     engine_api_key: SecretStr | None = Field(None, description="Bearer key of that server (secret).")
     tokenizer: str | None = Field(None, description="Tokenizer path or id (default: the model's).")
+    chat_template: Path | None = Field(
+        None, description="A Jinja chat template file for a model without one (as vLLM's --chat-template)."
+    )
     dtype: str = Field(
         "auto",
         description="Weights dtype: auto = the checkpoint's (bfloat16) on vLLM, but float32 on an x86 CPU without "
@@ -152,6 +165,7 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish.")
 
     vllm: VLLMSettings = VLLMSettings()
+    supervision: Supervision = Supervision()
     loop: LoopDefaults = LoopDefaults()
     limits: Limits = Limits()
     auth: Auth = Auth()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -26,9 +26,12 @@ from service.state import ServiceState
 STATIC = Path(__file__).parent / "static"
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
-    """Build the app. Pass `engine` to share an already started engine (it is then not closed here)."""
-    state = ServiceState(settings or Settings(), engine=engine)
+def create_app(
+    settings: Settings | None = None, *, engine: Engine | None = None, on_fatal: Callable[[str], None] | None = None
+) -> FastAPI:
+    """Build the app. Pass `engine` to share an already started engine (it is then not closed here, nor
+    supervised); `on_fatal(reason)` is called once the service cannot serve and will not recover."""
+    state = ServiceState(settings or Settings(), engine=engine, on_fatal=on_fatal)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

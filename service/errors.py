@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sem.errors import ConfigError, EngineError, PromptTooLong
+from sem.protocol import TemplateRejected
 from service.exceptions import (
     ClientDisconnected,
     DeadlineExceeded,
@@ -49,6 +50,7 @@ ERRORS: dict[type[BaseException], ErrorKind] = {
     InvalidRequest: ErrorKind(400, "invalid_request_error"),
     InvalidToolCall: ErrorKind(400, "invalid_request_error", "invalid_tool_call"),
     PromptTooLong: ErrorKind(400, "invalid_request_error", "context_length_exceeded", param="messages"),
+    TemplateRejected: ErrorKind(400, "invalid_request_error", "chat_template_error", param="messages"),
     Unauthorized: ErrorKind(401, "invalid_request_error", "invalid_api_key"),
     ModelNotFound: ErrorKind(404, "invalid_request_error", "model_not_found", param="model"),
     RequestTooLarge: ErrorKind(413, "invalid_request_error", "request_too_large"),

@@ -8,17 +8,28 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sem.engines.supervisor import EngineState
 from service.deps import Guarded, StateDep
 from service.protocol import Health, Stats
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Health)
-async def healthz(state: StateDep) -> Health:
-    """The process is up (it may still be loading)."""
-    status = "ok" if state.ready else ("error" if state.error else "loading")
-    return Health(status=status, detail=state.error)
+@router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+async def healthz(state: StateDep) -> JSONResponse:
+    """Liveness: 200 while the service can serve or recover (loading, ready, or restarting its engine); 503 once it
+    cannot (start-up failed, the engine could not be brought back), so a liveness probe restarts it."""
+    if state.fatal:
+        body = Health(status="error", detail=state.fatal)
+        return JSONResponse(body.model_dump(), status_code=503)
+    engine_state = getattr(state.engine, "state", None)
+    if state.ready:
+        status, detail = "ok", None
+    elif engine_state is EngineState.restarting:
+        status, detail = "restarting", f"the model engine died ({state.engine.reason}); restarting it"  # type: ignore[union-attr]
+    else:
+        status, detail = ("error", state.error) if state.error else ("loading", None)
+    return JSONResponse(Health(status=status, detail=detail).model_dump())
 
 
 HEALTH_TIMEOUT_S = 5.0
@@ -30,8 +41,13 @@ async def readyz(state: StateDep) -> JSONResponse:
     (or if loading failed, or the engine is unhealthy). A failing search backend is `degraded`, still 200: answers go
     on without results (its check is cached, so probes do not spend a paid web API's queries)."""
     if not state.ready or state.engine is None or state.search is None:
-        status = "error" if state.error else "loading"
-        body = Health(status=status, detail=state.error or "loading the model and the search index")
+        engine_state = getattr(state.engine, "state", None)
+        if state.loop is not None and engine_state is not None:  # loaded once: the engine is down
+            status, detail = "restarting", f"the model engine is {engine_state.value}: {state.engine.reason}"  # type: ignore[union-attr]
+        else:
+            status = "error" if state.error else "loading"
+            detail = state.fatal or state.error or "loading the model and the search index"
+        body = Health(status=status, detail=detail)
         return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})
     names = {"model": state.model_name, "engine": state.engine.name, "search_backend": state.search.name,
              "cache": state.search.store.name}  # fmt: skip

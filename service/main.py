@@ -8,6 +8,8 @@ import typer
 
 from sem.settings import EngineKind, Settings
 
+EXIT_CANNOT_SERVE = 3  # start-up failed, or the engine could not be brought back
+
 cli = typer.Typer(add_completion=False, help="Serve SEM over HTTP (settings from SEM_* variables).")
 
 
@@ -38,17 +40,32 @@ def serve(
             prepare_corpus(settings.home_dir)
     from service.app import create_app
 
+    server: uvicorn.Server | None = None
+
+    def give_up(reason: str) -> None:
+        """The service cannot serve and will not recover: stop (draining what is in flight) and exit non-zero, so
+        the orchestrator starts a fresh process."""
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_fatal=give_up)
     # On SIGTERM uvicorn stops accepting, lets in-flight requests finish for up to shutdown_timeout_s, then the
     # app's lifespan closes the engine and the cache.
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,  # our handlers (JSON, request id), set up above
-        timeout_graceful_shutdown=settings.shutdown_timeout_s,
-        limit_concurrency=settings.limits.max_concurrent + settings.limits.max_queued + 64,  # connections
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            log_config=None,  # our handlers (JSON, request id), set up above
+            timeout_graceful_shutdown=settings.shutdown_timeout_s,
+            limit_concurrency=settings.limits.max_concurrent + settings.limits.max_queued + 64,  # connections
+        )
     )
+    server.run()
+    if reason := app.state.sem.fatal:
+        typer.echo(f"sem-serve: exiting: {reason}", err=True)
+        raise typer.Exit(EXIT_CANNOT_SERVE)
 
 
 def main() -> None:

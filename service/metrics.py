@@ -48,6 +48,10 @@ class Metrics:
             "sem_searches_per_request", "Searches one answer took.", buckets=(0, 1, 2, 3, 4, 6, 8),
             registry=self.registry,
         )  # fmt: skip
+        self.engine_events = Counter(
+            "sem_engine_events", "Engine deaths, restarts, and fatal give-ups (the log says why).", ["event"],
+            registry=self.registry,
+        )  # fmt: skip
         self._cache_stats = cache_stats
         hits = Gauge("sem_search_cache_hits", "Search cache hits since start.", registry=self.registry)
         misses = Gauge("sem_search_cache_misses", "Search cache misses since start.", registry=self.registry)
@@ -87,6 +91,10 @@ class Metrics:
             "cache_hit_rate": round(hits / (hits + misses), 3) if hits + misses else None,
             "mean_latency_ms": round(1000 * latency_sum / answers, 1) if answers else None,
         }
+
+    def engine_event(self, event: str, reason: str) -> None:
+        """`SupervisedEngine`'s `on_event`: "death", "restart" or "fatal"."""
+        self.engine_events.labels(event).inc()
 
     def observe_backend(self, backend: str, seconds: float, queries: int, error: bool) -> None:
         """`sem.cache.BackendObserver`: one call to the search backend."""

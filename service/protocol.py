@@ -19,8 +19,9 @@ class ErrorResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "degraded", "loading", "error"] = Field(
-        description="degraded: the search backend fails its health check; answers go on, without results."
+    status: Literal["ok", "degraded", "loading", "restarting", "error"] = Field(
+        description="degraded: the search backend fails its health check; answers go on, without results. "
+        "restarting: the model engine died and is being started again."
     )
     model: str | None = None
     engine: str | None = None

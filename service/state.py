@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sem.cache import CachedSearch, RedisStore
 from sem.engines import Engine, build_engine
+from sem.engines.supervisor import EngineState, SupervisedEngine
 from sem.errors import SearchModeError
 from sem.gate import resolve_policy, resolve_threshold
 from sem.loop import SearchLoop
@@ -26,10 +28,16 @@ log = logging.getLogger(__name__)
 class ServiceState:
     """Components of one app. `start()` loads them; until it is done, `/readyz` says 503."""
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine | None = None, on_fatal: Callable[[str], None] | None = None
+    ) -> None:
         self.settings = settings
         self.engine: Engine | None = engine
         self._owns_engine = engine is None
+        # Set when the service cannot serve and will not recover (start-up failed, the engine cannot be brought
+        # back): /healthz fails so a liveness probe acts, and `on_fatal` (sem-serve: exit non-zero) is called.
+        self.fatal: str | None = None
+        self._on_fatal = on_fatal
         self.search: CachedSearch | None = None
         self.loop: SearchLoop | None = None
         self.loop_defaults = settings.loop  # with the model's calibrated confidence threshold once loaded
@@ -61,7 +69,20 @@ class ServiceState:
 
     @property
     def ready(self) -> bool:
+        if isinstance(self.engine, SupervisedEngine) and self.engine.state is not EngineState.ready:
+            return False
         return self.loop is not None
+
+    def _engine_event(self, event: str, reason: str) -> None:
+        self.metrics.engine_event(event, reason)
+        if event == "fatal":
+            self._give_up(f"the model engine cannot be brought back: {reason}")
+
+    def _give_up(self, reason: str) -> None:
+        if self.fatal is None:
+            self.fatal = reason
+            if self._on_fatal is not None:
+                self._on_fatal(reason)
 
     async def start(self) -> None:
         started = time.perf_counter()
@@ -76,7 +97,11 @@ class ServiceState:
                 observer=self.metrics.observe_backend,
             )
             if self.engine is None:
-                self.engine = await build_engine(self.settings)
+                supervised = SupervisedEngine(
+                    lambda: build_engine(self.settings), self.settings.supervision, on_event=self._engine_event
+                )
+                self.engine = supervised
+                await supervised.start()
             loop = self.settings.loop
             self.loop_defaults = loop.model_copy(update={
                 "confidence_threshold": resolve_threshold(loop.confidence_threshold, self.settings.model_path),
@@ -85,9 +110,10 @@ class ServiceState:
             self.loop = SearchLoop(self.engine, self.search)
             self.load_seconds = time.perf_counter() - started
             log.info("ready in %.1fs: engine=%s model=%s", self.load_seconds, self.engine.name, self.model_name)
-        except Exception as exc:  # reported by /readyz and every request; the process stays up to say so
+        except Exception as exc:  # reported by /readyz, /healthz and every request, then sem-serve exits
             self.error = f"{type(exc).__name__}: {exc}"
-            log.error("start-up failed: %s", self.error)
+            log.critical("start-up failed: %s", self.error)
+            self._give_up(f"start-up failed: {self.error}")
 
     def check_search_mode(self, mode: str | None, *, param: str) -> None:
         """400 before any work for a mode the backend does not offer (say which it does)."""

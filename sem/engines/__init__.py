@@ -22,7 +22,20 @@ def resolve_engine_kind(kind: EngineKind) -> EngineKind:
 
 
 async def build_engine(settings: Settings) -> Engine:
-    """Start the engine the settings name, on the model they name."""
+    """Start the engine the settings name, on the model they name, with a chat template that renders SEM's prompt
+    (`ConfigError` otherwise: a model it cannot serve is refused here, not on every request)."""
+    engine = await _start_engine(settings)
+    try:
+        from sem.templates import use_chat_template
+
+        use_chat_template(engine.tokenizer, settings.chat_template, settings.model_path)
+    except ConfigError:
+        await engine.aclose()
+        raise
+    return engine
+
+
+async def _start_engine(settings: Settings) -> Engine:
     from sem.assets import ensure_model
 
     model = settings.model_path

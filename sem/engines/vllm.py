@@ -6,6 +6,7 @@ after a search prefill only the inserted result and what follows.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 from collections.abc import AsyncIterator
@@ -134,11 +135,13 @@ class VLLMEngine:
             worker_extension_cls=f"{__name__}.{WeightLoader.__name__}" if reloadable else "",
             **({"logprobs_mode": logprobs_mode} if logprobs_mode else {}),
         )
+        # Off the event loop: starting takes ~20 s on CPU, and a service restarting its engine must go on
+        # answering probes and refusing requests meanwhile. AsyncLLM starts its output handler on first use.
         try:
-            llm = AsyncLLM.from_engine_args(args)
+            llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
         except Exception as exc:  # vLLM raises RuntimeError, ValueError, OSError... at start-up
             raise EngineError(f"vLLM failed to start on {model_path}: {exc}") from exc
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, model_path)
         return cls(llm, tokenizer, settings.served_model_name or str(Path(model_path).name or model_path))
 
     async def generate(
@@ -196,7 +199,7 @@ class VLLMEngine:
         if self._llm is None:
             return
         llm, self._llm = self._llm, None
-        llm.shutdown()
+        await asyncio.to_thread(llm.shutdown)  # thread-safe in vLLM; waits for its processes to exit
         # Collect it now: its __del__ shuts down again and fails if left to interpreter exit.
         del llm
         gc.collect()
