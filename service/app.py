@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from sem import __version__
 from sem.engines import Engine
+from sem.engines.supervisor import EngineFactory
 from sem.settings import Settings
 from service import health
 from service.answer import router as answer
@@ -27,11 +28,20 @@ STATIC = Path(__file__).parent / "static"
 
 
 def create_app(
-    settings: Settings | None = None, *, engine: Engine | None = None, on_fatal: Callable[[str], None] | None = None
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    on_fatal: Callable[[str], None] | None = None,
+    engine_factory: EngineFactory | None = None,
 ) -> FastAPI:
-    """Build the app. Pass `engine` to share an already started engine (it is then not closed here, nor
-    supervised); `on_fatal(reason)` is called once the service cannot serve and will not recover."""
-    state = ServiceState(settings or Settings(), engine=engine, on_fatal=on_fatal)
+    """Build the app.
+
+    Args:
+        engine: an already started engine to share (it is then neither supervised nor closed here).
+        on_fatal: called with the reason once the service cannot serve and will not recover (sem-serve exits).
+        engine_factory: how the supervised engine is started (default: the one the settings name).
+    """
+    state = ServiceState(settings or Settings(), engine=engine, on_fatal=on_fatal, engine_factory=engine_factory)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sem.cache import CachedSearch, RedisStore
 from sem.engines import Engine, build_engine
-from sem.engines.supervisor import EngineState, SupervisedEngine
+from sem.engines.supervisor import EngineFactory, EngineState, SupervisedEngine
 from sem.errors import SearchModeError
 from sem.gate import resolve_policy, resolve_threshold
 from sem.loop import SearchLoop
@@ -29,11 +29,16 @@ class ServiceState:
     """Components of one app. `start()` loads them; until it is done, `/readyz` says 503."""
 
     def __init__(
-        self, settings: Settings, engine: Engine | None = None, on_fatal: Callable[[str], None] | None = None
+        self,
+        settings: Settings,
+        engine: Engine | None = None,
+        on_fatal: Callable[[str], None] | None = None,
+        engine_factory: EngineFactory | None = None,
     ) -> None:
         self.settings = settings
         self.engine: Engine | None = engine
         self._owns_engine = engine is None
+        self._engine_factory = engine_factory or (lambda: build_engine(settings))
         # Set when the service cannot serve and will not recover (start-up failed, the engine cannot be brought
         # back): /healthz fails so a liveness probe acts, and `on_fatal` (sem-serve: exit non-zero) is called.
         self.fatal: str | None = None
@@ -98,7 +103,7 @@ class ServiceState:
             )
             if self.engine is None:
                 supervised = SupervisedEngine(
-                    lambda: build_engine(self.settings), self.settings.supervision, on_event=self._engine_event
+                    self._engine_factory, self.settings.supervision, on_event=self._engine_event
                 )
                 self.engine = supervised
                 await supervised.start()

@@ -62,6 +62,7 @@ class SupervisedEngine:
         self._cfg = supervision
         self._on_event = on_event or (lambda kind, reason: None)
         self._engine: Engine | None = None
+        self._last: Engine | None = None  # the engine last started, alive or not
         self._generation = 0  # bumped at every (re)start: a late failure of an old engine is not a new death
         self.state = EngineState.starting
         self.reason: str | None = None  # why it last died, or why it could not start
@@ -76,17 +77,19 @@ class SupervisedEngine:
     def inner(self) -> Engine | None:
         return self._engine
 
+    # The last engine's name, model and tokenizer stay readable while it is down (the same model comes back), so
+    # a request is refused by `generate` with a clear 503, not by rendering its prompt without a tokenizer.
     @property
     def name(self) -> str:
-        return self._engine.name if self._engine else "supervised"
+        return self._last.name if self._last else "supervised"
 
     @property
     def model_name(self) -> str:
-        return self._engine.model_name if self._engine else ""
+        return self._last.model_name if self._last else ""
 
     @property
     def tokenizer(self) -> Any:
-        return self._engine.tokenizer if self._engine else None
+        return self._last.tokenizer if self._last else None
 
     def __getattr__(self, attr: str) -> Any:  # an engine's own extras (vLLM's `load_weights`...)
         engine = self.__dict__.get("_engine")
@@ -123,7 +126,7 @@ class SupervisedEngine:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._cfg.max_backoff_s)
                 continue
-            self._engine = engine
+            self._engine = self._last = engine
             self._generation += 1
             self.state = EngineState.ready
             if not first:
@@ -225,6 +228,6 @@ class SupervisedEngine:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
-        engine, self._engine = self._engine, None
+        engine, self._engine, self._last = self._engine, None, None
         if engine is not None:
             await engine.aclose()
