@@ -24,11 +24,17 @@ def resolve_engine_kind(kind: EngineKind) -> EngineKind:
 async def build_engine(settings: Settings) -> Engine:
     """Start the engine the settings name, on the model they name, with a chat template that renders SEM's prompt
     (`ConfigError` otherwise: a model it cannot serve is refused here, not on every request)."""
+    import asyncio
+
+    from sem.templates import load_chat_template, use_chat_template
+
+    # Checked before the engine starts (seconds, not the engine's ~20 s), then given to the engine's tokenizer.
+    template = await asyncio.to_thread(
+        load_chat_template, settings.tokenizer or settings.model_path, settings.chat_template
+    )
     engine = await _start_engine(settings)
     try:
-        from sem.templates import use_chat_template
-
-        use_chat_template(engine.tokenizer, settings.chat_template, settings.model_path)
+        use_chat_template(engine.tokenizer, template, settings.model_path)
     except ConfigError:
         await engine.aclose()
         raise
