@@ -40,7 +40,12 @@ class VLLMSettings(BaseModel):
 class Supervision(BaseModel):
     """How the service keeps its in-process engine alive (`SEM_SUPERVISION__<NAME>`)."""
 
-    max_restarts: int = Field(3, ge=0, description="Failed starts in a row before the service gives up and exits.")
+    max_restarts: int | None = Field(
+        3,
+        ge=0,
+        description="Failed starts in a row before the service gives up and exits; none: never give up "
+        "(what a remote engine gets: it is not ours to restart, the service reconnects until it is back).",
+    )
     backoff_s: float = Field(1.0, ge=0, description="Wait before the second start; doubled each time after.")
     max_backoff_s: float = Field(30.0, ge=0, description="Longest wait between two starts.")
     watch_interval_s: float = Field(5.0, gt=0, description="How often an idle engine's health is checked.")

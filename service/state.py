@@ -9,13 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sem.cache import CachedSearch, RedisStore
-from sem.engines import Engine, build_engine
+from sem.engines import Engine, build_engine, resolve_engine_kind
 from sem.engines.supervisor import EngineFactory, EngineState, SupervisedEngine
 from sem.errors import SearchModeError
 from sem.gate import resolve_policy, resolve_threshold
 from sem.loop import SearchLoop
 from sem.search import build_backend
-from sem.settings import Settings
+from sem.settings import EngineKind, Settings
 from service.admission import Admission
 from service.exceptions import InvalidRequest, NotReadyError
 from service.metrics import Metrics
@@ -102,9 +102,11 @@ class ServiceState:
                 observer=self.metrics.observe_backend,
             )
             if self.engine is None:
-                supervised = SupervisedEngine(
-                    self._engine_factory, self.settings.supervision, on_event=self._engine_event
-                )
+                supervision = self.settings.supervision
+                if resolve_engine_kind(self.settings.engine) is EngineKind.openai:
+                    # A remote engine is not ours to restart: reconnect until it is back, never exit over it.
+                    supervision = supervision.model_copy(update={"max_restarts": None})
+                supervised = SupervisedEngine(self._engine_factory, supervision, on_event=self._engine_event)
                 self.engine = supervised
                 await supervised.start()
             loop = self.settings.loop
@@ -130,7 +132,10 @@ class ServiceState:
             raise InvalidRequest(str(exc), param=param) from exc
 
     def require_loop(self) -> SearchLoop:
+        """The loop, when the service can answer now; else a 503 before any work (and before a stream's 200)."""
         if self.loop is not None:
+            if isinstance(self.engine, SupervisedEngine):
+                self.engine.require_ready()
             return self.loop
         if self.error:
             raise NotReadyError(f"the service failed to start: {self.error}")

@@ -111,17 +111,20 @@ class SupervisedEngine:
 
     async def _start_with_retries(self, *, first: bool) -> None:
         delay = self._cfg.backoff_s
-        for attempt in range(1, self._cfg.max_restarts + 2):
+        budget = self._cfg.max_restarts
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 engine = await self._factory()
             except ConfigError as exc:
                 self._give_up(f"{exc}")
                 raise
             except Exception as exc:  # any start failure is retried, then reported
-                why = f"{type(exc).__name__}: {exc}"
-                log.error("engine start %d of %d failed: %s", attempt, self._cfg.max_restarts + 1, why)
-                self.reason = why
-                if attempt > self._cfg.max_restarts:
+                self.reason = f"{type(exc).__name__}: {exc}"
+                of = f" of {budget + 1}" if budget is not None else ""
+                log.error("engine start %d%s failed: %s", attempt, of, self.reason)
+                if budget is not None and attempt > budget:
                     break
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._cfg.max_backoff_s)
@@ -136,7 +139,7 @@ class SupervisedEngine:
                 self._on_event("restart", f"up again after {down:.1f} s")
             self.down_since = None
             return
-        self._give_up(f"{self._cfg.max_restarts + 1} starts failed; the last: {self.reason}")
+        self._give_up(f"{attempt} starts failed; the last: {self.reason}")
 
     def _give_up(self, reason: str) -> None:
         self.state = EngineState.failed
@@ -187,6 +190,10 @@ class SupervisedEngine:
         task.add_done_callback(self._tasks.discard)
 
     # ---- the Engine contract -----------------------------------------------------------------------------
+
+    def require_ready(self) -> None:
+        """Raise what a request would get now if the engine cannot take it (`EngineRestarting`, `EngineError`)."""
+        self._require()
 
     def _require(self) -> tuple[Engine, int]:
         if self.state is EngineState.ready and self._engine is not None:
