@@ -549,7 +549,14 @@ def calibrate(
 @app.command("eval-gate")
 def eval_gate(
     labels_file: Annotated[Path, typer.Option("--labels", help="From `trainer label`.")] = LABELS,
-    split: Annotated[str, typer.Option(help="dev while choosing, test (frozen) to report.")] = "test",
+    split: Annotated[str, typer.Option(help="dev while choosing; test (frozen) only with --final.")] = "dev",
+    final: Annotated[bool, typer.Option(help="The one test run of a candidate (needs --rule; logged).")] = False,
+    rule: Annotated[
+        Path | None, typer.Option(help="With --final: the committed file whose rule picks the winner.")
+    ] = None,
+    ledger: Annotated[Path, typer.Option(help="Where --final runs are logged (commit it).")] = Path(
+        "results/test-ledger.jsonl"
+    ),
     model: Annotated[str | None, typer.Option(help="Model path, adapter, or 'base'.")] = None,
     engine: str = "auto",
     policies: Annotated[str, typer.Option(help="Comma list of auto, confidence, never, always.")] = "never,always,auto",
@@ -557,9 +564,11 @@ def eval_gate(
     title: str = "Search gate against the model's own labels",
     max_tokens: int = 64,
 ) -> None:
-    """Over-search, under-search, AUROC, accuracy and cost per policy, beside never, always and the oracle."""
+    """Over-search, under-search, AUROC, accuracy and cost per policy, beside never, always and the oracle, with
+    intervals and paired differences. Test runs are refused unless final (trainer.evals.ledger)."""
     from sem.gate import resolve_threshold
-    from trainer.gate import class_counts, markdown, oracle, plot, read_labels, run_policies, summarise
+    from trainer.evals.ledger import SplitError, check_split, record
+    from trainer.gate import class_counts, compare, markdown, oracle, plot, read_labels, run_policies, summarise
     from trainer.likelihood import Scorer
     from trainer.options import option_report, score_options
 
@@ -567,6 +576,10 @@ def eval_gate(
     unknown = set(chosen) - {"auto", "confidence", "never", "always"}
     if unknown:
         raise typer.BadParameter(f"unknown policies {sorted(unknown)}", param_hint="--policies")
+    try:
+        committed = check_split(split, final=final, rule=rule)
+    except SplitError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--split") from exc
     labels = read_labels(labels_file, split)
     if not labels:
         raise typer.BadParameter(f"no {split!r} questions in {labels_file}", param_hint="--split")
@@ -582,14 +595,19 @@ def eval_gate(
         outcomes += oracle(outcomes)
     rows = summarise(outcomes, labels)
     counts = class_counts(labels)
+    ran = list(dict.fromkeys(o.policy for o in outcomes))
+    comparisons = [compare(outcomes, a, b) for a in ran for b in ("never", "always") if b in ran and a != b]
     out.mkdir(parents=True, exist_ok=True)
     report = markdown(rows, counts, f"{title} ({split}, {len(labels)} questions; confidence threshold {threshold})",
-                      options)  # fmt: skip
+                      options, comparisons)  # fmt: skip
     (out / "gate.md").write_text(report)
     (out / "gate.json").write_text(json.dumps({"split": split, "model": model_path, "labels": str(labels_file),
                                                "confidence_threshold": threshold,
-                                               "rows": rows, "classes": counts, "option_likelihood": options},
-                                              indent=2) + "\n")  # fmt: skip
+                                               "rows": rows, "classes": counts, "option_likelihood": options,
+                                               "comparisons": comparisons}, indent=2) + "\n")  # fmt: skip
+    if committed is not None:
+        record(ledger, committed, model=model_path, policies=chosen, labels=str(labels_file), out=str(out), rows=rows)
+        typer.echo(f"-> logged in {ledger} (commit it)")
     with (out / "outcomes.jsonl").open("w") as f:
         f.writelines(json.dumps(asdict(o)) + "\n" for o in outcomes)
     plot(rows, out / "gate.png", title)

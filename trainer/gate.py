@@ -29,8 +29,25 @@ from sem.protocol import RESULT_OPEN, final_answer
 from sem.scoring import f1, mc_letter, normalize_answer, score
 from trainer.data import question_key
 from trainer.decision import first_turn
+from trainer.evals.measures import (  # noqa: F401  (re-exported: the gate's measures were defined here)
+    HELPED,
+    KNOWN,
+    MIN_COUNT,
+    NEITHER,
+    TOO_FEW,
+    auroc,
+    auroc_interval,
+    auroc_within,
+    bootstrap_ci,
+    fmt,
+    interval,
+    over_search,
+    paired_difference,
+    rate,
+    share,
+    under_search,
+)
 
-KNOWN, HELPED, NEITHER = "known", "helped", "neither"
 SPLITS = ("train", "dev", "test")
 
 
@@ -187,71 +204,12 @@ async def label(
     return labels
 
 
-# ---- metrics ------------------------------------------------------------------------------------------------
-
-
-def share(flags: Sequence[bool]) -> float | None:
-    return sum(flags) / len(flags) if flags else None
-
-
-def over_search(searched: Sequence[bool], classes: Sequence[str]) -> float | None:
-    """Share of known questions on which the gate searched.
-
-    >>> over_search([True, False, True], [KNOWN, KNOWN, HELPED])
-    0.5
-    """
-    return share([s for s, c in zip(searched, classes, strict=True) if c == KNOWN])
-
-
-def under_search(searched: Sequence[bool], classes: Sequence[str]) -> float | None:
-    """Share of helped questions on which the gate did not search.
-
-    >>> under_search([True, False, False], [HELPED, HELPED, NEITHER])
-    0.5
-    """
-    return share([not s for s, c in zip(searched, classes, strict=True) if c == HELPED])
-
-
-def auroc_within(scores: Sequence[float], positives: Sequence[bool], groups: Sequence[str]) -> float | None:
-    """AUROC over pairs of the same group only (ties count half); None without such a pair. A score that only
-    tells the groups apart (the question's form: open, lettered, math) gets 0.5 here, whatever its plain AUROC.
-
-    >>> reflex = [0.99, 0.99, 0.01, 0.01]  # high on every open question, low on every lettered one
-    >>> round(auroc(reflex, [True, False, False, False]), 3), auroc_within(reflex, [True, False, False, False], "ooll")
-    (0.833, 0.5)
-    """
-    wins, pairs = 0.0, 0
-    for group in set(groups):
-        mine = [(s, p) for s, p, g in zip(scores, positives, groups, strict=True) if g == group]
-        pos, neg = [s for s, p in mine if p], [s for s, p in mine if not p]
-        wins += sum((a > b) + 0.5 * (a == b) for a in pos for b in neg)
-        pairs += len(pos) * len(neg)
-    return wins / pairs if pairs else None
+# ---- metrics (the measures themselves: trainer.evals.measures) --------------------------------------------
 
 
 def form_of(example: Example) -> str:
     """open, lettered or math: what a reflex could key on instead of what the model knows."""
     return "lettered" if example.choices else "math" if example.source == "gsm8k" else "open"
-
-
-def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float | None:
-    """Probability that a random positive scores above a random negative (ties count half); None without both.
-
-    >>> auroc([0.9, 0.8, 0.1, 0.3], [True, True, False, False])
-    1.0
-    >>> auroc([0.5, 0.5], [True, False])
-    0.5
-    """
-    return auroc_within(scores, positives, [""] * len(scores))
-
-
-def bootstrap_ci(values: Sequence[float], n: int = 1000, seed: int = 0) -> tuple[float, float] | None:
-    """95% bootstrap interval of the mean."""
-    if not values:
-        return None
-    rng = random.Random(seed)
-    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(n))
-    return round(means[int(0.025 * n)], 3), round(means[int(0.975 * n) - 1], 3)
 
 
 def letter_report(answers: Sequence[str], golds: Sequence[str]) -> dict[str, Any]:
@@ -299,6 +257,8 @@ def outcome_of(lab: Label, policy: str, trace: Trace, latency_s: float) -> Outco
     first_text = next((seg.text for seg in trace.segments if seg.generated), "")  # before any search
     first = trace.answers[0] if trace.answers else final_answer(first_text)
     extra: dict[str, Any] = {"first_turn": turn} if policy == "auto" and (turn := first_turn(first_text)) else {}
+    if policy == "confidence":
+        extra["gate"] = confidence_gate(trace)
     if trace.searches:  # did what it retrieved hold the answer? (the reading measure: right when it did)
         inserted = (seg.text for seg in trace.segments if not seg.generated)
         results = "".join(text for text in inserted if text.lstrip().startswith(RESULT_OPEN))
@@ -346,14 +306,43 @@ def oracle(outcomes: Sequence[Outcome]) -> list[Outcome]:
     return chosen
 
 
+def confidence_gate(trace: Trace) -> str:
+    """What the `confidence` policy's gate did with one answer (sem.loop): "decided" (it scored the first answer,
+    and searched or not by its threshold), "model" (the model searched on its own before the gate could act) or
+    "undecided" (the first answer hit the token cap or looped: the loop stops there, it never searches)."""
+    if trace.searches and not trace.searches[0].forced:
+        return "model"
+    return "decided" if trace.searches or trace.confidence is not None else "undecided"
+
+
+def searched_at(o: Outcome, threshold: float) -> bool:
+    """Whether the loop's `confidence` gate searches this question at `threshold`, replayed from a run at 1.0.
+
+    >>> o = Outcome("q", "nq", KNOWN, "confidence", "a", "a", True, 1.0, 1, 9, 2, 0.1, 0.3, {"gate": "decided"})
+    >>> searched_at(o, 0.5), searched_at(o, 0.2)
+    (True, False)
+    >>> o.extra["gate"], o.searches, o.confidence = "undecided", 0, None  # stopped at the token cap
+    >>> searched_at(o, 0.5)
+    False
+    """
+    gate = o.extra.get("gate")
+    if gate is None:  # saved before the gate was recorded: at 1.0 every decided answer searched or was scored
+        gate = "decided" if o.searches or o.confidence is not None else "undecided"
+    if gate == "model":
+        return True
+    # None: scored without log-probs, which the loop counts as 0.0 (it searches)
+    return gate == "decided" and (o.confidence or 0.0) < threshold
+
+
 def confidence_sweep(outcomes: Sequence[Outcome], thresholds: Sequence[float]) -> list[dict[str, Any]]:
     """Accuracy and searches per question of the `confidence` gate at each threshold, from runs at threshold 1.0
-    (every first answer searched): below t, the answer after the search counts; else the first answer."""
+    (every scored first answer searched), replaying what the loop does: below t the answer after the search
+    counts, else the first answer; an answer the gate never scored (token cap) is never searched."""
     rows = []
     for t in thresholds:
         right, searches = [], []
         for o in outcomes:
-            searched = (o.confidence or 0.0) < t
+            searched = searched_at(o, t)
             right.append(o.right if searched else o.extra["first_right"])
             searches.append(1 if searched else 0)
         rows.append({"threshold": t, "accuracy": round(statistics.fmean(right), 4),
@@ -385,37 +374,29 @@ def summarise(outcomes: Sequence[Outcome], labels: Sequence[Label]) -> list[dict
         classes = [o.klass for o in mine]
         searched = [o.searches > 0 for o in mine]
         right = [float(o.right) for o in mine]
+        f1s = [o.f1 for o in mine]
+        over = rate([s for s, c in zip(searched, classes, strict=True) if c == KNOWN])
+        under = rate([not s for s, c in zip(searched, classes, strict=True) if c == HELPED])
         row: dict[str, Any] = {
             "policy": policy,
             "questions": len(mine),
             "accuracy": round(statistics.fmean(right), 3),
-            "accuracy_ci": bootstrap_ci(right),
-            "f1": round(statistics.fmean(o.f1 for o in mine), 3),
+            "accuracy_ci": interval(right),
+            "f1": round(statistics.fmean(f1s), 3),
+            "f1_ci": interval(f1s),
             "searched": round(statistics.fmean(searched), 3),
             "searches_per_question": round(statistics.fmean(o.searches for o in mine), 3),
-            "over_search": _round(over_search(searched, classes)),
-            "over_search_ci": bootstrap_ci([float(s) for s, c in zip(searched, classes, strict=True) if c == KNOWN]),
-            "under_search": _round(under_search(searched, classes)),
-            "under_search_ci": bootstrap_ci(
-                [float(not s) for s, c in zip(searched, classes, strict=True) if c == HELPED]
-            ),
+            "over_search": over["value"],
+            "over_search_n": over["n"],
+            "over_search_ci": over["ci"],
+            "under_search": under["value"],
+            "under_search_n": under["n"],
+            "under_search_ci": under["ci"],
             "generated_tokens": round(statistics.fmean(o.generated_tokens for o in mine), 1),
             "engine_calls": round(statistics.fmean(o.engine_calls for o in mine), 2),
             "latency_s": round(statistics.fmean(o.latency_s for o in mine), 3),
         }
-        # A gate with a score: does it rank closed-book-wrong above closed-book-right? The confidence gate's score
-        # is 1 - its confidence; a trained gate's, its probability of searching after the first answer.
-        # auroc_same_form compares only questions of the same form, so a reflex on the form cannot score there.
-        decided = [o for o in mine if o.extra.get("search_probability") is not None]
-        scores = {o.id: o.extra["search_probability"] for o in decided} or {
-            o.id: 1 - o.confidence for o in mine if o.confidence is not None
-        }
-        if scores:
-            closed_wrong = [by_id[i].p_closed < 0.5 for i in scores]
-            row["auroc"] = _round(auroc(list(scores.values()), closed_wrong))
-            forms = [form_of(by_id[i].example) for i in scores]
-            row["auroc_same_form"] = _round(auroc_within(list(scores.values()), closed_wrong, forms))
-            row["scored"] = len(scores)
+        row.update(gate_auroc(mine, by_id))
         readable = [float(o.right) for o in mine if o.extra.get("gold_in_results")]
         if readable:  # reading: right after a search whose results held the answer
             row["read_accuracy"], row["readable"] = round(statistics.fmean(readable), 3), len(readable)
@@ -428,6 +409,49 @@ def summarise(outcomes: Sequence[Outcome], labels: Sequence[Label]) -> list[dict
                                            [by_id[o.id].example.answers[0] for o in lettered])  # fmt: skip
         rows.append(row)
     return rows
+
+
+def gate_score(o: Outcome) -> float | None:
+    """How strongly the gate leaned to searching on this answer: a trained gate's probability of searching after its
+    first answer, the `confidence` gate's 1 - confidence; None where the gate has no score of its own."""
+    if (p := o.extra.get("search_probability")) is not None:
+        return p
+    return 1 - o.confidence if o.confidence is not None else None
+
+
+def gate_auroc(mine: Sequence[Outcome], by_id: dict[str, Label]) -> dict[str, Any]:
+    """Does the gate's score rank closed-book-wrong questions above closed-book-right ones? Over every answer: one
+    the gate could not score (its first answer hit the token cap, say) counts as what the gate did (searched: 1,
+    not: 0), so dropping hard cases cannot flatter it; `unscored` says how many. `auroc_same_form` compares only
+    questions of one form (open, lettered, math), where a reflex on the form scores 0.5. Empty for a gate without
+    any score (plain `auto` without its read-back, `never`, `always`)."""
+    scores = [gate_score(o) for o in mine]
+    if all(s is None for s in scores):
+        return {}
+    filled = [s if s is not None else float(o.searches > 0) for s, o in zip(scores, mine, strict=True)]
+    wrong = [by_id[o.id].p_closed < 0.5 for o in mine]
+    forms = [form_of(by_id[o.id].example) for o in mine]
+    return {
+        "auroc": _round(auroc(filled, wrong)),
+        "auroc_ci": auroc_interval(filled, wrong),
+        "auroc_same_form": _round(auroc_within(filled, wrong, forms)),
+        "auroc_same_form_ci": auroc_interval(filled, wrong, forms),
+        "scored": sum(s is not None for s in scores),
+        "unscored": sum(s is None for s in scores),
+    }
+
+
+def compare(outcomes: Sequence[Outcome], a: str, b: str) -> dict[str, Any]:
+    """Gate `a` minus gate `b` on the questions both answered: accuracy and searches per question, each with a
+    paired bootstrap interval (the way to say one gate beats another on the same questions)."""
+    mine = {p: {o.id: o for o in outcomes if o.policy == p} for p in (a, b)}
+
+    def paired(measure: Callable[[Outcome], float]) -> dict[str, Any]:
+        return paired_difference({i: measure(o) for i, o in mine[a].items()},
+                                 {i: measure(o) for i, o in mine[b].items()})  # fmt: skip
+
+    return {"a": a, "b": b, "accuracy": paired(lambda o: float(o.right)),
+            "searches_per_question": paired(lambda o: float(o.searches))}  # fmt: skip
 
 
 def _round(value: float | None) -> float | None:
@@ -448,12 +472,21 @@ def markdown(
     counts: dict[str, dict[str, int]],
     title: str,
     options: dict[str, dict[str, Any]] | None = None,
+    comparisons: Sequence[dict[str, Any]] = (),
 ) -> str:
-    cols = ["policy", "questions", "accuracy", "accuracy_ci", "f1", "searched", "searches_per_question",
-            "over_search", "under_search", "auroc", "auroc_same_form", "read_accuracy", "readable",
+    cols = ["policy", "questions", "accuracy", "accuracy_ci", "f1", "f1_ci", "searches_per_question",
+            "over_search", "over_search_n", "over_search_ci", "under_search", "under_search_n", "under_search_ci",
+            "auroc", "auroc_ci", "auroc_same_form", "unscored", "read_accuracy", "readable",
             "generated_tokens", "engine_calls", "latency_s"]  # fmt: skip
     lines = [f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r.get(c, "-")) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    lines += ["", f"Intervals: 95% bootstrap over questions ({TOO_FEW!r} under {MIN_COUNT} questions). AUROC: every "
+              "answer, an unscored one counted as what the gate did (searched 1, not 0)."]  # fmt: skip
+    if comparisons:
+        lines += ["", "Paired differences (a - b on the same questions, 95% paired bootstrap):", ""]
+        lines += [f"- {c['a']} - {c['b']}: accuracy {fmt(c['accuracy']['difference'])} {fmt(c['accuracy']['ci'])}, "
+                  f"searches/question {fmt(c['searches_per_question']['difference'])} "
+                  f"{fmt(c['searches_per_question']['ci'])} (n={c['accuracy']['n']})" for c in comparisons]  # fmt: skip
     lines += ["", "Classes (from the model's own samples):", "", "| source | known | helped | neither |",
               "|---|---|---|---|"]  # fmt: skip
     lines += [f"| {s} | {c[KNOWN]} | {c[HELPED]} | {c[NEITHER]} |" for s, c in counts.items()]

@@ -9,7 +9,8 @@ import pytest
 
 MODULES = ["sem.protocol", "sem.cache", "sem.engines.base", "sem.search.registry", "sem.search.milvus", "sem.keys",
            "sem.loop", "sem.gate", "sem.benchmarks", "trainer.data", "trainer.gate", "sem_client._tools",
-           "trainer.options", "trainer.sft", "trainer.decision"]  # fmt: skip
+           "trainer.options", "trainer.sft", "trainer.decision", "trainer.evals.measures", "trainer.evals.ledger",
+           "sem.engines.vllm"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,0 +1,139 @@
+"""The evaluation core (#32): the sweep replays what the loop does, intervals say "too few" under 10 questions,
+AUROC and paired differences get bootstrap intervals, and the test split runs only as a logged final report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sem.loop import SearchRecord, Trace
+from tests.unit.test_gate import label, outcome
+from trainer.evals.ledger import SplitError, check_split, committed_rule, read_ledger, record
+from trainer.evals.measures import MIN_COUNT, TOO_FEW, auroc_interval, paired_difference, rate
+from trainer.gate import HELPED, KNOWN, NEITHER, compare, confidence_gate, confidence_sweep, summarise
+
+
+def test_the_sweep_never_searches_an_answer_the_loop_never_scored() -> None:
+    """The base at t = 0.5 was counted with 49 searches where the loop made 17: answers that hit the token cap have
+    no confidence, and the loop stops there. The sweep now replays that."""
+    capped = outcome(0, "confidence", HELPED, False, 0, None)  # token cap: no score, no search at t = 1.0
+    capped.extra.update(gate="undecided", first_right=False)
+    unsure = outcome(1, "confidence", HELPED, True, 1, 0.2)
+    unsure.extra.update(gate="decided", first_right=False)
+    sweep = {r["threshold"]: r for r in confidence_sweep([capped, unsure], [0.1, 0.5, 1.0])}
+    assert sweep[0.5]["searches_per_question"] == 0.5  # only the scored unsure one; the old sweep said 1.0
+    assert sweep[1.0]["searches_per_question"] == 0.5
+    assert sweep[0.1]["searches_per_question"] == 0.0
+    legacy = outcome(0, "confidence", HELPED, False, 0, None)  # saved before `gate` was recorded
+    legacy.extra["first_right"] = False
+    assert confidence_sweep([legacy], [0.5])[0]["searches_per_question"] == 0.0
+
+
+def test_the_gate_is_read_off_the_trace() -> None:
+    def trace(confidence: float | None, *searches: bool) -> Trace:
+        t = Trace("r", "p", [1])
+        t.confidence = confidence
+        t.searches = [SearchRecord("q", [], False, 1.0, forced=f) for f in searches]
+        return t
+
+    assert confidence_gate(trace(0.3, True)) == "decided"  # scored, searched by the threshold
+    assert confidence_gate(trace(0.9)) == "decided"  # scored, sure enough: no search
+    assert confidence_gate(trace(None)) == "undecided"  # token cap
+    assert confidence_gate(trace(None, False)) == "model"  # the model searched on its own
+
+
+def test_rates_under_ten_questions_are_too_few() -> None:
+    assert rate([True] * (MIN_COUNT - 1))["ci"] == TOO_FEW
+    big = rate([True, False] * MIN_COUNT)
+    low, high = big["ci"]
+    assert big["n"] == 2 * MIN_COUNT and low < big["value"] < high
+    assert rate([]) == {"value": None, "n": 0, "ci": None}
+
+
+def test_auroc_interval_brackets_a_clear_signal_and_says_too_few() -> None:
+    scores = [0.9] * 12 + [0.1] * 12
+    wrong = [True] * 10 + [False] * 2 + [True] * 2 + [False] * 10
+    low, high = auroc_interval(scores, wrong)
+    assert 0.5 < low <= high <= 1.0
+    assert auroc_interval(scores[:14], wrong[:14]) == TOO_FEW  # 2 closed-book-right questions
+    assert auroc_interval([0.5, 0.4], [True, True]) is None  # one class only
+
+
+def test_paired_difference_is_narrower_than_two_separate_intervals() -> None:
+    """Two gates that differ on 4 of 40 questions: each alone is a wide interval around ~0.5, their paired
+    difference a tight one around 0.1."""
+    a = {i: float(i % 2 == 0 or i < 4) for i in range(40)}
+    b = {i: float(i % 2 == 0) for i in range(40)}
+    diff = paired_difference(a, b)
+    assert diff["difference"] == 0.05 and diff["n"] == 40
+    low, high = diff["ci"]
+    alone = rate([bool(v) for v in a.values()])["ci"]
+    assert high - low < alone[1] - alone[0]
+    assert paired_difference({1: 1.0}, {2: 1.0})["n"] == 0  # no shared question: nothing to compare
+
+
+def test_summary_rows_carry_counts_intervals_and_comparisons() -> None:
+    labels = [label(i, [KNOWN, HELPED, NEITHER][i % 3], 1.0 if i % 3 == 0 else 0.0) for i in range(30)]
+    runs = [outcome(i, "never", labels[i].klass, labels[i].klass == KNOWN, 0) for i in range(30)]
+    runs += [outcome(i, "always", labels[i].klass, labels[i].klass != NEITHER, 1) for i in range(30)]
+    rows = {r["policy"]: r for r in summarise(runs, labels)}
+    assert rows["always"]["over_search"] == 1.0 and rows["always"]["over_search_n"] == 10
+    assert isinstance(rows["always"]["accuracy_ci"], tuple)
+    diff = compare(runs, "always", "never")
+    assert diff["accuracy"]["difference"] == pytest.approx(0.333, abs=1e-3)
+    assert diff["searches_per_question"]["difference"] == 1.0
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                   capture_output=True)  # fmt: skip
+
+
+def test_the_test_split_needs_final_and_a_committed_unchanged_rule(tmp_path: Path) -> None:
+    assert check_split("dev", final=False, rule=None) is None
+    with pytest.raises(SplitError, match="frozen"):
+        check_split("test", final=False, rule=None)
+    with pytest.raises(SplitError, match="--rule"):
+        check_split("test", final=True, rule=None)
+    with pytest.raises(SplitError, match="test split only"):
+        check_split("dev", final=True, rule=None)
+    git(tmp_path, "init", "-q")
+    rule = tmp_path / "rule.md"
+    rule.write_text("The winner: more targets met than the default, F1 no lower.\n")
+    with pytest.raises(SplitError, match="not committed"):
+        committed_rule(rule)
+    git(tmp_path, "add", "rule.md")
+    git(tmp_path, "commit", "-qm", "rule")
+    found = check_split("test", final=True, rule=rule)
+    assert found is not None and len(found.commit) == 40
+    rule.write_text("The winner: whatever did best.\n")  # changed after the fact
+    with pytest.raises(SplitError, match="not committed"):
+        committed_rule(rule)
+
+
+def test_a_final_run_is_appended_to_the_ledger(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / "rule.md").write_text("rule\n")
+    git(tmp_path, "add", "rule.md")
+    git(tmp_path, "commit", "-qm", "rule")
+    ledger = tmp_path / "ledger.jsonl"
+    rows = [{"policy": "auto", "questions": 84, "accuracy": 0.1, "searches_per_question": 0.5}]
+    for _ in range(2):
+        record(ledger, committed_rule(tmp_path / "rule.md"), model="m", policies=["auto"], labels="l", out="o",
+               rows=rows)  # fmt: skip
+    entries = read_ledger(ledger)
+    assert len(entries) == 2 and entries[0]["results"]["auto"]["accuracy"] == 0.1
+    assert entries[0]["rule"]["path"].endswith("rule.md") and json.dumps(entries[0])
+
+
+def test_eval_gate_refuses_the_test_split_before_loading_anything(tmp_path: Path) -> None:
+    from trainer.cli import app
+
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("")
+    result = CliRunner().invoke(app, ["eval-gate", "--labels", str(labels), "--split", "test"])
+    assert result.exit_code == 2 and "frozen" in result.output

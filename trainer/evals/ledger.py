@@ -1,0 +1,107 @@
+"""The frozen test split, kept frozen by code (../shared/EVALUATION.md, "Splits").
+
+Recipes are chosen on dev as often as one likes. A candidate is run on test only as a final report: with `--final`
+and the file that holds the rule choosing between candidates (which measures, which margins), committed before the
+run, unchanged since. Every such run is appended to a committed ledger (`results/test-ledger.jsonl`: when, which
+model and policies, at which commit, under which rule, with what result), so anyone can count how often the test
+split was looked at and check that no rule was written after its results.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+LEDGER = Path("results/test-ledger.jsonl")
+HEADLINE = ("questions", "accuracy", "searches_per_question", "over_search", "under_search", "auroc")
+
+
+class SplitError(ValueError):
+    """A run the split discipline does not allow (the message says what to do instead)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A committed selection rule: the file, the commit that last changed it, and when."""
+
+    path: str
+    commit: str
+    committed_at: str
+
+
+def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+
+
+def committed_rule(path: Path) -> Rule:
+    """The rule file's last commit; `SplitError` when it is not tracked, or changed since its last commit."""
+    path = path.resolve()
+    if not path.is_file():
+        raise SplitError(f"the selection rule {path} does not exist: write it and commit it before the test run")
+    cwd = path.parent
+    if _git(["ls-files", "--error-unmatch", path.name], cwd).returncode != 0:
+        raise SplitError(f"the selection rule {path} is not committed: commit it before the test run")
+    if _git(["diff", "--quiet", "HEAD", "--", path.name], cwd).returncode != 0:
+        raise SplitError(f"the selection rule {path} has changes not committed: a rule is fixed before its results")
+    commit, _, when = _git(["log", "-1", "--format=%H %cI", "--", path.name], cwd).stdout.strip().partition(" ")
+    if not commit:
+        raise SplitError(f"the selection rule {path} has no commit")
+    return Rule(str(path), commit, when)
+
+
+def check_split(split: str, *, final: bool, rule: Path | None) -> Rule | None:
+    """Whether this run may go ahead: any run on train or dev; on test only a `final` one under a committed rule.
+
+    >>> check_split("dev", final=False, rule=None) is None
+    True
+    >>> check_split("test", final=False, rule=None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    trainer.evals.ledger.SplitError: the test split is frozen: choose on --split dev; ...
+    """
+    if split != "test":
+        if final:
+            raise SplitError("--final is for the test split only")
+        return None
+    if not final:
+        raise SplitError(
+            "the test split is frozen: choose on --split dev; to report a candidate once, commit the rule that picks "
+            "the winner and pass --final --rule <file>"
+        )
+    if rule is None:
+        raise SplitError("--final needs --rule <file>: the committed rule that picks the winner")
+    return committed_rule(rule)
+
+
+def head_commit(cwd: Path | None = None) -> str | None:
+    done = _git(["rev-parse", "HEAD"], cwd or Path.cwd())
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def record(ledger: Path, rule: Rule, *, model: str, policies: list[str], labels: str, out: str,
+           rows: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+    """Append one test run to the ledger (what was judged, under which rule, with which headline result)."""
+    entry = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": model,
+        "policies": policies,
+        "labels": labels,
+        "out": out,
+        "commit": head_commit(),
+        "rule": asdict(rule),
+        "results": {r["policy"]: {k: r.get(k) for k in HEADLINE} for r in rows},
+    }
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    with ledger.open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+    return entry
+
+
+def read_ledger(ledger: Path = LEDGER) -> list[dict[str, Any]]:
+    if not ledger.is_file():
+        return []
+    return [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()]
