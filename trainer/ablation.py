@@ -13,6 +13,7 @@ from trainer.gate import Outcome, read_labels, summarise
 COLUMNS = ["model", "policy", "accuracy", "accuracy_ci", "f1", "open_closed_book_f1", "searches_per_question",
            "over_search", "under_search", "auroc", "auroc_same_form", "read_accuracy", "readable",
            "mc_top_letter_share", "known", "helped"]  # fmt: skip
+DETAILS = ["auroc_ci", "unscored", "generated_tokens", "engine_calls"]  # in the JSON, not the table
 
 
 def gate_rows(model: str, gate_dir: Path) -> list[dict[str, Any]]:
@@ -31,7 +32,7 @@ def gate_rows(model: str, gate_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for r in report["rows"]:
         rows.append({
-            "model": model, **{k: r.get(k) for k in COLUMNS if k in r},
+            "model": model, **{k: r.get(k) for k in (*COLUMNS, *DETAILS) if k in r},
             "open_closed_book_f1": r.get("open_f1") if r["policy"] == "never" else None,
             "mc_top_letter_share": (r.get("letters") or {}).get("top_share"),
             "known": counts["known"], "helped": counts["helped"],

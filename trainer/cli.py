@@ -651,6 +651,24 @@ def gate_table(
     typer.echo(f"-> {out}/ablation.md, ablation.json, ablation.png")
 
 
+@app.command("readme-table")
+def readme_table(
+    readme: Annotated[Path, typer.Option(help="The README whose gate table is generated.")] = Path("README.md"),
+    check: Annotated[bool, typer.Option(help="Only check that README agrees with the result files.")] = False,
+) -> None:
+    """README's gate table from the committed result files (results/gate/), scored with today's measures."""
+    from trainer.evals.report import gate_table, readme_block, update_readme
+
+    root = readme.resolve().parent
+    if check:
+        if readme_block(readme.read_text()) != gate_table(root):
+            typer.echo("README's gate table disagrees with results/gate/: run `trainer readme-table`", err=True)
+            raise typer.Exit(1)
+        typer.echo("README's gate table agrees with the result files")
+        return
+    typer.echo(f"{readme}: {'updated' if update_readme(readme, root) else 'already up to date'}")
+
+
 @app.command()
 def export(
     adapter: Annotated[Path, typer.Option(help="A LoRA adapter folder (e.g. runs/grpo/final).")] = RUNS

@@ -137,3 +137,11 @@ def test_eval_gate_refuses_the_test_split_before_loading_anything(tmp_path: Path
     labels.write_text("")
     result = CliRunner().invoke(app, ["eval-gate", "--labels", str(labels), "--split", "test"])
     assert result.exit_code == 2 and "frozen" in result.output
+
+
+def test_readme_gate_table_agrees_with_the_result_files() -> None:
+    """README's table is generated (`trainer readme-table`); a hand edit or a new result without it fails here."""
+    from trainer.evals.report import gate_table, readme_block
+
+    root = Path(__file__).resolve().parents[2]
+    assert readme_block((root / "README.md").read_text()) == gate_table(root)
