@@ -185,6 +185,7 @@ class Trace:
     # inserted results): what a prefix-caching engine prefills, block rounding aside.
     prefill_tokens: int = 0
     confidence: float | None = None  # `confidence` policy: the first answer's least likely token's probability
+    seed_honoured: bool | None = None  # False when a seed was asked for and the engine could not honour it
     pending_search: str | None = None  # client_search: the query the loop stopped at, for the caller to run
 
     @property
@@ -304,6 +305,8 @@ class SearchLoop:
         trace = Trace(request_id, prompt, tokenizer.encode(prompt, add_special_tokens=False))
         check_prompt_length(len(trace.prompt_ids), opts.max_prompt_tokens)
         out = _Builder(trace, tokenizer, opts.logprobs or opts.policy is SearchPolicy.confidence)
+        if opts.seed is not None and not getattr(self.engine, "honours_seed", True):
+            trace.seed_honoured = False  # sampled unseeded rather than risk the engine (sem.engines.vllm)
         for done in client_searches:
             async for event in self._replay(done, opts, out):
                 yield event

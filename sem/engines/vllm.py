@@ -100,10 +100,13 @@ class WeightLoader:
 class VLLMEngine:
     name = "vllm"
 
-    def __init__(self, llm: Any, tokenizer: Any, model_name: str) -> None:
+    def __init__(self, llm: Any, tokenizer: Any, model_name: str, honours_seed: bool = True) -> None:
         self._llm = llm
         self.tokenizer = tokenizer
         self.model_name = model_name
+        # False on a CPU with chunked prefill turned on by hand: a seeded request there can kill the engine, so seeds
+        # are dropped (the answer says so: `seed_honoured: false`) instead.
+        self.honours_seed = honours_seed
 
     @classmethod
     async def start(
@@ -119,6 +122,8 @@ class VLLMEngine:
             from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as exc:
             raise EngineError(f"vLLM is not installed ({exc}); install the `vllm` extra or set SEM_ENGINE=hf") from exc
+        on_cpu = current_platform.is_cpu()
+        chunked = resolve_chunked_prefill(settings.vllm.enable_chunked_prefill, on_cpu=on_cpu)
         args = AsyncEngineArgs(
             model=model_path,
             served_model_name=settings.served_model_name,
@@ -126,9 +131,7 @@ class VLLMEngine:
             max_model_len=settings.max_model_len,
             enforce_eager=settings.vllm.enforce_eager,
             enable_prefix_caching=settings.vllm.enable_prefix_caching,
-            enable_chunked_prefill=resolve_chunked_prefill(
-                settings.vllm.enable_chunked_prefill, on_cpu=current_platform.is_cpu()
-            ),
+            enable_chunked_prefill=chunked,
             gpu_memory_utilization=settings.vllm.gpu_memory_utilization,
             max_num_seqs=settings.vllm.max_num_seqs,
             seed=settings.seed,
@@ -142,7 +145,8 @@ class VLLMEngine:
         except Exception as exc:  # vLLM raises RuntimeError, ValueError, OSError... at start-up
             raise EngineError(f"vLLM failed to start on {model_path}: {exc}") from exc
         tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, model_path)
-        return cls(llm, tokenizer, settings.served_model_name or str(Path(model_path).name or model_path))
+        name = settings.served_model_name or str(Path(model_path).name or model_path)
+        return cls(llm, tokenizer, name, honours_seed=not (on_cpu and chunked))
 
     async def generate(
         self, prompt_ids: list[int], options: SamplingOptions, *, request_id: str
@@ -156,7 +160,7 @@ class VLLMEngine:
             min_tokens=options.min_tokens,
             temperature=options.temperature,
             top_p=options.top_p,
-            seed=options.seed,
+            seed=options.seed if self.honours_seed else None,
             stop=options.stop or None,
             include_stop_str_in_output=True,
             logprobs=0 if options.logprobs else None,

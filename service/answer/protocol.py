@@ -58,6 +58,9 @@ class AnswerResponse(BaseModel):
     confidence: float | None = Field(
         None, description="`confidence` policy: the probability of the first answer's least likely token."
     )
+    seed_honoured: bool | None = Field(
+        None, description="false when `seed` was asked for but the engine sampled unseeded (absent otherwise)."
+    )
     finish_reason: str
     usage: Usage
     latency_ms: float

@@ -19,6 +19,7 @@ def to_response(trace: Trace, model: str, started: float, *, with_trace: bool) -
         searches=[search_out(s) for s in trace.searches],
         search_errors=trace.search_errors,
         confidence=trace.confidence,
+        seed_honoured=trace.seed_honoured,
         finish_reason=trace.finish_reason,
         usage=usage_of(trace),
         latency_ms=round((time.perf_counter() - started) * 1000, 1),

@@ -163,6 +163,9 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: Usage
     search_results: list[SearchOut] = Field(default_factory=list)
+    seed_honoured: bool | None = Field(
+        None, description="false when `seed` was asked for but the engine sampled unseeded (absent otherwise)."
+    )
 
 
 class DeltaFunctionCall(BaseModel):

@@ -150,6 +150,7 @@ def to_completion(
         ],
         usage=usage_of(trace),
         search_results=[search_out(s) for s in trace.searches],
+        seed_honoured=trace.seed_honoured,
     )
 
 

@@ -61,14 +61,28 @@ def engine_core(pid: int) -> psutil.Process:
 
 @pytest.fixture(scope="module")
 def mortal_service(redis_server: str, settings) -> Iterator[tuple[subprocess.Popen, str]]:
-    """A service of its own (vLLM engine): these tests kill its engine."""
+    """A service of its own (vLLM engine): these tests kill its engine. Chunked prefill is turned on by hand, as an
+    operator might: seeds are then dropped, not allowed to kill the engine."""
     port = free_port()
     env = {"SEM_REDIS_URL": redis_server, "SEM_PORT": str(port), "SEM_HOME": str(settings.home_dir),
-           "SEM_SUPERVISION__BACKOFF_S": "0.5"}  # fmt: skip
+           "SEM_SUPERVISION__BACKOFF_S": "0.5", "SEM_VLLM__ENABLE_CHUNKED_PREFILL": "true"}  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     proc = launch([sys.executable, "-m", "service"], env, "service-mortal.log", f"{base}/readyz")
     yield proc, base
     stop(proc)
+
+
+def test_with_chunked_prefill_forced_on_seeds_are_dropped_and_said_so(mortal_service) -> None:
+    """The crash's configuration, kept on purpose: seeded requests answer (unseeded, `seed_honoured: false`) and
+    the engine stays up."""
+    _, base = mortal_service
+    with ThreadPoolExecutor(12) as pool:
+        replies = list(pool.map(lambda n: httpx.post(f"{base}/v1/answer", json=seeded(n, n), timeout=120), range(20)))
+    assert [r.status_code for r in replies] == [200] * 20, [r.text[:200] for r in replies if r.is_error]
+    assert all(r.json()["seed_honoured"] is False for r in replies)
+    unseeded = httpx.post(f"{base}/v1/answer", json={"question": "Who wrote Hamlet?", "max_tokens": 8}, timeout=60)
+    assert "seed_honoured" not in unseeded.json()  # nothing asked, nothing to say
+    assert 'sem_engine_events_total{event="death"}' not in httpx.get(f"{base}/metrics").text
 
 
 def stream(base: str, model: str, i: int, frames: dict[int, list[str]]) -> None:

