@@ -25,7 +25,7 @@ import torch
 from transformers import TrainerCallback
 
 from sem.settings import Settings
-from trainer.cli import _retriever
+from trainer.runtime import retriever as _retriever
 from trainer.config import SEMGRPOConfig
 from trainer.data import read_jsonl
 from trainer.grpo import build_grpo_trainer

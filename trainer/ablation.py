@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from trainer.gate import Outcome, read_labels, summarise
+from trainer.evals.labels import read_labels
+from trainer.evals.runs import Outcome
+from trainer.evals.summary import summarise
 
 COLUMNS = ["model", "policy", "accuracy", "accuracy_ci", "f1", "open_closed_book_f1", "searches_per_question",
            "over_search", "under_search", "auroc", "auroc_same_form", "read_accuracy", "readable",

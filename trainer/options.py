@@ -62,7 +62,7 @@ def option_report(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     >>> option_report([{"gold": "A", "letter": "A", "text": "B"}, {"gold": "B", "letter": "A", "text": "B"}])["text"]
     {'predicted': {'B': 2}, 'top_share': 1.0, 'accuracy': 0.5, 'majority_baseline': 0.5}
     """
-    from trainer.gate import letter_report
+    from trainer.evals.summary import letter_report
 
     golds = [r["gold"] for r in rows]
     return {way: letter_report([r[way] for r in rows], golds) for way in ("letter", "text")}

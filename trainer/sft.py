@@ -21,7 +21,7 @@ from sem.engines.replay import ReplayEngine
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
 from sem.protocol import format_result
 from trainer.data import Example
-from trainer.gate import KNOWN, Label, found_in, is_right
+from trainer.evals.labels import KNOWN, Label, found_in, is_right
 from trainer.lora import lora_config
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,11 @@ from typer.testing import CliRunner
 
 from sem.loop import SearchRecord, Trace
 from tests.unit.test_gate import label, outcome
+from trainer.evals.labels import HELPED, KNOWN, NEITHER
 from trainer.evals.ledger import SplitError, check_split, committed_rule, read_ledger, record
 from trainer.evals.measures import MIN_COUNT, TOO_FEW, auroc_interval, paired_difference, rate
-from trainer.gate import HELPED, KNOWN, NEITHER, compare, confidence_gate, confidence_sweep, summarise
+from trainer.evals.runs import confidence_gate, confidence_sweep
+from trainer.evals.summary import compare, summarise
 
 
 def test_the_sweep_never_searches_an_answer_the_loop_never_scored() -> None:

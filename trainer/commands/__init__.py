@@ -1,0 +1,1 @@
+"""The `trainer` CLI's commands, one module per phase; `trainer.cli` registers them."""

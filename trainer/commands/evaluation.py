@@ -1,0 +1,328 @@
+"""The evaluation commands: `eval` (benchmarks), `label` / `calibrate` / `eval-gate` (the gate judged by what the
+model knows, ../shared/EVALUATION.md), `gate-table`, `readme-table` and `compare` (reports)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from trainer.runtime import LABELS, RUNS, gate_corpus, gate_loop, labels_corpus, retriever, servable
+
+log = logging.getLogger("trainer")
+
+
+GATE_SETS = {  # dataset -> the split its questions come from; TriviaQA only where the source has it
+    "nq_open": "dev", "triviaqa": "dev", "hotpotqa": "dev", "musique": "dev", "2wiki": "dev", "mmlu": "dev",
+    "gsm8k": "test",
+}  # fmt: skip
+
+
+def evaluate(
+    data_file: Annotated[Path, typer.Option("--data", help="Questions (JSONL from `trainer data`).")] = RUNS
+    / "data"
+    / "dev.jsonl",
+    corpus: Annotated[Path | None, typer.Option(help="Search corpus (default: beside --data).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model path, LoRA adapter, or `base` (default: SEM_MODEL or the embedded one).")
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="Evaluate a running service instead of a local model.")] = None,
+    engine: Annotated[str, typer.Option(help="auto, vllm or hf (local model only).")] = "auto",
+    policies: Annotated[str, typer.Option(help="Comma list of auto, never, always, budget.")] = "auto,never,always",
+    max_searches: Annotated[int, typer.Option(help="The budget of the `budget` policy.")] = 3,
+    max_tokens: int = 128,
+    limit: Annotated[int | None, typer.Option(help="Only the first N questions.")] = None,
+    out: Annotated[Path, typer.Option(help="results.md, results.json and results.png go here.")] = RUNS / "eval",
+    title: str = "SEM evaluation",
+) -> None:
+    """EM, F1, search ratio and searches per question per benchmark and policy (table, JSON, plot)."""
+    from trainer.data import read_jsonl
+    from trainer.evaluate import POLICIES, markdown_table, run_remote, write_report
+
+    chosen = [p.strip() for p in policies.split(",") if p.strip()]
+    unknown = sorted(set(chosen) - set(POLICIES))
+    if unknown:
+        raise typer.BadParameter(f"unknown policies {unknown}; choose from {list(POLICIES)}", param_hint="--policies")
+    examples = read_jsonl(data_file)[:limit]
+    if url:
+        outcomes = asyncio.run(run_remote(url, examples, chosen, max_searches=max_searches, max_tokens=max_tokens))
+    else:
+        with servable(model) as model_path:
+            outcomes = asyncio.run(_eval_local(model_path, engine, corpus or data_file.with_name("corpus.jsonl"),
+                                               examples, chosen, max_searches, max_tokens))  # fmt: skip
+    rows = write_report(outcomes, out, title)
+    typer.echo(markdown_table(rows, title))
+    typer.echo(f"-> {out}/results.md, results.json, results.png")
+
+
+async def _eval_local(model, engine_kind, corpus, examples, policies, max_searches, max_tokens):
+    from sem.engines import build_engine
+    from sem.loop import SearchLoop
+    from sem.settings import EngineKind, Settings
+    from trainer.evaluate import run_local
+
+    settings = (
+        Settings(model=model, engine=EngineKind(engine_kind)) if model else Settings(engine=EngineKind(engine_kind))
+    )
+    engine = await build_engine(settings)
+    try:
+        loop = SearchLoop(engine, retriever(corpus))
+        return await run_local(loop, examples, policies, max_searches=max_searches, max_tokens=max_tokens)
+    finally:
+        await engine.aclose()
+
+
+def gate_pool(source: str, per_set: int) -> list:
+    """The first `per_set` questions of every set the source has: open questions, multiple choice and math."""
+    from trainer.data import load_source
+
+    pool = []
+    for name, split in GATE_SETS.items():
+        try:
+            pool += load_source(name, source, split, limit=per_set)
+        except FileNotFoundError as exc:
+            log.warning("skipping %s: %s", name, exc)
+    return pool
+
+
+def label_cmd(
+    source: Annotated[str, typer.Option(help="sample, a data folder, or hf.")] = "sample",
+    out: Annotated[Path, typer.Option(help="labels.jsonl, corpus.jsonl and classes.json go here.")] = RUNS / "labels",
+    per_set: Annotated[int, typer.Option(help="Questions per dataset (split 2:1:1 into train/dev/test).")] = 60,
+    k: Annotated[int, typer.Option(help="Samples per question and policy.")] = 4,
+    temperature: float = 0.8,
+    max_tokens: int = 64,
+    model: Annotated[str | None, typer.Option(help="Model to label for (default: SEM_MODEL or the served).")] = None,
+    engine: Annotated[str, typer.Option(help="auto, vllm or hf.")] = "auto",
+    concurrency: int = 16,
+    split: Annotated[
+        str | None, typer.Option(help="Label only this split (train, dev, test): e.g. test, to evaluate a new model.")
+    ] = None,
+) -> None:
+    """Label questions by what the model knows: k closed-book and k one-search answers each -> known/helped/neither."""
+    from trainer.evals.labels import SPLITS, class_counts, label, split_of, write_labels
+
+    if split is not None and split not in SPLITS:
+        raise typer.BadParameter(f"{split!r} is not one of {', '.join(SPLITS)}", param_hint="--split")
+    examples = gate_pool(source, per_set)
+    corpus = gate_corpus(examples, out / "corpus.jsonl")  # the whole pool's paragraphs: the same corpus any split
+    if split is not None:
+        examples = [e for e in examples if split_of(e) == split]
+    with gate_loop(model, engine, corpus) as (loop_, search_loop, _):
+        labels = loop_.run_until_complete(
+            label(search_loop, examples, k=k, temperature=temperature, max_tokens=max_tokens, concurrency=concurrency)
+        )
+    write_labels(labels, out / "labels.jsonl")
+    counts = class_counts(labels)
+    (out / "classes.json").write_text(json.dumps(counts, indent=2) + "\n")
+    for name, c in counts.items():
+        typer.echo(f"{name:10s} {c}")
+    typer.echo(f"-> {out / 'labels.jsonl'} ({len(labels)} questions)")
+
+
+def calibrate(
+    labels_file: Annotated[Path, typer.Option("--labels", help="From `trainer label`.")] = LABELS,
+    split: Annotated[str, typer.Option(help="Where the threshold is chosen (never the test split).")] = "dev",
+    model: Annotated[str | None, typer.Option(help="The model whose gate is calibrated ('base' for the base).")] = None,
+    engine: str = "auto",
+    max_searches_per_question: Annotated[
+        float | None, typer.Option(help="Best accuracy within this search budget (default: best accuracy).")
+    ] = None,
+    write: Annotated[bool, typer.Option(help="Store the threshold beside the model (the service reads it).")] = True,
+    serve: Annotated[
+        bool, typer.Option(help="With --write: the service answers with this gate when a request names no policy.")
+    ] = True,
+    max_tokens: int = 64,
+) -> None:
+    """Choose the `confidence` gate's threshold on dev: answer with a search after every first answer once, then
+    replay every threshold (below it, the post-search answer counts; above, the first)."""
+    from sem.gate import write_threshold
+    from trainer.evals.labels import is_right, read_labels
+    from trainer.evals.runs import confidence_sweep, pick_threshold, run_policies
+
+    if split == "test":
+        raise typer.BadParameter("the test split is frozen for reporting; calibrate on dev", param_hint="--split")
+    from trainer.lora import is_adapter
+
+    labels = read_labels(labels_file, split)
+    with gate_loop(model, engine, labels_corpus(labels_file)) as (loop_, search_loop, model_path):
+        outcomes = loop_.run_until_complete(run_policies(search_loop, labels, ["confidence"], max_tokens=max_tokens,
+                                                         confidence_threshold=1.0))  # fmt: skip
+    by_id = {lab.example.id: lab.example for lab in labels}
+    for o in outcomes:
+        o.extra["first_right"] = is_right(o.first_answer, by_id[o.id])
+    sweep = confidence_sweep(outcomes, [round(0.05 * i, 2) for i in range(21)])
+    best = pick_threshold(sweep, max_searches_per_question)
+    for r in sweep:
+        typer.echo(f"{r['threshold']:.2f}  accuracy {r['accuracy']:.3f}  searches {r['searches_per_question']:.2f}")
+    typer.echo(f"chosen: {best}")
+    if write:
+        details = {k: best[k] for k in ("accuracy", "searches_per_question")}
+        if serve:
+            details["policy"] = "confidence"
+        # An adapter keeps its calibration (its merge is temporary); `export`, `eval-gate` and `publish` carry it.
+        home = model if model and is_adapter(model) else model_path
+        path = write_threshold(home, best["threshold"], split=split, questions=len(labels), **details)
+        typer.echo(f"-> {path}")
+
+
+def eval_gate(
+    labels_file: Annotated[Path, typer.Option("--labels", help="From `trainer label`.")] = LABELS,
+    split: Annotated[str, typer.Option(help="dev while choosing; test (frozen) only with --final.")] = "dev",
+    final: Annotated[bool, typer.Option(help="The one test run of a candidate (needs --rule; logged).")] = False,
+    rule: Annotated[
+        Path | None, typer.Option(help="With --final: the committed file whose rule picks the winner.")
+    ] = None,
+    ledger: Annotated[Path, typer.Option(help="Where --final runs are logged (commit it).")] = Path(
+        "results/test-ledger.jsonl"
+    ),
+    model: Annotated[str | None, typer.Option(help="Model path, adapter, or 'base'.")] = None,
+    engine: str = "auto",
+    policies: Annotated[str, typer.Option(help="Comma list of auto, confidence, never, always.")] = "never,always,auto",
+    out: Annotated[Path, typer.Option(help="gate.md, gate.json, gate.png and outcomes.jsonl go here.")] = RUNS / "gate",
+    title: str = "Search gate against the model's own labels",
+    max_tokens: int = 64,
+) -> None:
+    """Over-search, under-search, AUROC, accuracy and cost per policy, beside never, always and the oracle, with
+    intervals and paired differences. Test runs are refused unless final (trainer.evals.ledger)."""
+    from sem.gate import resolve_threshold
+    from trainer.evals.labels import class_counts, read_labels
+    from trainer.evals.ledger import SplitError, check_split, record
+    from trainer.evals.runs import oracle, run_policies
+    from trainer.evals.summary import compare, markdown, plot, summarise
+    from trainer.likelihood import Scorer
+    from trainer.options import option_report, score_options
+
+    chosen = [p.strip() for p in policies.split(",") if p.strip()]
+    unknown = set(chosen) - {"auto", "confidence", "never", "always"}
+    if unknown:
+        raise typer.BadParameter(f"unknown policies {sorted(unknown)}", param_hint="--policies")
+    try:
+        committed = check_split(split, final=final, rule=rule)
+    except SplitError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--split") from exc
+    labels = read_labels(labels_file, split)
+    if not labels:
+        raise typer.BadParameter(f"no {split!r} questions in {labels_file}", param_hint="--split")
+    with gate_loop(model, engine, labels_corpus(labels_file)) as (loop_, search_loop, model_path):
+        threshold = resolve_threshold(None, model_path)
+        outcomes = loop_.run_until_complete(run_policies(search_loop, labels, chosen, max_tokens=max_tokens,
+                                                         confidence_threshold=threshold))  # fmt: skip
+        lettered = [lab.example for lab in labels if lab.example.choices]
+        scorer = Scorer.load(model_path)  # one load for both read-backs
+        options = option_report(score_options(scorer, lettered)) if lettered else None
+        _score_decisions(outcomes, labels, scorer)
+    if {"never", "always"} <= set(chosen):
+        outcomes += oracle(outcomes)
+    rows = summarise(outcomes, labels)
+    counts = class_counts(labels)
+    ran = list(dict.fromkeys(o.policy for o in outcomes))
+    comparisons = [compare(outcomes, a, b) for a in ran for b in ("never", "always") if b in ran and a != b]
+    out.mkdir(parents=True, exist_ok=True)
+    report = markdown(rows, counts, f"{title} ({split}, {len(labels)} questions; confidence threshold {threshold})",
+                      options, comparisons)  # fmt: skip
+    (out / "gate.md").write_text(report)
+    (out / "gate.json").write_text(json.dumps({"split": split, "model": model_path, "labels": str(labels_file),
+                                               "confidence_threshold": threshold,
+                                               "rows": rows, "classes": counts, "option_likelihood": options,
+                                               "comparisons": comparisons}, indent=2) + "\n")  # fmt: skip
+    if committed is not None:
+        record(ledger, committed, model=model_path, policies=chosen, labels=str(labels_file), out=str(out), rows=rows)
+        typer.echo(f"-> logged in {ledger} (commit it)")
+    with (out / "outcomes.jsonl").open("w") as f:
+        f.writelines(json.dumps(asdict(o)) + "\n" for o in outcomes)
+    plot(rows, out / "gate.png", title)
+    typer.echo(report)
+    typer.echo(f"-> {out}/gate.md, gate.json, gate.png, outcomes.jsonl")
+
+
+def _score_decisions(outcomes: list, labels: list, scorer: Any) -> None:
+    """`auto`'s own score per question: P(search | its first answer), for the trained gate's AUROC."""
+    from trainer.decision import search_probabilities
+
+    questions = {lab.example.id: lab.example.prompt_text() for lab in labels}
+    turns = [o for o in outcomes if "first_turn" in o.extra]
+    if turns:
+        probabilities = search_probabilities(scorer, [(questions[o.id], o.extra["first_turn"]) for o in turns])
+        for o, p in zip(turns, probabilities, strict=True):
+            o.extra["search_probability"] = round(p, 5)
+
+
+def gate_table(
+    run: Annotated[list[str], typer.Option(help="label=results/gate/<dir> (repeat; from `trainer eval-gate`).")],
+    out: Annotated[Path, typer.Option(help="ablation.md, .json and .png go here.")] = Path("results/gate"),
+    title: str = "Search gates on the frozen test split, each model against its own labels",
+) -> None:
+    """Several eval-gate runs in one table and plot: the models and policies side by side."""
+    from trainer.ablation import gate_rows, markdown, plot
+
+    rows = []
+    for item in run:
+        label, sep, path = item.partition("=")
+        if not sep or not (Path(path) / "gate.json").is_file():
+            raise typer.BadParameter(f"{item!r}: expected label=<an eval-gate --out folder>", param_hint="--run")
+        rows += gate_rows(label, Path(path))
+    out.mkdir(parents=True, exist_ok=True)
+    report = markdown(rows, title)
+    (out / "ablation.md").write_text(report)
+    (out / "ablation.json").write_text(json.dumps(rows, indent=2) + "\n")
+    plot(rows, out / "ablation.png", title)
+    typer.echo(report)
+    typer.echo(f"-> {out}/ablation.md, ablation.json, ablation.png")
+
+
+def readme_table(
+    readme: Annotated[Path, typer.Option(help="The README whose gate table is generated.")] = Path("README.md"),
+    check: Annotated[bool, typer.Option(help="Only check that README agrees with the result files.")] = False,
+) -> None:
+    """README's gate table from the committed result files (results/gate/), scored with today's measures."""
+    from trainer.evals.report import gate_table, readme_block, update_readme
+
+    root = readme.resolve().parent
+    if check:
+        if readme_block(readme.read_text()) != gate_table(root):
+            typer.echo("README's gate table disagrees with results/gate/: run `trainer readme-table`", err=True)
+            raise typer.Exit(1)
+        typer.echo("README's gate table agrees with the result files")
+        return
+    typer.echo(f"{readme}: {'updated' if update_readme(readme, root) else 'already up to date'}")
+
+
+def compare(
+    run: Annotated[list[str], typer.Option(help="label=path/to/results.json (repeat; from `trainer eval`).")],
+    out: Annotated[Path, typer.Option(help="comparison.md, .json and .png go here.")] = RUNS / "compare",
+    tuned: Annotated[str, typer.Option(help="The label of the tuned model.")] = "tuned",
+    base: Annotated[str, typer.Option(help="The label whose never/always runs are the baselines.")] = "base",
+) -> None:
+    """Base vs tuned (and baselines) in one table and plot, with SEM's targets checked."""
+    from trainer.compare import compare as run_compare
+    from trainer.compare import markdown
+
+    runs = {}
+    for item in run:
+        label, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            raise typer.BadParameter(
+                f"expected label=results.json with an existing file, got {item!r}", param_hint="--run"
+            )
+        runs[label] = Path(path)
+    if {tuned, base} - set(runs):
+        raise typer.BadParameter(f"--run must include the labels {tuned!r} and {base!r}", param_hint="--run")
+    rows, checks = run_compare(runs, out, tuned, base)
+    typer.echo(markdown(rows, checks))
+    typer.echo(f"-> {out}/comparison.md, comparison.json, comparison.png")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(evaluate)
+    app.command("label")(label_cmd)
+    app.command()(calibrate)
+    app.command("eval-gate")(eval_gate)
+    app.command("gate-table")(gate_table)
+    app.command("readme-table")(readme_table)
+    app.command()(compare)

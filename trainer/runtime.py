@@ -1,0 +1,96 @@
+"""What every trainer command builds the same way: the model to start from, a model the engines can load (adapters
+merged), the search the loop runs, and a SearchLoop on a local engine. No module state: the search backend comes
+from the settings (SEM_SEARCH__BACKEND, which `trainer --search-backend` sets)."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+RUNS = Path("runs")
+LABELS = RUNS / "labels" / "labels.jsonl"
+
+
+def retriever(corpus: Path):
+    """The search the trainer's loop runs, built by the service's factory: the backend SEM_SEARCH__BACKEND (set by
+    `trainer --search-backend`) names, over `corpus` for the local indexes, behind an in-process cache."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sem.cache import CachedSearch
+    from sem.search import build_backend
+    from sem.settings import Settings
+
+    settings = Settings(corpus=corpus)
+    with ThreadPoolExecutor(1) as pool:  # its own event loop: callers may already run one
+        backend = pool.submit(asyncio.run, build_backend(settings)).result()
+    return CachedSearch(backend)
+
+
+def default_model() -> str:
+    """What training starts from: SEM_MODEL, else the embedded base (never the already tuned default)."""
+    from sem.assets import base_model_dir
+    from sem.settings import Settings
+
+    settings = Settings()
+    return settings.model or str(base_model_dir(settings.home_dir))
+
+
+@contextmanager
+def servable(model: str | None) -> Iterator[str | None]:
+    """A model the engines can load: a LoRA adapter is merged into its base in a temporary folder first."""
+    from trainer.lora import is_adapter
+
+    if model == "base":  # the embedded base checkpoint, before SEM's adapter
+        from sem.assets import base_model_dir
+        from sem.settings import Settings
+
+        model = str(base_model_dir(Settings().home_dir))
+    if model is None or not is_adapter(model):
+        yield model
+        return
+    from trainer.grpo import merge_adapter
+
+    with tempfile.TemporaryDirectory(prefix="sem-merged-") as tmp:
+        yield str(merge_adapter(Path(model), Path(tmp)))
+
+
+def gate_corpus(examples: list, out: Path) -> Path:
+    """The questions' own paragraphs plus the default Wikipedia summaries: what the labelling searches."""
+    from sem.corpus import iter_passages, write_corpus
+    from sem.settings import Settings
+    from trainer.data import paragraph_corpus
+
+    rows = paragraph_corpus(examples) + [p.model_dump() for p in iter_passages(Settings().corpus_path)]
+    write_corpus(rows, out)
+    return out
+
+
+def labels_corpus(labels_file: Path) -> Path:
+    """The corpus the labels were searched on, beside them; rebuilt from the labelled questions when missing."""
+    from trainer.evals.labels import read_labels
+
+    corpus = labels_file.with_name("corpus.jsonl")
+    if not corpus.is_file():
+        gate_corpus([lab.example for lab in read_labels(labels_file)], corpus)
+    return corpus
+
+
+@contextmanager
+def gate_loop(model: str | None, engine_kind: str, corpus: Path) -> Iterator:
+    """A SearchLoop on a local model (adapters merged) over a corpus; closes the engine afterwards."""
+    from sem.engines import build_engine
+    from sem.loop import SearchLoop
+    from sem.settings import EngineKind, Settings
+
+    with servable(model) as model_path:
+        settings = Settings(engine=EngineKind(engine_kind), **({"model": model_path} if model_path else {}))
+        loop_ = asyncio.new_event_loop()
+        engine = loop_.run_until_complete(build_engine(settings))
+        try:
+            yield loop_, SearchLoop(engine, retriever(corpus)), settings.model_path
+        finally:
+            loop_.run_until_complete(engine.aclose())
+            loop_.close()
