@@ -9,11 +9,11 @@ its engine). Importing this module imports TRL: the CLI does it lazily.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import torch
-from trl import GRPOConfig
+from trl import GRPOConfig, SFTConfig
 
 from sem.loop import LoopOptions
 from trainer.rollout import TRAIN_MAX_SEARCHES
@@ -22,6 +22,17 @@ from trainer.rollout import TRAIN_MAX_SEARCHES
 def default_rollout_engine() -> str:
     """vLLM where it is installed, HF `generate` otherwise."""
     return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+
+
+REWARDS = ("sem", "ikea", "otc", "em")
+
+
+def check_choices(reward: str, rollout_engine: str) -> None:
+    """The fields with a fixed set of values (checked for `--dry-run` too, which builds no config)."""
+    if rollout_engine not in ("vllm", "hf"):
+        raise ValueError(f"rollout_engine must be vllm or hf, not {rollout_engine!r}")
+    if reward not in REWARDS:
+        raise ValueError(f"reward must be one of {', '.join(REWARDS)}, not {reward!r}")
 
 
 @dataclass
@@ -39,16 +50,21 @@ class SEMGRPOConfig(GRPOConfig):
     )
     vllm_dtype: str = field(default="float32", metadata={"help": "dtype of the in-process vLLM rollout engine."})
 
-    # TRL's fields whose default SEM's recipe changes
+    # TRL's fields whose default SEM's recipe changes (or that get a shorter name on the command line)
     max_steps: int = 200
     learning_rate: float = 1e-5  # LoRA moves little at TRL's 1e-6 in a CPU-sized run
-    per_device_train_batch_size: int = 4
+    per_device_train_batch_size: int = field(
+        default=4, metadata={"aliases": ["--batch-size"], "help": "Answers per micro-batch and process."}
+    )
+    vllm_server_base_url: str | None = field(
+        default=None,
+        metadata={"aliases": ["--vllm-server-url"], "help": "Roll out on this `vllm serve` (deploy/README.md)."},
+    )
     num_generations: int | None = 4
     max_completion_length: int | None = 128  # the 135M model's answers and one search fit
     logging_steps: float = 1
     save_steps: float = 25
     save_total_limit: int | None = 2
-    report_to: Any = "none"
     gradient_checkpointing: bool = False  # a 135M model fits, and checkpointing costs 20% a step
     bf16: bool | None = None  # on where the GPU has it, off on CPUs
 
@@ -57,27 +73,72 @@ class SEMGRPOConfig(GRPOConfig):
         if self.bf16 is None:
             self.bf16 = cuda and torch.cuda.is_bf16_supported()
         self.use_cpu = self.use_cpu or not cuda
-        if self.rollout_engine not in ("vllm", "hf"):
-            raise ValueError(f"rollout_engine must be vllm or hf, not {self.rollout_engine!r}")
+        check_choices(self.reward, self.rollout_engine)
         super().__post_init__()
 
     @property
     def reward_params(self) -> dict[str, Any]:
         return {"tau": self.tau} if self.reward in ("sem", "ikea") else {}
 
-    @classmethod
-    def recipe(cls, **given: Any) -> dict[str, Any]:
-        """The fields a run is described by (SEM's and the TRL ones the recipe sets), defaults overlaid by `given`,
-        without building the config (TRL checks the batch shape against this machine's process count)."""
-        defaults = {
-            f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-            for f in fields(cls)
-            if f.name in RECIPE_FIELDS
-        }
-        return {name: given.get(name, defaults[name]) for name in RECIPE_FIELDS}
+    RECIPE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "reward", "tau", "lora", "lora_r", "max_searches", "top_k", "rollout_engine", "vllm_dtype",
+        "vllm_server_base_url", "vllm_gpu_memory_utilization", "max_steps", "per_device_train_batch_size",
+        "gradient_accumulation_steps", "num_generations", "max_completion_length", "temperature", "learning_rate",
+        "beta", "loss_type", "save_steps", "seed",
+    )  # fmt: skip  # what a run is described by (`--dry-run`, deploy's checks)
 
 
-RECIPE_FIELDS = ("reward", "tau", "lora", "lora_r", "max_searches", "top_k", "rollout_engine", "vllm_dtype",
-                 "vllm_server_base_url", "vllm_gpu_memory_utilization", "max_steps", "per_device_train_batch_size",
-                 "gradient_accumulation_steps", "num_generations", "max_completion_length", "temperature",
-                 "learning_rate", "beta", "loss_type", "save_steps", "seed")  # fmt: skip
+# The YAML keys that name a field by its command-line alias
+YAML_ALIASES = {"batch_size": "per_device_train_batch_size", "vllm_server_url": "vllm_server_base_url"}
+
+
+def parse_config(
+    cls: type, args: list[str], defaults: dict[str, Any], *, command: str, print_help: bool = False
+) -> dict[str, Any] | None:
+    """A config dataclass's fields from command-line `args` over `defaults` (a YAML section) over the dataclass's own
+    defaults, the way TRL's scripts parse theirs (transformers' HfArgumentParser), without building the config:
+    TRL's checks run against this machine's processes, which `--dry-run` must not. None after printing help."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(cls, prog=f"trainer {command} [OPTIONS]")
+    if print_help:
+        parser.print_help()
+        return None
+    names = {f.name for f in fields(cls) if f.init}
+    given = {YAML_ALIASES.get(k, k): v for k, v in defaults.items()}
+    unknown = set(given) - names
+    if unknown:
+        raise ValueError(f"unknown {command} fields {sorted(unknown)}; `trainer {command} --config-help` lists them")
+    parser.set_defaults(**given)
+    namespace, rest = parser.parse_known_args(args)
+    if rest:
+        raise ValueError(f"unknown options {rest}; `trainer {command} --config-help` lists them")
+    if cls is SEMGRPOConfig:
+        check_choices(namespace.reward, namespace.rollout_engine)
+    return {k: v for k, v in vars(namespace).items() if k in names and k != "output_dir"}
+
+
+@dataclass
+class SEMSFTConfig(SFTConfig):
+    """TRL's SFTConfig with the warm-up's defaults: a short LoRA run over the teacher traces."""
+
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank; 0 fine-tunes the whole model."})
+    max_steps: int = 60
+    per_device_train_batch_size: int = field(
+        default=4, metadata={"aliases": ["--batch-size"], "help": "Traces per micro-batch and process."}
+    )
+    learning_rate: float = 5e-5
+    logging_steps: float = 5
+    save_steps: float = 50
+    save_total_limit: int | None = 2
+    seed: int = 0
+    gradient_checkpointing: bool = False  # TRL turns it on; a 135M model fits, and it costs 20% a step
+    max_length: int | None = 1024
+    bf16: bool | None = None  # on where the GPU has it, off on CPUs
+
+    def __post_init__(self) -> None:
+        cuda = torch.cuda.is_available()
+        if self.bf16 is None:
+            self.bf16 = cuda and torch.cuda.is_bf16_supported()
+        self.use_cpu = self.use_cpu or not cuda
+        super().__post_init__()

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -23,6 +23,9 @@ from sem.protocol import format_result
 from trainer.data import Example
 from trainer.evals.labels import KNOWN, Label, found_in, is_right
 from trainer.lora import lora_config
+
+if TYPE_CHECKING:  # importing the config imports TRL: only the training run needs it
+    from trainer.config import SEMSFTConfig
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -158,53 +161,33 @@ def run_sft(
     model_path: str,
     examples: list[Example],
     retriever: CachedSearch,
-    output_dir: Path,
+    args: SEMSFTConfig,
     *,
-    max_steps: int = 60,
-    batch_size: int = 4,
-    learning_rate: float = 5e-5,
-    save_steps: int = 50,
     resume: bool = False,
-    seed: int = 0,
-    lora_r: int | None = None,
     labels: dict[str, Label] | None = None,
 ) -> Path:
     """Fine-tune briefly on teacher traces; returns the folder of the final checkpoint.
 
-    With `lora_r`, a LoRA adapter is trained instead of the full model; GRPO then keeps training that same adapter,
-    so the whole recipe's result is one small adapter over the untouched base.
+    With `args.lora_r`, a LoRA adapter is trained instead of the full model; GRPO then keeps training that same
+    adapter, so the whole recipe's result is one small adapter over the untouched base.
     """
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
+    output_dir = Path(args.output_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     rows = build_sft_rows(examples, tokenizer, retriever, labels)
     log.info("sft: %d traces, %d tokens trained", len(rows), sum(sum(x != IGNORE for x in r["labels"]) for r in rows))
-    args = SFTConfig(
-        output_dir=str(output_dir),
-        max_steps=max_steps,
-        per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate,
-        logging_steps=5,
-        save_steps=save_steps,
-        save_total_limit=2,
-        report_to=[],
-        seed=seed,
-        bf16=False,
-        use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=False,  # TRL turns it on; a 135M model fits, and it costs 20% a step
-        max_length=1024,
-    )
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=lora_config(lora_r) if lora_r else None,
+        peft_config=lora_config(args.lora_r) if args.lora_r else None,
     )
     last = get_last_checkpoint(str(output_dir)) if resume and output_dir.is_dir() else None
     trainer.train(resume_from_checkpoint=last)

@@ -16,19 +16,6 @@ from trainer.runtime import RUNS, default_model, labels_corpus, retriever
 log = logging.getLogger("trainer")
 
 
-class Reward(StrEnum):
-    sem = "sem"
-    ikea = "ikea"
-    otc = "otc"
-    em = "em"
-
-
-class RolloutEngineChoice(StrEnum):
-    auto = "auto"  # vllm when installed, else hf
-    vllm = "vllm"
-    hf = "hf"
-
-
 class Labelling(StrEnum):
     fixed = "fixed"  # MuSiQue/HotpotQA need search, MMLU is known (SEM's mix)
     model = "model"  # the base model's closed-book pass rate decides (IKEA's mode)
@@ -116,24 +103,28 @@ def _relabel(examples: list, model: str, k: int) -> tuple[list, list]:
 
 
 def sft(
+    ctx: typer.Context,
     data_dir: Annotated[Path, typer.Option("--data", help="Output of `trainer data`.")] = RUNS / "data",
     model: Annotated[str | None, typer.Option(help="Base model (default: SEM_MODEL or the embedded one).")] = None,
     out: Annotated[Path, typer.Option(help="Checkpoints and the final model.")] = RUNS / "sft",
-    max_steps: int = 60,
-    batch_size: int = 4,
-    learning_rate: float = 5e-5,
-    save_steps: int = 50,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank; 0 fine-tunes the whole model.")] = 8,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
     labels_file: Annotated[
         Path | None,
         typer.Option("--labels", help="`trainer label` output: its train split, the model's own first answers."),
     ] = None,
+    config_help: Annotated[bool, typer.Option(help="List the run's options (SEMSFTConfig) and exit.")] = False,
 ) -> None:
-    """Warm up the template with teacher traces written through the real loop (results masked)."""
+    """Warm up the template with teacher traces written through the real loop (results masked).
+
+    Every other option is a field of SEMSFTConfig (TRL's SFTConfig with the warm-up's defaults, trainer/config.py):
+    `--max-steps 100 --batch-size 4 --learning-rate 3e-4 --lora-r 16` (`--config-help` lists them)."""
+    from trainer.config import SEMSFTConfig
     from trainer.data import read_jsonl
     from trainer.sft import run_sft
 
+    fields = _config_fields(ctx, SEMSFTConfig, "sft", config_help)
+    if fields is None:
+        return
     labels = None
     if labels_file is not None:  # the model's own attempts; the label decides whether a search follows
         from trainer.evals.labels import read_labels
@@ -142,14 +133,31 @@ def sft(
         examples, corpus = [lab.example for lab in labels.values()], labels_corpus(labels_file)
     else:
         examples, corpus = read_jsonl(data_dir / "train.jsonl"), data_dir / "corpus.jsonl"
-    final = run_sft(
-        model or default_model(), examples, retriever(corpus), out, max_steps=max_steps, batch_size=batch_size,
-        learning_rate=learning_rate, save_steps=save_steps, resume=resume, lora_r=lora_r or None, labels=labels,
-    )  # fmt: skip
+    try:
+        args = SEMSFTConfig(**{**fields, "output_dir": str(out)})
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    final = run_sft(model or default_model(), examples, retriever(corpus), args, resume=resume, labels=labels)
     typer.echo(f"sft model -> {final}")
 
 
+OWN_OPTIONS = {"data_dir", "data", "model", "out", "resume", "dry_run", "world_size", "labels", "labels_file"}
+
+
+def _config_fields(ctx: typer.Context, cls: type, command: str, print_help: bool) -> dict | None:
+    """The config's fields from the command line's extra options over the YAML section (the command's own
+    options taken out); None after printing the config's help."""
+    from trainer.config import parse_config
+
+    from_yaml = {k: v for k, v in (ctx.default_map or {}).items() if k not in OWN_OPTIONS}
+    try:
+        return parse_config(cls, ctx.args, from_yaml, command=command, print_help=print_help)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
 def train(
+    ctx: typer.Context,
     data_dir: Annotated[Path, typer.Option("--data", help="Output of `trainer data`.")] = RUNS / "data",
     model: Annotated[str | None, typer.Option(help="Start model (default: runs/sft/final when present).")] = None,
     out: Annotated[Path, typer.Option(help="Checkpoints, log.jsonl and the final model.")] = RUNS / "grpo",
@@ -158,63 +166,32 @@ def train(
     world_size: Annotated[
         int | None, typer.Option(help="Training processes, for --dry-run (default: WORLD_SIZE, else 1).")
     ] = None,
-    # The rest default to SEMGRPOConfig's (trainer/config.py): TRL's GRPOConfig with SEM's fields
-    reward: Annotated[Reward | None, typer.Option(help="Reward (default sem).")] = None,
-    tau: Annotated[float | None, typer.Option(help="sem/ikea: score a first answer needs (default 0.8).")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (default 200).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Answers per micro-batch and process (default 4).")] = None,
-    gradient_accumulation_steps: Annotated[
-        int | None, typer.Option(help="Micro-batches per optimizer step and rollout: less memory, same step.")
-    ] = None,
-    num_generations: Annotated[int | None, typer.Option(help="Answers per prompt (default 4).")] = None,
-    max_completion_length: Annotated[int | None, typer.Option(help="Tokens over all turns (default 128).")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default 1.0).")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Default 1e-5.")] = None,
-    beta: Annotated[float | None, typer.Option(help="KL weight (TRL's default 0).")] = None,
-    loss_type: Annotated[str | None, typer.Option(help="TRL's loss (default dapo).")] = None,
-    lora: Annotated[bool | None, typer.Option(help="Train a LoRA adapter, else the whole model (default on).")] = None,
-    lora_r: Annotated[int | None, typer.Option(help="LoRA rank (default 8; an adapter keeps its own).")] = None,
-    max_searches: Annotated[int | None, typer.Option(help="Search budget of a rollout (default 2).")] = None,
-    save_steps: Annotated[int | None, typer.Option(help="Checkpoint every so many steps (default 25).")] = None,
-    rollout_engine: Annotated[
-        RolloutEngineChoice,
-        typer.Option(help="vllm: a step's answers batched on vLLM, weights pushed each step; hf: transformers."),
-    ] = RolloutEngineChoice.auto,
-    vllm_dtype: Annotated[str | None, typer.Option(help="dtype of the in-process vLLM (default float32).")] = None,
-    vllm_server_url: Annotated[
-        str | None, typer.Option(help="Roll out on this `vllm serve` (deploy/README.md), not in-process.")
-    ] = None,
-    vllm_gpu_memory_utilization: Annotated[
-        float | None, typer.Option(help="In-process vLLM on a GPU: its share of the memory (default 0.3).")
-    ] = None,
     labels_file: Annotated[
         Path | None,
         typer.Option("--labels", help="`trainer label` output: train on its train split, balanced by the labels."),
     ] = None,
+    config_help: Annotated[bool, typer.Option(help="List the recipe's options (SEMGRPOConfig) and exit.")] = False,
 ) -> None:
-    """GRPO with a search-efficiency reward; rollouts run sem.loop on vLLM (or the policy through transformers)."""
+    """GRPO with a search-efficiency reward; rollouts run sem.loop on vLLM (or the policy through transformers).
+
+    Every other option is a field of SEMGRPOConfig (TRL's GRPOConfig with SEM's fields, trainer/config.py), parsed
+    the way TRL's own scripts parse theirs, with its default declared once there: `--max-steps 2`, `--batch-size 4`,
+    `--reward ikea`, `--no-lora`, ... (`--config-help` lists them). The YAML's `train:` section sets the same fields;
+    the command line wins."""
     from trainer.config import SEMGRPOConfig
     from trainer.grpo import run_grpo
 
+    fields = _config_fields(ctx, SEMGRPOConfig, "train", config_help)
+    if fields is None:  # --config-help
+        return
     start = model or (str(RUNS / "sft" / "final") if (RUNS / "sft" / "final").is_dir() else default_model())
-    given = {
-        "reward": reward.value if reward else None, "tau": tau, "max_steps": max_steps,
-        "per_device_train_batch_size": batch_size, "gradient_accumulation_steps": gradient_accumulation_steps,
-        "num_generations": num_generations, "max_completion_length": max_completion_length,
-        "temperature": temperature, "learning_rate": learning_rate, "beta": beta, "loss_type": loss_type,
-        "lora": lora, "lora_r": lora_r, "max_searches": max_searches, "save_steps": save_steps,
-        "rollout_engine": None if rollout_engine is RolloutEngineChoice.auto else rollout_engine.value,
-        "vllm_dtype": vllm_dtype, "vllm_server_base_url": vllm_server_url,
-        "vllm_gpu_memory_utilization": vllm_gpu_memory_utilization,
-    }  # fmt: skip
-    given = {k: v for k, v in given.items() if v is not None}
     if dry_run:
-        recipe = SEMGRPOConfig.recipe(**given)
+        recipe = {name: fields[name] for name in SEMGRPOConfig.RECIPE_FIELDS}
         _check_batch_shape(recipe, world_size)
         typer.echo(json.dumps({"model": start, "data": str(data_dir), "out": str(out), **recipe}, indent=2))
         return
     try:
-        args = SEMGRPOConfig(output_dir=str(out), **given)
+        args = SEMGRPOConfig(**{**fields, "output_dir": str(out)})
     except ValueError as exc:  # TRL's own checks (e.g. the batch shape at this process count)
         raise typer.BadParameter(str(exc)) from exc
     examples, corpus = _training_questions(data_dir, labels_file)
@@ -261,5 +238,5 @@ def _check_batch_shape(recipe: dict, world_size: int | None) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command()(data)
-    app.command()(sft)
-    app.command()(train)
+    app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(sft)
+    app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(train)
