@@ -15,10 +15,10 @@ import json
 import time
 from pathlib import Path
 
-from sem import benchmarks
-from sem.benchmarks import default_source
 from sem.engines import build_engine
 from sem.engines.vllm import cpu_flags
+from sem.evaldata import benchmarks
+from sem.evaldata.benchmarks import default_source
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy
 from sem.search.bm25 import BM25Backend
 from sem.settings import EngineKind, Settings

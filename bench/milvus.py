@@ -15,8 +15,8 @@ from pathlib import Path
 
 from search import markdown, percentile, recall_table, sliding_corpus
 
-from sem import benchmarks
-from sem.benchmarks import default_source
+from sem.evaldata import benchmarks
+from sem.evaldata.benchmarks import default_source
 from sem.search.bm25 import BM25Backend
 from sem.search.milvus import MilvusBackend
 from sem.settings import Settings

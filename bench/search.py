@@ -20,10 +20,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sem import benchmarks
-from sem.benchmarks import default_source
 from sem.cache import CachedSearch, LRUStore, RedisStore
 from sem.corpus import iter_passages, write_corpus
+from sem.evaldata import benchmarks
+from sem.evaldata.benchmarks import default_source
 from sem.search.bm25 import BM25Backend
 from sem.search.dense import DenseBackend
 from sem.settings import Settings

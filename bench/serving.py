@@ -31,10 +31,10 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from sem import benchmarks
-from sem.benchmarks import default_source
 from sem.cache import CachedSearch
 from sem.engines.base import SamplingOptions
+from sem.evaldata import benchmarks
+from sem.evaldata.benchmarks import default_source
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy
 from sem.protocol import ANSWER_CLOSE, SEARCH_CLOSE, build_messages, render_prompt
 from sem.search.bm25 import BM25Backend

@@ -25,10 +25,10 @@ import torch
 from transformers import TrainerCallback
 
 from sem.settings import Settings
-from trainer.runtime import retriever as _retriever
 from trainer.config import SEMGRPOConfig
 from trainer.data import read_jsonl
 from trainer.grpo import build_grpo_trainer
+from trainer.runtime import retriever as _retriever
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -118,7 +118,7 @@ def corpus_build(
 
         rows = list(iter_passages(prepare_corpus(Settings().home_dir)))
     elif source in (CorpusSource.musique, CorpusSource.hotpotqa, CorpusSource.twowiki):
-        from sem import benchmarks
+        from sem.evaldata import benchmarks
 
         if input is None:
             raise typer.BadParameter("give the benchmark file with --input", param_hint="--input")

@@ -1,5 +1,5 @@
 """Training data: SEM's balanced known / needs-search mix and the base-model labelling mode (IKEA's: a question
-the model never answers closed-book needs search). The benchmark loaders live in `sem.benchmarks`.
+the model never answers closed-book needs search). The benchmark loaders live in `sem.evaldata.benchmarks`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from sem.benchmarks import (
+from sem.evaldata.benchmarks import (
     KNOWN,
     NEEDS_SEARCH,
     SOURCES,

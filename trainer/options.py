@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sem import protocol
-from sem.benchmarks import Example
+from sem.evaldata.benchmarks import Example
 from trainer.likelihood import Scorer
 
 LETTERS = "ABCD"

@@ -131,8 +131,8 @@ async def test_search_mode_per_request_is_searched_and_cached_apart(tiny_corpus:
 
 
 def test_finds_supporting_paragraphs_of_real_questions(tmp_path: Path) -> None:
-    from sem import benchmarks
     from sem.corpus import write_corpus
+    from sem.evaldata import benchmarks
 
     questions = benchmarks.load_source("hotpotqa", "sample", "dev", limit=40)
     corpus = tmp_path / "hotpot.jsonl"

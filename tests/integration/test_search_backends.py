@@ -47,8 +47,8 @@ async def test_dense_finds_by_meaning_and_stores_its_index(tiny_corpus: Path, de
 
 
 async def test_backends_find_supporting_paragraphs_of_real_questions(tmp_path: Path, dense_model: str) -> None:
-    from sem import benchmarks
     from sem.corpus import write_corpus
+    from sem.evaldata import benchmarks
 
     questions = benchmarks.load_source("hotpotqa", "sample", "dev", limit=40)
     corpus = tmp_path / "hotpot.jsonl"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sem import benchmarks
-from sem.sample import SAMPLE_DIR
+from sem.evaldata import benchmarks
+from sem.evaldata.sample import SAMPLE_DIR
 from trainer import data
 from trainer.data import KNOWN, NEEDS_SEARCH, Example, Paragraph
 

@@ -8,8 +8,10 @@ import importlib
 import pytest
 
 MODULES = ["sem.protocol", "sem.cache", "sem.engines.base", "sem.search.registry", "sem.search.milvus", "sem.keys",
-           "sem.loop", "sem.gate", "sem.benchmarks", "trainer.data", "trainer.evals.labels", "sem_client._tools",
-           "trainer.options", "trainer.sft", "trainer.decision", "trainer.evals.measures", "trainer.evals.ledger", "trainer.evals.runs", "trainer.evals.summary",
+           "sem.loop", "sem.gate", "sem.evaldata.benchmarks", "trainer.data", "trainer.evals.labels",
+           "sem_client._tools",
+           "trainer.options", "trainer.sft", "trainer.decision", "trainer.evals.measures", "trainer.evals.ledger",
+           "trainer.evals.runs", "trainer.evals.summary",
            "sem.engines.vllm"]  # fmt: skip
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sem.benchmarks import Example
+from sem.evaldata.benchmarks import Example
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
 from sem.scoring import normalize_answer, score
 from trainer.data import question_key

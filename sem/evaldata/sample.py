@@ -4,8 +4,8 @@ The sample keeps each benchmark's original file layout (the same relative paths 
 loader reads a full local copy, the sample, or a user's files alike. Only sets whose licence allows shipping them
 are here (no TriviaQA); sources and licences are in `NOTICE.md` beside the files.
 
-Rebuild it from a full data folder with `python -m sem.sample --src ../shared/data` (deterministic: the first rows
-of each file, the first rows of each MMLU subject).
+Rebuild it from a full data folder with `python -m sem.evaldata.sample --src ../shared/data` (deterministic: the
+first rows of each file, the first rows of each MMLU subject).
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def build_sample(src: Path, dest: Path = SAMPLE_DIR) -> dict[str, int]:
         "# Benchmark sample: sources and licences",
         "",
         "The first rows of each file below, in its original format, so that SEM tests and trains offline.",
-        "Built with `python -m sem.sample --src <full data folder>`. The text of each row belongs to its dataset's",
-        "authors, under the licence named here; keep this attribution when you show rows.",
+        "Built with `python -m sem.evaldata.sample --src <full data folder>`. The text of each row belongs to its",
+        "dataset's authors, under the licence named here; keep this attribution when you show rows.",
         "",
         "| file | rows | dataset | licence |",
         "|---|---|---|---|",

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sem.sample import SAMPLE_DIR
+from sem.evaldata.sample import SAMPLE_DIR
 
 NEEDS_SEARCH, KNOWN = "needs_search", "known"
 
@@ -264,7 +264,7 @@ HUB: dict[str, HubDataset] = {
 }
 # fmt: on
 
-SAMPLE = "sample"  # the benchmark sample shipped in the package (sem/data/benchmarks, see sem.sample)
+SAMPLE = "sample"  # the benchmark sample shipped in the package (sem/evaldata/data/benchmarks, see sem.evaldata.sample)
 HUB_PREFIX = "hf"  # `hf` (each dataset's usual hub home), `hf:<dataset id or folder>[:<config>]`
 
 
