@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sem.benchmarks import Example
+from sem.evaldata.benchmarks import Example
 from sem.gate import read_threshold, resolve_threshold, write_threshold
 from trainer.gate import (
     HELPED,
@@ -109,7 +109,8 @@ def test_open_f1_leaves_lettered_and_math_questions_out() -> None:
 
 
 def test_a_trained_gate_is_scored_by_its_search_probability() -> None:
-    """`auto` has no confidence: its AUROC comes from P(search | first answer), and only questions it answered."""
+    """`auto` has no confidence: its AUROC comes from P(search | first answer); an answer without that score counts
+    as what the gate did (here: no search, 0), so leaving it out cannot flatter the gate."""
     labels = [label(0, KNOWN, 1.0), label(1, HELPED), label(2, NEITHER), label(3, NEITHER)]
     runs = [outcome(i, "auto", k, False, s, None) for i, k, s in ((0, KNOWN, 1), (1, HELPED, 1), (2, NEITHER, 0),
                                                                   (3, NEITHER, 0))]  # fmt: skip
@@ -117,8 +118,8 @@ def test_a_trained_gate_is_scored_by_its_search_probability() -> None:
         if p is not None:
             run.extra["search_probability"] = p
     (row,) = summarise(runs, labels)
-    # wrong closed-book (0.9, 0.4) against right (0.7): one pair ranked right, one wrong
-    assert row["auroc"] == 0.5 and row["scored"] == 3 and row["over_search"] == 1.0
+    # wrong closed-book (0.9, 0.4, unscored 0.0) against right (0.7): one pair ranked right, two wrong
+    assert row["auroc"] == 0.333 and (row["scored"], row["unscored"]) == (3, 1) and row["over_search"] == 1.0
 
 
 def test_confidence_sweep_and_pick() -> None:
@@ -166,13 +167,16 @@ async def test_teacher_traces_carry_the_models_own_first_answers(tokenizer, tiny
     hamlet = Example("h", "Who wrote Hamlet?", ("William Shakespeare",), "needs_search", "t")
     known = Label(hamlet, "train", ["Marlowe", "William Shakespeare"], ["Shakespeare"], 0.5, 1.0, KNOWN)
     helped = Label(hamlet, "train", ["Who wrote Hamlet?", "Marlowe", "Bacon"], ["Kyd", "Shakespeare"], 0.0, 0.5, HELPED)
+    traces = {}
     for lab, searches in ((known, 0), (helped, 1)):
-        trace = await teacher_trace(hamlet, tokenizer, CachedSearch(backend), label=lab)
+        trace = traces[lab.klass] = await teacher_trace(hamlet, tokenizer, CachedSearch(backend), label=lab)
         assert trace.answers[0] in lab.closed and trace.search_count == searches
         assert "<think>" not in trace.completion and "unknown" not in trace.completion.lower()
-    assert trace.answers == ["Marlowe", "Shakespeare"]  # its first attempt (not the question asked back), then its
-    # own right post-search answer, not the gold
-    assert known.closed[1] == "William Shakespeare"  # the known case taught its right sample, not its first
+    # its first attempt (not the question asked back), then its own right post-search answer, not the gold
+    assert traces[HELPED].answers == ["Marlowe", "Shakespeare"]
+    # the known case taught its right sample ("William Shakespeare", its second), not its first ("Marlowe")
+    assert traces[KNOWN].answers == ["William Shakespeare"]
+    assert traces[KNOWN].completion == "<answer>William Shakespeare</answer>"
 
 
 async def test_teacher_answers_after_a_search_only_what_the_results_hold(tokenizer, tiny_corpus) -> None:
