@@ -60,3 +60,15 @@ def publish_adapter(adapter_dir: str | Path, out_dir: str | Path, base_id: str, 
     else:  # a stale calibration belongs to the adapter it was made for
         (out / GATE_FILE).unlink(missing_ok=True)
     return out
+
+
+PROVENANCE = "## Provenance"
+
+
+def stamp_card(adapter_dir: Path, text: str) -> None:
+    """Say in the adapter's model card (README.md) how it became the default: its `## Provenance` section is replaced
+    (or added), the rest of the card kept."""
+    card = Path(adapter_dir) / "README.md"
+    body = card.read_text() if card.is_file() else ""
+    head = body.split(PROVENANCE, 1)[0].rstrip()
+    card.write_text((head + "\n\n" if head else "") + f"{PROVENANCE}\n\n{text}\n")

@@ -84,22 +84,10 @@ def teacher_replies_from_label(label: Label, after: str | None = None) -> list[s
     return [f"<answer>{first}</answer>\n<search> {query} </search>", f"<answer>{after or first}</answer>"]
 
 
-def teacher_replies(example: Example) -> list[str]:
-    """The fixed-mix teacher (SEM's dataset labels): answer directly when the dataset says known, else answer,
-    search, answer again. Its first answers are canned; `teacher_replies_from_label` uses the model's own."""
-    gold = example.answers[0]
-    if example.kind == "known":
-        return [f"<think>I know this.</think>\n<answer>{gold}</answer>"]
-    query = search_query(example)
-    return [  # one reply per engine request: up to </search>, then after the result to the end
-        f"<think>I am not sure of this.</think>\n<answer>unknown</answer>\n<search> {query} </search>",
-        f"<think>The search result answers it.</think>\n<answer>{gold}</answer>",
-    ]
-
-
 async def teacher_trace(
-    example: Example, tokenizer: Any, retriever: CachedSearch, top_k: int = 3, label: Label | None = None
+    example: Example, tokenizer: Any, retriever: CachedSearch, label: Label, top_k: int = 3
 ) -> Trace:
+    """One SFT trace through the real loop, written from the model's own labelled attempts (no canned strings)."""
     options = LoopOptions(
         policy=SearchPolicy.auto,
         max_searches=1,
@@ -108,16 +96,12 @@ async def teacher_trace(
         force_answer=False,
         passage_chars=300,
     )
-    after: str | None = None
-    if label is None:
-        replies = teacher_replies(example)
-    else:  # what the loop's search will insert (the same cached retrieval) decides the answer after it
-        (found,) = await retriever.retrieve([search_query(example)], top_k, options.search_mode)
-        after = answer_after_search(label, format_result(found.passages, max_chars=options.passage_chars))
-        replies = teacher_replies_from_label(label, after)
-    engine = ReplayEngine(tokenizer, replies, "teacher")
+    # what the loop's search will insert (the same cached retrieval) decides the answer after it
+    (found,) = await retriever.retrieve([search_query(example)], top_k, options.search_mode)
+    after = answer_after_search(label, format_result(found.passages, max_chars=options.passage_chars))
+    engine = ReplayEngine(tokenizer, teacher_replies_from_label(label, after), "teacher")
     trace = await SearchLoop(engine, retriever).run(example.prompt_text(), options)
-    if label is not None and trace.searches and after is None:
+    if trace.searches and after is None:
         _untrain_tail(trace)
     return trace
 
@@ -141,30 +125,22 @@ def sft_row(trace: Trace, eos_id: int | None) -> dict[str, list[int]]:
     return {"input_ids": ids, "labels": labels}
 
 
-def build_sft_rows(
-    examples: list[Example], tokenizer: Any, retriever: CachedSearch, labels: dict[str, Label] | None = None
-) -> list[dict[str, list[int]]]:
-    labels = labels or {}
-    teachable = [ex for ex in examples if ex.id not in labels or first_attempt(labels[ex.id]) is not None]
-    if len(teachable) < len(examples):
-        log.info("sft: %d questions left out, no attempt among their samples", len(examples) - len(teachable))
+def build_sft_rows(labels: list[Label], tokenizer: Any, retriever: CachedSearch) -> list[dict[str, list[int]]]:
+    """One trace per labelled question with an attempt among its samples (the others have nothing to teach)."""
+    teachable = [lab for lab in labels if first_attempt(lab) is not None]
+    if len(teachable) < len(labels):
+        log.info("sft: %d questions left out, no attempt among their samples", len(labels) - len(teachable))
 
     async def build() -> list[Trace]:
-        return [await teacher_trace(ex, tokenizer, retriever, label=labels.get(ex.id))
-                for ex in tqdm(teachable, desc="sft traces")]  # fmt: skip
+        return [await teacher_trace(lab.example, tokenizer, retriever, lab)
+                for lab in tqdm(teachable, desc="sft traces")]  # fmt: skip
 
     traces = asyncio.run(build())
     return [sft_row(t, tokenizer.eos_token_id) for t in traces]
 
 
 def run_sft(
-    model_path: str,
-    examples: list[Example],
-    retriever: CachedSearch,
-    args: SEMSFTConfig,
-    *,
-    resume: bool = False,
-    labels: dict[str, Label] | None = None,
+    model_path: str, labels: list[Label], retriever: CachedSearch, args: SEMSFTConfig, *, resume: bool = False
 ) -> Path:
     """Fine-tune briefly on teacher traces; returns the folder of the final checkpoint.
 
@@ -179,7 +155,7 @@ def run_sft(
 
     output_dir = Path(args.output_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    rows = build_sft_rows(examples, tokenizer, retriever, labels)
+    rows = build_sft_rows(labels, tokenizer, retriever)
     log.info("sft: %d traces, %d tokens trained", len(rows), sum(sum(x != IGNORE for x in r["labels"]) for r in rows))
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     trainer = SFTTrainer(

@@ -11,7 +11,7 @@ MODULES = ["sem.protocol", "sem.cache", "sem.engines.base", "sem.search.registry
            "sem.loop", "sem.gate", "sem.evaldata.benchmarks", "trainer.data", "trainer.evals.labels",
            "sem_client._tools",
            "trainer.options", "trainer.sft", "trainer.decision", "trainer.evals.measures", "trainer.evals.ledger",
-           "trainer.evals.runs", "trainer.evals.summary",
+           "trainer.evals.runs", "trainer.evals.summary", "trainer.evals.promotion",
            "sem.engines.vllm"]  # fmt: skip
 
 

@@ -147,3 +147,47 @@ def test_readme_gate_table_agrees_with_the_result_files() -> None:
 
     root = Path(__file__).resolve().parents[2]
     assert readme_block((root / "README.md").read_text()) == gate_table(root)
+
+
+def eval_gate_run(folder: Path, policy: str, right: list[bool], searches: list[int]) -> Path:
+    """An eval-gate output folder as `trainer eval-gate` writes it (gate.json, outcomes.jsonl)."""
+    from dataclasses import asdict
+
+    folder.mkdir(parents=True)
+    (folder / "gate.json").write_text(json.dumps({"split": "dev", "rows": []}))
+    rows = [outcome(i, policy, NEITHER, r, s) for i, (r, s) in enumerate(zip(right, searches, strict=True))]
+    (folder / "outcomes.jsonl").write_text("".join(json.dumps(asdict(o)) + "\n" for o in rows))
+    return folder
+
+
+def test_promote_publishes_only_a_candidate_that_wins_by_the_committed_rule(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from trainer.cli import app
+
+    git(tmp_path, "init", "-q")
+    rule = tmp_path / "rule.md"
+    rule.write_text("more accurate, or fewer searches at no loss\n")
+    git(tmp_path, "add", "rule.md")
+    git(tmp_path, "commit", "-qm", "rule")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    save_file({"w": torch.zeros(2)}, adapter / "adapter_model.safetensors")
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 8}))
+    right = [i % 2 == 0 for i in range(40)]
+    current = eval_gate_run(tmp_path / "current", "auto", right, [1] * 40)
+    same = eval_gate_run(tmp_path / "same", "auto", right, [1] * 40)
+    fewer = eval_gate_run(tmp_path / "fewer", "auto", right, [0] * 20 + [1] * 20)
+    out = tmp_path / "published"
+    common = ["promote", "--adapter", str(adapter), "--current", str(current), "--rule", str(rule), "--out", str(out)]
+    stays = CliRunner().invoke(app, [*common, "--candidate", str(same)])
+    assert stays.exit_code == 0 and "stays:" in stays.output and not out.exists()
+    wins = CliRunner().invoke(app, [*common, "--candidate", str(fewer)])
+    assert wins.exit_code == 0 and "WINS: searches less" in wins.output, wins.output
+    card = (out / "README.md").read_text()
+    assert "## Provenance" in card and "rule.md" in card and "searches less" in card
+    assert (out / "adapter_model.safetensors").is_file()
+    rule.write_text("changed after the fact\n")
+    refused = CliRunner().invoke(app, [*common, "--candidate", str(fewer)])
+    assert refused.exit_code == 2 and "not committed" in refused.output

@@ -1,7 +1,9 @@
-"""Handing a model on: `export` (an adapter merged into its base) and `publish` (the service's default)."""
+"""Handing a model on: `export` (an adapter merged into its base), `publish` (the service's default, by hand) and
+`promote` (the default replaced only when a candidate wins by the committed rule)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -33,21 +35,70 @@ def publish(
         typer.Option(help="Its calibration (default: the adapter's own, from `trainer calibrate --model <adapter>`)."),
     ] = None,
 ) -> None:
-    """Make an adapter the service's default: copied (bf16) to where `sem assets` merges it into the base."""
+    """Make an adapter the service's default: copied (bf16) to where `sem assets` merges it into the base, by hand
+    (`trainer promote` does it only when the candidate wins by the committed rule)."""
+    _publish(adapter, out, gate, "Published by hand with `trainer publish` (no promotion rule applied).")
+
+
+def _publish(adapter: Path, out: Path | None, gate: Path | None, provenance: str) -> None:
     from sem.assets import TUNED_ADAPTER
     from sem.gate import gate_path
-    from trainer.lora import publish_adapter
+    from trainer.lora import publish_adapter, stamp_card
 
     if gate is None and gate_path(adapter).is_file():  # calibrated as an adapter: its own gate goes with it
         gate = gate_path(adapter)
-
     if gate is not None and not gate.is_file():
         raise typer.BadParameter(f"{gate} is not a file", param_hint="--gate")
     dest = publish_adapter(adapter, out or TUNED_ADAPTER, base_id="HuggingFaceTB/SmolLM2-135M-Instruct", gate=gate)
+    stamp_card(dest, f"{provenance} From {adapter}.")
     size = (dest / "adapter_model.safetensors").stat().st_size
     typer.echo(f"adapter -> {dest} ({size / 1e6:.1f} MB); `sem assets` merges it into the default model")
+
+
+def promote(
+    adapter: Annotated[Path, typer.Option(help="The trained candidate adapter.")] = RUNS / "grpo" / "final",
+    candidate: Annotated[Path, typer.Option(help="`trainer eval-gate --out` of the candidate, on dev.")] = RUNS
+    / "candidate",
+    current: Annotated[Path, typer.Option(help="`trainer eval-gate --out` of the served default, same dev.")] = RUNS
+    / "current",
+    candidate_policy: Annotated[str, typer.Option(help="The policy the candidate would be served with.")] = "auto",
+    current_policy: Annotated[str, typer.Option(help="The served default's policy.")] = "auto",
+    rule: Annotated[Path, typer.Option(help="The rule's committed text.")] = Path("results/rules/default-model.md"),
+    dry_run: Annotated[bool, typer.Option(help="Judge only; publish nothing.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Default: where `sem assets` looks for SEM's adapter.")] = None,
+) -> None:
+    """Publish the candidate as the served default only if it beats the current one by the committed rule
+    (trainer/evals/promotion.py) on the same dev questions; otherwise keep the current one and say why."""
+    from trainer.evals.ledger import SplitError, committed_rule
+    from trainer.evals.promotion import verdict
+    from trainer.evals.runs import Outcome
+
+    try:
+        committed = committed_rule(rule)
+    except SplitError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--rule") from exc
+    runs = {}
+    for name, folder, policy in (("candidate", candidate, candidate_policy), ("current", current, current_policy)):
+        report = folder / "gate.json"
+        if not report.is_file():
+            raise typer.BadParameter(f"{folder} holds no eval-gate run (gate.json)", param_hint=f"--{name}")
+        if json.loads(report.read_text())["split"] == "test":
+            raise typer.BadParameter("promotion is decided on dev, never on the test split", param_hint=f"--{name}")
+        rows = [json.loads(line) for line in (folder / "outcomes.jsonl").open() if line.strip()]
+        runs[name] = [Outcome(**r) for r in rows if r["policy"] == policy]
+        if not runs[name]:
+            raise typer.BadParameter(f"no {policy!r} answers in {folder}", param_hint=f"--{name}-policy")
+    result = verdict(runs["candidate"], runs["current"])
+    typer.echo(json.dumps(result.measures, indent=2))
+    typer.echo(("WINS: " if result.wins else "stays: ") + "; ".join(result.reasons))
+    if not result.wins or dry_run:
+        return
+    provenance = (f"Promoted by `trainer promote` under {committed.path} (commit {committed.commit[:10]}): "
+                  f"{'; '.join(result.reasons)}.")  # fmt: skip
+    _publish(adapter, out, None, provenance)
 
 
 def register(app: typer.Typer) -> None:
     app.command()(export)
     app.command()(publish)
+    app.command()(promote)

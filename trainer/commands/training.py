@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from trainer.runtime import RUNS, default_model, labels_corpus, retriever
+from trainer.runtime import LABELS, RUNS, default_model, labels_corpus, retriever
 
 log = logging.getLogger("trainer")
 
@@ -104,40 +104,38 @@ def _relabel(examples: list, model: str, k: int) -> tuple[list, list]:
 
 def sft(
     ctx: typer.Context,
-    data_dir: Annotated[Path, typer.Option("--data", help="Output of `trainer data`.")] = RUNS / "data",
+    labels_file: Annotated[
+        Path,
+        typer.Option("--labels", help="`trainer label` output (its train split): the model's own attempts to teach."),
+    ] = LABELS,
     model: Annotated[str | None, typer.Option(help="Base model (default: SEM_MODEL or the embedded one).")] = None,
     out: Annotated[Path, typer.Option(help="Checkpoints and the final model.")] = RUNS / "sft",
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
-    labels_file: Annotated[
-        Path | None,
-        typer.Option("--labels", help="`trainer label` output: its train split, the model's own first answers."),
-    ] = None,
     config_help: Annotated[bool, typer.Option(help="List the run's options (SEMSFTConfig) and exit.")] = False,
 ) -> None:
-    """Warm up the template with teacher traces written through the real loop (results masked).
+    """Warm up the template with teacher traces written through the real loop (results masked), from the model's
+    own labelled attempts: a known question is answered with one of its right samples, any other with its own
+    attempt, then the search, then an answer the results support (trainer/sft.py). No canned thought or answer.
 
     Every other option is a field of SEMSFTConfig (TRL's SFTConfig with the warm-up's defaults, trainer/config.py):
     `--max-steps 100 --batch-size 4 --learning-rate 3e-4 --lora-r 16` (`--config-help` lists them)."""
     from trainer.config import SEMSFTConfig
-    from trainer.data import read_jsonl
+    from trainer.evals.labels import read_labels
     from trainer.sft import run_sft
 
     fields = _config_fields(ctx, SEMSFTConfig, "sft", config_help)
     if fields is None:
         return
-    labels = None
-    if labels_file is not None:  # the model's own attempts; the label decides whether a search follows
-        from trainer.evals.labels import read_labels
-
-        labels = {lab.example.id: lab for lab in read_labels(labels_file, "train")}
-        examples, corpus = [lab.example for lab in labels.values()], labels_corpus(labels_file)
-    else:
-        examples, corpus = read_jsonl(data_dir / "train.jsonl"), data_dir / "corpus.jsonl"
+    if not labels_file.is_file():
+        raise typer.BadParameter(f"{labels_file} does not exist: run `trainer label` first", param_hint="--labels")
+    labels = read_labels(labels_file, "train")
+    if not labels:
+        raise typer.BadParameter(f"no train question in {labels_file}", param_hint="--labels")
     try:
         args = SEMSFTConfig(**{**fields, "output_dir": str(out)})
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    final = run_sft(model or default_model(), examples, retriever(corpus), args, resume=resume, labels=labels)
+    final = run_sft(model or default_model(), labels, retriever(labels_corpus(labels_file)), args, resume=resume)
     typer.echo(f"sft model -> {final}")
 
 
