@@ -70,6 +70,7 @@ class SupervisedEngine:
         self.restarts = 0
         self.down_since: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     # ---- what the loop and the service read ------------------------------------------------------------
 
@@ -149,7 +150,7 @@ class SupervisedEngine:
 
     def _died(self, generation: int, reason: str) -> None:
         """Record a death once (concurrent failures of the same engine are one death) and restart."""
-        if generation != self._generation or self.state is not EngineState.ready:
+        if generation != self._generation or self.state is not EngineState.ready or self._closing:
             return
         self.state = EngineState.restarting
         self.reason = reason
@@ -169,7 +170,7 @@ class SupervisedEngine:
 
     async def _watch(self) -> None:
         """Notice a death while idle (no request would see it until the next one failed)."""
-        while self.state is not EngineState.failed:
+        while self.state is not EngineState.failed and not self._closing:
             await asyncio.sleep(self._cfg.watch_interval_s)
             engine, generation = self._engine, self._generation
             if self.state is not EngineState.ready or engine is None:
@@ -179,7 +180,10 @@ class SupervisedEngine:
 
     async def _health_problem(self, engine: Engine) -> str | None:
         try:
-            await asyncio.wait_for(engine.check_health(), self._cfg.health_timeout_s)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that lands as the inner call
+            # finishes, and the watch would then outlive aclose (seen as a hung shutdown under test)
+            async with asyncio.timeout(self._cfg.health_timeout_s):
+                await engine.check_health()
         except Exception as exc:  # EngineError, a timeout, a remote engine's own error
             return f"{type(exc).__name__}: {exc}"
         return None
@@ -230,6 +234,7 @@ class SupervisedEngine:
             self._require()
 
     async def aclose(self) -> None:
+        self._closing = True
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
