@@ -27,6 +27,14 @@ def default_rollout_engine() -> str:
 REWARDS = ("sem", "ikea", "otc", "em")
 
 
+def fit_to_device(config: Any) -> None:
+    """bf16 where the GPU has it (unless set), the CPU where there is no GPU."""
+    cuda = torch.cuda.is_available()
+    if config.bf16 is None:
+        config.bf16 = cuda and torch.cuda.is_bf16_supported()
+    config.use_cpu = config.use_cpu or not cuda
+
+
 def check_choices(reward: str, rollout_engine: str) -> None:
     """The fields with a fixed set of values (checked for `--dry-run` too, which builds no config)."""
     if rollout_engine not in ("vllm", "hf"):
@@ -69,10 +77,7 @@ class SEMGRPOConfig(GRPOConfig):
     bf16: bool | None = None  # on where the GPU has it, off on CPUs
 
     def __post_init__(self) -> None:
-        cuda = torch.cuda.is_available()
-        if self.bf16 is None:
-            self.bf16 = cuda and torch.cuda.is_bf16_supported()
-        self.use_cpu = self.use_cpu or not cuda
+        fit_to_device(self)
         check_choices(self.reward, self.rollout_engine)
         super().__post_init__()
 
@@ -137,8 +142,5 @@ class SEMSFTConfig(SFTConfig):
     bf16: bool | None = None  # on where the GPU has it, off on CPUs
 
     def __post_init__(self) -> None:
-        cuda = torch.cuda.is_available()
-        if self.bf16 is None:
-            self.bf16 = cuda and torch.cuda.is_bf16_supported()
-        self.use_cpu = self.use_cpu or not cuda
+        fit_to_device(self)
         super().__post_init__()
