@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh Debian/Ubuntu machine with Python >= 3.11:
 #   make serve   -> .venv, packages, embedded model + corpus, then the service on 127.0.0.1:8000
 #   make test    -> the same set-up, a throwaway redis-server, then pytest
+#   make test-fast -> the unit tier alone (no servers, no real model generation), in under 2 minutes
 # CUDA machines: make serve EXTRAS=serve,cuda,dev TORCH=torch CONSTRAINTS=constraints/none.txt
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -12,7 +13,7 @@ CONSTRAINTS ?= constraints/cpu.txt
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: install assets serve test lint redis browser bench clean tuned-model eval-model eval-gate
+.PHONY: install assets serve test test-fast lint redis browser bench clean tuned-model eval-model eval-gate
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (set PYTHON=...)")'
@@ -42,6 +43,11 @@ browser:
 test: assets redis browser
 	$(BIN)/pytest
 
+# The fast tier (under 2 minutes on 2 CPUs): unit tests, the app in process on a scripted engine, the SDK offline;
+# no subprocess servers, no Redis, no real generation. `make test` runs these and tests/integration.
+test-fast: assets
+	$(BIN)/pytest tests/unit clients/python/tests
+
 bench: assets redis
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/milvus.py
@@ -54,15 +60,25 @@ lint: install
 clean:
 	rm -rf $(VENV) test-artifacts .pytest_cache
 
-# The SEM-tuned default model (issue #6): data -> LoRA SFT warm-up -> GRPO on the same adapter, resumable
-# (run it again after a stop), then the adapter is copied into models/ for `sem assets` to merge.
+# The SEM-tuned default model, on the labelled recipe (issue #32): the base labels its own questions (known / helped /
+# neither, from its samples), a LoRA SFT warm-up teaches its own attempts (no canned thought or answer), GRPO trains
+# the same adapter on the labels' balanced mix, the candidate's `confidence` gate is calibrated on dev, then the
+# candidate and the served default answer the same dev questions and `trainer promote` publishes the candidate only if
+# it wins by the committed rule (results/rules/default-model.md); otherwise the current default stays. Resumable.
 TRAIN_CONFIG ?= trainer/configs/cpu-smollm2.yaml
 TRAINER := $(BIN)/trainer --config $(TRAIN_CONFIG)
+RECIPE_LABELS ?= runs/labels
 tuned-model: assets
-	$(TRAINER) data
-	[ -d runs/sft/final ] || $(TRAINER) sft --resume
-	$(TRAINER) train --resume
-	$(TRAINER) publish --adapter runs/grpo/final
+	[ -f $(RECIPE_LABELS)/labels.jsonl ] || $(BIN)/trainer label --model base --out $(RECIPE_LABELS)
+	[ -d runs/sft/final ] || $(TRAINER) sft --labels $(RECIPE_LABELS)/labels.jsonl --resume
+	$(TRAINER) train --labels $(RECIPE_LABELS)/labels.jsonl --resume
+	$(BIN)/trainer calibrate --labels $(RECIPE_LABELS)/labels.jsonl --model runs/grpo/final
+	$(BIN)/trainer eval-gate --labels $(RECIPE_LABELS)/labels.jsonl --model runs/grpo/final \
+		--policies never,always,auto,confidence --out runs/candidate --title "labelled-recipe candidate, dev"
+	$(BIN)/trainer eval-gate --labels $(RECIPE_LABELS)/labels.jsonl --policies never,always,auto \
+		--out runs/current --title "served default, dev"
+	$(BIN)/trainer promote --adapter runs/grpo/final --candidate runs/candidate --current runs/current \
+		--candidate-policy confidence --current-policy auto
 
 # Base vs tuned on the dev mix (questions the training never saw), each under auto / never / always, then one table,
 # one plot and SEM's targets: results/sem-smollm2/ (the model card's numbers).
@@ -74,13 +90,15 @@ eval-model: assets
 	$(TRAINER) compare --run base=$(EVAL_OUT)/base/results.json --run tuned=$(EVAL_OUT)/tuned/results.json --out $(EVAL_OUT)
 
 # The gate judged by what each model knows (issue #18, ../shared/EVALUATION.md): labels from the model's own samples,
-# the base's `confidence` threshold calibrated on dev, then every policy on the frozen test split: results/gate/.
+# the base's `confidence` threshold calibrated on dev, then every policy on dev (GATE_SPLIT). The frozen test split
+# runs only as a final report: GATE_SPLIT="test --final --rule <committed rule file>", logged in results/test-ledger.jsonl.
 GATE_OUT ?= results/gate
+GATE_SPLIT ?= dev
 eval-gate: assets
 	$(BIN)/trainer label --model base --out $(GATE_OUT)/base/labels
 	$(BIN)/trainer calibrate --labels $(GATE_OUT)/base/labels/labels.jsonl --model base
-	$(BIN)/trainer eval-gate --labels $(GATE_OUT)/base/labels/labels.jsonl --model base \
+	$(BIN)/trainer eval-gate --split $(GATE_SPLIT) --labels $(GATE_OUT)/base/labels/labels.jsonl --model base \
 		--policies never,always,confidence --out $(GATE_OUT)/base --title "Base SmolLM2-135M, confidence gate"
 	$(BIN)/trainer label --out $(GATE_OUT)/tuned/labels
-	$(BIN)/trainer eval-gate --labels $(GATE_OUT)/tuned/labels/labels.jsonl \
+	$(BIN)/trainer eval-gate --split $(GATE_SPLIT) --labels $(GATE_OUT)/tuned/labels/labels.jsonl \
 		--policies never,always,auto --out $(GATE_OUT)/tuned --title "SEM-tuned SmolLM2-135M (served default), auto"

@@ -7,9 +7,13 @@ it can only have come from the tool's text.
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
+
+from sem import protocol
 
 QUESTION = "What is the capital of Zubrowka?"
 FACT = "Zubrowka is a small country in Europe. The capital of Zubrowka is Lutz, founded in 1802."
@@ -67,14 +71,23 @@ def test_the_models_own_decision_becomes_the_call(oai: openai.OpenAI, model: str
 
 
 def test_auto_call_and_answer_agree(oai: openai.OpenAI, model: str) -> None:
-    """The tuned model under tool_choice auto: whatever it decides, the response says it consistently."""
+    """The tuned model under tool_choice auto: whether it searches or answers (its own decision, either way), the
+    call, the answer and the search count say what its reasoning did."""
     result = ask(oai, model, [{"role": "user", "content": QUESTION}], tool_choice="auto")
     choice = result.choices[0]
     reasoning = choice.message.model_extra["reasoning_content"]
-    if choice.finish_reason == "tool_calls":
-        assert reasoning.rstrip().endswith("</search>") and result.usage.num_search_queries == 1
-    else:
-        assert not choice.message.tool_calls and result.usage.num_search_queries == 0
+    step = protocol.parse_step(reasoning)
+    # both ways: the content is the reasoning's answer, and no search runs on the server (the client searches)
+    assert (choice.message.content or "") == protocol.final_answer(reasoning)
+    assert result.model_extra["search_results"] == []
+    if choice.finish_reason == "tool_calls":  # it ended at its search: that search, as the one call
+        assert step.kind is protocol.StepKind.search and step.query
+        (call,) = choice.message.tool_calls
+        assert call.function.name == "search" and json.loads(call.function.arguments) == {"query": step.query}
+        assert result.usage.num_search_queries == 1
+    else:  # it answered: no call, nothing counted, and its reasoning does not end at a search
+        assert choice.finish_reason in ("stop", "length") and not choice.message.tool_calls
+        assert step.kind is not protocol.StepKind.search and result.usage.num_search_queries == 0
 
 
 def test_streamed_tool_call_is_assembled_by_openai_python(oai: openai.OpenAI, model: str) -> None:

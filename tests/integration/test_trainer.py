@@ -39,6 +39,22 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, settings) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory: pytest.TempPathFactory, settings) -> tuple[Path, Path]:
+    """The base model's own labels of a small pool (k = 2): what SFT teaches and the gate is judged against. The
+    model is the base, its files linked, so a calibration can be written beside them."""
+    from sem.assets import base_model_dir
+
+    root = tmp_path_factory.mktemp("labelled")
+    model = root / "model"
+    model.mkdir()
+    for f in base_model_dir(settings.home_dir).iterdir():
+        (model / f.name).symlink_to(f)
+    invoke("label", "--per-set", "3", "--k", "2", "--max-tokens", "24", "--model", str(model), "--engine", "vllm",
+           "--out", str(root / "labels"))  # fmt: skip
+    return model, root / "labels"
+
+
 def test_data_is_balanced_and_has_its_corpus(workdir: Path) -> None:
     train = read_jsonl(workdir / "data" / "train.jsonl")
     dev = read_jsonl(workdir / "data" / "dev.jsonl")
@@ -78,7 +94,7 @@ def test_rollout_mask_equals_the_inserted_spans(workdir: Path, settings) -> None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sem.loop import SearchPolicy
-    from trainer.cli import _retriever
+    from trainer.runtime import retriever as _retriever
 
     tokenizer = AutoTokenizer.from_pretrained(settings.model_path)
     model = AutoModelForCausalLM.from_pretrained(settings.model_path, dtype=torch.float32)
@@ -130,8 +146,8 @@ def test_a_new_step_pushes_the_policy_weights_into_vllm(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sem.loop import SearchPolicy
-    from trainer.cli import _retriever
     from trainer.lora import lora_config
+    from trainer.runtime import retriever as _retriever
 
     tokenizer = AutoTokenizer.from_pretrained(settings.model_path)
     base = AutoModelForCausalLM.from_pretrained(settings.model_path, dtype=torch.float32)
@@ -219,10 +235,12 @@ def test_trl_loss_ignores_tokens_the_env_mask_zeroes(tmp_path: Path, settings) -
     assert not torch.allclose(grad_c, grad_d, atol=1e-5)  # unmasked, the same change does move the gradient
 
 
-def test_sft_then_grpo_save_resume_eval_export(workdir: Path) -> None:
+def test_sft_then_grpo_save_resume_eval_export(workdir: Path, labelled: tuple[Path, Path]) -> None:
     data = str(workdir / "data")
     sft_out = workdir / "sft"
-    invoke("sft", "--data", data, "--out", str(sft_out), "--max-steps", "2", "--batch-size", "2", "--save-steps", "1")
+    labels = str(labelled[1] / "labels.jsonl")  # SFT teaches the model's own labelled attempts, nothing canned
+    invoke("sft", "--labels", labels, "--out", str(sft_out), "--max-steps", "2", "--batch-size", "2",
+           "--save-steps", "1")  # fmt: skip
     assert (sft_out / "final" / "adapter_config.json").is_file() and (sft_out / "checkpoint-2").is_dir()
     sft_adapter = load_file(sft_out / "final" / "adapter_model.safetensors")
 
@@ -308,20 +326,13 @@ def test_bad_policy_is_a_clear_error(workdir: Path) -> None:
     assert result.exit_code != 0 and "sometimes" in result.output
 
 
-def test_label_calibrate_and_judge_a_gate_with_the_real_model(tmp_path: Path, settings) -> None:
+def test_label_calibrate_and_judge_a_gate_with_the_real_model(tmp_path: Path, labelled: tuple[Path, Path]) -> None:
     """`trainer label` samples the model's own answers and classes follow from them; `calibrate` stores a threshold
     beside the model; `eval-gate` reads it and reports the gate beside never, always and the oracle."""
-    from sem.assets import base_model_dir
     from sem.gate import read_threshold
-    from trainer.gate import classify, is_right, read_labels
+    from trainer.evals.labels import classify, is_right, read_labels
 
-    model = tmp_path / "model"  # the base, its files linked: the calibration is written beside them
-    model.mkdir()
-    for f in base_model_dir(settings.home_dir).iterdir():
-        (model / f.name).symlink_to(f)
-    labels_dir = tmp_path / "labels"
-    invoke("label", "--per-set", "3", "--k", "2", "--max-tokens", "24", "--model", str(model), "--engine", "vllm",
-           "--out", str(labels_dir))  # fmt: skip
+    model, labels_dir = labelled
     labels = read_labels(labels_dir / "labels.jsonl")
     assert {lab.example.source for lab in labels} == {"nq_open", "hotpotqa", "musique", "2wiki", "mmlu", "gsm8k"}
     for lab in labels:
@@ -345,7 +356,11 @@ def test_label_calibrate_and_judge_a_gate_with_the_real_model(tmp_path: Path, se
     rows = {r["policy"]: r for r in json.loads((gate_dir / "gate.json").read_text())["rows"]}
     assert set(rows) == {"never", "always", "confidence", "oracle"}
     assert rows["never"]["searches_per_question"] == 0.0 and rows["always"]["searches_per_question"] == 1.0
-    assert "auroc" in rows["confidence"] or rows["confidence"]["questions"] > 0
+    gate = rows["confidence"]  # a gate with a score (1 - confidence) over every answer; an unscored one counts as
+    assert gate["questions"] > 0 and gate["scored"] > 0  # what it did: scored and unscored make up all the questions
+    assert gate["scored"] + gate["unscored"] == gate["questions"]
+    assert "auroc" in gate and (gate["auroc"] is None or 0.0 <= gate["auroc"] <= 1.0)
+    assert all("auroc" not in rows[p] for p in ("never", "always", "oracle"))  # they have no score to rank by
     assert (gate_dir / "gate.png").stat().st_size > 10_000
     lettered = [lab for lab in read_labels(labels_dir / "labels.jsonl", "train") if lab.example.choices]
     options = json.loads((gate_dir / "gate.json").read_text())["option_likelihood"]

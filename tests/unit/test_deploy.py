@@ -35,9 +35,13 @@ def is_setting(name: str) -> bool:
 def test_kubernetes_manifests_are_valid(manifest: Path) -> None:
     import kubernetes_validate
 
-    for doc in yaml.safe_load_all(manifest.read_text()):
-        if doc is None or doc.get("kind") == "Kustomization":
-            assert doc is None or doc.get("resources") or doc.get("patches")
+    docs = [doc for doc in yaml.safe_load_all(manifest.read_text()) if doc is not None]  # empty ones (a stray ---)
+    assert docs, f"{manifest.name} holds no document"
+    for doc in docs:
+        assert isinstance(doc, dict) and doc.get("kind"), f"{manifest.name}: a document with no kind"
+        if doc["kind"] == "Kustomization":  # kustomize's own file, not a Kubernetes API object
+            assert doc.get("apiVersion", "").startswith("kustomize.config.k8s.io/"), doc.get("apiVersion")
+            assert doc.get("resources") or doc.get("patches"), f"{manifest.name}: a Kustomization with nothing in it"
             continue
         kubernetes_validate.validate(doc, "1.33.0", strict=True)
 
@@ -106,3 +110,16 @@ def test_a_batch_that_does_not_split_into_groups_is_refused() -> None:
     out = dry_run("train", "--dry-run", "--batch-size", "6", "--num-generations", "4", "--world-size", "3")
     words = " ".join(out.replace("│", " ").split())  # rich wraps the error in a box
     assert out.startswith("exit 2") and "= 18 answers a step, not a multiple of num-generations 4" in words, out
+
+
+def test_probes_match_the_service_semantics() -> None:
+    """Readiness reads /readyz and drops a pod at the first failure (its engine is restarting); liveness reads
+    /healthz and outlasts an engine restart (~30 s on CPU, bench/chaos.py) with room to spare."""
+    docs = list(yaml.safe_load_all((DEPLOY / "k8s" / "base" / "sem.yaml").read_text()))
+    (deployment,) = [d for d in docs if d and d["kind"] == "Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    readiness, liveness = container["readinessProbe"], container["livenessProbe"]
+    assert readiness["httpGet"]["path"] == "/readyz" and readiness["failureThreshold"] == 1
+    assert liveness["httpGet"]["path"] == "/healthz"
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 60
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"

@@ -104,9 +104,19 @@ def test_metrics_and_lookup() -> None:
 
 
 def test_rewards_are_picklable_and_named() -> None:
-    for reward in (SEMReward(0.7), IKEAReward(), EMReward(), OTCReward()):
+    """A clone (TRL may pickle rewards into workers) is named and scores as the original, settings included: a tau of
+    0.6 counts "Paris city" (F1 0.67) as known, the default 0.8 would not."""
+    prompts = ["q1"] * 3 + ["q2"] * 2
+    c = cols([["Paris city"], ["Rome", "Paris"], ["Rome"], ["Paris"], ["Paris", "Paris"]], [0, 1, 0, 0, 1])
+    rewards = (SEMReward(0.6), IKEAReward(0.6), EMReward(), OTCReward(SEMReward(0.6), threshold=0.6),
+               Metric("searches"))  # fmt: skip
+    for reward in rewards:
         clone = pickle.loads(pickle.dumps(reward))
-        assert clone.__name__ == reward.__name__
+        assert clone is not reward and clone.__name__ == reward.__name__
+        expected = reward(["c"] * 5, prompts=prompts, **c)
+        assert len(set(expected)) > 1  # outcomes that differ, so a clone that scores otherwise is seen
+        assert clone(["c"] * 5, prompts=prompts, **c) == expected
+    assert SEMReward(0.6)(["c"], **cols([["Paris city"]], [0])) == [pytest.approx(2 / 3)]
 
 
 def test_missing_column_is_a_precise_error() -> None:

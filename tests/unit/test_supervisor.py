@@ -186,7 +186,10 @@ async def test_restarts_that_keep_failing_end_in_failed(tokenizer) -> None:
 
 @pytest.fixture
 def app_settings(settings: Settings, tiny_corpus: Path) -> Settings:
-    return settings.model_copy(update={"corpus": tiny_corpus, "supervision": FAST})
+    # No idle watch here: each test makes the death happen inside a request, and a watch that noticed it first would
+    # race the test's own steps.
+    quiet = FAST.model_copy(update={"watch_interval_s": 3600})
+    return settings.model_copy(update={"corpus": tiny_corpus, "supervision": quiet})
 
 
 def wait_ready(client: TestClient) -> None:
@@ -195,6 +198,9 @@ def wait_ready(client: TestClient) -> None:
             return
         asyncio.run(asyncio.sleep(0.01))
     pytest.fail("the app did not get ready")
+
+
+NEVER = {"question": "Capital of France?", "search": "never"}
 
 
 def test_the_app_answers_503_while_restarting_then_answers_again(app_settings, tokenizer) -> None:
@@ -210,24 +216,27 @@ def test_the_app_answers_503_while_restarting_then_answers_again(app_settings, t
     fatal: list[str] = []
     app = create_app(app_settings, engine_factory=restart_on_signal, on_fatal=fatal.append)
     with TestClient(app) as client:
-        wait_ready(client)
-        assert client.post("/v1/answer", json={"question": "Capital of France?", "search": "never"}).status_code == 200
-        factory.started[0].dead = True
-        failed = client.post("/v1/answer", json={"question": "Capital of France?", "search": "never"})
-        assert failed.status_code == 503 and failed.headers["retry-after"]
-        assert failed.json()["error"]["code"] == "engine_error"
-        refused = client.post("/v1/answer", json={"question": "Capital of France?", "search": "never"})
-        assert refused.status_code == 503 and "restarting" in refused.json()["error"]["message"]
-        ready = client.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["status"] == "restarting"
-        alive = client.get("/healthz")  # down but recovering: a liveness probe must not kill it
-        assert alive.status_code == 200 and alive.json()["status"] == "restarting"
-        gate.set()
-        wait_ready(client)
-        assert client.post("/v1/answer", json={"question": "Capital of France?", "search": "never"}).status_code == 200
-        metrics = client.get("/metrics").text
-        assert 'sem_engine_events_total{event="death"} 1.0' in metrics
-        assert 'sem_engine_events_total{event="restart"} 1.0' in metrics
+        try:
+            wait_ready(client)
+            assert client.post("/v1/answer", json=NEVER).status_code == 200
+            factory.started[0].dead = True
+            failed = client.post("/v1/answer", json=NEVER)
+            assert failed.status_code == 503 and failed.headers["retry-after"]
+            assert failed.json()["error"]["code"] == "engine_error"
+            refused = client.post("/v1/answer", json=NEVER)
+            assert refused.status_code == 503 and "restarting" in refused.json()["error"]["message"]
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["status"] == "restarting"
+            alive = client.get("/healthz")  # down but recovering: a liveness probe must not kill it
+            assert alive.status_code == 200 and alive.json()["status"] == "restarting"
+            gate.set()
+            wait_ready(client)
+            assert client.post("/v1/answer", json=NEVER).status_code == 200
+            metrics = client.get("/metrics").text
+            assert 'sem_engine_events_total{event="death"} 1.0' in metrics
+            assert 'sem_engine_events_total{event="restart"} 1.0' in metrics
+        finally:
+            gate.set()  # a failed assertion must not leave the restart waiting (the shutdown would hang)
     assert fatal == []
 
 

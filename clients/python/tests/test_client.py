@@ -1,8 +1,12 @@
-"""The SDK offline, over httpx.MockTransport: error mapping, retries, timeouts, SSE decoding."""
+"""The SDK offline, over httpx.MockTransport (and a local port that never answers, for the timeout): error mapping,
+retries, timeouts, SSE decoding."""
 
 from __future__ import annotations
 
 import json
+import socket
+import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -106,6 +110,31 @@ def test_timeouts_and_connection_errors() -> None:
         client_with(timeout, max_retries=0).answer("q")
     with pytest.raises(APIConnectionError):
         client_with(refused, max_retries=0).answer("q")
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A real port that takes connections (the kernel's listen backlog) and never answers a request."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_a_server_that_never_answers_times_out_after_the_timeout_given(silent_url: str) -> None:
+    started = time.monotonic()
+    with SemClient(silent_url, timeout=0.2, max_retries=0) as client, pytest.raises(APITimeoutError) as info:
+        client.answer("Who wrote Hamlet?")
+    assert 0.2 <= time.monotonic() - started < 5  # its own timeout, not the 120 s default
+    assert "timed out" in str(info.value)
+
+
+async def test_the_async_client_times_out_after_the_timeout_given(silent_url: str) -> None:
+    started = time.monotonic()
+    async with AsyncSemClient(silent_url, timeout=0.2, max_retries=0) as client:
+        with pytest.raises(APITimeoutError):
+            await client.answer("Who wrote Hamlet?")
+    assert 0.2 <= time.monotonic() - started < 5
 
 
 def test_api_key_from_argument_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
