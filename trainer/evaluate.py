@@ -7,18 +7,17 @@ per question; written as Markdown + JSON, plus a PNG of F1 against searches per 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy
 from sem.scoring import em_score, score
 from trainer.data import Example
+from trainer.evals.runner import bounded
 
 POLICIES = ("auto", "never", "always", "budget")
 
@@ -73,19 +72,15 @@ async def run_local(
     concurrency: int = 16,
 ) -> list[Outcome]:  # fmt: skip
     """Every example under every policy through the loop (concurrent: vLLM batches them)."""
-    gate = asyncio.Semaphore(concurrency)
-    bar = tqdm(total=len(examples) * len(policies), desc="eval")
 
-    async def one(example: Example, policy: str) -> Outcome:
-        async with gate:
+    def job(example: Example, policy: str) -> Callable[[], Awaitable[Outcome]]:
+        async def one() -> Outcome:
             trace = await loop.run(example.prompt_text(), policy_options(policy, max_searches, max_tokens))
-        bar.update()
-        return outcome(example, policy, trace.answer, trace.search_count, trace.generated_tokens)
+            return outcome(example, policy, trace.answer, trace.search_count, trace.generated_tokens)
 
-    try:
-        return list(await asyncio.gather(*(one(ex, p) for p in policies for ex in examples)))
-    finally:
-        bar.close()
+        return one
+
+    return await bounded([job(ex, p) for p in policies for ex in examples], concurrency, "eval")
 
 
 async def run_remote(
@@ -95,25 +90,22 @@ async def run_remote(
     """The same against a running service's `/v1/answer`."""
     import httpx
 
-    gate = asyncio.Semaphore(concurrency)
-    bar = tqdm(total=len(examples) * len(policies), desc=f"eval {url}")
     async with httpx.AsyncClient(base_url=url.rstrip("/"), timeout=300) as client:
 
-        async def one(example: Example, policy: str) -> Outcome:
-            body: dict[str, Any] = {"question": example.prompt_text(), "max_tokens": max_tokens}
-            body["search"] = "auto" if policy == "budget" else policy
-            body["max_searches"] = max_searches if policy == "budget" else 1
-            async with gate:
+        def job(example: Example, policy: str) -> Callable[[], Awaitable[Outcome]]:
+            async def one() -> Outcome:
+                body: dict[str, Any] = {"question": example.prompt_text(), "max_tokens": max_tokens}
+                body["search"] = "auto" if policy == "budget" else policy
+                body["max_searches"] = max_searches if policy == "budget" else 1
                 r = await client.post("/v1/answer", json=body)
-            r.raise_for_status()
-            data = r.json()
-            bar.update()
-            return outcome(example, policy, data["answer"], data["search_count"], data["usage"]["completion_tokens"])
+                r.raise_for_status()
+                data = r.json()
+                return outcome(example, policy, data["answer"], data["search_count"],
+                               data["usage"]["completion_tokens"])  # fmt: skip
 
-        try:
-            return list(await asyncio.gather(*(one(ex, p) for p in policies for ex in examples)))
-        finally:
-            bar.close()
+            return one
+
+        return await bounded([job(ex, p) for p in policies for ex in examples], concurrency, f"eval {url}")
 
 
 def summarize(outcomes: list[Outcome]) -> list[Row]:

@@ -1,5 +1,5 @@
-"""One bounded runner for every batch of answers the trainer asks for (labelling, judging gates): at most
-`concurrency` in flight, so the engine batches them, with a progress bar."""
+"""One bounded runner for every batch of answers the trainer asks for (labelling, judging gates, `trainer eval` on a
+local engine or a running service): at most `concurrency` in flight, so the engine batches them, with a bar."""
 
 from __future__ import annotations
 
