@@ -136,23 +136,3 @@ def run_grpo(
         100 * stats.formatted / max(stats.completions, 1),
     )
     return final
-
-
-def merge_adapter(adapter_dir: Path, output_dir: Path) -> Path:
-    """Merge a LoRA adapter into its base model: a plain checkpoint the service can load (`SEM_MODEL`), with the
-    adapter's gate calibration (`trainer calibrate --model <adapter>`) beside it."""
-    import shutil
-
-    import torch
-    from peft import AutoPeftModelForCausalLM
-    from transformers import AutoTokenizer
-
-    from sem.gate import gate_path
-
-    model = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir), dtype=torch.bfloat16)
-    merged = model.merge_and_unload()
-    merged.save_pretrained(str(output_dir))
-    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(output_dir))
-    if gate_path(adapter_dir).is_file():
-        shutil.copyfile(gate_path(adapter_dir), gate_path(output_dir))
-    return output_dir

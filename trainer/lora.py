@@ -1,4 +1,5 @@
-"""The one LoRA shape the recipe trains (SFT, then GRPO on the same adapter), and loading it back."""
+"""LoRA adapters: the one shape the recipe trains (SFT, then GRPO on the same adapter), loading one back, merging
+one into its base (eval, export), publishing one as the service's default and stamping its card."""
 
 from __future__ import annotations
 
@@ -72,3 +73,23 @@ def stamp_card(adapter_dir: Path, text: str) -> None:
     body = card.read_text() if card.is_file() else ""
     head = body.split(PROVENANCE, 1)[0].rstrip()
     card.write_text((head + "\n\n" if head else "") + f"{PROVENANCE}\n\n{text}\n")
+
+
+def merge_adapter(adapter_dir: Path, output_dir: Path) -> Path:
+    """Merge a LoRA adapter into its base model: a plain checkpoint the service can load (`SEM_MODEL`), with the
+    adapter's gate calibration (`trainer calibrate --model <adapter>`) beside it."""
+    import shutil
+
+    import torch
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    from sem.gate import gate_path
+
+    model = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir), dtype=torch.bfloat16)
+    merged = model.merge_and_unload()
+    merged.save_pretrained(str(output_dir))
+    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(output_dir))
+    if gate_path(adapter_dir).is_file():
+        shutil.copyfile(gate_path(adapter_dir), gate_path(output_dir))
+    return output_dir

@@ -51,7 +51,7 @@ def servable(model: str | None) -> Iterator[str | None]:
     if model is None or not is_adapter(model):
         yield model
         return
-    from trainer.grpo import merge_adapter
+    from trainer.lora import merge_adapter
 
     with tempfile.TemporaryDirectory(prefix="sem-merged-") as tmp:
         yield str(merge_adapter(Path(model), Path(tmp)))

@@ -22,7 +22,7 @@ def export(
     out: Annotated[Path, typer.Option(help="The merged checkpoint (serve it with SEM_MODEL=...).")] = RUNS / "export",
 ) -> None:
     """Merge a LoRA adapter into its base model, for the service to load."""
-    from trainer.grpo import merge_adapter
+    from trainer.lora import merge_adapter
 
     typer.echo(f"merged -> {merge_adapter(adapter, out)}")
 
