@@ -29,6 +29,17 @@ from sem.settings import Settings
 os.environ.setdefault("SEM_DTYPE", "float32")
 
 
+# A client's search as an OpenAI tool (the tool-call tests, in process and against the real service)
+SEARCH_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "search",
+        "description": "Search the knowledge base.",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+    },
+}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -14,17 +14,10 @@ import openai
 import pytest
 
 from sem import protocol
+from tests.conftest import SEARCH_TOOL
 
 QUESTION = "What is the capital of Zubrowka?"
 FACT = "Zubrowka is a small country in Europe. The capital of Zubrowka is Lutz, founded in 1802."
-SEARCH_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "search",
-        "description": "Search the knowledge base.",
-        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
-    },
-}
 
 
 def ask(oai: openai.OpenAI, model: str, messages: list, **kw):

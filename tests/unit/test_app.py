@@ -26,19 +26,12 @@ from sem.engines.base import Delta
 from sem.engines.replay import ReplayEngine
 from sem.settings import Settings
 from service.app import create_app
+from tests.conftest import SEARCH_TOOL
 
 MODEL = "replay"  # the scripted engine's name, which the app serves
 HAMLET = ["<think>unsure</think><answer>Marlowe</answer><search>Hamlet tragedy written by</search>",
           "<answer>William Shakespeare</answer>"]  # fmt: skip
 ERROR_FIELDS = {"message", "type", "param", "code"}
-SEARCH_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "search",
-        "description": "Search the knowledge base.",
-        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
-    },
-}
 ZUBROWKA = "What is the capital of Zubrowka?"
 FACT = "Zubrowka is a small country in Europe. The capital of Zubrowka is Lutz, founded in 1802."
 
