@@ -7,6 +7,7 @@ after a search prefill only the inserted result and what follows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 from collections.abc import AsyncIterator
@@ -140,8 +141,15 @@ class VLLMEngine:
         )
         # Off the event loop: starting takes ~20 s on CPU, and a service restarting its engine must go on
         # answering probes and refusing requests meanwhile. AsyncLLM starts its output handler on first use.
+        starting = asyncio.get_running_loop().run_in_executor(None, AsyncLLM.from_engine_args, args)
         try:
-            llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+            llm = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # Stopped mid-start (SIGTERM while the supervisor restarts it): the start goes on in its thread, so wait
+            # for it and shut it down, or its engine processes outlive the service.
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread((await starting).shutdown)
+            raise
         except Exception as exc:  # vLLM raises RuntimeError, ValueError, OSError... at start-up
             raise EngineError(f"vLLM failed to start on {model_path}: {exc}") from exc
         tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, model_path)
