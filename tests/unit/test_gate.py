@@ -7,27 +7,10 @@ import pytest
 
 from sem.evaldata.benchmarks import Example
 from sem.gate import read_threshold, resolve_threshold, write_threshold
-from trainer.gate import (
-    HELPED,
-    KNOWN,
-    NEITHER,
-    Label,
-    Outcome,
-    auroc,
-    bootstrap_ci,
-    classify,
-    confidence_sweep,
-    form_of,
-    is_right,
-    letter_report,
-    oracle,
-    over_search,
-    pick_threshold,
-    split_of,
-    summarise,
-    training_mix,
-    under_search,
-)
+from trainer.evals.labels import HELPED, KNOWN, NEITHER, Label, classify, form_of, is_right, split_of, training_mix
+from trainer.evals.measures import auroc, bootstrap_ci, over_search, under_search
+from trainer.evals.runs import Outcome, confidence_sweep, oracle, pick_threshold
+from trainer.evals.summary import letter_report, summarise
 
 
 @pytest.mark.parametrize(
@@ -304,7 +287,7 @@ def test_gate_table_scores_saved_answers_with_todays_measures(tmp_path) -> None:
     from dataclasses import asdict
 
     from trainer.ablation import gate_rows
-    from trainer.gate import write_labels
+    from trainer.evals.labels import write_labels
 
     labels = [label(0, KNOWN, 1.0), label(1, NEITHER), label(2, NEITHER)]
     runs = [outcome(i, "confidence", lab.klass, i == 0, int(i > 0), c) for i, (lab, c) in enumerate(zip(labels,
@@ -324,7 +307,7 @@ def test_reading_is_scored_where_the_results_held_the_answer() -> None:
     """`read_accuracy`: right answers among searched ones whose inserted results held the gold (the results only,
     not the search call that repeats the question); a search that found nothing to read is left out."""
     from sem.loop import SearchRecord, Segment, Trace
-    from trainer.gate import outcome_of
+    from trainer.evals.runs import outcome_of
 
     def traced(result: str, answer: str) -> Trace:
         parts = [
