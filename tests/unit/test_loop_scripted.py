@@ -226,6 +226,17 @@ async def test_confidence_gate_searches_below_its_threshold(tokenizer, retriever
         assert trace.answer == "Marlowe" and trace.completion.endswith("</answer>")
 
 
+def scored(tokenizer, *pieces: tuple[str, float]) -> float | None:
+    """answer_confidence of the pieces' text, each piece's tokens at its log-probability."""
+    ids: list[int] = []
+    logprobs: list[float] = []
+    for piece, logprob in pieces:
+        piece_ids = tokenizer.encode(piece, add_special_tokens=False)
+        ids += piece_ids
+        logprobs += [logprob] * len(piece_ids)
+    return answer_confidence("".join(piece for piece, _ in pieces), ids, logprobs, tokenizer)
+
+
 def test_answer_confidence_is_the_least_likely_answer_token(tokenizer) -> None:
     think, answer = "<think>I am not sure at all</think><answer>", "William Shakespeare</answer>"
     think_ids = tokenizer.encode(think, add_special_tokens=False)
@@ -235,8 +246,39 @@ def test_answer_confidence_is_the_least_likely_answer_token(tokenizer) -> None:
     ids = think_ids + answer_ids
     assert answer_confidence(think + answer, ids, logprobs, tokenizer) == pytest.approx(math.exp(-1.0))
     assert answer_confidence(think + answer, ids, None, tokenizer) is None
-    untagged = answer_confidence("William Shakespeare", ids[:2], [-0.5, -1.5], tokenizer)  # no tags: the whole text
-    assert untagged == pytest.approx(math.exp(-1.0))
+    untagged = answer_confidence("William Shakespeare", ids[:2], [-0.5, -1.5], tokenizer)  # no tags: the same minimum
+    assert untagged == pytest.approx(math.exp(-1.5))
+
+
+def test_answer_confidence_has_one_scale_tagged_or_not(tokenizer) -> None:
+    """The same answer tokens at the same log-probabilities score the same, whatever surrounds them."""
+    answer = [("William", -0.2), (" Shakespeare", -0.7)]
+    tagged = scored(tokenizer, ("<think>I know</think><answer>", -6.0), *answer, ("</answer>", -6.0))
+    untagged = scored(tokenizer, *answer, (".", -6.0), (" It is a tragedy.", -8.0))
+    after_think = scored(tokenizer, ("<think>I know</think>", -6.0), *answer, ("\nHamlet", -8.0))
+    assert tagged == untagged == after_think == pytest.approx(math.exp(-0.7))
+
+
+def test_untagged_answer_is_scored_on_its_first_sentence(tokenizer) -> None:
+    first = [("William Shakespeare wrote", -0.1), (" Hamlet", -0.9), (".", -0.1)]
+    two_sentences = scored(tokenizer, *first, (" It is a", -0.1), (" tragedy", -12.0), (".", -0.1))
+    two_lines = scored(tokenizer, *first[:2], ("\n", -0.1), ("Written", -12.0))
+    assert two_sentences == two_lines == pytest.approx(math.exp(-0.9))
+    # An initial does not end the sentence: the doubt about the name after it counts.
+    initials = scored(tokenizer, ("J. K.", -0.1), (" Rowling", -3.0), (" wrote it.", -0.1))
+    assert initials == pytest.approx(math.exp(-3.0))
+
+
+def test_think_before_an_untagged_answer_is_not_scored(tokenizer) -> None:
+    think = ("<think>I am not sure at all</think>", -9.0)
+    assert scored(tokenizer, think, ("William Shakespeare", -0.4)) == pytest.approx(math.exp(-0.4))
+    assert scored(tokenizer, think, ("\n\n", -9.0), ("Marlowe.", -0.4)) == pytest.approx(math.exp(-0.4))
+
+
+def test_untagged_answer_span_is_capped(tokenizer) -> None:
+    """A text without a sentence end is scored on its first tokens, not on the rarest word of a paragraph."""
+    run_on = " and".join(["Hamlet was written by William Shakespeare"] * 8)  # ~60 tokens, no end mark
+    assert scored(tokenizer, (run_on, -0.3), (" indeed", -12.0)) == pytest.approx(math.exp(-0.3))
 
 
 async def test_confidence_gate_reads_an_answer_without_tags(tokenizer, retriever) -> None:
