@@ -27,6 +27,7 @@ from sem.evaldata.benchmarks import default_source
 from sem.search.bm25 import BM25Backend
 from sem.search.dense import DenseBackend
 from sem.settings import Settings
+from trainer.evals.tables import markdown_table
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -133,10 +134,7 @@ async def cache_table(corpus: Path, queries: list[str]) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, cell=str)
 
 
 def main() -> None:

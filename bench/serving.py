@@ -39,6 +39,7 @@ from sem.loop import LoopOptions, SearchLoop, SearchPolicy
 from sem.protocol import ANSWER_CLOSE, SEARCH_CLOSE, build_messages, render_prompt
 from sem.search.bm25 import BM25Backend
 from sem.settings import Settings
+from trainer.evals.tables import figure, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_TOKENS = 64
@@ -51,10 +52,7 @@ def free_port() -> int:
 
 
 def markdown(rows: list[dict]) -> str:
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, cell=str)
 
 
 def start_service(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
@@ -262,26 +260,18 @@ async def naive_baseline(settings: Settings, questions: list[str]) -> dict:
 
 
 def plot(rows: list[dict], path: Path, naive: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for policy in ("auto", "never", "always"):
-        pts = [r for r in rows if r["policy"] == policy]
-        ax.plot(
-            [r["concurrency"] for r in pts], [r["answers_per_s"] for r in pts], marker="o", label=f"service, {policy}"
-        )
-    ax.axhline(naive["answers_per_s"], color="grey", linestyle="--", label="naive loop (HF, sequential, always)")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("concurrent clients")
-    ax.set_ylabel("answers / s")
-    ax.set_title(f"/v1/answer, SmolLM2-135M, vLLM-CPU, 2 cores, <= {MAX_TOKENS} tokens", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    title = f"/v1/answer, SmolLM2-135M, vLLM-CPU, 2 cores, <= {MAX_TOKENS} tokens"
+    with figure(path, size=(6.5, 4), title=title) as ax:
+        for policy in ("auto", "never", "always"):
+            pts = [r for r in rows if r["policy"] == policy]
+            ax.plot([r["concurrency"] for r in pts], [r["answers_per_s"] for r in pts], marker="o",
+                    label=f"service, {policy}")  # fmt: skip
+        ax.axhline(naive["answers_per_s"], color="grey", linestyle="--", label="naive loop (HF, sequential, always)")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel("answers / s")
+        ax.grid(alpha=0.3)
+        ax.legend()
 
 
 def main() -> None:

@@ -25,10 +25,11 @@ import torch
 from transformers import TrainerCallback
 
 from sem.settings import Settings
-from trainer.config import SEMGRPOConfig
 from trainer.data import read_jsonl
-from trainer.grpo import build_grpo_trainer
+from trainer.evals.tables import figure, markdown_table
 from trainer.runtime import retriever as _retriever
+from trainer.train.config import SEMGRPOConfig
+from trainer.train.grpo import build_grpo_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,30 +123,20 @@ def run_engine(engine: str, model: str, data: Path, work: Path, opts: argparse.N
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    keys = [k for k in rows[0] if k != "per_step"]
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, [k for k in rows[0] if k != "per_step"], cell=str)
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     parts = ["rollout_s", "sync_s", "logps_nograd_s", "loss_forward_s", "backward_rest_s"]
-    fig, ax = plt.subplots(figsize=(7, 3))
-    for i, row in enumerate(rows):
-        left = 0.0
-        for j, part in enumerate(parts):
-            ax.barh(i, row[part], left=left, color=f"C{j}", label=part if i == 0 else None)
-            left += row[part]
-    ax.set_yticks(range(len(rows)), [r["engine"] for r in rows])
-    ax.set_xlabel("seconds per GRPO step")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with figure(path, size=(7, 3)) as ax:
+        for i, row in enumerate(rows):
+            left = 0.0
+            for j, part in enumerate(parts):
+                ax.barh(i, row[part], left=left, color=f"C{j}", label=part if i == 0 else None)
+                left += row[part]
+        ax.set_yticks(range(len(rows)), [r["engine"] for r in rows])
+        ax.set_xlabel("seconds per GRPO step")
+        ax.legend(fontsize=7, loc="lower right")
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
 """SEM post-training with GRPO (TRL). The trainer's rollouts run `sem.loop`, the same code the service runs.
 
-The data, rewards, rollout and `trainer` CLI are the Trainer issue's work; this package reserves the name.
+By phase: `data` (the question mixes), `train/` (configs, SFT, GRPO, rollouts, rewards, adapters), `evals/` (labels,
+runs, measures, reports); `commands/` and `cli` are the `trainer` CLI, `runtime` what its commands build alike.
 """

@@ -1,5 +1,6 @@
-"""Training data: SEM's balanced known / needs-search mix and the base-model labelling mode (IKEA's: a question
-the model never answers closed-book needs search). The benchmark loaders live in `sem.evaldata.benchmarks`.
+"""The question mixes both phases stand on: SEM's balanced known / needs-search mix, the held-out halves, and the
+check that splits share no question (by normalised text, which the labels' frozen split hashes too). The benchmark
+loaders live in `sem.evaldata.benchmarks`; the model's own labels in `trainer.evals.labels`.
 """
 
 from __future__ import annotations
@@ -7,8 +8,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import replace
+from collections.abc import Iterable
 
 from sem.evaldata.benchmarks import (
     KNOWN,
@@ -42,7 +42,6 @@ __all__ = [
     "class_balance",
     "drop_overlaps",
     "held_out_halves",
-    "label_by_pass_rate",
     "load_2wiki",
     "load_gsm8k",
     "load_hotpotqa",
@@ -109,18 +108,3 @@ def check_disjoint(**splits: list[Example]) -> None:
 def class_balance(examples: Iterable[Example]) -> dict[str, int]:
     """How many examples of each kind (`known`, `needs_search`), sorted by kind."""
     return dict(sorted(Counter(e.kind for e in examples).items()))
-
-
-def label_by_pass_rate(
-    examples: list[Example],
-    answer_fn: Callable[[Example, int], list[str]],
-    *,
-    k: int,
-    is_correct: Callable[[str, Example], bool],
-) -> list[Example]:
-    """Relabel by the base model's closed-book pass rate over k samples: 0 -> needs search, else known."""
-    labelled = []
-    for example in examples:
-        passed = sum(is_correct(answer, example) for answer in answer_fn(example, k))
-        labelled.append(replace(example, kind=KNOWN if passed else NEEDS_SEARCH))
-    return labelled

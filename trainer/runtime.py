@@ -12,6 +12,9 @@ from pathlib import Path
 
 RUNS = Path("runs")
 LABELS = RUNS / "labels" / "labels.jsonl"
+# How a model labels its own questions (trainer.evals.labels.label), for both commands that ask it to (`trainer label`,
+# `trainer data --labelling model`): samples per question and policy, their temperature and length, answers in flight
+LABEL_SAMPLES, LABEL_TEMPERATURE, LABEL_MAX_TOKENS, LABEL_CONCURRENCY = 4, 0.8, 64, 16
 
 
 def retriever(corpus: Path):
@@ -41,7 +44,7 @@ def default_model() -> str:
 @contextmanager
 def servable(model: str | None) -> Iterator[str | None]:
     """A model the engines can load: a LoRA adapter is merged into its base in a temporary folder first."""
-    from trainer.lora import is_adapter
+    from trainer.train.lora import is_adapter
 
     if model == "base":  # the embedded base checkpoint, before SEM's adapter
         from sem.assets import base_model_dir
@@ -51,7 +54,7 @@ def servable(model: str | None) -> Iterator[str | None]:
     if model is None or not is_adapter(model):
         yield model
         return
-    from trainer.lora import merge_adapter
+    from trainer.train.lora import merge_adapter
 
     with tempfile.TemporaryDirectory(prefix="sem-merged-") as tmp:
         yield str(merge_adapter(Path(model), Path(tmp)))

@@ -20,7 +20,7 @@ from sem.gate import read_threshold, resolve_policy, write_threshold
 from tests.conftest import free_port, launch, stop
 from trainer.cli import app
 from trainer.data import check_disjoint, read_jsonl
-from trainer.rollout import RolloutConfig, SEMRollout
+from trainer.train.rollout import RolloutConfig, SEMRollout
 
 runner = CliRunner()
 
@@ -146,8 +146,8 @@ def test_a_new_step_pushes_the_policy_weights_into_vllm(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sem.loop import SearchPolicy
-    from trainer.lora import lora_config
     from trainer.runtime import retriever as _retriever
+    from trainer.train.lora import lora_config
 
     tokenizer = AutoTokenizer.from_pretrained(settings.model_path)
     base = AutoModelForCausalLM.from_pretrained(settings.model_path, dtype=torch.float32)
@@ -191,7 +191,7 @@ def test_trl_loss_ignores_tokens_the_env_mask_zeroes(tmp_path: Path, settings) -
     from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from trainer.lora import lora_config
+    from trainer.train.lora import lora_config
 
     tokenizer = AutoTokenizer.from_pretrained(settings.model_path)
     args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=2, num_generations=2,

@@ -87,8 +87,8 @@ def test_the_tuned_default_decides_when_to_search(
 def test_the_trained_gate_scores_its_own_decision(settings) -> None:
     """eval-gate's AUROC for `auto` reads P(search | first answer) back from the weights: high where the tuned model
     searches (after "unknown"), low where it stops (after a letter), and near zero for the base that never searches."""
-    from trainer.decision import search_probabilities
-    from trainer.likelihood import Scorer
+    from trainer.evals.decision import search_probabilities
+    from trainer.evals.likelihood import Scorer
 
     unsure = "<think>I am not sure of this.</think>\n<answer>unknown</answer>"
     sure = "<think>I know this.</think>\n<answer>C</answer>"

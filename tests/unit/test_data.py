@@ -3,14 +3,19 @@ folder in the Hugging Face layout (through `datasets.load_dataset`), and on file
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from sem.evaldata import benchmarks
 from sem.evaldata.sample import SAMPLE_DIR
+from sem.loop import LoopOptions
 from trainer import data
 from trainer.data import KNOWN, NEEDS_SEARCH, Example, Paragraph
 
@@ -149,13 +154,64 @@ def test_balanced_mix_is_balanced_and_deterministic() -> None:
         data.balanced_mix(needs, known, 11)
 
 
-def test_label_by_pass_rate() -> None:
-    examples = [make(0, KNOWN), make(1, KNOWN)]
-    answers = {"q0": ["a", "b"], "q1": ["b", "b"]}
-    labelled = data.label_by_pass_rate(
-        examples, lambda ex, k: answers[ex.question][:k], k=2, is_correct=lambda ans, ex: ans in ex.answers
-    )
-    assert [e.kind for e in labelled] == [KNOWN, NEEDS_SEARCH]
+class ScriptedLoop:
+    """A SearchLoop whose sampled answers are scripted per question and policy; it records what it was asked."""
+
+    def __init__(self, answers: dict[tuple[str, str], list[str]]) -> None:
+        self.answers = {key: list(replies) for key, replies in answers.items()}
+        self.asked: list[tuple[str, str, float, int]] = []
+
+    async def run(self, prompt: str, options: LoopOptions) -> SimpleNamespace:
+        self.asked.append((prompt, options.policy.value, options.temperature, options.max_tokens))
+        return SimpleNamespace(answer=self.answers[(prompt, options.policy.value)].pop(0))
+
+
+def test_data_labelling_model_goes_through_the_labeller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`trainer data --labelling model` labels with `trainer label`'s labeller: a question the model answered right
+    closed-book in any of its samples is known (IKEA's rule, even under the known class's 0.5), one it never did
+    needs search, whatever a search did for it or its dataset's kind."""
+    from trainer.commands import training
+
+    answers = {("q0", "never"): ["b", "b", "b", "a"], ("q0", "always"): ["b"] * 4,  # right once: known
+               ("q1", "never"): ["b"] * 4, ("q1", "always"): ["a"] * 4,  # only after a search: needs search
+               ("q2", "never"): ["a", "a", "a", "b"], ("q2", "always"): ["b"] * 4}  # fmt: skip
+    loop = ScriptedLoop(answers)
+
+    @contextmanager
+    def gate_loop(model: str, engine: str, corpus: Path) -> Iterator[tuple]:
+        assert (model, engine) == ("base-model", "auto") and corpus.name == "corpus.jsonl"
+        event_loop = asyncio.new_event_loop()
+        try:
+            yield event_loop, loop, model
+        finally:
+            event_loop.close()
+
+    monkeypatch.setattr(training, "gate_loop", gate_loop)
+    monkeypatch.setattr(training, "gate_corpus", lambda examples, out: out)
+    examples = [make(0, KNOWN), make(1, KNOWN), make(2, NEEDS_SEARCH)]
+    needs, known = training._relabel(examples, "base-model", 4)
+    assert [e.id for e in known] == ["known-0", "needs_search-2"] and [e.id for e in needs] == ["known-1"]
+    assert {e.kind for e in known} == {KNOWN} and {e.kind for e in needs} == {NEEDS_SEARCH}
+    assert len(loop.asked) == 3 * 2 * 4 and not any(loop.answers.values())  # 4 samples per question and policy
+
+
+def test_the_labeller_samples_k_answers_and_keeps_the_input() -> None:
+    """k closed-book and k one-search samples per question, sampled with the commands' settings; the training
+    example is a copy with the model's kind, the input untouched."""
+    from trainer.evals.labels import as_example, label
+    from trainer.runtime import LABEL_MAX_TOKENS, LABEL_TEMPERATURE
+
+    examples = [make(0, NEEDS_SEARCH)]
+    loop = ScriptedLoop({("q0", "never"): ["no", "no", "a"], ("q0", "always"): ["a", "no", "no"]})
+    (lab,) = asyncio.run(label(loop, examples, k=3, temperature=LABEL_TEMPERATURE, max_tokens=LABEL_MAX_TOKENS,
+                               concurrency=2))  # fmt: skip
+    assert sorted(policy for _, policy, _, _ in loop.asked) == ["always"] * 3 + ["never"] * 3
+    assert {(t, m) for _, _, t, m in loop.asked} == {(LABEL_TEMPERATURE, LABEL_MAX_TOKENS)} and LABEL_TEMPERATURE > 0
+    assert sorted(lab.closed) == ["a", "no", "no"] and lab.p_closed == lab.p_search == pytest.approx(1 / 3)
+    assert lab.klass == "neither"  # under 0.5 both ways; right closed-book once all the same: it trains as known
+    trained = as_example(lab)
+    assert trained.kind == KNOWN and examples[0].kind == NEEDS_SEARCH
+    assert trained.id == examples[0].id and trained.question == examples[0].question
 
 
 def test_paragraph_corpus_dedups_and_jsonl_round_trips(tmp_path: Path) -> None:
@@ -267,16 +323,3 @@ def test_paragraph_corpus_ids_are_content_hashes() -> None:
     corpus = data.paragraph_corpus([ex, ex])
     assert [r["title"] for r in corpus] == ["T", "U"]
     assert corpus[0]["id"] == "para:" + hashlib.sha1(b"T\nx").hexdigest()[:16]
-
-
-def test_label_by_pass_rate_passes_k_and_keeps_the_input() -> None:
-    examples = [make(0, NEEDS_SEARCH)]
-    seen: list[int] = []
-
-    def answer_fn(example: Example, k: int) -> list[str]:
-        seen.append(k)
-        return ["no"] * (k - 1) + ["a"]
-
-    labelled = data.label_by_pass_rate(examples, answer_fn, k=4, is_correct=lambda ans, ex: ans in ex.answers)
-    assert seen == [4] and labelled[0].kind == KNOWN and examples[0].kind == NEEDS_SEARCH
-    assert labelled[0].id == examples[0].id

@@ -8,11 +8,11 @@ import importlib
 import pytest
 
 MODULES = ["sem.protocol", "sem.cache", "sem.engines.base", "sem.search.registry", "sem.search.milvus", "sem.keys",
-           "sem.loop", "sem.gate", "sem.evaldata.benchmarks", "trainer.data", "trainer.evals.labels",
-           "sem_client._tools",
-           "trainer.options", "trainer.sft", "trainer.decision", "trainer.evals.measures", "trainer.evals.ledger",
-           "trainer.evals.runs", "trainer.evals.summary", "trainer.evals.promotion",
-           "sem.engines.vllm"]  # fmt: skip
+           "sem.loop", "sem.gate", "sem.evaldata.benchmarks", "sem.engines.vllm", "sem_client._tools",
+           "trainer.data", "trainer.train.sft", "trainer.train.rewards",
+           "trainer.evals.labels", "trainer.evals.options", "trainer.evals.decision", "trainer.evals.measures",
+           "trainer.evals.ledger", "trainer.evals.runs", "trainer.evals.summary",
+           "trainer.evals.promotion"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", MODULES)

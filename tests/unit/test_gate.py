@@ -143,7 +143,7 @@ async def test_teacher_traces_carry_the_models_own_first_answers(tokenizer, tiny
     thought string, no placeholder answer (a teacher that wrote "unknown" or "I know this." fails here)."""
     from sem.cache import CachedSearch
     from sem.search.bm25 import BM25Backend
-    from trainer.sft import teacher_trace
+    from trainer.train.sft import teacher_trace
 
     backend = BM25Backend(tiny_corpus)
     await backend.load()
@@ -168,7 +168,7 @@ async def test_teacher_answers_after_a_search_only_what_the_results_hold(tokeniz
     loss: a gold from nowhere would teach the model to answer past what it retrieved."""
     from sem.cache import CachedSearch
     from sem.search.bm25 import BM25Backend
-    from trainer.sft import IGNORE, sft_row, teacher_trace
+    from trainer.train.sft import IGNORE, sft_row, teacher_trace
 
     backend = BM25Backend(tiny_corpus)
     await backend.load()
@@ -233,7 +233,7 @@ def test_an_adapter_carries_its_gate_into_the_merged_model(tmp_path) -> None:
 
     from sem.assets import MARKER, TUNED_ADAPTER, _sha256, prepare_tuned_model, tuned_model_dir
     from sem.gate import read_gate, resolve_policy
-    from trainer.lora import publish_adapter
+    from trainer.train.lora import publish_adapter
 
     calibrated = tmp_path / "export"
     calibrated.mkdir()
@@ -286,7 +286,7 @@ def test_gate_table_scores_saved_answers_with_todays_measures(tmp_path) -> None:
     import json
     from dataclasses import asdict
 
-    from trainer.ablation import gate_rows
+    from trainer.evals.ablation import gate_rows
     from trainer.evals.labels import write_labels
 
     labels = [label(0, KNOWN, 1.0), label(1, NEITHER), label(2, NEITHER)]
@@ -327,3 +327,33 @@ def test_reading_is_scored_where_the_results_held_the_answer() -> None:
     assert [o.extra["gold_in_results"] for o in runs] == [True, True, False]
     (row,) = summarise(runs, [zubrowka])
     assert row["read_accuracy"] == 0.5 and row["readable"] == 2
+
+
+def test_trainer_eval_writes_the_one_outcome_and_compare_reads_runs_old_and_new(tmp_path) -> None:
+    """`trainer eval` answers are `Outcome`s too (the class the data's kind, the benchmark's score as F1, EM in extra);
+    `trainer compare` reads them, and the committed runs written before (`kind` and `em` at the top level) give the
+    rows their committed comparison holds."""
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from trainer.evals.compare import kind_rows, read_outcomes
+    from trainer.evals.evaluate import outcome, write_report
+
+    paris = Example("p", "Capital of France?", ("Paris",), "needs_search", "nq_open")
+    lettered = Example("m", "Which?", ("B",), "known", "mmlu", choices=("w", "x", "y", "z"))
+    runs = [outcome(paris, "always", "Paris, France", "Lyon", 1, 12, 2, 0.3),  # F1 2/3: right, not an exact match
+            outcome(lettered, "always", "(B) x", "(B) x", 0, 5, 1, 0.1, 0.9)]  # fmt: skip
+    assert [(o.klass, o.right, o.extra["em"]) for o in runs] == [("needs_search", True, 0.0), ("known", True, 1.0)]
+    assert runs[0].f1 == pytest.approx(2 / 3) and runs[1].f1 == 1.0 and runs[1].confidence == 0.9
+    (row,) = [r for r in write_report(runs, tmp_path, "eval") if r.source == "all"]
+    assert (row.em, row.f1, row.searches_per_question) == (0.5, pytest.approx(0.8333, abs=1e-4), 0.5)
+    saved = read_outcomes(tmp_path / "results.json")
+    assert [Outcome(**o) for o in saved] == runs
+    rows = {(r.kind, r.em) for r in kind_rows("new", saved)}
+    assert rows == {("needs_search", 0.0), ("known", 1.0), ("all", 0.5)}
+
+    committed = Path(__file__).resolve().parents[2] / "results" / "sem-smollm2"
+    old = [asdict(r) for r in kind_rows("base", read_outcomes(committed / "base" / "results.json"))]
+    reference = [r for r in json.loads((committed / "comparison.json").read_text())["rows"] if r["model"] == "base"]
+    assert old and sorted(old, key=str) == sorted(reference, key=str)

@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 from sem import scoring
-from trainer.rewards import EMReward, IKEAReward, Metric, OTCReward, SEMReward, get_reward, otc_coefficient
+from trainer.train.rewards import EMReward, IKEAReward, Metric, OTCReward, SEMReward, get_reward, otc_coefficient
 
 
 def cols(answers, searches, formats=None, golds=None, source="nq_open", choices=None):
@@ -98,7 +98,7 @@ def test_metrics_and_lookup() -> None:
     assert Metric("format")(["a", "b"], **c) == [1.0, 0.0]
     assert Metric("answer_f1")(["a", "b"], **c) == [1.0, 0.0]
     assert get_reward("sem", tau=0.5).tau == 0.5
-    assert get_reward("trainer.rewards:EMReward") is EMReward
+    assert get_reward("trainer.train.rewards:EMReward") is EMReward
     with pytest.raises(ValueError, match="choose one of"):
         get_reward("nope")
 

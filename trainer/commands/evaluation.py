@@ -12,7 +12,19 @@ from typing import Annotated, Any
 
 import typer
 
-from trainer.runtime import LABELS, RUNS, gate_corpus, gate_loop, labels_corpus, retriever, servable
+from trainer.runtime import (
+    LABEL_CONCURRENCY,
+    LABEL_MAX_TOKENS,
+    LABEL_SAMPLES,
+    LABEL_TEMPERATURE,
+    LABELS,
+    RUNS,
+    gate_corpus,
+    gate_loop,
+    labels_corpus,
+    retriever,
+    servable,
+)
 
 log = logging.getLogger("trainer")
 
@@ -42,7 +54,7 @@ def evaluate(
 ) -> None:
     """EM, F1, search ratio and searches per question per benchmark and policy (table, JSON, plot)."""
     from trainer.data import read_jsonl
-    from trainer.evaluate import POLICIES, markdown_table, run_remote, write_report
+    from trainer.evals.evaluate import POLICIES, markdown_table, run_remote, write_report
 
     chosen = [p.strip() for p in policies.split(",") if p.strip()]
     unknown = sorted(set(chosen) - set(POLICIES))
@@ -64,7 +76,7 @@ async def _eval_local(model, engine_kind, corpus, examples, policies, max_search
     from sem.engines import build_engine
     from sem.loop import SearchLoop
     from sem.settings import EngineKind, Settings
-    from trainer.evaluate import run_local
+    from trainer.evals.evaluate import run_local
 
     settings = (
         Settings(model=model, engine=EngineKind(engine_kind)) if model else Settings(engine=EngineKind(engine_kind))
@@ -94,12 +106,12 @@ def label_cmd(
     source: Annotated[str, typer.Option(help="sample, a data folder, or hf.")] = "sample",
     out: Annotated[Path, typer.Option(help="labels.jsonl, corpus.jsonl and classes.json go here.")] = RUNS / "labels",
     per_set: Annotated[int, typer.Option(help="Questions per dataset (split 2:1:1 into train/dev/test).")] = 60,
-    k: Annotated[int, typer.Option(help="Samples per question and policy.")] = 4,
-    temperature: float = 0.8,
-    max_tokens: int = 64,
+    k: Annotated[int, typer.Option(help="Samples per question and policy.")] = LABEL_SAMPLES,
+    temperature: float = LABEL_TEMPERATURE,
+    max_tokens: int = LABEL_MAX_TOKENS,
     model: Annotated[str | None, typer.Option(help="Model to label for (default: SEM_MODEL or the served).")] = None,
     engine: Annotated[str, typer.Option(help="auto, vllm or hf.")] = "auto",
-    concurrency: int = 16,
+    concurrency: int = LABEL_CONCURRENCY,
     split: Annotated[
         str | None, typer.Option(help="Label only this split (train, dev, test): e.g. test, to evaluate a new model.")
     ] = None,
@@ -147,7 +159,7 @@ def calibrate(
 
     if split == "test":
         raise typer.BadParameter("the test split is frozen for reporting; calibrate on dev", param_hint="--split")
-    from trainer.lora import is_adapter
+    from trainer.train.lora import is_adapter
 
     labels = read_labels(labels_file, split)
     with gate_loop(model, engine, labels_corpus(labels_file)) as (loop_, search_loop, model_path):
@@ -193,10 +205,10 @@ def eval_gate(
     from sem.gate import resolve_threshold
     from trainer.evals.labels import class_counts, read_labels
     from trainer.evals.ledger import SplitError, check_split, record
+    from trainer.evals.likelihood import Scorer
+    from trainer.evals.options import option_report, score_options
     from trainer.evals.runs import oracle, run_policies
     from trainer.evals.summary import compare, markdown, plot, summarise
-    from trainer.likelihood import Scorer
-    from trainer.options import option_report, score_options
 
     chosen = [p.strip() for p in policies.split(",") if p.strip()]
     unknown = set(chosen) - {"auto", "confidence", "never", "always"}
@@ -243,7 +255,7 @@ def eval_gate(
 
 def _score_decisions(outcomes: list, labels: list, scorer: Any) -> None:
     """`auto`'s own score per question: P(search | its first answer), for the trained gate's AUROC."""
-    from trainer.decision import search_probabilities
+    from trainer.evals.decision import search_probabilities
 
     questions = {lab.example.id: lab.example.prompt_text() for lab in labels}
     turns = [o for o in outcomes if "first_turn" in o.extra]
@@ -259,7 +271,7 @@ def gate_table(
     title: str = "Search gates on the frozen test split, each model against its own labels",
 ) -> None:
     """Several eval-gate runs in one table and plot: the models and policies side by side."""
-    from trainer.ablation import gate_rows, markdown, plot
+    from trainer.evals.ablation import gate_rows, markdown, plot
 
     rows = []
     for item in run:
@@ -300,8 +312,8 @@ def compare(
     base: Annotated[str, typer.Option(help="The label whose never/always runs are the baselines.")] = "base",
 ) -> None:
     """Base vs tuned (and baselines) in one table and plot, with SEM's targets checked."""
-    from trainer.compare import compare as run_compare
-    from trainer.compare import markdown
+    from trainer.evals.compare import compare as run_compare
+    from trainer.evals.compare import markdown
 
     runs = {}
     for item in run:

@@ -22,7 +22,7 @@ def export(
     out: Annotated[Path, typer.Option(help="The merged checkpoint (serve it with SEM_MODEL=...).")] = RUNS / "export",
 ) -> None:
     """Merge a LoRA adapter into its base model, for the service to load."""
-    from trainer.lora import merge_adapter
+    from trainer.train.lora import merge_adapter
 
     typer.echo(f"merged -> {merge_adapter(adapter, out)}")
 
@@ -43,7 +43,7 @@ def publish(
 def _publish(adapter: Path, out: Path | None, gate: Path | None, provenance: str) -> None:
     from sem.assets import TUNED_ADAPTER
     from sem.gate import gate_path
-    from trainer.lora import publish_adapter, stamp_card
+    from trainer.train.lora import publish_adapter, stamp_card
 
     if gate is None and gate_path(adapter).is_file():  # calibrated as an adapter: its own gate goes with it
         gate = gate_path(adapter)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from enum import StrEnum
@@ -11,14 +10,26 @@ from typing import Annotated
 
 import typer
 
-from trainer.runtime import LABELS, RUNS, default_model, labels_corpus, retriever
+from trainer.runtime import (
+    LABEL_CONCURRENCY,
+    LABEL_MAX_TOKENS,
+    LABEL_SAMPLES,
+    LABEL_TEMPERATURE,
+    LABELS,
+    RUNS,
+    default_model,
+    gate_corpus,
+    gate_loop,
+    labels_corpus,
+    retriever,
+)
 
 log = logging.getLogger("trainer")
 
 
 class Labelling(StrEnum):
     fixed = "fixed"  # MuSiQue/HotpotQA need search, MMLU is known (SEM's mix)
-    model = "model"  # the base model's closed-book pass rate decides (IKEA's mode)
+    model = "model"  # the model's own labels (trainer label's labeller): never right closed-book -> needs search
 
 
 def data(
@@ -37,10 +48,14 @@ def data(
     dev_per_class: Annotated[int, typer.Option(help="Dev (and test) questions per class.")] = 25,
     seed: int = 0,
     labelling: Annotated[
-        Labelling, typer.Option(help="fixed (SEM's mix) or model (base pass rate).")
+        Labelling, typer.Option(help="fixed (SEM's mix) or model (the model's own labels, as `trainer label`).")
     ] = Labelling.fixed,
-    label_model: Annotated[str | None, typer.Option(help="Model for --labelling model (default: SEM_MODEL).")] = None,
-    label_samples: Annotated[int, typer.Option(help="Closed-book samples per question for --labelling model.")] = 4,
+    label_model: Annotated[
+        str | None, typer.Option(help="Model for --labelling model (default: SEM_MODEL, else the embedded base).")
+    ] = None,
+    label_samples: Annotated[
+        int, typer.Option(help="Samples per question and policy for --labelling model (`trainer label --k`).")
+    ] = LABEL_SAMPLES,
 ) -> None:
     """Build the balanced training mix, a dev mix to choose recipes on, a frozen test mix, and their search corpus.
 
@@ -82,24 +97,21 @@ def data(
 
 
 def _relabel(examples: list, model: str, k: int) -> tuple[list, list]:
-    """IKEA-style labels: a question the base model never answers right closed-book needs search."""
-    from sem.engines.hf import HFEngine
-    from sem.loop import LoopOptions, SearchLoop, SearchPolicy
-    from sem.scoring import score
-    from trainer.data import label_by_pass_rate
+    """IKEA's mode through the one labeller (`trainer label`'s: k closed-book and k one-search samples a question,
+    searching the questions' paragraphs and the default corpus): a question the model never answers right closed-book
+    needs search, any other is known (trainer.evals.labels.as_example)."""
+    import tempfile
 
-    engine = HFEngine.load(model)
-    loop = SearchLoop(engine, searcher=None)  # type: ignore[arg-type]  # never searches
+    from trainer.data import KNOWN, NEEDS_SEARCH
+    from trainer.evals.labels import as_example, label
 
-    def answer_fn(example, n: int) -> list[str]:
-        options = LoopOptions(policy=SearchPolicy.never, max_tokens=64, temperature=1.0)
-        return [asyncio.run(loop.run(example.prompt_text(), options)).answer for _ in range(n)]
-
-    def is_correct(answer: str, example) -> bool:
-        return score(answer, list(example.answers), source=example.source, choices=example.choices) >= 0.5
-
-    labelled = label_by_pass_rate(examples, answer_fn, k=k, is_correct=is_correct)
-    return [e for e in labelled if e.kind == "needs_search"], [e for e in labelled if e.kind == "known"]
+    sampling = {"temperature": LABEL_TEMPERATURE, "max_tokens": LABEL_MAX_TOKENS, "concurrency": LABEL_CONCURRENCY}
+    with tempfile.TemporaryDirectory(prefix="sem-labelling-") as tmp:
+        corpus = gate_corpus(examples, Path(tmp) / "corpus.jsonl")
+        with gate_loop(model, "auto", corpus) as (loop_, search_loop, _):
+            labels = loop_.run_until_complete(label(search_loop, examples, k=k, **sampling))
+    relabelled = [as_example(lab) for lab in labels]
+    return [e for e in relabelled if e.kind == NEEDS_SEARCH], [e for e in relabelled if e.kind == KNOWN]
 
 
 def sft(
@@ -115,13 +127,14 @@ def sft(
 ) -> None:
     """Warm up the template with teacher traces written through the real loop (results masked), from the model's
     own labelled attempts: a known question is answered with one of its right samples, any other with its own
-    attempt, then the search, then an answer the results support (trainer/sft.py). No canned thought or answer.
+    attempt, then the search, then an answer the results support (trainer/train/sft.py). No canned thought or answer.
 
-    Every other option is a field of SEMSFTConfig (TRL's SFTConfig with the warm-up's defaults, trainer/config.py):
-    `--max-steps 100 --batch-size 4 --learning-rate 3e-4 --lora-r 16` (`--config-help` lists them)."""
-    from trainer.config import SEMSFTConfig
+    Every other option is a field of SEMSFTConfig (TRL's SFTConfig with the warm-up's defaults,
+    trainer/train/config.py): `--max-steps 100 --batch-size 4 --learning-rate 3e-4 --lora-r 16` (`--config-help`
+    lists them)."""
     from trainer.evals.labels import read_labels
-    from trainer.sft import run_sft
+    from trainer.train.config import SEMSFTConfig
+    from trainer.train.sft import run_sft
 
     fields = _config_fields(ctx, SEMSFTConfig, "sft", config_help)
     if fields is None:
@@ -145,7 +158,7 @@ OWN_OPTIONS = {"data_dir", "data", "model", "out", "resume", "dry_run", "world_s
 def _config_fields(ctx: typer.Context, cls: type, command: str, print_help: bool) -> dict | None:
     """The config's fields from the command line's extra options over the YAML section (the command's own
     options taken out); None after printing the config's help."""
-    from trainer.config import parse_config
+    from trainer.train.config import parse_config
 
     from_yaml = {k: v for k, v in (ctx.default_map or {}).items() if k not in OWN_OPTIONS}
     try:
@@ -172,12 +185,12 @@ def train(
 ) -> None:
     """GRPO with a search-efficiency reward; rollouts run sem.loop on vLLM (or the policy through transformers).
 
-    Every other option is a field of SEMGRPOConfig (TRL's GRPOConfig with SEM's fields, trainer/config.py), parsed
+    Every other option is a field of SEMGRPOConfig (TRL's GRPOConfig with SEM's fields, trainer/train/config.py), parsed
     the way TRL's own scripts parse theirs, with its default declared once there: `--max-steps 2`, `--batch-size 4`,
     `--reward ikea`, `--no-lora`, ... (`--config-help` lists them). The YAML's `train:` section sets the same fields;
     the command line wins."""
-    from trainer.config import SEMGRPOConfig
-    from trainer.grpo import run_grpo
+    from trainer.train.config import SEMGRPOConfig
+    from trainer.train.grpo import run_grpo
 
     fields = _config_fields(ctx, SEMGRPOConfig, "train", config_help)
     if fields is None:  # --config-help

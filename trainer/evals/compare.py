@@ -33,17 +33,24 @@ class Target:
     met: bool
 
 
+def read_outcomes(results: Path) -> list[dict[str, Any]]:
+    """A `trainer eval` run's outcomes (trainer.evals.runs.Outcome as dicts). One written before `trainer eval` wrote
+    that record (the committed results/sem-smollm2/) had `kind` and `em` at the top level: it reads the same."""
+    rows = json.loads(results.read_text())["outcomes"]
+    return [{**o, "klass": o["kind"], "extra": {"em": o["em"]}} if "klass" not in o else o for o in rows]
+
+
 def kind_rows(label: str, outcomes: list[dict[str, Any]]) -> list[KindRow]:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for o in outcomes:
-        groups[(o["policy"], o["kind"])].append(o)
+        groups[(o["policy"], o["klass"])].append(o)
         groups[(o["policy"], "all")].append(o)
     rows = []
     for (policy, kind), items in groups.items():
         n = len(items)
         rows.append(KindRow(
             model=label, policy=policy, kind=kind, n=n,
-            em=round(sum(o["em"] for o in items) / n, 3),
+            em=round(sum(o["extra"]["em"] for o in items) / n, 3),
             f1=round(sum(o["f1"] for o in items) / n, 3),
             search_ratio=round(sum(o["searches"] > 0 for o in items) / n, 3),
             searches_per_question=round(sum(o["searches"] for o in items) / n, 3),
@@ -125,7 +132,7 @@ def plot(rows: list[KindRow], path: Path) -> None:
 def compare(runs: dict[str, Path], out: Path, tuned: str, base: str) -> tuple[list[KindRow], list[Target]]:
     rows: list[KindRow] = []
     for label, results in runs.items():
-        rows += kind_rows(label, json.loads(results.read_text())["outcomes"])
+        rows += kind_rows(label, read_outcomes(results))
     order = {m: i for i, m in enumerate(runs)} | {p: i for i, p in enumerate(("auto", "never", "always", "budget"))}
     rows.sort(key=lambda r: (order[r.model], order.get(r.policy, 9), KINDS.index(r.kind)))
     checks = targets(rows, tuned, base)

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 
 from sem import protocol
-from trainer.likelihood import Scorer
+from trainer.evals.likelihood import Scorer
 
 # How a search call may follow the closed answer (the teacher traces write a line break).
 OPENERS = ("\n" + protocol.SEARCH_OPEN, " " + protocol.SEARCH_OPEN, protocol.SEARCH_OPEN)

@@ -8,6 +8,7 @@ per question; written as Markdown + JSON, plus a PNG of F1 against searches per 
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -17,22 +18,11 @@ from typing import Any
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy
 from sem.scoring import em_score, score
 from trainer.data import Example
+from trainer.evals.labels import is_right
 from trainer.evals.runner import bounded
+from trainer.evals.runs import Outcome, first_answer
 
 POLICIES = ("auto", "never", "always", "budget")
-
-
-@dataclass
-class Outcome:
-    id: str
-    source: str
-    kind: str
-    policy: str
-    answer: str
-    em: float
-    f1: float
-    searches: int
-    generated_tokens: int
 
 
 @dataclass
@@ -52,19 +42,17 @@ def policy_options(policy: str, max_searches: int, max_tokens: int) -> LoopOptio
     return LoopOptions(policy=SearchPolicy(policy), max_searches=1, max_tokens=max_tokens)
 
 
-def outcome(example: Example, policy: str, answer: str, searches: int, tokens: int) -> Outcome:
+def outcome(
+    example: Example, policy: str, answer: str, first: str, searches: int, tokens: int, engine_calls: int,
+    latency_s: float, confidence: float | None = None,
+) -> Outcome:  # fmt: skip
+    """One answer as `trainer eval` scores it: `klass` is the data's kind (known / needs_search), `f1` the benchmark's
+    score (token F1; the letter for multiple choice, the number for GSM8K), `extra["em"]` its exact match."""
     golds, choices = list(example.answers), list(example.choices or []) or None
-    return Outcome(
-        id=example.id,
-        source=example.source,
-        kind=example.kind,
-        policy=policy,
-        answer=answer,
-        em=em_score(answer, golds, source=example.source, choices=choices),
-        f1=score(answer, golds, source=example.source, choices=choices),
-        searches=searches,
-        generated_tokens=tokens,
-    )
+    em = em_score(answer, golds, source=example.source, choices=choices)
+    return Outcome(example.id, example.source, example.kind, policy, answer, first, is_right(answer, example),
+                   score(answer, golds, source=example.source, choices=choices), searches, tokens, engine_calls,
+                   latency_s, confidence, {"em": em})  # fmt: skip
 
 
 async def run_local(
@@ -75,8 +63,11 @@ async def run_local(
 
     def job(example: Example, policy: str) -> Callable[[], Awaitable[Outcome]]:
         async def one() -> Outcome:
+            started = time.perf_counter()
             trace = await loop.run(example.prompt_text(), policy_options(policy, max_searches, max_tokens))
-            return outcome(example, policy, trace.answer, trace.search_count, trace.generated_tokens)
+            return outcome(example, policy, trace.answer, first_answer(trace), trace.search_count,
+                           trace.generated_tokens, trace.engine_calls, time.perf_counter() - started,
+                           trace.confidence)  # fmt: skip
 
         return one
 
@@ -97,11 +88,14 @@ async def run_remote(
                 body: dict[str, Any] = {"question": example.prompt_text(), "max_tokens": max_tokens}
                 body["search"] = "auto" if policy == "budget" else policy
                 body["max_searches"] = max_searches if policy == "budget" else 1
+                body["return_trace"] = True  # its answers (the first one) and engine calls
                 r = await client.post("/v1/answer", json=body)
                 r.raise_for_status()
                 data = r.json()
-                return outcome(example, policy, data["answer"], data["search_count"],
-                               data["usage"]["completion_tokens"])  # fmt: skip
+                answers, answer = data["trace"]["answers"], data["answer"]
+                return outcome(example, policy, answer, answers[0] if answers else answer, data["search_count"],
+                               data["usage"]["completion_tokens"], data["trace"]["engine_calls"],
+                               data["latency_ms"] / 1000, data.get("confidence"))  # fmt: skip
 
             return one
 
@@ -121,7 +115,7 @@ def summarize(outcomes: list[Outcome]) -> list[Row]:
                 policy=policy,
                 source=source,
                 n=n,
-                em=round(sum(o.em for o in items) / n, 4),
+                em=round(sum(o.extra["em"] for o in items) / n, 4),
                 f1=round(sum(o.f1 for o in items) / n, 4),
                 search_ratio=round(sum(o.searches > 0 for o in items) / n, 4),
                 searches_per_question=round(sum(o.searches for o in items) / n, 4),

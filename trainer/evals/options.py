@@ -14,7 +14,7 @@ from typing import Any
 
 from sem import protocol
 from sem.evaldata.benchmarks import Example
-from trainer.likelihood import Scorer
+from trainer.evals.likelihood import Scorer
 
 LETTERS = "ABCD"
 

@@ -2,7 +2,7 @@
 
 `trainer readme-table` rewrites the block between the markers in README.md; `--check` only says whether it agrees
 (the test suite runs the check). Saved answers are scored again with today's measures where their labels are at
-hand (`trainer.ablation.gate_rows`), so the table and `trainer gate-table` always read the same numbers.
+hand (`trainer.evals.ablation.gate_rows`), so the table and `trainer gate-table` always read the same numbers.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trainer.ablation import gate_rows
+from trainer.evals.ablation import gate_rows
 from trainer.evals.measures import MIN_COUNT, TOO_FEW, fmt
 
 START, END = "<!-- gate-table:start -->", "<!-- gate-table:end -->"

@@ -12,7 +12,7 @@ from typing import Any
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
 from sem.protocol import RESULT_OPEN, final_answer
 from sem.scoring import f1
-from trainer.decision import first_turn
+from trainer.evals.decision import first_turn
 from trainer.evals.labels import Label, found_in, is_right
 from trainer.evals.measures import (
     KNOWN,
@@ -22,7 +22,13 @@ from trainer.evals.runner import bounded
 
 @dataclass(slots=True)
 class Outcome:
-    """One question answered under one policy."""
+    """What one policy did on one question: the one record every evaluation writes (`trainer eval-gate`'s
+    outcomes.jsonl, `trainer eval`'s results.json) and every report reads.
+
+    Judged against labels (`trainer label`), `klass` is the label's known / helped / neither and `f1` token F1; in
+    `trainer eval`, `klass` is the data's kind (known / needs_search) and `f1` the benchmark's score (the letter for
+    multiple choice, the number for GSM8K; evaluate.outcome). `right` is EVALUATION.md's rule (labels.is_right) in
+    both; `extra` holds what only some runs measure (`em` in `trainer eval`, a gate's own score, reading)."""
 
     id: str
     source: str
@@ -40,9 +46,18 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def before_search(trace: Trace) -> str:
+    """What the model wrote before any search (its first turn)."""
+    return next((seg.text for seg in trace.segments if seg.generated), "")
+
+
+def first_answer(trace: Trace) -> str:
+    """The answer before any search: the first <answer>, else what the first turn ends with."""
+    return trace.answers[0] if trace.answers else final_answer(before_search(trace))
+
+
 def outcome_of(lab: Label, policy: str, trace: Trace, latency_s: float) -> Outcome:
-    first_text = next((seg.text for seg in trace.segments if seg.generated), "")  # before any search
-    first = trace.answers[0] if trace.answers else final_answer(first_text)
+    first, first_text = first_answer(trace), before_search(trace)
     extra: dict[str, Any] = {"first_turn": turn} if policy == "auto" and (turn := first_turn(first_text)) else {}
     if policy == "confidence":
         extra["gate"] = confidence_gate(trace)

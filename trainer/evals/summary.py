@@ -27,6 +27,7 @@ from trainer.evals.measures import (
     rate,
 )
 from trainer.evals.runs import Outcome
+from trainer.evals.tables import figure, markdown_table
 
 
 def letter_report(answers: Sequence[str], golds: Sequence[str]) -> dict[str, Any]:
@@ -151,8 +152,7 @@ def markdown(
             "over_search", "over_search_n", "over_search_ci", "under_search", "under_search_n", "under_search_ci",
             "auroc", "auroc_ci", "auroc_same_form", "unscored", "read_accuracy", "readable",
             "generated_tokens", "engine_calls", "latency_s"]  # fmt: skip
-    lines = [f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    lines = markdown_table(rows, cols, title).split("\n")
     lines += ["", f"Intervals: 95% bootstrap over questions ({TOO_FEW!r} under {MIN_COUNT} questions). AUROC: every "
               "answer, an unscored one counted as what the gate did (searched 1, not 0)."]  # fmt: skip
     if comparisons:
@@ -168,7 +168,7 @@ def markdown(
         lines += ["", "Multiple choice: predicted letters, largest share, accuracy, majority-letter baseline:", ""]
         lines += [f"- {p}: {r['predicted']}, top {r['top_share']}, accuracy {r['accuracy']}, "
                   f"majority {r['majority_baseline']}" for p, r in letters]  # fmt: skip
-    if options:  # trainer.options: what the model's likelihoods pick, whatever it writes
+    if options:  # trainer.evals.options: what the model's likelihoods pick, whatever it writes
         named = {"letter": "likelihood of the letter after <answer>", "text": "likelihood of the option's text"}
         lines += [f"- {named[w]}: {r['predicted']}, top {r['top_share']}, accuracy {r['accuracy']}, "
                   f"majority {r['majority_baseline']}" for w, r in options.items()]  # fmt: skip
@@ -177,20 +177,11 @@ def markdown(
 
 def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     """Accuracy against searches per question, one point per policy (the oracle marks the frontier)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in rows:
-        ax.scatter(r["searches_per_question"], r["accuracy"], s=60)
-        ax.annotate(r["policy"], (r["searches_per_question"], r["accuracy"]), textcoords="offset points",
-                    xytext=(6, 4))  # fmt: skip
-    ax.set_xlabel("searches per question")
-    ax.set_ylabel("accuracy (model-labelled questions)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, title=title) as ax:
+        for r in rows:
+            ax.scatter(r["searches_per_question"], r["accuracy"], s=60)
+            ax.annotate(r["policy"], (r["searches_per_question"], r["accuracy"]), textcoords="offset points",
+                        xytext=(6, 4))  # fmt: skip
+        ax.set_xlabel("searches per question")
+        ax.set_ylabel("accuracy (model-labelled questions)")
+        ax.grid(alpha=0.3)

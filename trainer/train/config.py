@@ -16,7 +16,7 @@ import torch
 from trl import GRPOConfig, SFTConfig
 
 from sem.loop import LoopOptions
-from trainer.rollout import TRAIN_MAX_SEARCHES
+from trainer.train.rollout import TRAIN_MAX_SEARCHES
 
 
 def default_rollout_engine() -> str:
@@ -46,7 +46,7 @@ def check_choices(reward: str, rollout_engine: str) -> None:
 @dataclass
 class SEMGRPOConfig(GRPOConfig):
     # SEM's fields
-    reward: str = field(default="sem", metadata={"help": "Reward: sem, ikea, otc or em (trainer/rewards.py)."})
+    reward: str = field(default="sem", metadata={"help": "Reward: sem, ikea, otc or em (trainer/train/rewards.py)."})
     tau: float = field(default=0.8, metadata={"help": "sem/ikea: the score a first answer needs to count as known."})
     lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter, else the whole model."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank (an adapter start model keeps its own)."})

@@ -14,12 +14,12 @@ from transformers import TrainerCallback
 
 from sem.cache import CachedSearch
 from trainer.data import Example
-from trainer.lora import is_adapter, load_trainable, lora_config
-from trainer.rewards import reward_functions
-from trainer.rollout import RolloutConfig, SEMRollout
+from trainer.train.lora import is_adapter, load_trainable, lora_config
+from trainer.train.rewards import reward_functions
+from trainer.train.rollout import RolloutConfig, SEMRollout
 
 if TYPE_CHECKING:
-    from trainer.config import SEMGRPOConfig
+    from trainer.train.config import SEMGRPOConfig
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from sem.engines.hf import HFEngine
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
 
 if TYPE_CHECKING:
-    from trainer.vllm_rollout import RolloutEngine
+    from trainer.train.vllm_rollout import RolloutEngine
 
 RolloutEngineKind = Literal["vllm", "hf"]
 TRAIN_MAX_SEARCHES = 2  # a shorter budget than serving's: rollouts stay within the completion length
@@ -91,7 +91,7 @@ class SEMRollout:
     """The rollout function: `rollout(prompts, trainer) -> dict` (TRL 1.16's RolloutFunc).
 
     With `engine="vllm"` it also stands in for TRL's `vllm_generation`: TRL calls `sync_weights()` whenever the
-    step has moved on (see `trainer.grpo.SEMGRPOTrainer`). `close()` stops the engine.
+    step has moved on (see `trainer.train.grpo.SEMGRPOTrainer`). `close()` stops the engine.
     """
 
     def __init__(self, retriever: CachedSearch, config: RolloutConfig | None = None) -> None:
@@ -125,7 +125,7 @@ class SEMRollout:
 
     def _engine(self, model: Any) -> RolloutEngine:
         if self._vllm is None:
-            from trainer.vllm_rollout import RolloutEngine
+            from trainer.train.vllm_rollout import RolloutEngine
 
             started = time.perf_counter()
             # the checkpoint the policy started from gives vLLM its architecture and tokenizer; weights follow

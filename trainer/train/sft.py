@@ -22,10 +22,10 @@ from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
 from sem.protocol import format_result
 from trainer.data import Example
 from trainer.evals.labels import KNOWN, Label, found_in, is_right
-from trainer.lora import lora_config
+from trainer.train.lora import lora_config
 
 if TYPE_CHECKING:  # importing the config imports TRL: only the training run needs it
-    from trainer.config import SEMSFTConfig
+    from trainer.train.config import SEMSFTConfig
 
 log = logging.getLogger(__name__)
 IGNORE = -100
