@@ -12,7 +12,7 @@ MODULES = ["sem.protocol", "sem.cache", "sem.engines.base", "sem.search.registry
            "trainer.data", "trainer.train.sft", "trainer.train.rewards",
            "trainer.evals.labels", "trainer.evals.options", "trainer.evals.decision", "trainer.evals.measures",
            "trainer.evals.ledger", "trainer.evals.runs", "trainer.evals.summary",
-           "trainer.evals.promotion"]  # fmt: skip
+           "trainer.evals.promotion", "trainer.evals.tables"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", MODULES)

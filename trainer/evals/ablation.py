@@ -11,6 +11,7 @@ from typing import Any
 from trainer.evals.labels import read_labels
 from trainer.evals.runs import Outcome
 from trainer.evals.summary import summarise
+from trainer.evals.tables import figure, markdown_table
 
 COLUMNS = ["model", "policy", "accuracy", "accuracy_ci", "f1", "open_closed_book_f1", "searches_per_question",
            "over_search", "under_search", "auroc", "auroc_same_form", "read_accuracy", "readable",
@@ -50,33 +51,24 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
             return f"({value[0]}, {value[1]})"
         return str(value)
 
-    lines = [f"## {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in COLUMNS) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(rows, COLUMNS, title, cell=cell) + "\n"
 
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     """Accuracy against searches per question: one colour per model, one point per policy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    colours = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")  # tab10 repeats its colours after ten
-    for i, model in enumerate(models):
-        mine = [r for r in rows if r["model"] == model and r["policy"] != "oracle"]
-        ax.scatter([r["searches_per_question"] for r in mine], [r["accuracy"] for r in mine], s=55,
-                   color=colours(i), label=model)  # fmt: skip
-        for r in mine:
-            ax.annotate(r["policy"], (r["searches_per_question"], r["accuracy"]), textcoords="offset points",
-                        xytext=(5, 3), fontsize=8, color=colours(i))  # fmt: skip
-    ax.set_xlabel("searches per question")
-    ax.set_ylabel("accuracy (test split)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, size=(7.5, 4.8), title=title) as ax:
+        models = list(dict.fromkeys(r["model"] for r in rows))
+        colours = plt.get_cmap("tab10" if len(models) <= 10 else "tab20")  # tab10 repeats its colours after ten
+        for i, model in enumerate(models):
+            mine = [r for r in rows if r["model"] == model and r["policy"] != "oracle"]
+            ax.scatter([r["searches_per_question"] for r in mine], [r["accuracy"] for r in mine], s=55,
+                       color=colours(i), label=model)  # fmt: skip
+            for r in mine:
+                ax.annotate(r["policy"], (r["searches_per_question"], r["accuracy"]), textcoords="offset points",
+                            xytext=(5, 3), fontsize=8, color=colours(i))  # fmt: skip
+        ax.set_xlabel("searches per question")
+        ax.set_ylabel("accuracy (test split)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")

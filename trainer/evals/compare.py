@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer.evals.tables import figure, markdown_table
+
 KINDS = ("needs_search", "known", "all")
 
 
@@ -89,44 +91,32 @@ def targets(rows: list[KindRow], tuned: str, base: str) -> list[Target]:
 
 
 def markdown(rows: list[KindRow], checks: list[Target]) -> str:
-    lines = [
-        "| model | policy | questions | n | EM | F1 | search ratio | searches / question |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(f"| {r.model} | {r.policy} | {r.kind} | {r.n} | {r.em:.3f} | {r.f1:.3f} | {r.search_ratio:.2f} |"
-                     f" {r.searches_per_question:.2f} |")  # fmt: skip
-    lines += ["", "| target | measured | bound | met |", "|---|---|---|---|"]
-    lines += [f"| {t.what} | {t.value:.3f} | {t.bound:g} | {'yes' if t.met else '**no**'} |" for t in checks]
-    return "\n".join(lines) + "\n"
+    table = [{"model": r.model, "policy": r.policy, "questions": r.kind, "n": r.n, "EM": f"{r.em:.3f}",
+              "F1": f"{r.f1:.3f}", "search ratio": f"{r.search_ratio:.2f}",
+              "searches / question": f"{r.searches_per_question:.2f}"} for r in rows]  # fmt: skip
+    targets = [{"target": t.what, "measured": f"{t.value:.3f}", "bound": f"{t.bound:g}",
+                "met": "yes" if t.met else "**no**"} for t in checks]  # fmt: skip
+    return markdown_table(table, cell=str) + "\n\n" + markdown_table(targets, cell=str) + "\n"
 
 
 def plot(rows: list[KindRow], path: Path) -> None:
     """Search ratio (left) and F1 (right) on needs-search and known questions, per model and policy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     bars = [(r.model, r.policy) for r in rows if r.kind == "all"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     width = 0.38
-    for ax, field, label in ((axes[0], "search_ratio", "search ratio"), (axes[1], "f1", "F1 (MMLU: accuracy)")):
-        for i, kind in enumerate(("needs_search", "known")):
-            values = [next(getattr(r, field) for r in rows if (r.model, r.policy, r.kind) == (m, p, kind))
-                      for m, p in bars]  # fmt: skip
-            xs = [j + (i - 0.5) * width for j in range(len(bars))]
-            ax.bar(xs, values, width, label=kind.replace("_", "-"), color=("#0b5cad", "#f0a500")[i])
-        ax.set_xticks(range(len(bars)), [f"{m}\n{p}" for m, p in bars], fontsize=8)
-        ax.set_ylabel(label)
-        ax.set_ylim(0, 1.05)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_title("When does it search?")
-    axes[1].set_title("How well does it answer?")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, size=(11, 4.2), columns=2) as axes:
+        for ax, field, label in ((axes[0], "search_ratio", "search ratio"), (axes[1], "f1", "F1 (MMLU: accuracy)")):
+            for i, kind in enumerate(("needs_search", "known")):
+                values = [next(getattr(r, field) for r in rows if (r.model, r.policy, r.kind) == (m, p, kind))
+                          for m, p in bars]  # fmt: skip
+                xs = [j + (i - 0.5) * width for j in range(len(bars))]
+                ax.bar(xs, values, width, label=kind.replace("_", "-"), color=("#0b5cad", "#f0a500")[i])
+            ax.set_xticks(range(len(bars)), [f"{m}\n{p}" for m, p in bars], fontsize=8)
+            ax.set_ylabel(label)
+            ax.set_ylim(0, 1.05)
+            ax.grid(axis="y", alpha=0.3)
+            ax.legend(fontsize=8)
+        axes[0].set_title("When does it search?")
+        axes[1].set_title("How well does it answer?")
 
 
 def compare(runs: dict[str, Path], out: Path, tuned: str, base: str) -> tuple[list[KindRow], list[Target]]:

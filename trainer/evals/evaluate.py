@@ -18,6 +18,7 @@ from typing import Any
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy
 from sem.scoring import em_score, score
 from trainer.data import Example
+from trainer.evals import tables
 from trainer.evals.labels import is_right
 from trainer.evals.runner import bounded
 from trainer.evals.runs import Outcome, first_answer
@@ -126,45 +127,30 @@ def summarize(outcomes: list[Outcome]) -> list[Row]:
 
 
 def markdown_table(rows: list[Row], title: str) -> str:
-    lines = [
-        f"### {title}",
-        "",
-        "| benchmark | policy | n | EM | F1 | search ratio | searches / question |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r.source} | {r.policy} | {r.n} | {r.em:.3f} | {r.f1:.3f} | {r.search_ratio:.2f} |"
-            f" {r.searches_per_question:.2f} |"
-        )
-    return "\n".join(lines) + "\n"
+    table = [{"benchmark": r.source, "policy": r.policy, "n": r.n, "EM": f"{r.em:.3f}", "F1": f"{r.f1:.3f}",
+              "search ratio": f"{r.search_ratio:.2f}", "searches / question": f"{r.searches_per_question:.2f}"}
+             for r in rows]  # fmt: skip
+    return tables.markdown_table(table, title=title, cell=str) + "\n"
 
 
 def plot(rows: list[Row], path: Path, title: str) -> None:
     """F1 against searches per question, one point per (benchmark, policy)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    markers = {"auto": "o", "never": "s", "always": "^", "budget": "D"}
-    sources = sorted({r.source for r in rows})
-    colors = dict(zip(sources, plt.cm.tab10.colors, strict=False))
-    for r in rows:
-        ax.scatter(r.searches_per_question, r.f1, marker=markers.get(r.policy, "x"), color=colors[r.source], s=60)
-    for source in sources:
-        ax.scatter([], [], color=colors[source], label=source)
-    for policy, marker in markers.items():
-        ax.scatter([], [], marker=marker, color="grey", label=f"policy: {policy}")
-    ax.set_xlabel("searches per question")
-    ax.set_ylabel("F1 (MC / GSM8K: accuracy)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with tables.figure(path, size=(7, 4.5), title=title) as ax:
+        markers = {"auto": "o", "never": "s", "always": "^", "budget": "D"}
+        sources = sorted({r.source for r in rows})
+        colors = dict(zip(sources, plt.cm.tab10.colors, strict=False))
+        for r in rows:
+            ax.scatter(r.searches_per_question, r.f1, marker=markers.get(r.policy, "x"), color=colors[r.source], s=60)
+        for source in sources:
+            ax.scatter([], [], color=colors[source], label=source)
+        for policy, marker in markers.items():
+            ax.scatter([], [], marker=marker, color="grey", label=f"policy: {policy}")
+        ax.set_xlabel("searches per question")
+        ax.set_ylabel("F1 (MC / GSM8K: accuracy)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
 
 
 def write_report(outcomes: list[Outcome], output_dir: Path, title: str) -> list[Row]:

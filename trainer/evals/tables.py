@@ -37,18 +37,19 @@ def markdown_table(
 
 
 @contextmanager
-def figure(path: Path, size: tuple[float, float] = (6, 4), title: str | None = None) -> Iterator[Any]:
-    """Axes to draw on; on leaving, the figure is laid out, saved to `path` (PNG, 120 dpi) and closed."""
+def figure(path: Path, size: tuple[float, float] = (6, 4), title: str | None = None, columns: int = 1) -> Iterator[Any]:
+    """Axes to draw on (`columns` > 1: a row of them); on leaving, the figure is laid out, saved to `path` (PNG,
+    120 dpi) and closed."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: reports are written by CLIs and CI
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=size)
+    fig, ax = plt.subplots(1, columns, figsize=size)
     try:
         yield ax
         if title:
-            ax.set_title(title, fontsize=10)
+            (ax if columns == 1 else ax[0]).set_title(title, fontsize=10)
         fig.tight_layout()
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120)
