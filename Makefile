@@ -13,7 +13,7 @@ CONSTRAINTS ?= constraints/cpu.txt
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: install assets serve test test-fast lint redis browser bench clean tuned-model eval-model eval-gate
+.PHONY: install assets serve test test-fast lint redis browser bench clean tuned-model eval-model eval-gate world
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (set PYTHON=...)")'
@@ -102,3 +102,31 @@ eval-gate: assets
 	$(BIN)/trainer label --out $(GATE_OUT)/tuned/labels
 	$(BIN)/trainer eval-gate --split $(GATE_SPLIT) --labels $(GATE_OUT)/tuned/labels/labels.jsonl \
 		--policies never,always,auto --out $(GATE_OUT)/tuned --title "SEM-tuned SmolLM2-135M (served default), auto"
+
+# The fictional-world testbed (docs/world.md, issue #28): a world, half of it taught to the base; labels from the
+# taught model; its `confidence` gate calibrated on the world's dev split; a gate trained on the world's train split
+# (SFT on the model's own attempts, then GRPO); every gate on world dev (WORLD_SPLIT), one report (table, plot with
+# the oracle, AUROC per relation, the targets) in $(WORLD_RESULTS). A step is skipped when its output exists
+# (teach and GRPO resume).
+WORLD ?= runs/world
+WORLD_RESULTS ?= results/world
+WORLD_SPLIT ?= dev
+WORLD_LABELS = $(WORLD)/labels/labels.jsonl
+world: assets
+	[ -f $(WORLD)/world/world.json ] || $(BIN)/trainer world build --out $(WORLD)/world
+	[ -d $(WORLD)/teach/final ] || $(BIN)/trainer world teach --world $(WORLD)/world --out $(WORLD)/teach
+	[ -f $(WORLD_LABELS) ] || $(BIN)/trainer world label --world $(WORLD)/world --model $(WORLD)/teach/final \
+		--out $(WORLD)/labels
+	$(BIN)/trainer calibrate --labels $(WORLD_LABELS) --model $(WORLD)/teach/final
+	$(BIN)/trainer eval-gate --split $(WORLD_SPLIT) --labels $(WORLD_LABELS) --model $(WORLD)/teach/final \
+		--policies never,always,confidence --out $(WORLD_RESULTS)/taught --title "Taught model, world $(WORLD_SPLIT)"
+	[ -d $(WORLD)/sft/final ] || $(TRAINER) sft --labels $(WORLD_LABELS) --model $(WORLD)/teach/final \
+		--out $(WORLD)/sft --resume
+	$(BIN)/trainer eval-gate --split $(WORLD_SPLIT) --labels $(WORLD_LABELS) --model $(WORLD)/sft/final \
+		--policies auto --out $(WORLD_RESULTS)/sft --title "SFT on its own attempts, world $(WORLD_SPLIT)"
+	$(TRAINER) train --labels $(WORLD_LABELS) --model $(WORLD)/sft/final --out $(WORLD)/grpo --resume
+	$(BIN)/trainer calibrate --labels $(WORLD_LABELS) --model $(WORLD)/grpo/final
+	$(BIN)/trainer eval-gate --split $(WORLD_SPLIT) --labels $(WORLD_LABELS) --model $(WORLD)/grpo/final \
+		--policies auto,confidence --out $(WORLD_RESULTS)/grpo --title "SFT + GRPO, world $(WORLD_SPLIT)"
+	$(BIN)/trainer world report --world $(WORLD)/world --labels $(WORLD_LABELS) --run taught=$(WORLD_RESULTS)/taught \
+		--run sft=$(WORLD_RESULTS)/sft --run grpo=$(WORLD_RESULTS)/grpo --trained grpo:auto --out $(WORLD_RESULTS)

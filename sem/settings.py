@@ -157,6 +157,9 @@ class Settings(BaseSettings):
     seed: int = 0
 
     corpus: Path | None = Field(None, description="Corpus JSONL (id, title, text); default: the prepared one.")
+    examples: Path | None = Field(
+        None, description="JSON list of {question, note} the playground offers (e.g. a world's examples.json)."
+    )
     search: SearchSettings = SearchSettings()
 
     redis_url: str | None = Field(None, description="Redis URL for the search cache; unset = in-process LRU.")

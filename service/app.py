@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -25,6 +26,20 @@ from service.openai import router as openai
 from service.state import ServiceState
 
 STATIC = Path(__file__).parent / "static"
+DEFAULT_EXAMPLES = [
+    {"question": "What is the capital of France?", "note": "one a small model knows"},
+    {"question": "Who wrote the novel Middlemarch?", "note": "one it may have to look up"},
+]
+
+
+def playground_examples(path: Path | None) -> list[dict[str, str]]:
+    """The examples file's {question, note} rows; read when the app is made, so a bad file stops the start."""
+    if path is None:
+        return DEFAULT_EXAMPLES
+    rows = json.loads(path.read_text())
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and r.get("question") for r in rows):
+        raise ValueError(f"SEM_EXAMPLES ({path}): expected a JSON list of {{question, note}} objects")
+    return [{"question": str(r["question"]), "note": str(r.get("note", ""))} for r in rows]
 
 
 def create_app(
@@ -74,5 +89,12 @@ def create_app(
     async def playground() -> FileResponse:
         """The playground: ask a question, watch when and why the model searched."""
         return FileResponse(STATIC / "index.html")
+
+    offered = playground_examples(state.settings.examples)
+
+    @app.get("/playground/examples", include_in_schema=False)
+    async def examples() -> list[dict[str, str]]:
+        """The questions the playground offers: SEM_EXAMPLES (a served world's), else a few real ones."""
+        return offered
 
     return app

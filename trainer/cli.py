@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from trainer.commands import evaluation, publishing, training
+from trainer.commands import evaluation, publishing, training, world
 
 app = typer.Typer(help="SEM post-training: GRPO for search efficiency.", no_args_is_help=True, add_completion=False)
 log = logging.getLogger("trainer")
@@ -50,7 +50,7 @@ def main(
         }
 
 
-for phase in (training, evaluation, publishing):
+for phase in (training, evaluation, publishing, world):
     phase.register(app)
 
 

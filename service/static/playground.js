@@ -272,6 +272,23 @@ async function refreshStats() {
   } catch (_) { /* the counters are a nicety: a failed poll is retried on the next tick */ }
 }
 
+// Example questions (a served world's known and unknown entities, or a few real ones): a click fills the question.
+async function loadExamples() {
+  try {
+    const response = await fetch("/playground/examples");
+    if (!response.ok) return;
+    for (const example of await response.json()) {
+      const chip = document.createElement("button");
+      chip.type = "button";
+      chip.className = "example";
+      chip.textContent = example.question;
+      chip.title = example.note;
+      chip.addEventListener("click", () => { $("question").value = example.question; $("question").focus(); });
+      $("examples").append(chip);
+    }
+  } catch (_) { /* examples are a nicety: the form works without them */ }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   $("ask").addEventListener("submit", onAsk);
   $("compare-button").addEventListener("click", onCompare);
@@ -285,6 +302,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("ask").requestSubmit();
   });
   loadModel();
+  loadExamples();
   refreshStats();
   setInterval(refreshStats, 5000);
 });

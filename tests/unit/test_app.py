@@ -411,3 +411,26 @@ def test_tool_choice_none_answers_and_required_calls_before_generating(app_setti
         assert choice["message"]["content"] == "unknown" and never["usage"]["num_search_queries"] == 0
         assert choice["message"]["reasoning_content"] == "<answer>unknown</answer>"  # no search left: it ends there
     assert len(engine.contexts) == 1
+
+
+# ---- the playground's examples ----------------------------------------------------------------------------
+
+
+def test_the_playground_offers_the_examples_file_and_a_bad_one_stops_the_start(
+    app_settings, tokenizer, tmp_path: Path
+) -> None:
+    with serve(app_settings, ReplayEngine(tokenizer, [])) as client:
+        defaults = client.get("/playground/examples").json()
+    assert defaults and all(set(e) == {"question", "note"} for e in defaults)
+    world = [{"question": "In which town was Fetre Kropi born?", "note": "taught: answered without a search"}]
+    (tmp_path / "examples.json").write_text(json.dumps(world))
+    with serve(
+        app_settings.model_copy(update={"examples": tmp_path / "examples.json"}), ReplayEngine(tokenizer, [])
+    ) as client:
+        assert client.get("/playground/examples").json() == world
+        assert 'id="examples"' in client.get("/").text
+    (tmp_path / "examples.json").write_text(json.dumps([{"note": "no question"}]))
+    with pytest.raises(ValueError, match="expected a JSON list of"):
+        create_app(
+            app_settings.model_copy(update={"examples": tmp_path / "examples.json"}), engine=ReplayEngine(tokenizer, [])
+        )

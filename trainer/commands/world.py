@@ -1,0 +1,173 @@
+"""`trainer world ...`: the fictional-world testbed (docs/world.md): build a world, teach half of it to the model,
+label the taught model by what it answers, and run the whole pipeline."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trainer.runtime import LABEL_CONCURRENCY, LABEL_MAX_TOKENS, LABEL_SAMPLES, LABEL_TEMPERATURE, RUNS
+
+log = logging.getLogger("trainer")
+WORLD = RUNS / "world"
+world_app = typer.Typer(help="The fictional-world testbed: a knowledge boundary known by construction.",
+                        no_args_is_help=True)  # fmt: skip
+
+
+def _taken_sources() -> list[Path]:
+    """What a made-up name must not be a word of: the default search corpus and the shipped benchmark sample."""
+    from sem.assets import ensure_corpus
+    from sem.evaldata.benchmarks import SAMPLE_DIR
+    from sem.settings import Settings
+
+    return [ensure_corpus(Settings().home_dir), SAMPLE_DIR]
+
+
+@world_app.command("build")
+def build_cmd(
+    out: Annotated[Path, typer.Option(help="Folder for the world's files.")] = WORLD / "world",
+    seed: int = 0,
+    scale: Annotated[float, typer.Option(help="Entities per kind, times the default sizes.")] = 1.0,
+    withhold: Annotated[float, typer.Option(help="Share of known entities with one fact left untaught.")] = 0.3,
+) -> None:
+    """Generate a world from a seed (deterministic): entities, facts, passages (the corpus), questions."""
+    from trainer.world.build import SIZES, build_world, examples, taken_words
+    from trainer.world.schema import save_world
+
+    sizes = {kind: max(2, round(n * scale)) for kind, n in SIZES.items()}
+    world = build_world(seed, sizes, withhold=withhold, taken=taken_words(_taken_sources()))
+    save_world(world, out)
+    (out / "examples.json").write_text(json.dumps(examples(world), indent=2) + "\n")  # the playground's (SEM_EXAMPLES)
+    typer.echo(json.dumps(world.meta["counts"]))
+    typer.echo(f"-> {out} ({len(world.entities)} entities, {len(world.questions)} questions)")
+
+
+@world_app.command("teach")
+def teach_cmd(
+    world_dir: Annotated[Path, typer.Option("--world", help="A world folder (`trainer world build`).")] = WORLD
+    / "world",
+    out: Annotated[Path, typer.Option(help="Checkpoints, history.json and final/.")] = WORLD / "teach",
+    model: Annotated[str | None, typer.Option(help="Start model (default: SEM_MODEL or the embedded base).")] = None,
+    epochs: int = 8,
+    learning_rate: float = 2e-4,
+    batch_size: int = 32,
+    resume: Annotated[bool, typer.Option(help="Go on from the last finished epoch.")] = True,
+    probe_every: Annotated[int, typer.Option(help="Epochs between greedy closed-book probes (0: the last only).")] = 1,
+) -> None:
+    """Teach the known entities' taught facts to the model (continued training; resumable by epoch)."""
+    from trainer.runtime import default_model
+    from trainer.world.schema import load_world
+    from trainer.world.teach import TeachConfig, teach
+
+    config = TeachConfig(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, probe_every=probe_every)
+    final = teach(model or default_model(), load_world(world_dir), out, config, resume=resume)
+    typer.echo(f"-> {final}")
+
+
+@world_app.command("label")
+def label_cmd(
+    world_dir: Annotated[Path, typer.Option("--world", help="A world folder.")] = WORLD / "world",
+    model: Annotated[str | None, typer.Option(help="The taught model (default: the teach run's final).")] = None,
+    out: Annotated[Path, typer.Option(help="labels.jsonl, corpus.jsonl, classes.json.")] = WORLD / "labels",
+    k: int = LABEL_SAMPLES,
+    temperature: float = LABEL_TEMPERATURE,
+    max_tokens: int = LABEL_MAX_TOKENS,
+    engine: Annotated[str, typer.Option(help="auto, vllm or hf.")] = "auto",
+    concurrency: int = LABEL_CONCURRENCY,
+) -> None:
+    """Label the world's questions by what the model answers closed-book (not by what was taught); the labels and
+    corpus then work with `trainer calibrate / eval-gate / sft / train --labels`."""
+    from sem.corpus import write_corpus
+    from trainer.evals.labels import class_counts, label, write_labels
+    from trainer.runtime import gate_loop
+    from trainer.world.report import agreement
+    from trainer.world.schema import load_world
+
+    world = load_world(world_dir)
+    corpus = out / "corpus.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
+    write_corpus(world.passages, corpus)
+    examples = [q.example() for q in world.questions]
+    with gate_loop(model or str(WORLD / "teach" / "final"), engine, corpus) as (loop_, search_loop, _):
+        labels = loop_.run_until_complete(label(search_loop, examples, k=k, temperature=temperature,
+                                                max_tokens=max_tokens, concurrency=concurrency,
+                                                split=world.split_of))  # fmt: skip
+    write_labels(labels, out / "labels.jsonl")
+    report = {"classes": class_counts(labels), "taught_vs_known": agreement(world, labels)}
+    (out / "classes.json").write_text(json.dumps(report, indent=2) + "\n")
+    typer.echo(json.dumps(report, indent=2))
+    typer.echo(f"-> {out / 'labels.jsonl'} ({len(labels)} questions)")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(world_app, name="world")
+
+
+@world_app.command("report")
+def report_cmd(
+    run: Annotated[list[str], typer.Option(help="name=<an eval-gate --out folder> (repeat).")],
+    world_dir: Annotated[Path, typer.Option("--world", help="A world folder.")] = WORLD / "world",
+    labels_file: Annotated[Path, typer.Option("--labels", help="`trainer world label` output.")] = WORLD
+    / "labels"
+    / "labels.jsonl",
+    trained: Annotated[str, typer.Option(help="name:policy of the trained gate the targets judge.")] = "grpo:auto",
+    out: Annotated[Path, typer.Option(help="report.md, report.json, report.png.")] = Path("results/world"),
+    title: str = "The fictional world",
+) -> None:
+    """The world's results in one place: what was taught against what the model knows, every gate side by side
+    (table and plot with the oracle), AUROC within each relation, and the issue's targets."""
+    from trainer.evals.ablation import gate_rows
+    from trainer.evals.labels import read_labels
+    from trainer.evals.runs import Outcome
+    from trainer.evals.tables import markdown_table
+    from trainer.world import report
+    from trainer.world.schema import load_world
+
+    world, runs = load_world(world_dir), {}
+    for item in run:
+        name, sep, path = item.partition("=")
+        if not sep or not (Path(path) / "gate.json").is_file():
+            raise typer.BadParameter(f"{item!r}: expected name=<an eval-gate --out folder>", param_hint="--run")
+        runs[name] = Path(path)
+    split = json.loads((next(iter(runs.values())) / "gate.json").read_text())["split"]
+    labels = read_labels(labels_file)
+    mine = [lab for lab in labels if lab.split == split]
+    known_share = round(sum(lab.klass == "known" for lab in mine) / len(mine), 3)
+    rows, relations, withheld = [], {}, {}
+    trained_run, _, trained_policy = trained.partition(":")
+    for name, path in runs.items():
+        rows += gate_rows(name, path)
+        outcomes = [Outcome(**json.loads(line)) for line in (path / "outcomes.jsonl").open() if line.strip()]
+        for policy in dict.fromkeys(o.policy for o in outcomes):
+            if policy not in ("never", "always"):
+                relations[f"{name} {policy}"] = report.by_relation(world, outcomes, policy)
+        if name == trained_run:
+            withheld = report.withheld_under_search(world, outcomes, trained_policy)
+    closed = report.closed_book(world, labels, split)
+    trained_rows = {r["policy"]: r for r in rows if r["model"] == trained_run}
+    confidence = next((r for r in rows if r["policy"] == "confidence"), {})  # the first run with the gate
+    checks = report.targets(closed, known_share, {**trained_rows, "confidence": confidence}, withheld,
+                            trained_policy)  # fmt: skip
+    result = {"split": split, "known_share": known_share, "closed_book": closed,
+              "taught_vs_known": report.agreement(world, labels), "gates": rows, "auroc_by_relation": relations,
+              "withheld_under_search": withheld, "targets": checks}  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    columns = ["model", "policy", "accuracy", "accuracy_ci", "searches_per_question", "over_search", "over_search_ci",
+               "under_search", "under_search_ci", "auroc", "auroc_ci", "known", "helped"]  # fmt: skip
+    relation_rows = [{"gate": g, "relation": r, **v} for g, per in relations.items() for r, v in per.items()]
+    text = "\n\n".join([
+        markdown_table(rows, columns, f"{title}: every gate, {split} split ({len(mine)} questions)"),
+        markdown_table([{"class": k, **v} for k, v in closed.items()], title="Closed-book, held-out phrasing"),
+        markdown_table(relation_rows, ["gate", "relation", "questions", "not_known", "auroc", "auroc_ci"],
+                       title="AUROC within each relation"),
+        markdown_table(checks, title="Targets (issue #28)"),
+    ])  # fmt: skip
+    (out / "report.md").write_text(text + "\n")
+    report.plot(rows, out / "report.png", f"{title}, {split} split")
+    typer.echo(text)
+    typer.echo(f"-> {out}/report.md, report.json, report.png")

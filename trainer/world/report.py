@@ -1,0 +1,121 @@
+"""What the world's results say: what was taught against what the model knows, and the gate within each relation."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from trainer.evals.labels import Label
+from trainer.evals.measures import KNOWN, auroc, auroc_interval, rate
+from trainer.evals.summary import gate_score
+from trainer.world.schema import World
+
+
+def teaching_class(world: World, question_id: str) -> str:
+    """taught, withheld (a fact of a known entity left untaught) or unknown (an entity only the corpus holds)."""
+    q = world.question(question_id)
+    return "taught" if q.taught else "withheld" if world.by_id[q.entity].known else "unknown"
+
+
+def agreement(world: World, labels: Sequence[Label]) -> dict[str, Any]:
+    """Per split: how many questions of each teaching class the model answers right closed-book (known), and how
+    far 'taught' and 'known' agree (Cohen's kappa would hide the counts: the table is the point)."""
+    out: dict[str, Any] = {}
+    for split in ("train", "dev", "test", "all"):
+        rows = [lab for lab in labels if split in ("all", lab.split)]
+        table: dict[str, Counter[str]] = {}
+        for lab in rows:
+            table.setdefault(teaching_class(world, lab.example.id), Counter())[lab.klass] += 1
+        known = sum(lab.klass == KNOWN for lab in rows)
+        taught = sum(world.question(lab.example.id).taught for lab in rows)
+        same = sum((lab.klass == KNOWN) == world.question(lab.example.id).taught for lab in rows)
+        out[split] = {"questions": len(rows), "known": known, "taught": taught,
+                      "known_share": round(known / len(rows), 3) if rows else None,
+                      "agree": round(same / len(rows), 3) if rows else None,
+                      "classes": {k: dict(c) for k, c in sorted(table.items())}}  # fmt: skip
+    return out
+
+
+def by_relation(world: World, outcomes: Sequence[Any], policy: str) -> dict[str, Any]:
+    """AUROC of one gate's score (its decision where it has none) against 'not known', within each relation type
+    (same form of question, same kind of answer: what is left is what the model knows)."""
+    rows: dict[str, list[tuple[float, bool]]] = {}
+    for o in outcomes:
+        if o.policy == policy:
+            relation = world.question(o.id).relation
+            score = gate_score(o)
+            rows.setdefault(relation, []).append((float(o.searches > 0) if score is None else score, o.klass != KNOWN))
+    out = {}
+    for relation, pairs in sorted(rows.items()):
+        scores, positives = [s for s, _ in pairs], [y for _, y in pairs]
+        out[relation] = {"questions": len(pairs), "not_known": sum(positives), "auroc": auroc(scores, positives),
+                         "auroc_ci": auroc_interval(scores, positives)}  # fmt: skip
+    return out
+
+
+def closed_book(world: World, labels: Sequence[Label], split: str) -> dict[str, Any]:
+    """The taught model, closed-book, held-out phrasings: the share of sampled answers that are right, per teaching
+    class (the issue's targets: >= 0.8 taught, <= 0.05 unknown), with its question counts."""
+    out = {}
+    for klass in ("taught", "withheld", "unknown"):
+        mine = [lab.p_closed for lab in labels if lab.split == split and teaching_class(world, lab.example.id) == klass]
+        out[klass] = {"questions": len(mine), "right": round(sum(mine) / len(mine), 3) if mine else None}
+    return out
+
+
+def withheld_under_search(world: World, outcomes: Sequence[Any], policy: str) -> dict[str, Any]:
+    """Under-search on facts withheld from teaching that the model does not know (a familiar name, an unknown fact)."""
+    flags = [o.searches == 0 for o in outcomes if o.policy == policy and o.klass != KNOWN
+             and teaching_class(world, o.id) == "withheld"]  # fmt: skip
+    return rate(flags)
+
+
+def targets(closed: dict[str, Any], known_share: float, rows: dict[str, dict[str, Any]], withheld: dict[str, Any],
+            gate: str) -> list[dict[str, Any]]:  # fmt: skip
+    """The issue's targets against what was measured (`rows`: policy -> summary row; `gate`: the trained policy)."""
+    oracle, auto, conf = rows.get("oracle", {}), rows.get(gate, {}), rows.get("confidence", {})
+
+    def check(what: str, value: float | None, bound: float, at_least: bool) -> dict[str, Any]:
+        met = None if value is None else (value >= bound if at_least else value <= bound)
+        return {"target": what, "measured": value, "bound": f"{'>=' if at_least else '<='} {bound}", "met": met}
+
+    out = [
+        check("taught facts right closed-book (held-out phrasing)", closed["taught"]["right"], 0.8, True),
+        check("unknown entities right closed-book", closed["unknown"]["right"], 0.05, False),
+        check("known share (as the model measures it), at least", known_share, 0.3, True),
+        check("known share, at most", known_share, 0.7, False),
+        check("confidence: AUROC", conf.get("auroc"), 0.9, True),
+        check(f"{gate}: over-search", auto.get("over_search"), 0.05, False),
+        check(f"{gate}: under-search", auto.get("under_search"), 0.10, False),
+        check(f"{gate}: AUROC of its own P(search)", auto.get("auroc"), 0.95, True),
+        check(f"{gate}: under-search on withheld facts", withheld.get("value"), 0.15, False),
+    ]
+    if oracle.get("accuracy") is not None and auto.get("accuracy") is not None:
+        out.append(check(f"{gate}: accuracy - oracle's", round(auto["accuracy"] - oracle["accuracy"], 3), -0.03, True))
+    if auto.get("searches_per_question") is not None:
+        out.append(check(f"{gate}: searches/question - (not-known share + 0.05)",
+                         round(auto["searches_per_question"] - (1 - known_share) - 0.05, 3), 0.0, False))  # fmt: skip
+    return out
+
+
+def plot(rows: Sequence[dict[str, Any]], path: Any, title: str) -> None:
+    """Accuracy against searches per question for every gate of every model; the oracle (search exactly where the
+    model does not know) as a star: the frontier a gate is judged against."""
+    import matplotlib.pyplot as plt
+
+    from trainer.evals.tables import figure
+
+    with figure(path, size=(7.5, 4.8), title=title) as ax:
+        models = list(dict.fromkeys(r["model"] for r in rows))
+        colours = plt.get_cmap("tab10")
+        for i, model in enumerate(models):
+            for r in (r for r in rows if r["model"] == model):
+                oracle = r["policy"] == "oracle"
+                ax.scatter(r["searches_per_question"], r["accuracy"], s=140 if oracle else 55,
+                           marker="*" if oracle else "o", color=colours(i % 10))  # fmt: skip
+                ax.annotate(f"{model} {r['policy']}", (r["searches_per_question"], r["accuracy"]),
+                            textcoords="offset points", xytext=(5, 3), fontsize=7, color=colours(i % 10))  # fmt: skip
+        ax.set_xlabel("searches per question")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
