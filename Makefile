@@ -123,10 +123,10 @@ world: assets
 	[ -d $(WORLD)/sft/final ] || $(TRAINER) sft --labels $(WORLD_LABELS) --model $(WORLD)/teach/final \
 		--out $(WORLD)/sft --resume
 	$(BIN)/trainer eval-gate --split $(WORLD_SPLIT) --labels $(WORLD_LABELS) --model $(WORLD)/sft/final \
-		--policies auto --out $(WORLD_RESULTS)/sft --title "SFT on its own attempts, world $(WORLD_SPLIT)"
+		--policies never,always,auto --out $(WORLD_RESULTS)/sft --title "SFT on its own attempts, world $(WORLD_SPLIT)"
 	$(TRAINER) train --labels $(WORLD_LABELS) --model $(WORLD)/sft/final --out $(WORLD)/grpo --resume
 	$(BIN)/trainer calibrate --labels $(WORLD_LABELS) --model $(WORLD)/grpo/final
 	$(BIN)/trainer eval-gate --split $(WORLD_SPLIT) --labels $(WORLD_LABELS) --model $(WORLD)/grpo/final \
-		--policies auto,confidence --out $(WORLD_RESULTS)/grpo --title "SFT + GRPO, world $(WORLD_SPLIT)"
+		--policies never,always,auto,confidence --out $(WORLD_RESULTS)/grpo --title "SFT + GRPO, world $(WORLD_SPLIT)"
 	$(BIN)/trainer world report --world $(WORLD)/world --labels $(WORLD_LABELS) --run taught=$(WORLD_RESULTS)/taught \
 		--run sft=$(WORLD_RESULTS)/sft --run grpo=$(WORLD_RESULTS)/grpo --trained grpo:auto --out $(WORLD_RESULTS)

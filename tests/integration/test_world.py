@@ -74,3 +74,15 @@ def test_sft_grpo_and_eval_gate_run_on_the_world(tiny: Path) -> None:
     assert {"never", "always", "auto", "oracle"} <= set(rows)
     assert all(rows[p]["questions"] == len(dev) for p in ("never", "always", "auto"))
     assert rows["always"]["searches_per_question"] == 1.0 and rows["never"]["searches_per_question"] == 0.0
+    report_dir = tiny / "report"
+    invoke("world", "report", "--world", str(tiny / "world"), "--labels", labels, "--run", f"grpo={tiny / 'gate'}",
+           "--trained", "grpo:auto", "--out", str(report_dir))  # fmt: skip
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["split"] == "dev" and sum(c["questions"] for c in report["closed_book"].values()) == len(dev)
+    targets = {t["target"]: t for t in report["targets"]}
+    over = targets["auto: over-search"]  # measured from the same outcomes as the gate table's row
+    assert over["measured"] == next(r["over_search"] for r in report["gates"] if r["policy"] == "auto")
+    assert over["met"] is None if over["measured"] is None else over["met"] == (over["measured"] <= 0.05)
+    assert (report_dir / "report.png").stat().st_size > 10_000 and "| grpo | auto |" in (
+        report_dir / "report.md"
+    ).read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -122,6 +123,7 @@ def report_cmd(
     (table and plot with the oracle), AUROC within each relation, and the issue's targets."""
     from trainer.evals.ablation import gate_rows
     from trainer.evals.labels import read_labels
+    from trainer.evals.measures import paired_difference
     from trainer.evals.runs import Outcome
     from trainer.evals.tables import markdown_table
     from trainer.world import report
@@ -137,11 +139,13 @@ def report_cmd(
     labels = read_labels(labels_file)
     mine = [lab for lab in labels if lab.split == split]
     known_share = round(sum(lab.klass == "known" for lab in mine) / len(mine), 3)
-    rows, relations, withheld = [], {}, {}
+    rows, relations, withheld, answers = [], {}, {}, {}
     trained_run, _, trained_policy = trained.partition(":")
     for name, path in runs.items():
         rows += gate_rows(name, path)
         outcomes = [Outcome(**json.loads(line)) for line in (path / "outcomes.jsonl").open() if line.strip()]
+        for o in outcomes:
+            answers.setdefault((name, o.policy), {})[o.id] = o
         for policy in dict.fromkeys(o.policy for o in outcomes):
             if policy not in ("never", "always"):
                 relations[f"{name} {policy}"] = report.by_relation(world, outcomes, policy)
@@ -152,9 +156,20 @@ def report_cmd(
     confidence = next((r for r in rows if r["policy"] == "confidence"), {})  # the first run with the gate
     checks = report.targets(closed, known_share, {**trained_rows, "confidence": confidence}, withheld,
                             trained_policy)  # fmt: skip
+    versus = {}  # the trained gate against `confidence`, question by question (results/rules/world.md)
+    if confidence and (trained_run, trained_policy) in answers:
+        mine, theirs = answers[(trained_run, trained_policy)], answers[(confidence["model"], "confidence")]
+
+        def paired(measure: Callable[[Outcome], float]) -> dict:
+            return paired_difference({i: measure(o) for i, o in mine.items()},
+                                     {i: measure(o) for i, o in theirs.items()})  # fmt: skip
+
+        versus = {"a": f"{trained_run} {trained_policy}", "b": f"{confidence['model']} confidence",
+                  "accuracy": paired(lambda o: float(o.right)),
+                  "searches_per_question": paired(lambda o: float(o.searches))}  # fmt: skip
     result = {"split": split, "known_share": known_share, "closed_book": closed,
               "taught_vs_known": report.agreement(world, labels), "gates": rows, "auroc_by_relation": relations,
-              "withheld_under_search": withheld, "targets": checks}  # fmt: skip
+              "withheld_under_search": withheld, "versus_confidence": versus, "targets": checks}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
     columns = ["model", "policy", "accuracy", "accuracy_ci", "searches_per_question", "over_search", "over_search_ci",
@@ -166,6 +181,9 @@ def report_cmd(
         markdown_table(relation_rows, ["gate", "relation", "questions", "not_known", "auroc", "auroc_ci"],
                        title="AUROC within each relation"),
         markdown_table(checks, title="Targets (issue #28)"),
+        *([markdown_table([{"difference": f"{versus['a']} - {versus['b']}", "measure": m, **versus[m]}
+                           for m in ("accuracy", "searches_per_question")],
+                          title="Paired against confidence (same questions, 95% paired bootstrap)")] if versus else []),
     ])  # fmt: skip
     (out / "report.md").write_text(text + "\n")
     report.plot(rows, out / "report.png", f"{title}, {split} split")
