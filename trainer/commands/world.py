@@ -12,6 +12,9 @@ from typing import Annotated
 import typer
 
 from trainer.runtime import LABEL_CONCURRENCY, LABEL_MAX_TOKENS, LABEL_SAMPLES, LABEL_TEMPERATURE, RUNS
+from trainer.world.teach import TeachConfig
+
+TEACH = TeachConfig()  # the recipe's defaults, written once
 
 log = logging.getLogger("trainer")
 WORLD = RUNS / "world"
@@ -53,16 +56,16 @@ def teach_cmd(
     / "world",
     out: Annotated[Path, typer.Option(help="Checkpoints, history.json and final/.")] = WORLD / "teach",
     model: Annotated[str | None, typer.Option(help="Start model (default: SEM_MODEL or the embedded base).")] = None,
-    epochs: int = 8,
-    learning_rate: float = 2e-4,
-    batch_size: int = 32,
+    epochs: int = TEACH.epochs,
+    learning_rate: float = TEACH.learning_rate,
+    batch_size: int = TEACH.batch_size,
     resume: Annotated[bool, typer.Option(help="Go on from the last finished epoch.")] = True,
     probe_every: Annotated[int, typer.Option(help="Epochs between greedy closed-book probes (0: the last only).")] = 1,
 ) -> None:
     """Teach the known entities' taught facts to the model (continued training; resumable by epoch)."""
     from trainer.runtime import default_model
     from trainer.world.schema import load_world
-    from trainer.world.teach import TeachConfig, teach
+    from trainer.world.teach import teach
 
     config = TeachConfig(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, probe_every=probe_every)
     final = teach(model or default_model(), load_world(world_dir), out, config, resume=resume)

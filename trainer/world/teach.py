@@ -159,8 +159,11 @@ def probe(model: Any, tokenizer: Any, world: World, per_class: int = 24, seed: i
 
 @dataclass(slots=True)
 class TeachConfig:
-    epochs: int = 8
-    learning_rate: float = 5e-4
+    """The knowledge injection's recipe; the CLI's defaults are these. On the default world, 3 epochs took the greedy
+    probe's taught facts from 0.21 (epoch 1) to 0.71 and 0.96 (runs/world/teach/history.json)."""
+
+    epochs: int = 3
+    learning_rate: float = 2e-4
     batch_size: int = 32
     warmup: float = 0.05
     weight_decay: float = 0.0
@@ -184,7 +187,7 @@ def teach(model_path: str, world: World, out: Path, config: TeachConfig, *, resu
         state = torch.load(state_file, weights_only=False)
         start, source = state["epoch"], str(out / "latest")
         log.info("resuming after epoch %d", start)
-    model = AutoModelForCausalLM.from_pretrained(source, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     rng = random.Random(config.seed)
