@@ -6,8 +6,8 @@ Two places for the engine, one loop over them:
 Either runs on an event loop in a thread of its own (AsyncLLM binds to the loop it started on, while TRL calls the
 rollout synchronously once a step). Weights travel as one safetensors file in shared memory, loaded inside vLLM's
 worker by a worker extension (`sem.engines.vllm.WeightLoader`): colocated through `collective_rpc`, on a server
-through its dev-mode `/collective_rpc` endpoint. A LoRA policy is merged for the copy and unmerged after; under
-DeepSpeed ZeRO-3 the shards are gathered for it.
+through its dev-mode `/collective_rpc` endpoint. A LoRA policy is merged into a copy (the base is never edited);
+under DeepSpeed ZeRO-3 the shards are gathered for it.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _gathered(model: Any) -> Any:
 def save_policy_weights(model: Any, path: Path | None) -> int:
     """Write the policy's full weights under the base checkpoint's names; returns the number of tensors.
 
-    A PEFT model is merged for the copy and unmerged after, so training continues on the adapter alone.
+    A PEFT model's LoRA layers are merged out of place (`lora_merged`): the training weights stay as they are.
     Tied embeddings are written once (vLLM ties `lm_head` itself; safetensors refuses shared storage).
     `path=None`: take part in the gathering only (the ranks that do not write).
     """
@@ -67,23 +67,42 @@ def _save_merged(model: Any, path: Path | None) -> int:
     from safetensors.torch import save_file
 
     peft = hasattr(model, "merge_adapter")
-    if peft:
-        model.merge_adapter()
-    try:
-        state = model.state_dict()
-        weights = {
-            _base_name(name) if peft else name: tensor.detach().contiguous()
-            for name, tensor in state.items()
-            if not (peft and "lora_" in name)
-        }
-        if getattr(model.config, "tie_word_embeddings", False):
-            weights.pop("lm_head.weight", None)
-        if path is not None:
-            save_file(weights, str(path))
-    finally:
-        if peft:
-            model.unmerge_adapter()
+    merged = lora_merged(model) if peft else {}
+    weights = {
+        _base_name(name) if peft else name: merged.get(name, tensor).detach().contiguous()
+        for name, tensor in model.state_dict().items()
+        if not (peft and "lora_" in name)
+    }
+    if getattr(model.config, "tie_word_embeddings", False):
+        weights.pop("lm_head.weight", None)
+    if path is not None:
+        save_file(weights, str(path))
     return len(weights)
+
+
+def lora_merged(model: Any) -> dict[str, Any]:
+    """The LoRA layers' merged weights, built out of place: base + scaling * B @ A in float32, cast once to the
+    base's dtype. The training weights are never edited: merging into them and unmerging after, every step, moves a
+    bfloat16 base by about the size of the LoRA update over a few hundred steps (issue #31)."""
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    out = {}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if not isinstance(module, LoraLayer) or module.merged:
+                continue
+            base = module.get_base_layer().weight
+            total = base.float()
+            for adapter in module.active_adapters:
+                if adapter not in module.lora_A:
+                    continue
+                delta = module.lora_B[adapter].weight.float() @ module.lora_A[adapter].weight.float()
+                if getattr(module, "fan_in_fan_out", False):
+                    delta = delta.T
+                total = total + delta * module.scaling[adapter]
+            out[f"{name}.base_layer.weight"] = total.to(base.dtype)
+    return out
 
 
 class RolloutEngine:
