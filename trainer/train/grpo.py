@@ -87,7 +87,7 @@ def build_grpo_trainer(
         RolloutConfig(
             max_searches=args.max_searches, top_k=args.top_k, engine=args.rollout_engine,  # type: ignore[arg-type]
             vllm_dtype=args.vllm_dtype, vllm_server_url=args.vllm_server_base_url,
-            vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization,
+            vllm_gpu_memory_utilization=args.vllm_gpu_memory_utilization, seed=args.seed,
         ),
     )  # fmt: skip
     peft_config = None

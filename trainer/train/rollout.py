@@ -39,6 +39,13 @@ class RolloutConfig:
     vllm_dtype: str = "float32"  # the policy's own dtype on CPU: vLLM's log-probs then match the trainer's
     vllm_server_url: str | None = None  # a `vllm serve` for rollouts (else vLLM runs in the trainer's process)
     vllm_gpu_memory_utilization: float = 0.3  # colocated on a GPU: what vLLM may take beside training
+    seed: int = 0  # each rank's engine samples with seed + its rank: copies of a prompt split across ranks differ
+
+
+def engine_seed(seed: int, trainer: Any) -> int:
+    """The rollout engine's seed on this rank: the run's seed plus the rank, so that ranks sampling copies of one
+    prompt (a batch below num_generations splits a group across ranks) give different answers."""
+    return seed + getattr(getattr(trainer, "accelerator", None), "process_index", 0)
 
 
 @dataclass
@@ -134,6 +141,7 @@ class SEMRollout:
                 server_url=self.config.vllm_server_url,
                 dtype=self.config.vllm_dtype,
                 gpu_memory_utilization=self.config.vllm_gpu_memory_utilization,
+                seed=engine_seed(self.config.seed, self._trainer),
             )
             self.stats.engine_start_s += time.perf_counter() - started
             log.info("vLLM rollout engine ready in %.1f s", time.perf_counter() - started)

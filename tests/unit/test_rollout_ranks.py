@@ -1,4 +1,5 @@
-"""The weights pushed to vLLM after each GRPO step: a LoRA policy merged out of place, the base never edited."""
+"""The rollout's rank logic: weights pushed to vLLM with a LoRA policy merged out of place (the base never edited), and
+each rank's engine seeded apart."""
 
 from __future__ import annotations
 
@@ -54,3 +55,13 @@ def test_the_pushed_file_holds_the_merged_weights_under_the_bases_names(lora_mod
     assert "lm_head.weight" not in saved  # tied: vLLM ties it itself
     for name, tensor in lora_merged(lora_model).items():
         assert torch.equal(saved[name.removeprefix("base_model.model.").replace(".base_layer.", ".")], tensor)
+
+
+def test_each_rank_samples_with_its_own_seed() -> None:
+    from types import SimpleNamespace
+
+    from trainer.train.rollout import engine_seed
+
+    ranks = [SimpleNamespace(accelerator=SimpleNamespace(process_index=i)) for i in range(4)]
+    assert [engine_seed(7, r) for r in ranks] == [7, 8, 9, 10]
+    assert engine_seed(7, SimpleNamespace()) == 7  # one process, no accelerator yet
