@@ -145,8 +145,10 @@ def report_cmd(
     rows, relations, withheld, answers = [], {}, {}, {}
     trained_run, _, trained_policy = trained.partition(":")
     for name, path in runs.items():
-        rows += gate_rows(name, path)
         outcomes = [Outcome(**json.loads(line)) for line in (path / "outcomes.jsonl").open() if line.strip()]
+        for row in gate_rows(name, path):
+            under = report.not_known_under_search(outcomes, row["policy"])
+            rows.append({**row, "under_search_not_known": under["value"], "under_search_not_known_ci": under["ci"]})
         for o in outcomes:
             answers.setdefault((name, o.policy), {})[o.id] = o
         for policy in dict.fromkeys(o.policy for o in outcomes):
@@ -176,7 +178,8 @@ def report_cmd(
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
     columns = ["model", "policy", "accuracy", "accuracy_ci", "searches_per_question", "over_search", "over_search_ci",
-               "under_search", "under_search_ci", "auroc", "auroc_ci", "known", "helped"]  # fmt: skip
+               "under_search_not_known", "under_search_not_known_ci", "under_search", "auroc", "auroc_ci", "known",
+               "helped"]  # fmt: skip
     relation_rows = [{"gate": g, "relation": r, **v} for g, per in relations.items() for r, v in per.items()]
     text = "\n\n".join([
         markdown_table(rows, columns, f"{title}: every gate, {split} split ({len(mine)} questions)"),
