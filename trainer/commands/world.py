@@ -152,7 +152,7 @@ def report_cmd(
         for o in outcomes:
             answers.setdefault((name, o.policy), {})[o.id] = o
         for policy in dict.fromkeys(o.policy for o in outcomes):
-            if policy not in ("never", "always"):
+            if policy not in ("never", "always", "oracle"):  # a gate with a decision of its own
                 relations[f"{name} {policy}"] = report.by_relation(world, outcomes, policy)
         if name == trained_run:
             withheld = report.withheld_under_search(world, outcomes, trained_policy)
@@ -187,7 +187,7 @@ def report_cmd(
         markdown_table(relation_rows, ["gate", "relation", "questions", "not_known", "auroc", "auroc_ci"],
                        title="AUROC within each relation"),
         markdown_table(checks, title="Targets (issue #28)"),
-        *([markdown_table([{"difference": f"{versus['a']} - {versus['b']}", "measure": m, **versus[m]}
+        *([markdown_table([{"gates": f"{versus['a']} - {versus['b']}", "measure": m, **versus[m]}
                            for m in ("accuracy", "searches_per_question")],
                           title="Paired against confidence (same questions, 95% paired bootstrap)")] if versus else []),
     ])  # fmt: skip
