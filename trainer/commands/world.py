@@ -177,7 +177,7 @@ def report_cmd(
               "withheld_under_search": withheld, "versus_confidence": versus, "targets": checks}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
-    columns = ["model", "policy", "accuracy", "accuracy_ci", "searches_per_question", "over_search", "over_search_ci",
+    columns = ["model", "policy", "accuracy", "accuracy_ci", "searches_per_question", "over_search",
                "under_search_not_known", "under_search_not_known_ci", "under_search", "auroc", "auroc_ci", "known",
                "helped"]  # fmt: skip
     relation_rows = [{"gate": g, "relation": r, **v} for g, per in relations.items() for r, v in per.items()]
