@@ -40,6 +40,17 @@ SEARCH_TOOL = {
 }
 
 
+def invoke_trainer(*args: str) -> str:
+    """Run a `trainer` command in process (typer's test runner); its output, after checking it succeeded."""
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+
+    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

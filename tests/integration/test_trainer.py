@@ -17,18 +17,13 @@ from typer.testing import CliRunner
 
 from sem import protocol
 from sem.gate import read_threshold, resolve_policy, write_threshold
-from tests.conftest import free_port, launch, stop
+from tests.conftest import free_port, invoke_trainer, launch, stop
 from trainer.cli import app
 from trainer.data import check_disjoint, read_jsonl
 from trainer.train.rollout import RolloutConfig, SEMRollout
 
 runner = CliRunner()
-
-
-def invoke(*args: str) -> str:
-    result = runner.invoke(app, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
+invoke = invoke_trainer
 
 
 @pytest.fixture(scope="module")

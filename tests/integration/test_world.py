@@ -8,19 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from trainer.cli import app
+from tests.conftest import invoke_trainer
 from trainer.evals.labels import classify, is_right, read_labels
 from trainer.world.schema import load_world
 
-runner = CliRunner()
-
-
-def invoke(*args: str) -> str:
-    result = runner.invoke(app, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
+invoke = invoke_trainer
 
 
 @pytest.fixture(scope="module")
