@@ -1,5 +1,5 @@
 """`trainer world ...`: the fictional-world testbed (docs/world.md): build a world, teach half of it to the model,
-label the taught model by what it answers, and run the whole pipeline."""
+label the taught model by what it answers, report every gate on it (`make world` runs the whole pipeline)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from trainer.runtime import LABEL_CONCURRENCY, LABEL_MAX_TOKENS, LABEL_SAMPLES, LABEL_TEMPERATURE, RUNS
+from trainer.world.build import WITHHOLD
 from trainer.world.teach import TeachConfig
 
 TEACH = TeachConfig()  # the recipe's defaults, written once
@@ -36,7 +37,7 @@ def build_cmd(
     out: Annotated[Path, typer.Option(help="Folder for the world's files.")] = WORLD / "world",
     seed: int = 0,
     scale: Annotated[float, typer.Option(help="Entities per kind, times the default sizes.")] = 1.0,
-    withhold: Annotated[float, typer.Option(help="Share of known entities with one fact left untaught.")] = 0.3,
+    withhold: Annotated[float, typer.Option(help="Share of known entities with one fact left untaught.")] = WITHHOLD,
 ) -> None:
     """Generate a world from a seed (deterministic): entities, facts, passages (the corpus), questions."""
     from trainer.world.build import SIZES, build_world, examples, taken_words

@@ -19,6 +19,7 @@ SPLIT_SHARES = (("train", 0.4), ("dev", 0.2), ("test", 0.4))  # test is large: t
 PROFESSIONS = ("painter", "chemist", "engineer", "poet", "merchant", "surveyor", "composer", "physician", "architect",
                "botanist", "printer", "sailor", "teacher", "judge", "astronomer", "weaver")  # fmt: skip
 YEARS = (1650, 1990)
+WITHHOLD = 0.3  # known entities with two facts or more that keep one untaught
 
 
 def taken_words(paths: Iterable[Path]) -> set[str]:
@@ -52,7 +53,7 @@ def build_world(
     *,
     countries: int = 30,
     known_share: float = 0.5,
-    withhold: float = 0.3,
+    withhold: float = WITHHOLD,
     taken: set[str] | None = None,
 ) -> World:
     """The world for `seed`: the same seed and `taken` words give the same world, file for file.
