@@ -119,9 +119,8 @@ def questions(entities: list[Entity], facts: list[Fact]) -> list[Question]:
 def counts(world: World) -> dict[str, dict[str, int]]:
     """Questions per split: taught, withheld (a fact of a known entity left untaught), unknown."""
     table: dict[str, dict[str, int]] = {}
-    known = {e.id for e in world.entities if e.known}
     for q in world.questions:
-        klass = "taught" if q.taught else "withheld" if q.entity in known else "unknown"
+        klass = world.teaching_class(q.id)
         row = table.setdefault(q.split, {"taught": 0, "withheld": 0, "unknown": 0})
         row[klass] += 1
     return table

@@ -12,12 +12,6 @@ from trainer.evals.summary import gate_score
 from trainer.world.schema import World
 
 
-def teaching_class(world: World, question_id: str) -> str:
-    """taught, withheld (a fact of a known entity left untaught) or unknown (an entity only the corpus holds)."""
-    q = world.question(question_id)
-    return "taught" if q.taught else "withheld" if world.by_id[q.entity].known else "unknown"
-
-
 def agreement(world: World, labels: Sequence[Label]) -> dict[str, Any]:
     """Per split: how many questions of each teaching class the model answers right closed-book (known), and how
     far 'taught' and 'known' agree (Cohen's kappa would hide the counts: the table is the point)."""
@@ -26,7 +20,7 @@ def agreement(world: World, labels: Sequence[Label]) -> dict[str, Any]:
         rows = [lab for lab in labels if split in ("all", lab.split)]
         table: dict[str, Counter[str]] = {}
         for lab in rows:
-            table.setdefault(teaching_class(world, lab.example.id), Counter())[lab.klass] += 1
+            table.setdefault(world.teaching_class(lab.example.id), Counter())[lab.klass] += 1
         known = sum(lab.klass == KNOWN for lab in rows)
         taught = sum(world.question(lab.example.id).taught for lab in rows)
         same = sum((lab.klass == KNOWN) == world.question(lab.example.id).taught for lab in rows)
@@ -59,7 +53,7 @@ def closed_book(world: World, labels: Sequence[Label], split: str) -> dict[str, 
     class (the issue's targets: >= 0.8 taught, <= 0.05 unknown), with its question counts."""
     out = {}
     for klass in ("taught", "withheld", "unknown"):
-        mine = [lab.p_closed for lab in labels if lab.split == split and teaching_class(world, lab.example.id) == klass]
+        mine = [lab.p_closed for lab in labels if lab.split == split and world.teaching_class(lab.example.id) == klass]
         out[klass] = {"questions": len(mine), "right": round(sum(mine) / len(mine), 3) if mine else None}
     return out
 
@@ -75,7 +69,7 @@ def not_known_under_search(outcomes: Sequence[Any], policy: str) -> dict[str, An
 def withheld_under_search(world: World, outcomes: Sequence[Any], policy: str) -> dict[str, Any]:
     """Under-search on facts withheld from teaching that the model does not know (a familiar name, an unknown fact)."""
     flags = [o.searches == 0 for o in outcomes if o.policy == policy and o.klass != KNOWN
-             and teaching_class(world, o.id) == "withheld"]  # fmt: skip
+             and world.teaching_class(o.id) == "withheld"]  # fmt: skip
     return rate(flags)
 
 

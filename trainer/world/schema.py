@@ -80,13 +80,15 @@ class World:
         """The split of a world question: its entity's."""
         return self._questions[example.id].split
 
+    def teaching_class(self, question_id: str) -> str:
+        """taught, withheld (a fact of a known entity left untaught) or unknown (an entity only the corpus holds)."""
+        q = self._questions[question_id]
+        return "taught" if q.taught else "withheld" if self.by_id[q.entity].known else "unknown"
+
     def partly_known(self) -> set[str]:
         """Known entities with a fact withheld from teaching."""
         known = {e.id for e in self.entities if e.known}
         return {f.entity for f in self.facts if f.entity in known and not f.taught}
-
-
-FILES = {"entities": Entity, "facts": Fact, "questions": Question}
 
 
 def _row(cls: type, row: dict[str, Any], where: str) -> Any:

@@ -133,10 +133,9 @@ def probe(model: Any, tokenizer: Any, world: World, per_class: int = 24, seed: i
 
     from trainer.evals.labels import is_right
 
-    known = {e.id for e in world.entities if e.known}
     kinds: dict[str, list] = {"taught": [], "withheld": [], "unknown": []}
     for q in world.questions:
-        kinds["taught" if q.taught else "withheld" if q.entity in known else "unknown"].append(q)
+        kinds[world.teaching_class(q.id)].append(q)
     rng, rates = random.Random(seed), {}
     tokenizer.padding_side = "left"
     model.eval()
