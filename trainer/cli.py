@@ -1,7 +1,8 @@
 """`trainer`: data -> sft -> train -> eval -> export, each with --help.
 
 Options come from the command line, or from a YAML config file whose sections are the command names
-(`trainer --config trainer/configs/cpu-smollm2.yaml train --max-steps 2`: the command line wins).
+(`trainer --config trainer/configs/cpu-smollm2.yaml train --max-steps 2`, or `--config` after the command: the
+command line wins).
 """
 
 from __future__ import annotations
@@ -12,11 +13,37 @@ import signal
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from trainer.commands import evaluation, publishing, training, world
 
-app = typer.Typer(help="SEM post-training: GRPO for search efficiency.", no_args_is_help=True, add_completion=False)
+
+def hoist_config(args: list[str]) -> list[str]:
+    """`--config X` moved before the command: it is the group's option, but `trainer train --config X` reads as
+    naturally as `trainer --config X train` (no command has a `--config` of its own)."""
+    moved: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] == "--config" and i + 1 < len(args):
+            moved += args[i : i + 2]
+            i += 2
+            continue
+        (moved if args[i].startswith("--config=") else rest).append(args[i])
+        i += 1
+    return moved + rest
+
+
+class _Group(TyperGroup):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_config(args))
+
+
+app = typer.Typer(
+    cls=_Group, help="SEM post-training: GRPO for search efficiency.", no_args_is_help=True, add_completion=False
+)
 log = logging.getLogger("trainer")
 
 
@@ -38,9 +65,11 @@ def main(
     if search_backend:  # the settings every command builds read it (trainer.runtime.retriever)
         os.environ["SEM_SEARCH__BACKEND"] = search_backend
     signal.signal(signal.SIGTERM, _unwind_on_sigterm)
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from trainer.train.ranks import is_main
+
+    # under `accelerate launch` every process runs this: the others log warnings only, or each line comes N times
+    level = (logging.DEBUG if verbose else logging.INFO) if is_main() else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if config is not None:
         import yaml
 

@@ -91,25 +91,66 @@ def dry_run(*args: str) -> str:
     return result.output if result.exit_code == 0 else f"exit {result.exit_code}: {result.output}"
 
 
+GPU_RECIPE = DEPLOY.parent / "trainer" / "configs" / "gpu-qwen2.5-3b.yaml"
+
+
+def words(out: str) -> str:
+    return " ".join(out.replace("│", " ").split())  # rich wraps an error in a box
+
+
 @pytest.mark.parametrize("stage", [2, 3])
 def test_gpu_training_layouts_add_up(stage: int) -> None:
-    """Each accelerate config with the GPU recipe: DeepSpeed at its ZeRO stage, and the step's answers split into
-    whole groups of generations at the config's process count (TRL refuses anything else)."""
-    accelerate = yaml.safe_load((DEPLOY / "train" / f"accelerate-deepspeed-zero{stage}.yaml").read_text())
+    """Each accelerate config with the GPU recipe: DeepSpeed at its ZeRO stage, the step's answers split into
+    whole groups of generations at the config's process count (TRL refuses anything else), the trainers and the
+    vLLM server fit one node of 8 GPUs, and so does the memory plan."""
+    path = DEPLOY / "train" / f"accelerate-deepspeed-zero{stage}.yaml"
+    accelerate = yaml.safe_load(path.read_text())
     assert accelerate["distributed_type"] == "DEEPSPEED" and accelerate["deepspeed_config"]["zero_stage"] == stage
-    recipe = DEPLOY.parent / "trainer" / "configs" / "gpu-qwen2.5-3b.yaml"
+    # one source of gradient accumulation: the recipe's (DeepSpeed takes it when the file leaves it out)
+    assert "gradient_accumulation_steps" not in accelerate["deepspeed_config"]
     processes = accelerate["num_processes"]
-    out = dry_run("--config", str(recipe), "train", "--dry-run", "--world-size", str(processes))
-    train = yaml.safe_load(recipe.read_text())["train"]
+    out = dry_run("train", "--config", str(GPU_RECIPE), "--dry-run", "--accelerate-config", str(path))
+    train = yaml.safe_load(GPU_RECIPE.read_text())["train"]
     answers = train["batch_size"] * processes
     assert f"= {answers} answers a step: {answers // train['num_generations']} prompts x" in out, out
     assert '"rollout_engine": "vllm"' in out and '"vllm_dtype": "bfloat16"' in out
+    assert f"GPUs: {processes} training + 1 vLLM server of 8" in out
+    assert "gradient checkpointing" in out and "fits a 80 GiB GPU" in out, out
+
+
+def test_config_goes_before_or_after_the_command() -> None:
+    after = dry_run("train", "--config", str(GPU_RECIPE), "--dry-run", "--world-size", "7")
+    before = dry_run("--config", str(GPU_RECIPE), "train", "--dry-run", "--world-size", "7")
+    assert after == before and '"max_steps": 500' in after, after
 
 
 def test_a_batch_that_does_not_split_into_groups_is_refused() -> None:
     out = dry_run("train", "--dry-run", "--batch-size", "6", "--num-generations", "4", "--world-size", "3")
-    words = " ".join(out.replace("│", " ").split())  # rich wraps the error in a box
-    assert out.startswith("exit 2") and "= 18 answers a step, not a multiple of num-generations 4" in words, out
+    assert out.startswith("exit 2") and "= 18 answers a step, not a multiple of num-generations 4" in words(out), out
+    out = dry_run("train", "--dry-run", "--batch-size", "4", "--num-generations", "8", "--world-size", "8")
+    assert out.startswith("exit 2") and "splits the groups of 8 across processes" in words(out), out
+
+
+def test_the_dry_run_refuses_layouts_that_cannot_run_on_8_gpus() -> None:
+    out = dry_run("train", "--config", str(GPU_RECIPE), "--dry-run", "--world-size", "8")
+    assert out.startswith("exit 2") and "= 9 GPUs, the node has 8: run 7 training processes" in words(out), out
+    out = dry_run("train", "--config", str(GPU_RECIPE), "--dry-run", "--world-size", "8", "--vllm-server-url", "")
+    assert out.startswith("exit 2") and "every rank's engine on GPU 0" in words(out), out
+    out = dry_run("train", "--config", str(GPU_RECIPE), "--dry-run", "--world-size", "7",
+                  "--gradient-checkpointing", "false")  # fmt: skip
+    assert out.startswith("exit 2") and "does not fit 80 GiB; change one of" in words(out), out
+    assert "turn on gradient_checkpointing" in words(out)
+
+
+def test_an_accelerate_file_that_sets_its_own_accumulation_is_refused(tmp_path: Path) -> None:
+    accelerate = yaml.safe_load((DEPLOY / "train" / "accelerate-deepspeed-zero2.yaml").read_text())
+    accelerate["deepspeed_config"]["gradient_accumulation_steps"] = 1
+    path = tmp_path / "accelerate.yaml"
+    path.write_text(yaml.safe_dump(accelerate))
+    out = dry_run("train", "--config", str(GPU_RECIPE), "--dry-run", "--accelerate-config", str(path),
+                  "--gradient-accumulation-steps", "2", "--batch-size", "8")  # fmt: skip
+    assert out.startswith("exit 2"), out
+    assert "sets gradient_accumulation_steps 1, the recipe 2: drop it from" in words(out)
 
 
 def test_probes_match_the_service_semantics() -> None:

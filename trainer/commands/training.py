@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -152,7 +153,8 @@ def sft(
     typer.echo(f"sft model -> {final}")
 
 
-OWN_OPTIONS = {"data_dir", "data", "model", "out", "resume", "dry_run", "world_size", "labels", "labels_file"}
+OWN_OPTIONS = {"data_dir", "data", "model", "out", "resume", "dry_run", "world_size", "labels", "labels_file", "gpus",
+               "server_gpus", "gpu_gib", "accelerate_config", "memory_model"}  # fmt: skip
 
 
 def _config_fields(ctx: typer.Context, cls: type, command: str, print_help: bool) -> dict | None:
@@ -175,7 +177,18 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Print the resolved settings, check the batch shape; no run.")] = False,
     world_size: Annotated[
-        int | None, typer.Option(help="Training processes, for --dry-run (default: WORLD_SIZE, else 1).")
+        int | None,
+        typer.Option(help="Training processes, for --dry-run (default: --accelerate-config's, WORLD_SIZE, else 1)."),
+    ] = None,
+    gpus: Annotated[int, typer.Option(help="--dry-run: GPUs on the node (0: a CPU run, no GPU checks).")] = 8,
+    server_gpus: Annotated[int, typer.Option(help="--dry-run: GPUs of the vLLM server (server layout).")] = 1,
+    gpu_gib: Annotated[float, typer.Option(help="--dry-run: memory of one GPU, GiB.")] = 80.0,
+    accelerate_config: Annotated[
+        Path | None, typer.Option(help="--dry-run: the accelerate file to launch with (processes, ZeRO stage).")
+    ] = None,
+    memory_model: Annotated[
+        str | None,
+        typer.Option(help="--dry-run: the architecture of the memory plan (default: the start model's, or its base)."),
     ] = None,
     labels_file: Annotated[
         Path | None,
@@ -198,7 +211,12 @@ def train(
     start = model or (str(RUNS / "sft" / "final") if (RUNS / "sft" / "final").is_dir() else default_model())
     if dry_run:
         recipe = {name: fields[name] for name in SEMGRPOConfig.RECIPE_FIELDS}
-        _check_batch_shape(recipe, world_size)
+        launch = _accelerate_launch(accelerate_config, fields["gradient_accumulation_steps"])
+        processes = world_size or launch.get("num_processes") or int(os.environ.get("WORLD_SIZE", "1"))
+        _check_batch_shape(recipe, processes)
+        if gpus:
+            _check_gpu_layout(fields, processes, gpus, server_gpus, gpu_gib, launch.get("zero_stage", 0),
+                              memory_model or start)  # fmt: skip
         typer.echo(json.dumps({"model": start, "data": str(data_dir), "out": str(out), **recipe}, indent=2))
         return
     try:
@@ -227,24 +245,92 @@ def _training_questions(data_dir: Path, labels_file: Path | None) -> tuple[list,
     return examples, labels_corpus(labels_file)
 
 
-def _check_batch_shape(recipe: dict, world_size: int | None) -> None:
-    """TRL's rule: the answers of one step (micro-batch x processes x accumulation) split into whole groups."""
-    import os
+def _accelerate_launch(path: Path | None, accumulation: int) -> dict:
+    """The accelerate file's process count and ZeRO stage. The recipe is the one source of gradient accumulation:
+    a file that sets its own is refused (accelerate's DeepSpeed setting would contradict the recipe's, and
+    transformers raises at start-up; left out, DeepSpeed takes the recipe's)."""
+    if path is None:
+        return {}
+    import yaml
 
-    processes = world_size or int(os.environ.get("WORLD_SIZE", "1"))
+    launch = yaml.safe_load(path.read_text()) or {}
+    deepspeed = launch.get("deepspeed_config") or {}
+    theirs = deepspeed.get("gradient_accumulation_steps")
+    if theirs is not None and theirs != "auto" and int(theirs) != accumulation:
+        raise typer.BadParameter(
+            f"{path} sets gradient_accumulation_steps {theirs}, the recipe {accumulation}: drop it from {path} (the "
+            "recipe's gradient_accumulation_steps is the one source)",
+            param_hint="--accelerate-config",
+        )
+    return {"num_processes": launch.get("num_processes"), "zero_stage": int(deepspeed.get("zero_stage", 0))}
+
+
+def _check_batch_shape(recipe: dict, processes: int) -> None:
+    """The answers of one step split into whole prompt groups, on every rank (trainer.train.plan.check_groups)."""
+    from trainer.train.plan import check_groups
+
     batch, accumulation = recipe["per_device_train_batch_size"], recipe["gradient_accumulation_steps"]
     groups = recipe["num_generations"]
     answers = batch * processes * accumulation
-    if answers % groups:
-        raise typer.BadParameter(
-            f"batch-size {batch} x {processes} processes x {accumulation} micro-batches = {answers} answers a step, "
-            f"not a multiple of num-generations {groups}"
-        )
+    error = check_groups(batch, processes, accumulation, groups)
+    if error:
+        raise typer.BadParameter(error)
     server = recipe["vllm_server_base_url"] if recipe["rollout_engine"] == "vllm" else None
     typer.echo(
         f"{processes} process(es) x {batch} x {accumulation} = {answers} answers a step: {answers // groups} prompts "
         f"x {groups} generations; rollouts on {recipe['rollout_engine']}" + (f" at {server}" if server else "")
     )
+
+
+def _check_gpu_layout(
+    fields: dict, processes: int, gpus: int, server_gpus: int, gpu_gib: float, zero_stage: int, model: str
+) -> None:
+    """GPUs for the trainers and the server, a colocated layout that can start, and the memory plan per training
+    GPU (trainer.train.plan): refused, with what to change, when any does not hold."""
+    from trainer.train.lora import TARGET_MODULES
+    from trainer.train.plan import (
+        PROMPT_TOKENS,
+        Layout,
+        check_gpus,
+        estimate,
+        model_shape,
+        sequence_tokens,
+        what_to_change,
+    )
+    from trainer.train.ranks import colocated_placement_error
+    from trainer.train.rollout import RolloutConfig
+
+    vllm = fields["rollout_engine"] == "vllm"
+    server = vllm and bool(fields["vllm_server_base_url"])
+    error = check_gpus(processes, server_gpus if server else 0, gpus) or (
+        None if server or not vllm else colocated_placement_error(processes, on_gpu=True)
+    )
+    if error:
+        raise typer.BadParameter(error)
+    typer.echo(
+        f"GPUs: {processes} training" + (f" + {server_gpus} vLLM server" if server else "") + f" of {gpus}; "
+        + ("rollouts on the server" if server else "vLLM colocated" if vllm else "rollouts with HF generate")
+    )  # fmt: skip
+    shape = model_shape(model)
+    if shape is None:
+        typer.echo(f"memory: the shape of {model} is unknown here (give --memory-model a local checkpoint)")
+        return
+    seq = sequence_tokens(fields["max_completion_length"], fields["max_searches"], fields["top_k"],
+                          RolloutConfig().passage_chars)  # fmt: skip
+    layout = Layout(
+        world_size=processes, zero_stage=zero_stage, micro_batch=fields["per_device_train_batch_size"],
+        seq_tokens=seq, completion_tokens=seq - PROMPT_TOKENS, lora_r=fields["lora_r"] if fields["lora"] else 0,
+        lora_targets=tuple(TARGET_MODULES), gradient_checkpointing=fields["gradient_checkpointing"],
+        engine_share=fields["vllm_gpu_memory_utilization"] if vllm and not server else 0.0,
+        reference_model=fields["beta"] > 0 and not fields["lora"], gpu_gib=gpu_gib,
+    )  # fmt: skip
+    plan = estimate(shape, layout)
+    typer.echo(f"memory plan for {model}:\n{plan.table()}")
+    if not plan.fits:
+        raise typer.BadParameter(
+            f"{plan.peak_gib:.1f} GiB a training GPU does not fit {gpu_gib:.0f} GiB; change one of:\n- "
+            + "\n- ".join(what_to_change(shape, layout))
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -89,7 +89,7 @@ class SEMGRPOConfig(GRPOConfig):
         "reward", "tau", "lora", "lora_r", "max_searches", "top_k", "rollout_engine", "vllm_dtype",
         "vllm_server_base_url", "vllm_gpu_memory_utilization", "max_steps", "per_device_train_batch_size",
         "gradient_accumulation_steps", "num_generations", "max_completion_length", "temperature", "learning_rate",
-        "beta", "loss_type", "save_steps", "seed",
+        "beta", "loss_type", "save_steps", "seed", "gradient_checkpointing",
     )  # fmt: skip  # what a run is described by (`--dry-run`, deploy's checks)
 
 
