@@ -16,13 +16,20 @@ import time
 from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from sem.search.base import SearchBackend, search_modes
 from sem.types import Passage, Retrieval
 
+if TYPE_CHECKING:
+    from sem.budget import Allowance
+    from sem.domains import DomainFilter
+
 log = logging.getLogger(__name__)
 KEY_PREFIX = "sem:search:v1"
+# A backend that cannot filter sources itself is asked for this many times the passages when a filter is on, so that
+# some are left once the blocked ones are dropped.
+FILTER_OVERFETCH = 3
 
 
 class CacheUnavailable(Exception):
@@ -148,15 +155,16 @@ def normalize_query(query: str) -> str:
     return " ".join(query.split())
 
 
-def cache_key(backend: SearchBackend, query: str, k: int, mode: str | None = None) -> str:
-    """Versioned key: backend name and version (in a Redis Cluster hash tag), and a hash of the query, k and the
-    search mode when a request asks for another one than the backend's default.
+def cache_key(backend: SearchBackend, query: str, k: int, mode: str | None = None, domains: str = "") -> str:
+    """Versioned key: backend name and version (in a Redis Cluster hash tag), and a hash of the query, k, the
+    search mode when a request asks for another one than the backend's default, and the source filter (its `key()`):
+    a filtered search's results are never served to an unfiltered one, nor the other way round.
 
     >>> from types import SimpleNamespace as B
     >>> cache_key(B(name="bm25", version="abc"), "who  wrote Hamlet", 3)[:32]
     'sem:search:v1:{bm25:abc}:d92ed6c'
     """
-    asked = f"{normalize_query(query)}\n{k}" + (f"\n{mode}" if mode else "")
+    asked = f"{normalize_query(query)}\n{k}" + (f"\n{mode}" if mode else "") + (f"\n{domains}" if domains else "")
     digest = hashlib.sha256(asked.encode()).hexdigest()
     return f"{KEY_PREFIX}:{{{backend.name}:{backend.version}}}:{digest}"
 
@@ -166,10 +174,12 @@ def lock_key(key: str) -> str:
 
 
 class _Ask(NamedTuple):
-    """What a batch of queries shares: passages per query and the search mode (None: the backend's default)."""
+    """What a batch of queries shares: passages per query, the search mode (None: the backend's default) and the
+    source filter (None: none)."""
 
     k: int
     mode: str | None
+    domains: DomainFilter | None = None
 
 
 class CachedSearch:
@@ -244,19 +254,39 @@ class CachedSearch:
                 raise SearchError(r.error)
         return [r.passages for r in found]
 
-    async def retrieve(self, queries: list[str], k: int, mode: str | None = None) -> list[Retrieval]:
-        """Passages per query, from the cache or the backend; `mode` picks one of the backend's `modes`."""
+    async def retrieve(
+        self,
+        queries: list[str],
+        k: int,
+        mode: str | None = None,
+        *,
+        domains: DomainFilter | None = None,
+        allowance: Allowance | None = None,
+    ) -> list[Retrieval]:
+        """Passages per query, from the cache or the backend; `mode` picks one of the backend's `modes`.
+
+        `domains`: only passages it allows are returned (the backend filters itself when it can, `domain_filters`;
+        what it returns is filtered again here either way), `Retrieval.dropped` says how many were not.
+        `allowance`: asked before each search (a cache hit says so); a query it refuses is not searched
+        (`Retrieval.budget_exhausted`)."""
         self.check_mode(mode)
         modes = self.modes
-        ask = _Ask(k, None if modes and mode == modes[0] else mode)  # the default mode shares the default's keys
+        domains = domains or None
+        native = bool(getattr(self.backend, "domain_filters", False))
+        fetch = k * FILTER_OVERFETCH if domains and not native else k
+        ask = _Ask(fetch, None if modes and mode == modes[0] else mode, domains)  # the default mode: default's keys
         started = time.perf_counter()
         futures: list[asyncio.Future[list[Passage]] | None] = []
         results: dict[int, Retrieval] = {}
         shared: set[int] = set()
         for i, query in enumerate(queries):
-            key = cache_key(self.backend, query, k, ask.mode)
+            key = cache_key(self.backend, query, fetch, ask.mode, domains.key() if domains else "")
             raw = await self._get(key)
-            if raw is not None:
+            hit = raw is not None or key in self._inflight  # another request's search in flight costs nothing either
+            if allowance is not None and not await allowance.take(cached=hit):
+                results[i] = Retrieval(query, [], budget_exhausted=True)
+                futures.append(None)
+            elif raw is not None:
                 self.stats.hits += 1
                 results[i] = Retrieval(query, [Passage.model_validate(p) for p in json.loads(raw)], cached=True)
                 futures.append(None)
@@ -277,6 +307,9 @@ class CachedSearch:
         out = [results[i] for i in range(len(queries))]
         for r in out:
             r.latency_ms = elapsed
+            if domains:  # never trust the backend (or an old cache entry) to have filtered
+                r.passages, r.dropped = domains.apply(r.passages)
+            r.passages = r.passages[:k]
         return out
 
     def _enqueue(self, key: str, query: str, ask: _Ask) -> asyncio.Future[list[Passage]]:
@@ -317,10 +350,11 @@ class CachedSearch:
         self.stats.backend_calls += 1
         try:
             queries = [query for _, query, _ in batch]
-            if ask.mode is None:  # `mode` only when asked: plugins from before it was in the protocol take none
-                found = await self.backend.search(queries, ask.k)
-            else:
-                found = await self.backend.search(queries, ask.k, mode=ask.mode)
+            # `mode` and `domains` only when asked: plugins from before them take neither
+            extra: dict[str, Any] = {"mode": ask.mode} if ask.mode is not None else {}
+            if ask.domains and getattr(self.backend, "domain_filters", False):
+                extra["domains"] = ask.domains
+            found = await self.backend.search(queries, ask.k, **extra)
         except Exception as exc:  # any backend failure degrades to "no results", reported per query
             self.stats.backend_errors += 1
             self._observe(started, len(batch), error=True)

@@ -82,6 +82,47 @@ def keys_hash(key: Annotated[str, typer.Argument(help="The key to hash.")]) -> N
     typer.echo(hash_key(key))
 
 
+@keys_app.command("budget")
+def keys_budget(
+    key: Annotated[str, typer.Argument(help="The key, or its sha256 (`sem keys hash`).")],
+    minute: Annotated[int | None, typer.Option(min=0, help="Searches per minute.")] = None,
+    day: Annotated[int | None, typer.Option(min=0, help="Searches per day (UTC).")] = None,
+    month: Annotated[int | None, typer.Option(min=0, help="Searches per calendar month (UTC).")] = None,
+    clear: Annotated[bool, typer.Option(help="Remove the key's own budget: back to SEM_BUDGET__PER_KEY.")] = False,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Store it in this Redis (applies within seconds, no restart).")
+    ] = None,
+) -> None:
+    """Give one key its own search budget (instead of SEM_BUDGET__PER_KEY): in Redis, or as the setting to add."""
+    import json
+
+    from sem.budget import KEY_LIMITS
+    from sem.keys import hash_key, principal_of
+    from sem.settings import Window
+
+    is_digest = len(key) == 64 and all(c in "0123456789abcdef" for c in key)
+    digest = key if is_digest else hash_key(key)
+    limits = {w: n for w, n in ((Window.minute, minute), (Window.day, day), (Window.month, month)) if n is not None}
+    if not limits and not clear:
+        raise typer.BadParameter("give --minute, --day and/or --month (or --clear)", param_hint="--day")
+    if clear:
+        limits = {}
+    if redis_url is None:
+        setting = {digest: {w.value: n for w, n in limits.items()}}
+        typer.echo(f"SEM_BUDGET__KEYS='{json.dumps(setting)}'  (merge with the keys already there)")
+        return
+
+    import redis
+
+    store = redis.from_url(redis_url)
+    if limits:
+        store.hset(KEY_LIMITS, principal_of(digest), json.dumps({w.value: n for w, n in limits.items()}))
+    else:
+        store.hdel(KEY_LIMITS, principal_of(digest))
+    shown = ", ".join(f"{n} per {w.value}" for w, n in limits.items()) or "SEM_BUDGET__PER_KEY's"
+    typer.echo(f"{principal_of(digest)}: {shown} (stored in Redis)")
+
+
 corpus_app = typer.Typer(help="Search corpora (JSONL: id, title, text).", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 

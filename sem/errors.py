@@ -37,5 +37,13 @@ class UnknownBackendError(SEMError, KeyError):
         return str(self.args[0])
 
 
+class SearchBudgetExhausted(SEMError):
+    """The search budget of the key or the deployment is spent and the request asked to search (`always`) (429)."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class PromptTooLong(SEMError):
     """The prompt (template, history, question) has more tokens than allowed."""

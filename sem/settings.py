@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -93,6 +93,26 @@ class SearchSettings(BaseModel):
     milvus_collection: str | None = Field(None, description="Milvus collection (default: sem_<corpus file name>).")
     milvus_mode: Literal["bm25", "dense", "hybrid"] = Field("bm25", description="Milvus search: bm25, dense, hybrid.")
     milvus_ranker: Literal["rrf", "weighted"] = Field("rrf", description="How `hybrid` fuses BM25 and dense lists.")
+    allow_domains: list[str] = Field(
+        default_factory=list,
+        description="Only passages from these domains (and their subdomains) reach the model; a local corpus "
+        "passage without a URL is known by its id's prefix (`wiki:42` -> `wiki`). Empty: any.",
+    )
+    block_domains: list[str] = Field(
+        default_factory=list, description="Passages from these domains (and subdomains) never reach the model."
+    )
+
+    @field_validator("allow_domains", "block_domains", mode="before")
+    @classmethod
+    def _domains(cls, value: Any, info: Any) -> Any:
+        from sem.domains import normalize_domain
+
+        if not isinstance(value, list):
+            raise ValueError(f"SEM_SEARCH__{info.field_name.upper()}: expected a JSON list of domains")
+        try:
+            return [normalize_domain(d) for d in value]
+        except ValueError as exc:
+            raise ValueError(f"SEM_SEARCH__{info.field_name.upper()}: {exc}") from None
 
 
 # The flat names SearchSettings replaced: still read (keyword arguments and SEM_* variables), with a warning.
@@ -116,6 +136,74 @@ class Limits(BaseModel):
     request_timeout_s: float = Field(120.0, gt=0, description="Deadline of one answer (engine and searches); 504.")
     max_concurrent: int = Field(64, ge=1, description="Answers generated at once; more wait in the queue.")
     max_queued: int = Field(256, ge=0, description="Answers waiting for a slot; beyond that 503 + Retry-After.")
+
+
+class Window(StrEnum):
+    """A search budget's window: fixed windows in UTC (the minute, the day, the calendar month)."""
+
+    minute = "minute"
+    day = "day"
+    month = "month"
+
+
+def _window_limits(name: str, value: Any) -> dict[Window, int]:
+    """{window: searches} from settings, with an error naming the setting for an unknown window or a bad count."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f'{name}: expected {{window: searches}}, e.g. {{"day": 1000}}')
+    limits: dict[Window, int] = {}
+    for window, count in value.items():
+        if window not in Window.__members__:
+            raise ValueError(f"{name}: unknown window {window!r}; the windows are minute, day, month")
+        try:
+            searches = int(count)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}__{str(window).upper()}: {count!r} is not a number of searches") from None
+        if searches < 0:
+            raise ValueError(f"{name}__{str(window).upper()}: {searches} is negative; a budget is 0 or more searches")
+        limits[Window(window)] = searches
+    return limits
+
+
+class BudgetSettings(BaseModel):
+    """Search budgets across requests (`SEM_BUDGET__<NAME>`): searches a key, and the whole deployment, may run per
+    window (e.g. `SEM_BUDGET__DEPLOYMENT__MONTH=20000`, `SEM_BUDGET__PER_KEY__DAY=100`). Counted in Redis when
+    `SEM_REDIS_URL` is set (shared by every replica), else in this process. Off when nothing is set."""
+
+    deployment: dict[Window, int] = Field(default_factory=dict, description="Searches the whole deployment may run.")
+    per_key: dict[Window, int] = Field(
+        default_factory=dict, description="Searches each API key (each client IP with auth off) may run."
+    )
+    keys: dict[str, dict[Window, int]] = Field(
+        default_factory=dict,
+        description="One key's own budget instead of per_key: {sha256 of the key: {window: searches}} (`sem keys "
+        "budget` prints it, or stores it in Redis).",
+    )
+    count_cache_hits: bool = Field(
+        False, description="A search served from the cache spends the budget too (default: free, only counted)."
+    )
+
+    @field_validator("deployment", "per_key", mode="before")
+    @classmethod
+    def _limits(cls, value: Any, info: Any) -> dict[Window, int]:
+        return _window_limits(f"SEM_BUDGET__{info.field_name.upper()}", value)
+
+    @field_validator("keys", mode="before")
+    @classmethod
+    def _key_limits(cls, value: Any) -> dict[str, dict[Window, int]]:
+        if not isinstance(value, dict):
+            raise ValueError("SEM_BUDGET__KEYS: expected {sha256: {window: searches}}")
+        out = {}
+        for digest, limits in value.items():
+            if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+                raise ValueError(f"SEM_BUDGET__KEYS: {digest!r} is not a key's sha256 (`sem keys hash <key>`)")
+            out[digest] = _window_limits(f"SEM_BUDGET__KEYS[{digest[:12]}…]", limits)
+        return out
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.deployment or self.per_key or self.keys)
 
 
 class Auth(BaseModel):
@@ -177,6 +265,7 @@ class Settings(BaseSettings):
     loop: LoopDefaults = LoopDefaults()
     limits: Limits = Limits()
     auth: Auth = Auth()
+    budget: BudgetSettings = BudgetSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -26,3 +26,5 @@ class Retrieval:
     cached: bool = False
     latency_ms: float = 0.0
     error: str | None = None
+    dropped: int = 0  # passages the source filter kept from the model
+    budget_exhausted: bool = False  # not searched: the search budget is spent

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from sem.keys import REDIS_SET, hash_key
+from sem.keys import REDIS_SET, hash_key, principal_of
 from sem.settings import Auth
 from service.exceptions import RateLimited, Unauthorized
 
@@ -50,7 +50,7 @@ class Security:
         known = [hmac.compare_digest(digest, h.strip().lower()) for h in self.settings.api_key_hashes]
         if not any(known) and not await self._in_redis(digest):
             raise Unauthorized("invalid API key")
-        return f"key:{digest[:16]}"
+        return principal_of(digest)
 
     async def _in_redis(self, digest: str) -> bool:
         if not (self.settings.redis_keys and self._redis is not None):

@@ -16,6 +16,7 @@ from sem.errors import ConfigError, SearchError
 from sem.search.base import Passage
 
 if TYPE_CHECKING:
+    from sem.domains import DomainFilter
     from sem.settings import Settings
 
 
@@ -27,6 +28,7 @@ class WebAPIBackend:
     name: ClassVar[str]
     default_url: ClassVar[str]
     needs_key: ClassVar[bool] = True
+    domain_filters: ClassVar[bool] = False  # True: `request` passes a source filter to the API (sem.cache asks then)
     version = "web"  # results change over time: the cache TTL bounds staleness
 
     def __init__(self, api_key: str, url: str | None = None, timeout_s: float = 10.0) -> None:
@@ -44,15 +46,15 @@ class WebAPIBackend:
         key = settings.search.web_api_key.get_secret_value() if settings.search.web_api_key else ""
         return cls(key, settings.search.web_api_url, settings.search.timeout_s)
 
-    def request(self, query: str, k: int) -> httpx.Request:
+    def request(self, query: str, k: int, domains: DomainFilter | None = None) -> httpx.Request:
         raise NotImplementedError
 
     def parse(self, body: dict[str, Any], k: int) -> list[Passage]:
         raise NotImplementedError
 
-    async def _one(self, query: str, k: int) -> list[Passage]:
+    async def _one(self, query: str, k: int, domains: DomainFilter | None = None) -> list[Passage]:
         try:
-            r = await self._client.send(self.request(query, k))
+            r = await self._client.send(self.request(query, k, domains))
             r.raise_for_status()
             return self.parse(r.json(), k)
         except httpx.HTTPStatusError as exc:  # the message must not carry the request (its headers hold the key)
@@ -60,8 +62,10 @@ class WebAPIBackend:
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             raise SearchError(f"{self.name} failed: {type(exc).__name__}") from None
 
-    async def search(self, queries: list[str], k: int, *, mode: str | None = None) -> list[list[Passage]]:
-        return list(await asyncio.gather(*(self._one(q, k) for q in queries)))
+    async def search(
+        self, queries: list[str], k: int, *, mode: str | None = None, domains: DomainFilter | None = None
+    ) -> list[list[Passage]]:
+        return list(await asyncio.gather(*(self._one(q, k, domains) for q in queries)))
 
     async def check_health(self) -> None:
         await self._one("health", 1)
@@ -73,11 +77,15 @@ class WebAPIBackend:
 class TavilyBackend(WebAPIBackend):
     name = "tavily"
     default_url = "https://api.tavily.com/search"
+    domain_filters = True  # include_domains / exclude_domains
 
-    def request(self, query: str, k: int) -> httpx.Request:
-        return self._client.build_request(
-            "POST", self.url, json={"query": query, "max_results": k}, headers={"Authorization": f"Bearer {self._key}"}
-        )
+    def request(self, query: str, k: int, domains: DomainFilter | None = None) -> httpx.Request:
+        body: dict[str, Any] = {"query": query, "max_results": k}
+        if domains and domains.allow:
+            body["include_domains"] = list(domains.allow)
+        if domains and domains.block:
+            body["exclude_domains"] = list(domains.block)
+        return self._client.build_request("POST", self.url, json=body, headers={"Authorization": f"Bearer {self._key}"})
 
     def parse(self, body: dict[str, Any], k: int) -> list[Passage]:
         return [
@@ -90,7 +98,7 @@ class BraveBackend(WebAPIBackend):
     name = "brave"
     default_url = "https://api.search.brave.com/res/v1/web/search"
 
-    def request(self, query: str, k: int) -> httpx.Request:
+    def request(self, query: str, k: int, domains: DomainFilter | None = None) -> httpx.Request:
         return self._client.build_request(
             "GET", self.url, params={"q": query, "count": k}, headers={"X-Subscription-Token": self._key}
         )
@@ -104,7 +112,7 @@ class SerperBackend(WebAPIBackend):
     name = "serper"
     default_url = "https://google.serper.dev/search"
 
-    def request(self, query: str, k: int) -> httpx.Request:
+    def request(self, query: str, k: int, domains: DomainFilter | None = None) -> httpx.Request:
         return self._client.build_request(
             "POST", self.url, json={"q": query, "num": k}, headers={"X-API-KEY": self._key}
         )
@@ -126,7 +134,7 @@ class SearxngBackend(WebAPIBackend):
             raise ConfigError("the searxng backend needs SEM_SEARCH__SEARXNG_URL (e.g. http://127.0.0.1:8888)")
         return cls("", settings.search.searxng_url.rstrip("/") + "/search", settings.search.timeout_s)
 
-    def request(self, query: str, k: int) -> httpx.Request:
+    def request(self, query: str, k: int, domains: DomainFilter | None = None) -> httpx.Request:
         return self._client.build_request("GET", self.url, params={"q": query, "format": "json"})
 
     def parse(self, body: dict[str, Any], k: int) -> list[Passage]:
