@@ -21,6 +21,8 @@ Client-side search (OpenAI tool calls): with `client_search` the loop does not r
 (`Trace.pending_search`, finish reason `tool_calls`) and the caller runs it. The next request brings the rounds back
 (`ClientSearch`: the answer before the search, the query, what the caller's search returned); the loop rebuilds the
 template from them, results neutralised like any retrieved text, and goes on: stateless, nothing kept in between.
+The tool's text reaches the model as the service's own results do (`[1] title: text`, `sem.tool_results`), and a
+query the client already answered is refused, not handed back (as a search past the budget is).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from sem import protocol
 from sem.engines.base import Delta, Engine, SamplingOptions
 from sem.errors import PromptTooLong
 from sem.settings import LoopDefaults
+from sem.tool_results import tool_passages
 from sem.types import Passage, Retrieval
 
 
@@ -375,6 +378,10 @@ class SearchLoop:
                     reason = "the search budget is used up"
                 elif not step.query:
                     reason = "the search query was empty"
+                elif opts.client_search and _searched(step.query, trace):
+                    # The client answered this query already: handing it back would loop (issue #29's agent went
+                    # three rounds on one query); refused as a search past the budget is, and the model answers.
+                    reason = "that query was searched already; its results are above"
                 if reason:
                     trace.refused_searches += 1
                     refusal = protocol.format_refusal(reason)
@@ -439,9 +446,12 @@ class SearchLoop:
         )
         out.inserted(call)
         yield Inserted(call)
-        record = SearchRecord(done.query, [Passage(id=f"tool:{done.call_id}", text=done.result)], cached=False,
-                              latency_ms=0.0, client=True)  # fmt: skip
-        block = protocol.format_client_result(done.result, max_chars=opts.passage_chars * opts.top_k)
+        # The tool's text read into passages and inserted as the service's own results are ([1] title: text), at
+        # most top_k of them; a single passage (plain text) may use the whole block's room.
+        passages = tool_passages(done.result, done.call_id)[: opts.top_k]
+        record = SearchRecord(done.query, passages, cached=False, latency_ms=0.0, client=True)
+        room = opts.passage_chars * (1 if len(passages) > 1 else opts.top_k)
+        block = protocol.format_result(passages, max_chars=room)
         out.inserted(block)
         out.trace.searches.append(record)
         yield SearchResult(record, out.trace.search_count - 1, block)
@@ -643,6 +653,16 @@ def _single_token_ids(tokenizer: object, texts: list[str]) -> list[int]:
     """Token ids of the texts that are one token each in this tokenizer."""
     ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]  # type: ignore[attr-defined]
     return [i[0] for i in ids if len(i) == 1]
+
+
+def _searched(query: str, trace: Trace) -> bool:
+    """Whether the trace already holds a search for this query (case, spacing and punctuation aside)."""
+    words = _query_words(query)
+    return any(_query_words(record.query) == words for record in trace.searches)
+
+
+def _query_words(query: str) -> list[str]:
+    return re.findall(r"\w+", query.lower())
 
 
 def check_prompt_length(tokens: int, cap: int | None) -> None:

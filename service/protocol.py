@@ -61,6 +61,21 @@ class SearchOut(BaseModel):
     client: bool = Field(False, description="Run by the client (a tool call); its text is the tool message's.")
 
 
+class CitationOut(BaseModel):
+    """A passage the answer rests on (sem.citations): the answer's words are in it."""
+
+    passage_id: str = Field(description="The passage's id, as in `searches[].passages[].id`.")
+    title: str
+    url: str | None = Field(None, description="The passage's URL, where the search backend has one.")
+    search: int = Field(description="Which search found it (index into `searches`).")
+    rank: int = Field(description="Its [n] in that search's results.")
+    start: int = Field(description="Start of the span of `answer` it supports (characters).")
+    end: int = Field(description="End of that span (exclusive).")
+    quote: str = Field(description="The passage's text that holds it: what to highlight.")
+    quote_start: int = Field(description="Where the quote starts in the passage's text.")
+    quote_end: int
+
+
 class Usage(BaseModel):
     prompt_tokens: int = Field(description="The prompt plus every inserted search result the model read.")
     completion_tokens: int = Field(description="Tokens the model generated.")

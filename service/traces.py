@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from sem.citations import Citation, cite
 from sem.loop import SearchRecord, Trace
-from service.protocol import PassageOut, SearchOut, Usage
+from service.protocol import CitationOut, PassageOut, SearchOut, Usage
 
 
 def search_out(record: SearchRecord) -> SearchOut:
@@ -32,3 +33,15 @@ def usage_of(trace: Trace) -> Usage:
 
 def openai_finish_reason(trace: Trace) -> str:
     return trace.finish_reason if trace.finish_reason in ("length", "tool_calls") else "stop"
+
+
+def citations_of(trace: Trace, answer: str, passage_chars: int | None = None) -> list[Citation]:
+    """The passages `answer` rests on, judged on the text the model read (cut at `passage_chars`). None while the
+    answer is not final (the loop handed a search to the client)."""
+    if trace.pending_search is not None or not trace.searches:
+        return []
+    return cite(answer, [s.passages for s in trace.searches], max_chars=passage_chars)
+
+
+def citation_out(c: Citation) -> CitationOut:
+    return CitationOut.model_validate(c, from_attributes=True)  # the same fields, by name

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sem.loop import SearchPolicy
-from service.protocol import SearchOut, Usage
+from service.protocol import CitationOut, SearchOut, Usage
 
 
 class AnswerRequest(BaseModel):
@@ -55,6 +55,9 @@ class AnswerResponse(BaseModel):
     search_count: int
     searches: list[SearchOut]
     search_errors: list[str] = Field(default_factory=list, description="Searches that failed (degraded).")
+    citations: list[CitationOut] = Field(
+        default_factory=list, description="The inserted passages the answer rests on (its words are in them)."
+    )
     confidence: float | None = Field(
         None, description="`confidence` policy: the probability of the first answer's least likely token."
     )

@@ -51,4 +51,5 @@ async def answer(body: AnswerRequest, state: StateDep, request: Request) -> Answ
     started = time.perf_counter()
     work = partial(loop.run, body.question, options, request_id=f"ans-{uuid.uuid4().hex}")
     trace = await state.runner.run("answer", options.policy.value, work, request)
-    return to_response(trace, state.model_name, started, with_trace=body.return_trace)
+    return to_response(trace, state.model_name, started, with_trace=body.return_trace,
+                       passage_chars=options.passage_chars)  # fmt: skip

@@ -6,10 +6,12 @@ import time
 
 from sem.loop import Trace
 from service.answer.protocol import AnswerResponse, TraceOut
-from service.traces import search_out, usage_of
+from service.traces import citation_out, citations_of, search_out, usage_of
 
 
-def to_response(trace: Trace, model: str, started: float, *, with_trace: bool) -> AnswerResponse:
+def to_response(
+    trace: Trace, model: str, started: float, *, with_trace: bool, passage_chars: int | None = None
+) -> AnswerResponse:
     return AnswerResponse(
         id=trace.request_id,
         created=int(time.time()),
@@ -18,6 +20,7 @@ def to_response(trace: Trace, model: str, started: float, *, with_trace: bool) -
         search_count=trace.search_count,
         searches=[search_out(s) for s in trace.searches],
         search_errors=trace.search_errors,
+        citations=[citation_out(c) for c in citations_of(trace, trace.answer, passage_chars)],
         confidence=trace.confidence,
         seed_honoured=trace.seed_honoured,
         finish_reason=trace.finish_reason,

@@ -139,12 +139,29 @@ class ChatCompletionRequest(BaseModel):
         return stops
 
 
+class URLCitation(BaseModel):
+    """OpenAI's `url_citation`: the span of `content` [start_index, end_index) a passage supports."""
+
+    start_index: int
+    end_index: int
+    url: str = Field(description="The passage's URL where the backend has one, else its id (as in search_results).")
+    title: str
+
+
+class Annotation(BaseModel):
+    type: Literal["url_citation"] = "url_citation"
+    url_citation: URLCitation
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = Field(description="The answer; with a tool call, the model's answer so far (or null).")
     tool_calls: list[ToolCall] | None = None
     reasoning_content: str | None = Field(
         None, description="What the model thought, searched and read (the whole trace with its tags)."
+    )
+    annotations: list[Annotation] | None = Field(
+        None, description="The inserted passages the answer rests on, as OpenAI's url_citation annotations."
     )
 
 
@@ -185,6 +202,7 @@ class DeltaMessage(BaseModel):
     content: str | None = None
     reasoning_content: str | None = None
     tool_calls: list[DeltaToolCall] | None = None
+    annotations: list[Annotation] | None = None  # on the finishing chunk, once the answer is final
 
 
 class ChunkChoice(BaseModel):

@@ -48,10 +48,10 @@ async def chat_completions(
         # the loop enforces the prompt cap too, but a stream has sent its 200 by then: check it up front
         check_prompt_length(loop.prompt_tokens(chat.question, chat.history), limits.max_prompt_tokens)
         events = state.runner.stream("chat", policy, loop.stream(chat.question, options, **given))
-        frames = stream_completion(events, body, state.model_name, request_id, chat.tool)
+        frames = stream_completion(events, body, state.model_name, request_id, chat.tool, options.passage_chars)
         return StreamingResponse(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     trace = await state.runner.run("chat", policy, partial(loop.run, chat.question, options, **given), request)
-    return to_completion(body, trace, state.model_name, chat.tool)
+    return to_completion(body, trace, state.model_name, chat.tool, options.passage_chars)
 
 
 @router.get("/v1/models", response_model=ModelList)

@@ -21,6 +21,7 @@ from service.errors import describe
 from service.exceptions import InvalidRequest, ModelNotFound
 from service.limits import check_limits
 from service.openai.protocol import (
+    Annotation,
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
@@ -30,10 +31,11 @@ from service.openai.protocol import (
     DeltaFunctionCall,
     DeltaMessage,
     DeltaToolCall,
+    URLCitation,
 )
 from service.openai.tools import SearchTool, client_rounds, question_index, search_tool, tool_call_of, tool_policy
 from service.protocol import ErrorResponse
-from service.traces import openai_finish_reason, search_out, usage_of
+from service.traces import citations_of, openai_finish_reason, search_out, usage_of
 
 if TYPE_CHECKING:
     from service.state import ServiceState
@@ -129,8 +131,20 @@ def apply_stop(answer: str, stops: list[str] | None) -> str:
     return answer
 
 
+def annotations_of(trace: Trace, content: str, passage_chars: int | None = None) -> list[Annotation] | None:
+    """The passages the content rests on as url_citations (a passage with no URL is named by its id); None when
+    there are none, so the field is left out as OpenAI leaves it out."""
+    found = citations_of(trace, content, passage_chars)
+    return [Annotation(url_citation=URLCitation(start_index=c.start, end_index=c.end, url=c.url or c.passage_id,
+                                                title=c.title or c.passage_id)) for c in found] or None  # fmt: skip
+
+
 def to_completion(
-    body: ChatCompletionRequest, trace: Trace, model: str, tool: SearchTool | None = None
+    body: ChatCompletionRequest,
+    trace: Trace,
+    model: str,
+    tool: SearchTool | None = None,
+    passage_chars: int | None = None,
 ) -> ChatCompletion:
     call = tool_call_of(trace, tool) if tool else None
     content = apply_stop(trace.answer, body.stop)  # type: ignore[arg-type]
@@ -144,6 +158,7 @@ def to_completion(
                     content=content or (None if call else ""),  # a call with no answer before it: null, as OpenAI
                     tool_calls=[call] if call else None,
                     reasoning_content=trace.completion,
+                    annotations=annotations_of(trace, content, passage_chars),
                 ),
                 finish_reason=openai_finish_reason(trace),  # type: ignore[arg-type]
             )
@@ -165,9 +180,10 @@ async def stream_completion(
     model: str,
     request_id: str,
     tool: SearchTool | None = None,
+    passage_chars: int | None = None,
 ) -> AsyncIterator[str]:
     """SSE frames: role first, reasoning as it is generated, search results, the answer, a tool call (OpenAI's
-    delta chunks: id and name, then the arguments), finish, usage, [DONE].
+    delta chunks: id and name, then the arguments), finish (with the citations as annotations), usage, [DONE].
 
     A client that goes away closes this generator (Starlette cancels it), which closes `events` (see
     `service.runner`). An error after the 200 travels in-band, as the same error object as over HTTP.
@@ -204,7 +220,9 @@ async def stream_completion(
                                                                               function=head)])))  # fmt: skip
                     arguments = DeltaFunctionCall(arguments=call.function.arguments)
                     yield _frame(chunk(DeltaMessage(tool_calls=[DeltaToolCall(index=0, function=arguments)])))
-                yield _frame(chunk(DeltaMessage(), openai_finish_reason(trace)))
+                annotations = annotations_of(trace, answer, passage_chars)
+                last = DeltaMessage(annotations=annotations) if annotations else DeltaMessage()
+                yield _frame(chunk(last, openai_finish_reason(trace)))
                 if body.stream_options and body.stream_options.include_usage:
                     usage_chunk = ChatCompletionChunk(
                         id=f"chatcmpl-{request_id}",

@@ -335,6 +335,47 @@ async def test_client_rounds_count_against_the_budget(tokenizer, retriever) -> N
     assert trace.pending_search is None and trace.answer == "x" and trace.engine_calls == 1
 
 
+async def test_a_query_the_client_answered_is_refused_not_handed_back(tokenizer, retriever) -> None:
+    """Issue #29: the model asks for the query it already has the tool's text for; the loop refuses it (as a search
+    past the budget) and the model answers, instead of a second identical tool call."""
+    replies = ["<answer>unknown</answer><search> who founded QUORVANE? </search>", "<answer>Ilsa Brandt</answer>"]
+    engine = ReplayEngine(tokenizer, replies)
+    rounds = [ClientSearch(query="Who founded Quorvane", result="Quorvane was founded by Ilsa Brandt in 1931.",
+                           answer="unknown", call_id="call_1")]  # fmt: skip
+    trace = await SearchLoop(engine, retriever).run("Who founded Quorvane?", LoopOptions(client_search=True),
+                                                    client_searches=rounds)  # fmt: skip
+    assert trace.pending_search is None and trace.finish_reason == "stop" and trace.refused_searches == 1
+    assert "No search: that query was searched already" in engine.contexts[1]
+    assert trace.answer == "Ilsa Brandt" and trace.search_count == 1
+
+
+async def test_a_new_query_is_still_handed_over(tokenizer, retriever) -> None:
+    engine = ReplayEngine(tokenizer, ["<answer>unknown</answer><search>Quorvane history</search>"])
+    rounds = [ClientSearch(query="Who founded Quorvane", result="No results.", answer="unknown")]
+    trace = await SearchLoop(engine, retriever).run("Who founded Quorvane?", LoopOptions(client_search=True),
+                                                    client_searches=rounds)  # fmt: skip
+    assert trace.pending_search == "Quorvane history" and trace.refused_searches == 0
+
+
+@pytest.mark.parametrize(
+    ("tool_text", "lines"),
+    [
+        ("Quorvane was founded by Ilsa Brandt in 1931.", ["[1] Quorvane was founded by Ilsa Brandt in 1931."]),
+        ("[1] Quorvane: A lamp maker.\n[2] Founded in 1931.", ["[1] Quorvane: A lamp maker.", "[2] Founded in 1931."]),
+        ('[{"title": "Quorvane", "content": "Founded by Ilsa Brandt.", "url": "https://q.example"}]',
+         ["[1] Quorvane: Founded by Ilsa Brandt."]),
+    ],
+)  # fmt: skip
+async def test_a_tool_result_reads_as_the_services_own(tokenizer, retriever, tool_text, lines) -> None:
+    """The tool's text reaches the model in format_result's shape: numbered `[n] title: text` lines."""
+    engine = ReplayEngine(tokenizer, ["<answer>x</answer>"])
+    rounds = [ClientSearch(query="Quorvane", result=tool_text, call_id="call_1")]
+    trace = await SearchLoop(engine, retriever).run("Who founded Quorvane?", LoopOptions(client_search=True),
+                                                    client_searches=rounds)  # fmt: skip
+    assert "\n<result>\n" + "\n".join(lines) + "\n</result>\n" in engine.contexts[0]
+    assert len(trace.searches[0].passages) == len(lines)
+
+
 async def test_a_seed_the_engine_cannot_honour_is_reported(tokenizer, retriever) -> None:
     """An engine that drops seeds (vLLM-CPU with chunked prefill turned on by hand) still answers, and says so."""
     engine = ReplayEngine(tokenizer, ["<answer>Shakespeare</answer>"] * 2)

@@ -15,6 +15,7 @@ from transformers import TrainerCallback
 from sem.cache import CachedSearch
 from trainer.data import Example
 from trainer.train.lora import is_adapter, load_trainable, lora_config
+from trainer.train.ranks import is_main
 from trainer.train.rewards import reward_functions
 from trainer.train.rollout import RolloutConfig, SEMRollout
 
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class JSONLLogger(TrainerCallback):
-    """Appends every log record (reward parts, search counts, loss, and `extra()`'s totals) to a JSONL file."""
+    """Appends every log record (reward parts, search counts, loss, and `extra()`'s totals) to a JSONL file, from the
+    main rank only."""
 
     def __init__(self, path: Path, extra: Callable[[], dict[str, Any]] | None = None) -> None:
         self.path = path
@@ -33,7 +35,8 @@ class JSONLLogger(TrainerCallback):
         self.started = time.perf_counter()
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        if not logs:
+        # every rank calls this; one line a step, from the main rank (state says so under a Trainer)
+        if not logs or not getattr(state, "is_world_process_zero", is_main()):
             return
         elapsed = round(time.perf_counter() - self.started, 1)
         record = {"step": state.global_step, "elapsed_s": elapsed, **logs, **self.extra()}

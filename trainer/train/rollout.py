@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sem.cache import CachedSearch
 from sem.engines.hf import HFEngine
+from sem.errors import EngineError
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
 
 if TYPE_CHECKING:
@@ -119,12 +120,17 @@ class SEMRollout:
 
     def sync_weights(self) -> None:
         """Push the policy's current weights into vLLM (TRL calls this before the first rollout of a step)."""
+        from trainer.train.ranks import push_role
+        from trainer.train.vllm_rollout import is_sharded
+
         trainer = self._trainer
         model = trainer.accelerator.unwrap_model(trainer.model)
         engine = self._engine(model)
-        # one server for all ranks: the main one sends, the others only take part in gathering the weights
+        # one server for all ranks: the main one sends, the others gather (ZeRO-3) or do nothing
         main = getattr(trainer.accelerator, "is_main_process", True)
-        self.stats.sync_s += engine.push_weights(model, write=main or not self.config.vllm_server_url)
+        role = push_role(server=bool(self.config.vllm_server_url), sharded=is_sharded(model), main=main)
+        if role != "skip":
+            self.stats.sync_s += engine.push_weights(model, write=role == "write")
         if self.config.vllm_server_url and hasattr(trainer.accelerator, "wait_for_everyone"):
             trainer.accelerator.wait_for_everyone()  # no rank samples from the old weights
         self.stats.syncs += 1
@@ -133,6 +139,9 @@ class SEMRollout:
     def _engine(self, model: Any) -> RolloutEngine:
         if self._vllm is None:
             from trainer.train.vllm_rollout import RolloutEngine
+
+            if not self.config.vllm_server_url:
+                self._check_placement()
 
             started = time.perf_counter()
             # the checkpoint the policy started from gives vLLM its architecture and tokenizer; weights follow
@@ -146,6 +155,16 @@ class SEMRollout:
             self.stats.engine_start_s += time.perf_counter() - started
             log.info("vLLM rollout engine ready in %.1f s", time.perf_counter() - started)
         return self._vllm
+
+    def _check_placement(self) -> None:
+        import torch
+
+        from trainer.train.ranks import colocated_placement_error
+
+        processes = getattr(getattr(self._trainer, "accelerator", None), "num_processes", 1)
+        error = colocated_placement_error(processes, torch.cuda.is_available())
+        if error:
+            raise EngineError(error)
 
     def close(self) -> None:
         if self._vllm is not None:

@@ -41,11 +41,16 @@ def _base_name(peft_name: str) -> str:
     return peft_name.removeprefix("base_model.model.").replace(".base_layer.", ".")
 
 
+def is_sharded(model: Any) -> bool:
+    """DeepSpeed ZeRO-3 holds a shard of each weight on every rank (its parameters carry a `ds_id`)."""
+    return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
 def _gathered(model: Any) -> Any:
     """Under ZeRO-3 every rank holds a shard of each weight: gather them (a collective: all ranks enter)."""
     from contextlib import nullcontext
 
-    if not any(hasattr(p, "ds_id") for p in model.parameters()):
+    if not is_sharded(model):
         return nullcontext()
     import deepspeed
 
@@ -131,6 +136,10 @@ class RolloutEngine:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="sem-rollout-vllm", daemon=True)
         self._thread.start()
+        import torch
+
+        from trainer.train.ranks import engine_eager
+
         settings = Settings(
             model=model_path,
             engine_url=server_url,
@@ -138,7 +147,10 @@ class RolloutEngine:
             max_model_len=max_model_len,
             seed=seed,
             vllm=VLLMSettings(
-                kv_cache_gib=kv_cache_gib, gpu_memory_utilization=gpu_memory_utilization, max_num_seqs=max_num_seqs
+                kv_cache_gib=kv_cache_gib,
+                gpu_memory_utilization=gpu_memory_utilization,
+                max_num_seqs=max_num_seqs,
+                enforce_eager=engine_eager(torch.cuda.is_available()),  # CUDA graphs on a GPU
             ),
         )
         self.engine: Engine = self.run(self._start(model_path, settings))
