@@ -31,6 +31,7 @@ from service.openai.protocol import (
     DeltaFunctionCall,
     DeltaMessage,
     DeltaToolCall,
+    SemReply,
     URLCitation,
 )
 from service.openai.tools import SearchTool, client_rounds, question_index, search_tool, tool_call_of, tool_policy
@@ -135,8 +136,14 @@ def annotations_of(trace: Trace, content: str, passage_chars: int | None = None)
     """The passages the content rests on as url_citations (a passage with no URL is named by its id); None when
     there are none, so the field is left out as OpenAI leaves it out."""
     found = citations_of(trace, content, passage_chars)
-    return [Annotation(url_citation=URLCitation(start_index=c.start, end_index=c.end, url=c.url or c.passage_id,
-                                                title=c.title or c.passage_id)) for c in found] or None  # fmt: skip
+    # type set, not defaulted: stream frames leave unset fields out, and openai-python needs it
+    notes = []
+    for c in found:
+        cited = URLCitation(
+            start_index=c.start, end_index=c.end, url=c.url or c.passage_id, title=c.title or c.passage_id
+        )
+        notes.append(Annotation(type="url_citation", url_citation=cited))
+    return notes or None
 
 
 def to_completion(
@@ -166,7 +173,12 @@ def to_completion(
         usage=usage_of(trace),
         search_results=[search_out(s) for s in trace.searches],
         seed_honoured=trace.seed_honoured,
+        sem=sem_reply(trace),
     )
+
+
+def sem_reply(trace: Trace) -> SemReply | None:
+    return SemReply(search_budget_exhausted=True) if trace.search_budget_exhausted else None
 
 
 def _frame(payload: ChatCompletionChunk | ErrorResponse) -> str:
@@ -222,7 +234,8 @@ async def stream_completion(
                     yield _frame(chunk(DeltaMessage(tool_calls=[DeltaToolCall(index=0, function=arguments)])))
                 annotations = annotations_of(trace, answer, passage_chars)
                 last = DeltaMessage(annotations=annotations) if annotations else DeltaMessage()
-                yield _frame(chunk(last, openai_finish_reason(trace)))
+                news = {"sem": reply} if (reply := sem_reply(trace)) else {}
+                yield _frame(chunk(last, openai_finish_reason(trace), **news))
                 if body.stream_options and body.stream_options.include_usage:
                     usage_chunk = ChatCompletionChunk(
                         id=f"chatcmpl-{request_id}",

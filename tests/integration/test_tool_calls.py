@@ -8,12 +8,14 @@ it can only have come from the tool's text.
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import openai
 import pytest
 
 from sem import protocol
+from sem.citations import support
 from tests.conftest import SEARCH_TOOL
 
 QUESTION = "What is the capital of Zubrowka?"
@@ -180,3 +182,83 @@ async def test_async_sdk_answer_with_an_async_search(service: str) -> None:
         never = await sdk.answer_with(QUESTION, my_search, tool_choice="none", max_tokens=48)
     assert "Lutz" in result.content and result.usage.num_search_queries == 1
     assert never.usage.num_search_queries == 0 and not never.search_results
+
+
+# ---- issue #29: a client's search as good as the service's own; citations read back ------------------------------
+
+QUORVANE_Q = "Who founded Quorvane?"
+QUORVANE = "Quorvane was founded by Ilsa Brandt in 1931."  # made up: only the tool's text holds it
+
+
+def words(query: str) -> list[str]:
+    return re.findall(r"\w+", query.lower())
+
+
+@pytest.mark.parametrize("choice", ["auto", "required"])
+def test_an_answered_query_is_never_handed_back(oai: openai.OpenAI, model: str, choice: str) -> None:
+    """As an agent runs it: call the tool whenever asked, until an answer. The same query never comes back, and
+    the answer comes within the budget's rounds (required: one)."""
+    messages: list = [{"role": "user", "content": QUORVANE_Q}]
+    handed: list[list[str]] = []
+    for _ in range(4):  # the default budget is 3 searches: a fourth call would be a bug
+        result = ask(oai, model, messages, tool_choice=choice)
+        choice_ = result.choices[0]
+        if choice_.finish_reason != "tool_calls":
+            break
+        (call,) = choice_.message.tool_calls
+        query = json.loads(call.function.arguments)["query"]
+        assert words(query) not in handed, f"{query!r} was handed back after its tool result"
+        handed.append(words(query))
+        messages += [choice_.message.model_dump(exclude_none=True),
+                     {"role": "tool", "tool_call_id": call.id, "content": QUORVANE}]  # fmt: skip
+    assert choice_.finish_reason != "tool_calls" and len(handed) <= (1 if choice == "required" else 3)
+    reasoning = choice_.message.model_extra["reasoning_content"]
+    assert reasoning.count(f"[1] {QUORVANE}") == len(handed)  # the service's own result shape, once a round
+
+
+def cited_passages(completion) -> list[tuple[dict, dict]]:
+    """(annotation's url_citation, the passage it names in search_results) for each annotation."""
+    passages = {p["id"]: p for s in completion.model_extra["search_results"] for p in s["passages"]}
+    notes = completion.choices[0].message.annotations or []
+    return [(n.url_citation.model_dump(), passages[n.url_citation.url]) for n in notes]
+
+
+def zubrowka_round(oai: openai.OpenAI, model: str) -> list:
+    first = ask(oai, model, [{"role": "user", "content": QUESTION}], tool_choice="required")
+    (call,) = first.choices[0].message.tool_calls
+    return [{"role": "user", "content": QUESTION}, first.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": FACT}]  # fmt: skip
+
+
+def test_citations_are_read_back_by_openai_python(oai: openai.OpenAI, model: str) -> None:
+    """`message.annotations` (OpenAI's url_citation) name the tool's passage; what they cite is in it. Streamed,
+    they come on the finishing chunk and openai-python's stream helper assembles the same message."""
+    messages = zubrowka_round(oai, model)
+    final = ask(oai, model, messages, tool_choice="required")
+    content = final.choices[0].message.content
+    assert "Lutz" in content and final.choices[0].message.annotations  # the answer rests on the tool's text
+    for cited, passage in cited_passages(final):
+        assert cited["url"].startswith("tool:") and passage["text"] == FACT
+        assert support(content[cited["start_index"] : cited["end_index"]], passage["text"]) is not None
+    with oai.chat.completions.stream(model=model, messages=messages, tools=[SEARCH_TOOL], tool_choice="required",
+                                     max_tokens=48) as stream:  # fmt: skip
+        streamed = stream.get_final_completion().choices[0].message
+    assert streamed.content == content
+    assert [a.model_dump() for a in streamed.annotations] == [
+        a.model_dump() for a in final.choices[0].message.annotations
+    ]
+
+
+def test_answer_citations_quote_their_passage(client: httpx.Client) -> None:
+    """/v1/answer with the service's own search: each citation names a passage it inserted, and the quote is that
+    passage's text where the answer's words are."""
+    body = client.post(
+        "/v1/answer", json={"question": "Who wrote Hamlet?", "search": "always", "max_tokens": 48}
+    ).json()
+    passages = {p["id"]: p for s in body["searches"] for p in s["passages"]}
+    for c in body["citations"]:
+        text = passages[c["passage_id"]]["text"]
+        assert text[c["quote_start"] : c["quote_end"]] == c["quote"]
+        assert support(body["answer"][c["start"] : c["end"]], text) is not None
+    judged = [p for p in passages.values() if support(body["answer"], p["text"][:600]) is not None]
+    assert len(body["citations"]) == len(judged)  # every passage that holds the answer's words, and no other
