@@ -18,7 +18,7 @@ from sem_client.errors import (
     StreamError,
     UnprocessableEntityError,
 )
-from sem_client.types import Answer, ChatCompletion, ChatCompletionChunk, Passage, Search, Usage
+from sem_client.types import Answer, ChatCompletion, ChatCompletionChunk, Citation, Passage, Search, Usage
 
 __all__ = [
     "APIConnectionError",
@@ -32,6 +32,7 @@ __all__ = [
     "BadRequestError",
     "ChatCompletion",
     "ChatCompletionChunk",
+    "Citation",
     "InternalServerError",
     "NotFoundError",
     "Passage",

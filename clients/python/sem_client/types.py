@@ -46,6 +46,21 @@ class Trace(_Model):
     prefill_tokens: int = 0
 
 
+class Citation(_Model):
+    """A passage the answer rests on: `searches[search].passages[rank - 1]`, whose `quote` holds `answer[start:end]`."""
+
+    passage_id: str
+    title: str = ""
+    url: str | None = None  # where the search backend has one
+    search: int
+    rank: int
+    start: int
+    end: int
+    quote: str = ""
+    quote_start: int = 0
+    quote_end: int = 0
+
+
 class Answer(_Model):
     id: str
     model: str
@@ -53,6 +68,7 @@ class Answer(_Model):
     search_count: int
     searches: list[Search] = []
     search_errors: list[str] = []
+    citations: list[Citation] = []  # the inserted passages the answer rests on
     confidence: float | None = None  # the `confidence` policy's score of the first answer
     finish_reason: str
     usage: Usage
@@ -71,11 +87,24 @@ class ToolCall(_Model):
     function: FunctionCall
 
 
+class URLCitation(_Model):
+    start_index: int  # the span of `content` the passage supports
+    end_index: int
+    url: str  # the passage's URL, else its id in `search_results`
+    title: str = ""
+
+
+class Annotation(_Model):
+    type: str = "url_citation"
+    url_citation: URLCitation
+
+
 class ChatMessage(_Model):
     role: str
     content: str | None = None
     reasoning_content: str | None = None
     tool_calls: list[ToolCall] | None = None
+    annotations: list[Annotation] | None = None  # OpenAI's url_citation: the passages the answer rests on
 
 
 class ChatChoice(_Model):
@@ -102,6 +131,7 @@ class ChunkDelta(_Model):
     content: str | None = None
     reasoning_content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None  # OpenAI's pieces: index, then id/name, then the arguments
+    annotations: list[Annotation] | None = None  # on the finishing chunk
 
 
 class ChunkChoice(_Model):

@@ -211,3 +211,16 @@ def test_package_imports_nothing_of_the_server() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     assert sem_client.__version__
+
+
+def test_citations_are_typed() -> None:
+    cited = {"passage_id": "1", "title": "Hamlet", "search": 0, "rank": 1, "start": 0, "end": 11,
+             "quote": "Shakespeare", "quote_start": 10, "quote_end": 21}  # fmt: skip
+    answer = client_with(lambda r: httpx.Response(200, json={**ANSWER, "citations": [cited]})).answer("q")
+    assert answer.citations[0].quote == "Shakespeare" and answer.citations[0].url is None
+    note = {"type": "url_citation", "url_citation": {"start_index": 0, "end_index": 11, "url": "1", "title": "Hamlet"}}
+    completion = sem_client.ChatCompletion.model_validate(
+        {"id": "c", "model": "m", "created": 0, "usage": ANSWER["usage"],
+         "choices": [{"message": {"role": "assistant", "content": "Shakespeare", "annotations": [note]}}]}
+    )  # fmt: skip
+    assert completion.choices[0].message.annotations[0].url_citation.title == "Hamlet"
