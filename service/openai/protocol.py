@@ -145,7 +145,7 @@ class URLCitation(BaseModel):
     start_index: int
     end_index: int
     url: str = Field(description="The passage's URL where the backend has one, else its id (as in search_results).")
-    title: str
+    title: str = Field(description="The passage's title; an untitled one's: its search's query and [rank].")
 
 
 class Annotation(BaseModel):

@@ -139,9 +139,8 @@ def annotations_of(trace: Trace, content: str, passage_chars: int | None = None)
     # type set, not defaulted: stream frames leave unset fields out, and openai-python needs it
     notes = []
     for c in found:
-        cited = URLCitation(
-            start_index=c.start, end_index=c.end, url=c.url or c.passage_id, title=c.title or c.passage_id
-        )
+        title = c.title or f"{trace.searches[c.search].query} [{c.rank}]"  # an untitled passage: its search's
+        cited = URLCitation(start_index=c.start, end_index=c.end, url=c.url or c.passage_id, title=title)
         notes.append(Annotation(type="url_citation", url_citation=cited))
     return notes or None
 

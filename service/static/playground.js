@@ -72,12 +72,47 @@ function searchItem(record) {
   details.append(el("summary", "", `${record.passages.length} passage${record.passages.length === 1 ? "" : "s"}`));
   for (const p of record.passages) {
     const passage = el("div", "passage");
+    passage.dataset.id = p.id; // what a citation names (its url, or the id of a passage without one)
     const score = p.score === null || p.score === undefined ? "" : `  (score ${p.score.toFixed(2)})`;
     passage.append(el("b", "", p.title + score), el("span", "", p.text));
     details.append(passage);
   }
   item.append(details);
   return item;
+}
+
+// Citations (OpenAI's url_citation annotations, on the finishing chunk): list the sources under the answer, and
+// highlight each cited passage in the trace, with the answer's words marked where they are in it.
+function showCitations(card, annotations) {
+  const answer = card.querySelector(".answer").textContent;
+  card.querySelector(".citations")?.remove(); // a later round's answer replaces the earlier one's sources
+  const list = el("ol", "citations");
+  list.setAttribute("aria-label", "Sources");
+  for (const { url_citation: c } of annotations) {
+    const item = el("li");
+    const source = /^https?:\/\//.test(c.url) ? el("a", "", c.title) : el("span", "", c.title);
+    if (source.tagName === "A") source.href = c.url;
+    item.append(source);
+    list.append(item);
+    const cited = answer.slice(c.start_index, c.end_index);
+    for (const passage of card.querySelectorAll(".passage")) {
+      if (passage.dataset.id !== c.url) continue;
+      passage.classList.add("cited");
+      passage.closest("details").open = true;
+      markWords(passage.querySelector("span"), cited);
+    }
+  }
+  card.querySelector(".answer").after(list);
+}
+
+function markWords(span, text) {
+  const words = text.match(/[\p{L}\p{N}]+/gu) || [];
+  if (!words.length || span.querySelector("mark")) return;
+  const found = new RegExp(words.join("[^\\p{L}\\p{N}]+"), "iu").exec(span.textContent);
+  if (!found) return; // a sentence answer cited on its words: the whole passage is highlighted instead
+  const body = span.textContent;
+  const mark = el("mark", "", found[0]);
+  span.replaceChildren(body.slice(0, found.index), mark, body.slice(found.index + found[0].length));
 }
 
 // Parses an SSE body into JSON payloads; stops at [DONE].
@@ -186,6 +221,7 @@ async function ask(card, question, policy, maxSearches, clientSearch = $("client
         thinking.textContent += delta.reasoning_content;
       }
       if (delta.content) answer.textContent += delta.content;
+      if (delta.annotations) showCitations(card, delta.annotations);
       for (const piece of delta.tool_calls || []) {  // OpenAI's pieces: id and name first, then the arguments
         if (piece.id) call.id = piece.id;
         if (piece.function && piece.function.name) call.function.name = piece.function.name;

@@ -106,6 +106,11 @@ def test_a_client_side_search_round(page) -> None:
     (search,) = card.find_elements("css selector", ".trace li.search")
     assert "run by you" in search.find_element("css selector", ".label").text.lower()  # CSS upper-cases labels
     assert card.get_attribute("data-searches") == "1"
+    # the answer's source is listed under it, and the cited passage is highlighted with the answer's words marked
+    assert len(card.find_elements("css selector", ".citations li")) == 1
+    cited = card.find_element("css selector", ".passage.cited")
+    assert cited.find_element("css selector", "mark").text in card.find_element("css selector", ".answer").text
+    page.save_screenshot(str(ARTIFACTS / "playground-citations.png"))
 
 
 def test_side_by_side_shows_each_policy(page) -> None:

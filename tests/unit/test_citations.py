@@ -57,7 +57,7 @@ def trace(*passages: Passage, pending: str | None = None) -> Trace:
 def test_annotations_are_openais_url_citations() -> None:
     (note,) = annotations_of(trace(OTHER, FACT), "Ilsa Brandt")
     dumped = note.model_dump()
-    cited = {"start_index": 0, "end_index": 11, "url": "tool:call_1:1", "title": "Quorvane"}
+    cited = {"start_index": 0, "end_index": 11, "url": "tool:call_1:1", "title": "Quorvane"}  # titled
     assert dumped == {"type": "url_citation", "url_citation": cited}
     from openai.types.chat.chat_completion_message import Annotation  # the client's own type reads it
 
