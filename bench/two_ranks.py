@@ -1,5 +1,5 @@
-"""GRPO on two CPU processes (`accelerate launch --cpu --num_processes 2`, gloo): the rank logic of a multi-GPU run,
-checked on the embedded model without a GPU (issue #31).
+"""GRPO on two CPU processes (`accelerate launch --multi_gpu --num_processes 2` without a GPU: torchrun, gloo), the
+rank logic of a multi-GPU run, checked on the embedded model without a GPU (issue #31).
 
     .venv/bin/python bench/two_ranks.py [--out runs/two-ranks] [--steps 2]
 
@@ -122,6 +122,8 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
     subprocess.run([str(bin_dir / "trainer"), "data", "--out", str(opts.out / "data"), "--per-class", "2",
                     "--dev-per-class", "1"], check=True, cwd=ROOT)  # fmt: skip
+    # --multi_gpu is accelerate's torchrun launcher: without a GPU each process trains on the CPU over gloo (--cpu
+    # would start one process only)
     subprocess.run([str(bin_dir / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                     "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
                     __file__, "--worker", "--out", str(opts.out), "--steps", str(opts.steps)],
