@@ -94,6 +94,7 @@ class Verdict:
 
     spent: bool
     standings: tuple[Standing, ...]
+    asked: int = 0  # searches it tried to spend (0: a check)
 
     @property
     def tightest(self) -> Standing | None:
@@ -242,7 +243,7 @@ class SearchBudget:
     async def _run(self, principal: str, n: int) -> Verdict:
         limits = await self.limits(principal)
         if not limits:
-            return Verdict(True, ())
+            return Verdict(n > 0, (), n)
         now = self.clock()
         bounds = [window_bounds(limit.window, now) for limit in limits]
         keys = [f"{PREFIX}:{lim.scope}:{lim.window.value}:{wid}" for lim, (wid, _) in zip(limits, bounds, strict=True)]
@@ -260,7 +261,7 @@ class SearchBudget:
         standings = tuple(
             Standing(limit, count, reset) for limit, count, (_, reset) in zip(limits, counts, bounds, strict=True)
         )
-        verdict = Verdict(room and n > 0, standings)
+        verdict = Verdict(room and n > 0, standings, n)
         if self.observer is not None:
             self.observer(verdict)
         return verdict

@@ -33,7 +33,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sem import protocol
 from sem.engines.base import Delta, Engine, SamplingOptions
@@ -41,6 +41,10 @@ from sem.errors import PromptTooLong
 from sem.settings import LoopDefaults
 from sem.tool_results import tool_passages
 from sem.types import Passage, Retrieval
+
+if TYPE_CHECKING:
+    from sem.budget import Allowance
+    from sem.domains import DomainFilter
 
 
 class SearchPolicy(StrEnum):
@@ -53,7 +57,9 @@ class SearchPolicy(StrEnum):
 class Searcher(Protocol):
     """What the loop needs from search: passages per query, cached or not (met by `sem.cache.CachedSearch`)."""
 
-    async def retrieve(self, queries: list[str], k: int, mode: str | None = None) -> list[Retrieval]: ...
+    async def retrieve(self, queries: list[str], k: int, mode: str | None = None, **given: Any) -> list[Retrieval]:
+        """`given`: `domains` (a source filter) and `allowance` (the search budget), passed only when set."""
+        ...
 
 
 _DEFAULTS = LoopDefaults()  # the one place the loop's defaults are declared
@@ -79,6 +85,9 @@ class LoopOptions:
     confidence_threshold: float = 0.5  # `confidence` policy: search when the answer's least likely token is below
     search_mode: str | None = None  # one of the backend's modes (Milvus: bm25, dense, hybrid); None: its default
     client_search: bool = False  # end at a search (Trace.pending_search) for the caller to run, instead of running it
+    domains: DomainFilter | None = None  # source filter: passages it does not allow never reach the model
+    allowance: Allowance | None = None  # the search budget across requests, asked before each search
+    search_budget_exhausted: bool = False  # the budget was spent before the request: answered as `never`, flagged
 
     @classmethod
     def from_defaults(cls, defaults: LoopDefaults, **overrides: object) -> LoopOptions:
@@ -106,6 +115,7 @@ class SearchRecord:
     error: str | None = None
     forced: bool = False  # inserted by the `always` policy, not written by the model
     client: bool = False  # run by the caller (a tool call), its result brought back in a later request
+    dropped: int = 0  # passages the source filter kept from the model
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +202,7 @@ class Trace:
     confidence: float | None = None  # `confidence` policy: the first answer's least likely token's probability
     seed_honoured: bool | None = None  # False when a seed was asked for and the engine could not honour it
     pending_search: str | None = None  # client_search: the query the loop stopped at, for the caller to run
+    search_budget_exhausted: bool = False  # a search was refused (or never offered) because the budget is spent
 
     @property
     def answer(self) -> str:
@@ -312,6 +323,7 @@ class SearchLoop:
         out = _Builder(trace, tokenizer, opts.logprobs or opts.policy is SearchPolicy.confidence)
         if opts.seed is not None and not getattr(self.engine, "honours_seed", True):
             trace.seed_honoured = False  # sampled unseeded rather than risk the engine (sem.engines.vllm)
+        trace.search_budget_exhausted = opts.search_budget_exhausted
         for done in client_searches:
             async for event in self._replay(done, opts, out):
                 yield event
@@ -337,7 +349,7 @@ class SearchLoop:
                 break
             # With a search left, only </search> stops the engine and the gate reads </answer> in the stream;
             # without one, the first </answer> ends the turn (a later <search> could only be refused).
-            can_search = trace.search_count < budget
+            can_search = trace.search_count < budget and not trace.search_budget_exhausted
             stops = [protocol.SEARCH_CLOSE] if can_search else [protocol.SEARCH_CLOSE, protocol.ANSWER_CLOSE]
             gate = _AnswerGate() if can_search else None
             delta = _Collect()
@@ -374,7 +386,7 @@ class SearchLoop:
                 reason = None
                 if opts.policy is SearchPolicy.never:
                     reason = "searching is turned off for this question"
-                elif trace.search_count >= budget:
+                elif trace.search_count >= budget or trace.search_budget_exhausted:
                     reason = "the search budget is used up"
                 elif not step.query:
                     reason = "the search query was empty"
@@ -491,8 +503,18 @@ class SearchLoop:
     async def _search(self, query: str, opts: LoopOptions, out: _Builder, *, forced: bool) -> AsyncIterator[Event]:
         index = out.trace.search_count
         yield SearchCall(query, index)
-        (found,) = await self.searcher.retrieve([query], opts.top_k, opts.search_mode)
-        record = SearchRecord(query, found.passages, found.cached, found.latency_ms, found.error, forced)
+        given = {name: value for name in ("domains", "allowance") if (value := getattr(opts, name)) is not None}
+        (found,) = await self.searcher.retrieve([query], opts.top_k, opts.search_mode, **given)
+        if found.budget_exhausted:  # refused as a search past the request's own budget is; the model answers
+            out.trace.search_budget_exhausted = True
+            out.trace.refused_searches += 1
+            refusal = protocol.format_refusal("the search budget is used up")
+            out.inserted(refusal)
+            yield Inserted(refusal)
+            return
+        record = SearchRecord(
+            query, found.passages, found.cached, found.latency_ms, found.error, forced, dropped=found.dropped
+        )
         out.trace.searches.append(record)
         block = protocol.format_result(
             found.passages, max_chars=opts.passage_chars, error="search unavailable" if found.error else None

@@ -17,7 +17,7 @@ from sem import __version__
 from sem.engines import Engine
 from sem.engines.supervisor import EngineFactory
 from sem.settings import Settings
-from service import health
+from service import budget, health
 from service.answer import router as answer
 from service.deps import Guarded
 from service.errors import install_error_handlers
@@ -79,10 +79,12 @@ def create_app(
     app.state.sem = state
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=state.settings.limits.max_body_bytes)
+    app.add_middleware(budget.BudgetHeadersMiddleware)  # what is left of the search budget, on every answer
     app.add_middleware(RequestIdMiddleware)  # outermost: every log line of the request carries its id
     app.include_router(health.router)
     app.include_router(answer.router, dependencies=Guarded)
     app.include_router(openai.router, dependencies=Guarded)
+    app.include_router(budget.router, dependencies=Guarded)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -20,6 +20,7 @@ async def guard(request: Request, state: StateDep) -> None:
     """API key (when auth is on) and the per-key rate limit, before any work is done."""
     client = request.client.host if request.client else "unknown"
     principal = await state.security.authenticate(request.headers.get("authorization"), client)
+    request.state.principal = principal  # what the search budget counts against (service.budget)
     await state.security.check_rate(principal)
 
 

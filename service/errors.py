@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sem.errors import ConfigError, EngineError, PromptTooLong
+from sem.errors import ConfigError, EngineError, PromptTooLong, SearchBudgetExhausted
 from sem.protocol import TemplateRejected
 from service.exceptions import (
     ClientDisconnected,
@@ -55,6 +55,7 @@ ERRORS: dict[type[BaseException], ErrorKind] = {
     ModelNotFound: ErrorKind(404, "invalid_request_error", "model_not_found", param="model"),
     RequestTooLarge: ErrorKind(413, "invalid_request_error", "request_too_large"),
     RateLimited: ErrorKind(429, "rate_limit_exceeded", "rate_limit_exceeded"),
+    SearchBudgetExhausted: ErrorKind(429, "rate_limit_exceeded", "search_budget_exhausted", param="search"),
     # nobody is listening any more; 499 (nginx's "client closed request") keeps it out of the 5xx error rate
     ClientDisconnected: ErrorKind(499, "client_closed_request", message="the client closed the request"),
     ConfigError: ErrorKind(500, "server_error", "config_error", log_level=logging.ERROR),

@@ -7,6 +7,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from sem.budget import DEPLOYMENT, Verdict
 from sem.loop import Trace
 
 
@@ -52,6 +53,26 @@ class Metrics:
             "sem_engine_events", "Engine deaths, restarts, and fatal give-ups (the log says why).", ["event"],
             registry=self.registry,
         )  # fmt: skip
+        self.budget_spends = Counter(
+            "sem_search_budget_spends", "Searches asked of the search budget: spent, or refused (it was spent).",
+            ["outcome"], registry=self.registry,
+        )  # fmt: skip
+        self.budget_cache_hits = Counter(
+            "sem_search_budget_cache_hits", "Searches served from the cache under a budget (free unless "
+            "SEM_BUDGET__COUNT_CACHE_HITS).", registry=self.registry,
+        )  # fmt: skip
+        self.budget_exhausted = Counter(
+            "sem_search_budget_exhausted", "Requests that found the budget spent: answered closed_book, or refused "
+            "(429, policy always).", ["outcome"], registry=self.registry,
+        )  # fmt: skip
+        self.budget_spent = Gauge(
+            "sem_search_budget_spent", "The deployment's searches spent in the current window (latest seen).",
+            ["window"], registry=self.registry,
+        )  # fmt: skip
+        self.budget_left = Gauge(
+            "sem_search_budget_left", "The deployment's searches left in the current window (latest seen).",
+            ["window"], registry=self.registry,
+        )  # fmt: skip
         self._cache_stats = cache_stats
         hits = Gauge("sem_search_cache_hits", "Search cache hits since start.", registry=self.registry)
         misses = Gauge("sem_search_cache_misses", "Search cache misses since start.", registry=self.registry)
@@ -91,6 +112,16 @@ class Metrics:
             "cache_hit_rate": round(hits / (hits + misses), 3) if hits + misses else None,
             "mean_latency_ms": round(1000 * latency_sum / answers, 1) if answers else None,
         }
+
+    def observe_budget(self, verdict: Verdict) -> None:
+        """`sem.budget.SearchBudget`'s observer: every check and spend (per-key standings stay out: one series a key
+        would be unbounded; `GET /v1/budget` shows a key its own)."""
+        if verdict.asked:
+            self.budget_spends.labels("spent" if verdict.spent else "refused").inc()
+        for standing in verdict.standings:
+            if standing.limit.scope == DEPLOYMENT:
+                self.budget_spent.labels(standing.limit.window.value).set(standing.spent)
+                self.budget_left.labels(standing.limit.window.value).set(standing.left)
 
     def engine_event(self, event: str, reason: str) -> None:
         """`SupervisedEngine`'s `on_event`: "death", "restart" or "fatal"."""

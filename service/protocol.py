@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from sem.domains import normalize_domain
 
 
 class ErrorInfo(BaseModel):
@@ -59,6 +61,21 @@ class SearchOut(BaseModel):
     error: str | None = None
     forced: bool = Field(False, description="Inserted by the `always` policy rather than asked for by the model.")
     client: bool = Field(False, description="Run by the client (a tool call); its text is the tool message's.")
+    dropped: int = Field(0, description="Passages the source filter (`search_domains`) kept from the model.")
+
+
+Domain = Annotated[str, AfterValidator(normalize_domain)]
+
+
+class SearchDomains(BaseModel):
+    """A request's source filter, applied with the deployment's (`SEM_SEARCH__ALLOW_DOMAINS`, `__BLOCK_DOMAINS`):
+    a passage reaches the model only from an allowed domain (or subdomain), never from a blocked one. A passage's
+    domain is its URL's host; a local corpus passage without a URL is known by its id's prefix (`wiki:42`: `wiki`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow: list[Domain] = Field(default_factory=list, max_length=100, description="Only these (empty: any).")
+    block: list[Domain] = Field(default_factory=list, max_length=100, description="Never these.")
 
 
 class CitationOut(BaseModel):

@@ -8,7 +8,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sem.budget import SearchBudget
 from sem.cache import CachedSearch, RedisStore
+from sem.domains import DomainFilter
 from sem.engines import Engine, build_engine, resolve_engine_kind
 from sem.engines.supervisor import EngineFactory, EngineState, SupervisedEngine
 from sem.errors import SearchModeError
@@ -49,6 +51,11 @@ class ServiceState:
         self.error: str | None = None
         self.metrics = Metrics(cache_stats=self._cache_stats, ready=lambda: self.ready)
         self.security = Security(settings.auth, settings.redis_url)
+        # Search budgets across requests (logs at start-up when it counts in this process only) and the deployment's
+        # source filter, which every request's narrows.
+        self.budget = SearchBudget(settings.budget, settings.redis_url, observer=self.metrics.observe_budget)
+        self.budget.on_hit = self.metrics.budget_cache_hits.inc
+        self.domains = DomainFilter.of(settings.search.allow_domains, settings.search.block_domains)
         self.admission = Admission(settings.limits)
         self.runner = Runner(self.admission, self.metrics)
         self.load_seconds: float | None = None
@@ -156,6 +163,7 @@ class ServiceState:
 
     async def aclose(self) -> None:
         await self.security.aclose()
+        await self.budget.aclose()
         if self.search is not None:
             await self.search.aclose()
         if self.engine is not None and self._owns_engine:

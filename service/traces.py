@@ -16,6 +16,7 @@ def search_out(record: SearchRecord) -> SearchOut:
         error=record.error,
         forced=record.forced,
         client=record.client,
+        dropped=record.dropped,
     )
 
 

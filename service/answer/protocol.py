@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sem.loop import SearchPolicy
-from service.protocol import CitationOut, SearchOut, Usage
+from service.protocol import CitationOut, SearchDomains, SearchOut, Usage
 
 
 class AnswerRequest(BaseModel):
@@ -29,6 +29,9 @@ class AnswerRequest(BaseModel):
     top_k: int | None = Field(None, ge=1, description="Passages per search.")
     search_mode: str | None = Field(
         None, description="One of the search backend's modes (milvus: bm25, dense, hybrid); default: its own."
+    )
+    search_domains: SearchDomains | None = Field(
+        None, description="Where search may look: {allow: [domains], block: [domains]}, with the deployment's."
     )
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate, over all turns.")
     min_tokens: int = Field(0, ge=0, description="Fewest tokens to generate before the model may stop (vLLM's).")
@@ -55,6 +58,9 @@ class AnswerResponse(BaseModel):
     search_count: int
     searches: list[SearchOut]
     search_errors: list[str] = Field(default_factory=list, description="Searches that failed (degraded).")
+    search_budget_exhausted: bool = Field(
+        False, description="The search budget (the key's or the deployment's) was spent: answered without search."
+    )
     citations: list[CitationOut] = Field(
         default_factory=list, description="The inserted passages the answer rests on (its words are in them)."
     )

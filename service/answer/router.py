@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from sem.loop import LoopOptions
 from service.answer.protocol import AnswerRequest, AnswerResponse
 from service.answer.serving import to_response
+from service.budget import prepare_search
 from service.deps import StateDep
 from service.limits import check_limits
 from service.protocol import ErrorResponse
@@ -48,6 +49,7 @@ async def answer(body: AnswerRequest, state: StateDep, request: Request) -> Answ
         seed=body.seed,
         max_prompt_tokens=state.settings.limits.max_prompt_tokens,
     )
+    await prepare_search(state, request, options, body.search_domains, param="search_domains")
     started = time.perf_counter()
     work = partial(loop.run, body.question, options, request_id=f"ans-{uuid.uuid4().hex}")
     trace = await state.runner.run("answer", options.policy.value, work, request)

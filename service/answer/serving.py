@@ -20,6 +20,7 @@ def to_response(
         search_count=trace.search_count,
         searches=[search_out(s) for s in trace.searches],
         search_errors=trace.search_errors,
+        search_budget_exhausted=trace.search_budget_exhausted,
         citations=[citation_out(c) for c in citations_of(trace, trace.answer, passage_chars)],
         confidence=trace.confidence,
         seed_honoured=trace.seed_honoured,

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sem.loop import SearchPolicy
-from service.protocol import SearchOut, Usage
+from service.protocol import SearchDomains, SearchOut, Usage
 
 
 class TextPart(BaseModel):
@@ -74,6 +74,17 @@ class SemOptions(BaseModel):
     confidence_threshold: float | None = Field(None, ge=0.0, le=1.0, description="`confidence` policy's threshold.")
     search_tool: str | None = Field(
         None, description="The name of the tool in `tools` that is a search (default: `search` or `web_search`)."
+    )
+    search_domains: SearchDomains | None = Field(
+        None, description="Where search may look: {allow: [domains], block: [domains]}, with the deployment's."
+    )
+
+
+class SemReply(BaseModel):
+    """SEM's own news about a completion (absent when there is none)."""
+
+    search_budget_exhausted: bool = Field(
+        False, description="The search budget (the key's or the deployment's) was spent: answered without search."
     )
 
 
@@ -180,6 +191,7 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: Usage
     search_results: list[SearchOut] = Field(default_factory=list)
+    sem: SemReply | None = None
     seed_honoured: bool | None = Field(
         None, description="false when `seed` was asked for but the engine sampled unseeded (absent otherwise)."
     )
@@ -219,6 +231,7 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChunkChoice]
     usage: Usage | None = None
     search_results: list[SearchOut] | None = None
+    sem: SemReply | None = None  # on the finishing chunk, when there is news
 
 
 class ModelCard(BaseModel):

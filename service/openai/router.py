@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from sem.loop import check_prompt_length
+from service.budget import prepare_search
 from service.deps import StateDep
 from service.openai.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
 from service.openai.serving import check_request, loop_options, stream_completion, to_completion
@@ -41,6 +42,7 @@ async def chat_completions(
     state.check_search_mode(body.sem.search_mode, param="sem.search_mode")
     limits = state.settings.limits
     options = loop_options(body, state.loop_defaults, limits.max_prompt_tokens, chat)
+    await prepare_search(state, request, options, body.sem.search_domains, param="sem.search_domains")
     policy = options.policy.value
     request_id = f"chat-{uuid.uuid4().hex}"
     given = {"history": chat.history, "request_id": request_id, "client_searches": chat.rounds}

@@ -159,6 +159,26 @@ async def test_cache_hits_are_free_unless_counted(redis_server: str, tiny_corpus
     await cache.aclose()
 
 
+async def test_a_budget_spent_mid_answer_refuses_the_next_search_and_the_model_answers(
+    redis_server: str, tiny_corpus: Path, tokenizer
+) -> None:
+    """The loop asks the budget before each search: the second of the model's searches finds it spent, is refused as
+    a search past the request's own budget is (the model reads why), and the trace says so."""
+    from sem.engines.replay import ReplayEngine
+    from sem.loop import LoopOptions, SearchLoop, SearchPolicy
+
+    backend = BM25Backend(tiny_corpus)
+    await backend.load()
+    engine = ReplayEngine(tokenizer, ["<search>Hamlet tragedy</search>", "<search>Shakespeare year</search>",
+                                      "<answer>William Shakespeare</answer>"])  # fmt: skip
+    budget = SearchBudget(settings(per_key={"minute": 1}), redis_server, clock=Clock())
+    options = LoopOptions(policy=SearchPolicy.auto, max_searches=3, allowance=budget.allowance("key:mid"))
+    trace = await SearchLoop(engine, CachedSearch(backend)).run("Who wrote Hamlet?", options)
+    assert trace.search_count == 1 and trace.refused_searches == 1 and trace.search_budget_exhausted
+    assert "the search budget is used up" in engine.contexts[-1] and trace.answer == "William Shakespeare"
+    await budget.aclose()
+
+
 def test_bad_budget_settings_name_the_setting() -> None:
     from pydantic import ValidationError
 
