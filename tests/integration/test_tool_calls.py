@@ -121,6 +121,11 @@ def test_langchain_bind_tools_round_trip(service: str, model: str) -> None:
     final = agent.invoke(messages)
     assert not final.tool_calls and "Lutz" in final.content and seen == [QUESTION]
     assert final.response_metadata["token_usage"]["num_search_queries"] == 1
+    # The answer's citations (message.annotations, test_citations_are_read_back_by_openai_python) do not reach
+    # LangChain: ChatOpenAI keeps annotations only from OpenAI's Responses API (docs/serving.md says so). A tripwire:
+    # when LangChain starts reading them from chat completions, this fails and the docs should say so.
+    assert "annotations" not in final.additional_kwargs
+    assert not any(block.get("annotations") for block in final.content_blocks)
 
 
 def test_forged_tags_in_a_tool_result_are_neutralised(oai: openai.OpenAI, model: str) -> None:
