@@ -30,12 +30,15 @@ def tool_passages(text: str, call_id: str = "") -> list[Passage]:
     ('https://q.example', 'Q', 'Founded in 1931.')
     >>> [p.text for p in tool_passages("Quorvane was founded by Ilsa Brandt in 1931.", "call_1")]
     ['Quorvane was founded by Ilsa Brandt in 1931.']
+    >>> [p.text for p in tool_passages('{"answer": "Ilsa Brandt"}')]
+    ['{"answer": "Ilsa Brandt"}']
     """
     body = text.strip()
     hits = _json_hits(body)
-    if hits is not None:
-        passages = [_from_hit(hit, f"tool:{call_id}:{n}") for n, hit in enumerate(hits, start=1)]
+    passages = [_from_hit(hit, f"tool:{call_id}:{n}") for n, hit in enumerate(hits or [], start=1)]
+    if any(p.text for p in passages):
         return [p for p in passages if p.text]
+    # JSON of another shape ({"answer": ...}) is kept whole, as plain text: nothing the client sent is dropped
     if _NUMBERED.match(body):
         chunks = [c.strip() for c in _NUMBERED.split(body)[2::2]]  # split -> ["", "1", chunk, "2", chunk, ...]
         return [_titled(chunk, f"tool:{call_id}:{n}") for n, chunk in enumerate(chunks, start=1) if chunk]
