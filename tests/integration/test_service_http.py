@@ -117,3 +117,19 @@ def test_confidence_gate_through_the_service(client: httpx.Client) -> None:
         assert reply["search_count"] == int(low["confidence"] < middle)
     bad = client.post("/v1/answer", json={"question": "x", "search": "confidence", "confidence_threshold": 2})
     assert bad.status_code == 422 or bad.status_code == 400
+
+
+def test_a_blocked_source_never_reaches_the_model_and_is_cached_apart(client: httpx.Client) -> None:
+    """Source filters on the real service: the embedded corpus's passages are known by their id's prefix (`wiki:42`:
+    `wiki`), so blocking `wiki` leaves the model no passage at all, and the same query unfiltered is searched again,
+    not served the filtered entry."""
+    ask = {"question": "Which river flows through Vienna, filtered?", "search": "always", "max_tokens": 24,
+           "return_trace": True}  # fmt: skip
+    blocked = client.post("/v1/answer", json={**ask, "search_domains": {"block": ["wiki"]}})
+    assert blocked.status_code == 200, blocked.text
+    (search,) = blocked.json()["searches"]
+    assert search["passages"] == [] and search["dropped"] >= 3 and search["cached"] is False
+    assert "<result>\nNo results.\n</result>" in blocked.json()["trace"]["text"]  # all the model read of the search
+    (plain,) = client.post("/v1/answer", json=ask).json()["searches"]
+    assert plain["cached"] is False and plain["dropped"] == 0 and len(plain["passages"]) == 3
+    assert all(p["id"].startswith("wiki:") for p in plain["passages"])
