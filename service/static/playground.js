@@ -67,6 +67,7 @@ function searchItem(record) {
   query.append(el("span", "badge", `${record.latency_ms.toFixed(1)} ms`));
   query.append(el("span", "badge", record.cached ? "cached" : "not cached"));
   if (record.error) query.append(el("span", "badge", `error: ${record.error}`));
+  if (record.dropped) query.append(el("span", "badge filtered", `${record.dropped} filtered out`));
   item.append(query);
   const details = el("details");
   details.append(el("summary", "", `${record.passages.length} passage${record.passages.length === 1 ? "" : "s"}`));
@@ -192,16 +193,21 @@ async function ask(card, question, policy, maxSearches, clientSearch = $("client
         messages: conversation,
         stream: true,
         stream_options: { include_usage: true },
-        sem: { search: policy, max_searches: maxSearches },
+        sem: { search: policy, max_searches: maxSearches, ...searchDomains() },
         ...(clientSearch ? { tools: [SEARCH_TOOL], tool_choice: TOOL_CHOICE[policy] || "auto" } : {}),
       }),
     });
   } catch (err) {
     return fail(`Cannot reach the service: ${err.message}`);
   }
+  showBudget(response.headers);
   if (!response.ok) return fail(await errorMessage(response));
   try {
     for await (const chunk of sseEvents(response)) {
+      if (chunk.sem && chunk.sem.search_budget_exhausted) {  // answered without search: say so on the card
+        card.classList.add("budget-exhausted");
+        status.before(el("span", "badge budget", "search budget spent: answered without search"));
+      }
       if (chunk.error) return fail(chunk.error.message);
       if (firstToken === null) firstToken = performance.now();
       if (chunk.search_results) {
@@ -246,6 +252,39 @@ async function ask(card, question, policy, maxSearches, clientSearch = $("client
   }
   if (!answer.textContent) answer.textContent = "(no answer)";
   card.classList.add("done");
+}
+
+// The source filter (sem.search_domains): comma-separated domains; the service checks each one (a 422 names it).
+function searchDomains() {
+  const list = (id) => $(id).value.split(",").map((d) => d.trim()).filter(Boolean);
+  const allow = list("allow-domains");
+  const block = list("block-domains");
+  return allow.length || block.length ? { search_domains: { allow, block } } : {};
+}
+
+// What is left of the search budget: the answer's headers, or GET /v1/budget between answers.
+function showBudget(headers) {
+  const left = headers.get("x-sem-search-budget-remaining");
+  const reset = headers.get("x-sem-search-budget-reset");
+  if (left !== null) $("stat-budget").textContent = `${left} (resets in ${formatSeconds(Number(reset))})`;
+}
+
+function formatSeconds(s) {
+  if (s >= 86400) return `${(s / 86400).toFixed(1)} d`;
+  if (s >= 3600) return `${(s / 3600).toFixed(1)} h`;
+  return s >= 60 ? `${Math.ceil(s / 60)} min` : `${s} s`;
+}
+
+async function refreshBudget() {
+  try {
+    const response = await fetch("/v1/budget", { headers: authHeaders() });
+    if (!response.ok) return;
+    const b = await response.json();
+    if (!b.enabled) { $("stat-budget").textContent = "no budget"; return; }
+    const tightest = b.limits.reduce((a, x) => (a === null || x.left < a.left ? x : a), null);
+    $("stat-budget").textContent = tightest
+      ? `${b.left} (${tightest.scope} per ${tightest.window}, resets in ${formatSeconds(tightest.reset_s)})` : "-";
+  } catch (_) { /* a nicety, like the counters */ }
 }
 
 function readForm() {
@@ -306,6 +345,7 @@ async function refreshStats() {
     $("stat-hit").textContent = pct(s.cache_hit_rate);
     $("stat-latency").textContent = s.mean_latency_ms === null ? "-" : `${(s.mean_latency_ms / 1000).toFixed(2)} s`;
   } catch (_) { /* the counters are a nicety: a failed poll is retried on the next tick */ }
+  refreshBudget();
 }
 
 // Example questions (a served world's known and unknown entities, or a few real ones): a click fills the question.

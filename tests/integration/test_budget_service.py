@@ -203,3 +203,35 @@ def test_a_malformed_domain_is_a_422_naming_the_field(
     reply = httpx.post(f"{replicas[0]}{path}", json=payload, headers=key(FILTERER))
     assert reply.status_code == 422, reply.text
     assert reply.json()["error"]["param"] == param
+
+
+def test_the_playground_shows_the_budget_left_and_applies_the_filters(replicas: list[str]) -> None:
+    """In headless Chromium (test_playground.py's set-up): the key's searches left after an answer, the blocked
+    passages counted in the trace and absent from it, and a malformed domain's message."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.integration.test_playground import ask_with_keyboard, start_chromium, wait_done
+
+    browser = start_chromium()
+    browser.set_window_size(1280, 1100)
+    try:
+        browser.get(replicas[0] + "/")
+        browser.find_element("id", "api-key").send_keys(FILTERER)
+        browser.execute_script("document.getElementById('api-key').dispatchEvent(new Event('change'))")
+        WebDriverWait(browser, 30).until(lambda d: d.find_element("id", "model").text.startswith("Model: "))
+        WebDriverWait(browser, 30).until(lambda d: "resets in" in d.find_element("id", "stat-budget").text)
+        browser.find_element("id", "block-domains").send_keys("spam.example.com")
+        ask_with_keyboard(browser, "Who wrote the tragedy Hamlet? (playground)", "always")
+        (card,) = wait_done(browser)
+        assert "done" in card.get_attribute("class"), card.text
+        assert "filtered out" in card.find_element("css selector", ".trace li.search .query").text
+        assert "Spamwell" not in browser.page_source
+        left = browser.find_element("id", "stat-budget").text
+        assert left.split()[0].isdigit() and "resets in" in left, left
+
+        browser.find_element("id", "block-domains").send_keys(", not a domain")
+        ask_with_keyboard(browser, "Who wrote Hamlet?", "always")
+        WebDriverWait(browser, 30).until(lambda d: d.find_element("id", "error").is_displayed())
+        assert "is not a domain" in browser.find_element("id", "error").text
+    finally:
+        browser.quit()

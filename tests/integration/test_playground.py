@@ -18,8 +18,8 @@ if not (CHROMIUM and CHROMEDRIVER):  # a failure that says what to install, neve
 TIMEOUT_S = 120
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
+def start_chromium():  # type: ignore[no-untyped-def]
+    """Headless Chromium under Selenium (also used by test_budget_service.py)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
@@ -28,7 +28,12 @@ def browser() -> Iterator:
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    driver = start_chromium()
     yield driver
     driver.quit()
 
