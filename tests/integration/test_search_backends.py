@@ -262,3 +262,51 @@ async def test_keyed_web_backends_send_the_key_and_never_show_it() -> None:
         await wrong.aclose()
     finally:
         server.should_exit = True
+
+
+class RecordingWebAPI:
+    """A web API stand-in that records what it was asked and answers with mixed domains, whatever the filter (as a
+    provider that ignores one would)."""
+
+    def __init__(self) -> None:
+        self.asked: list[dict] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        body = json.loads((await receive()).get("body") or b"{}")
+        self.asked.append({"path": scope["path"], "query": scope["query_string"].decode(), "body": body})
+        urls = [
+            "https://spam.example.com/a",
+            "https://docs.example.com/b",
+            "https://other.net/c",
+            "https://example.com/d",
+        ]
+        results = [{"url": u, "title": u, "content": "c", "description": "c"} for u in urls]
+        payload = {"results": results, "web": {"results": results}}
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": json.dumps(payload).encode()})
+
+
+async def test_source_filters_reach_tavily_natively_and_every_backend_is_filtered_after() -> None:
+    from sem.cache import CachedSearch
+    from sem.domains import DomainFilter
+
+    app, port = RecordingWebAPI(), free_port()
+    server = serve_in_thread(app, port)
+    only = DomainFilter.of(allow=["example.com"], block=["spam.example.com"])
+    try:
+        # Tavily is asked for 2 (it filters itself) and this one ignored the filter: its spam is dropped all the same;
+        # Brave is asked for 3x 2 and filtered here, so 2 are left.
+        for name, kept in (("tavily", ["https://docs.example.com/b"]),
+                           ("brave", ["https://docs.example.com/b", "https://example.com/d"])):  # fmt: skip
+            search = SearchSettings(backend=name, web_api_key="k", web_api_url=f"http://127.0.0.1:{port}/{name}")
+            cache = CachedSearch(await build_backend(Settings(search=search)))
+            (found,) = await cache.retrieve([f"moon {name}"], 2, domains=only)
+            assert [p.id for p in found.passages] == kept and found.dropped >= 1
+            assert not any("spam" in p.id or "other.net" in p.id for p in found.passages)
+            await cache.aclose()
+        tavily, brave = app.asked
+        assert tavily["body"]["include_domains"] == ["example.com"] and tavily["body"]["max_results"] == 2
+        assert tavily["body"]["exclude_domains"] == ["spam.example.com"]
+        assert "count=6" in brave["query"]  # no native filter: asked for 3x, filtered here
+    finally:
+        server.should_exit = True
