@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -166,3 +168,24 @@ def test_cuda_graphs_on_a_gpu_eager_on_cpus() -> None:
     from trainer.train.ranks import engine_eager
 
     assert engine_eager(on_gpu=True) is False and engine_eager(on_gpu=False) is True
+
+
+def test_the_push_file_goes_where_it_fits(lora_model, tmp_path, monkeypatch) -> None:
+    import shutil
+
+    from sem.errors import EngineError
+    from trainer.train.vllm_rollout import _save_merged, policy_bytes, scratch_dir
+
+    count = _save_merged(lora_model, tmp_path / "w.safetensors")
+    need = policy_bytes(lora_model)
+    assert count > 0 and need <= (tmp_path / "w.safetensors").stat().st_size <= need + 10_000  # + the JSON header
+    shm, tmp = tmp_path / "shm", tmp_path / "tmp"
+    shm.mkdir()
+    tmp.mkdir()
+    free = {shm: 64 * 2**20, tmp: 100 * 2**30}  # a container's default /dev/shm beside a roomy temp dir
+    monkeypatch.setattr(shutil, "disk_usage", lambda d: SimpleNamespace(free=free[Path(d)]))
+    assert scratch_dir(2**20, [shm, tmp]) == shm
+    assert scratch_dir(6 * 10**9, [shm, tmp]) == tmp  # a 3B model's push does not fit 64 MB
+    free[tmp] = 2**30
+    with pytest.raises(EngineError, match=r"6.00 GB weights file .* --shm-size"):
+        scratch_dir(6 * 10**9, [shm, tmp])

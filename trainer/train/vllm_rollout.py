@@ -4,10 +4,11 @@ Two places for the engine, one loop over them:
 - colocated: SEM's own `VLLMEngine` (the one the service answers with) in the trainer's process, on each rank;
 - server: a `vllm serve` on GPUs of its own, reached through SEM's `OpenAIEngine` (deploy/README.md).
 Either runs on an event loop in a thread of its own (AsyncLLM binds to the loop it started on, while TRL calls the
-rollout synchronously once a step). Weights travel as one safetensors file in shared memory, loaded inside vLLM's
-worker by a worker extension (`sem.engines.vllm.WeightLoader`): colocated through `collective_rpc`, on a server
-through its dev-mode `/collective_rpc` endpoint. A LoRA policy is merged into a copy (the base is never edited);
-under DeepSpeed ZeRO-3 the shards are gathered for it.
+rollout synchronously once a step). Weights travel as one safetensors file in shared memory (the temp dir when
+/dev/shm is too small), loaded inside vLLM's worker by a worker extension (`sem.engines.vllm.WeightLoader`):
+colocated through `collective_rpc` (each rank into its own engine), on a server through its dev-mode
+`/collective_rpc` endpoint (by the main rank only). A LoRA policy is merged into a copy (the base is never
+edited); under DeepSpeed ZeRO-3 the shards are gathered for it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import gc
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -31,9 +33,28 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _scratch_dir() -> Path:
-    shm = Path("/dev/shm")
-    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+def scratch_dir(need_bytes: int, candidates: list[Path] | None = None) -> Path:
+    """Where a push's weights file goes: shared memory when it has room (no disk write), else the temp dir; an error
+    saying what to change when neither has. A container's /dev/shm is 64 MB unless raised: a 3B model's 6 GB
+    would fail mid-write."""
+    candidates = candidates or [Path("/dev/shm"), Path(tempfile.gettempdir())]
+    usable = [d for d in candidates if d.is_dir() and os.access(d, os.W_OK)]
+    room = {d: shutil.disk_usage(d).free for d in usable}
+    for d in usable:
+        if room[d] >= need_bytes * 1.05:  # + the safetensors header and some slack
+            return d
+    free = ", ".join(f"{d} {b / 1e9:.2f} GB free" for d, b in room.items()) or "none writable"
+    raise EngineError(
+        f"no room for the {need_bytes / 1e9:.2f} GB weights file a push writes ({free}): give the container more "
+        "shared memory (docker --shm-size 16g, a Kubernetes emptyDir with medium: Memory) or a larger temp dir"
+    )
+
+
+def policy_bytes(model: Any) -> int:
+    """The size of the weights a push writes: every parameter and buffer but the adapter's, counted whole under
+    ZeRO-3 (`ds_numel`: a rank's own tensor is a shard)."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return sum(getattr(t, "ds_numel", t.numel()) * t.element_size() for name, t in tensors if "lora_" not in name)
 
 
 def _base_name(peft_name: str) -> str:
@@ -132,7 +153,7 @@ class RolloutEngine:
         seed: int = 0,
     ) -> None:
         self.server_url = server_url.rstrip("/") if server_url else None
-        self.weights_dir = weights_dir or _scratch_dir()
+        self.weights_dir = weights_dir  # None: chosen at the first push, by the file's size (scratch_dir)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="sem-rollout-vllm", daemon=True)
         self._thread.start()
@@ -175,13 +196,18 @@ class RolloutEngine:
         With one server for several ranks only one writes (`write=False` elsewhere: gather, do not send).
         """
         started = time.perf_counter()
-        path = self.weights_dir / f"sem-policy-{os.getpid()}-{threading.get_ident()}.safetensors"
+        path = None
+        if write:
+            if self.weights_dir is None:
+                self.weights_dir = scratch_dir(policy_bytes(model))
+            path = self.weights_dir / f"sem-policy-{os.getpid()}-{threading.get_ident()}.safetensors"
         try:
-            count = save_policy_weights(model, path if write else None)
-            if write:
+            count = save_policy_weights(model, path)
+            if path is not None:
                 self.run(self._load(str(path)))
         finally:
-            path.unlink(missing_ok=True)
+            if path is not None:
+                path.unlink(missing_ok=True)
         seconds = time.perf_counter() - started
         self.pushes.append(seconds)
         log.debug("pushed %d tensors to vLLM in %.2f s", count, seconds)
