@@ -160,6 +160,8 @@ class SearchBudget:
         redis_url: the shared counts; None: counted in this process.
         clock: seconds since the epoch (tests move it to cross a window).
         observer: told every verdict (the service's metrics); `on_hit`: told every cache hit.
+        timeout_s: Redis calls slower than this count in process instead (longer than the cache's 0.5 s: a budget
+            counted apart by a replica may overspend, so it waits longer before it does).
     """
 
     def __init__(
@@ -169,6 +171,7 @@ class SearchBudget:
         *,
         clock: Callable[[], float] = time.time,
         observer: Callable[[Verdict], None] | None = None,
+        timeout_s: float = 2.0,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -178,13 +181,13 @@ class SearchBudget:
         self._redis: Any = None
         self._script: Any = None
         self._key_limits: dict[str, tuple[float, dict[Window, int] | None]] = {}  # principal -> (read at, limits)
-        self._redis_errors = 0
+        self.redis_errors = 0  # calls that fell back to in-process counts
         if not settings.enabled:
             return
         if redis_url:
             import redis.asyncio as redis
 
-            self._redis = redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+            self._redis = redis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
             self._script = self._redis.register_script(SPEND_LUA)
         else:
             log.warning("search budgets are counted in this process only (no SEM_REDIS_URL): replicas do not share "
@@ -267,8 +270,8 @@ class SearchBudget:
         return verdict
 
     def _note_redis_error(self, exc: Exception) -> None:
-        self._redis_errors += 1
-        if self._redis_errors == 1 or self._redis_errors % 100 == 0:
+        self.redis_errors += 1
+        if self.redis_errors == 1 or self.redis_errors % 100 == 0:
             log.warning("search budgets fall back to in-process counts: Redis %s", type(exc).__name__)
 
     def allowance(self, principal: str, *, strict: bool = False, verdict: Verdict | None = None) -> Allowance:
