@@ -313,7 +313,10 @@ def test_a_streamed_completion_is_framed_as_openai_does(app_settings, tokenizer)
     assert deltas[answer] == {"content": "William Shakespeare"}
     assert all("reasoning_content" not in d for d in deltas[answer:])
     finishes = [c["choices"][0].get("finish_reason") for c in choices]
-    assert finishes[-1] == "stop" and finishes[:-1] == [None] * (len(choices) - 1) and deltas[-1] == {}
+    assert finishes[-1] == "stop" and finishes[:-1] == [None] * (len(choices) - 1)
+    # the finish carries the citations, as the whole completion's message does (the passage holds the answer)
+    cited = whole["choices"][0]["message"]["annotations"]
+    assert cited and cited[0]["type"] == "url_citation" and deltas[-1] == {"annotations": cited}
     assert answer == len(choices) - 2  # the answer, then the finish
     assert usage["choices"] == [] and usage["usage"] == whole["usage"] and usage["usage"]["num_search_queries"] == 1
 
