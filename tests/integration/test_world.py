@@ -73,7 +73,7 @@ def test_sft_grpo_and_eval_gate_run_on_the_world(tiny: Path) -> None:
     report = json.loads((report_dir / "report.json").read_text())
     assert report["split"] == "dev" and sum(c["questions"] for c in report["closed_book"].values()) == len(dev)
     targets = {t["target"]: t for t in report["targets"]}
-    over = targets["auto: over-search"]  # measured from the same outcomes as the gate table's row
+    over = targets["grpo auto: over-search"]  # measured from the same outcomes as the gate table's row
     assert over["measured"] == next(r["over_search"] for r in report["gates"] if r["policy"] == "auto")
     assert over["met"] is None if over["measured"] is None else over["met"] == (over["measured"] <= 0.05)
     assert (report_dir / "report.png").stat().st_size > 10_000 and "| grpo | auto |" in (

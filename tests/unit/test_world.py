@@ -119,3 +119,23 @@ def test_a_hand_written_world_loads_and_bad_rows_say_what_to_fix(tmp_path: Path)
     write("questions.jsonl", [{"id": "q1", "entity": "p1", "question": "?"}])
     with pytest.raises(ValueError, match=r"questions\.jsonl:1"):
         load_world(tmp_path)
+
+
+def test_targets_judge_the_trained_gate_even_when_it_is_a_confidence_gate() -> None:
+    from trainer.world.report import targets
+
+    closed = {"taught": {"right": 0.9}, "unknown": {"right": 0.0}}
+    taught = {"auroc": 0.97, "over_search": 0.0, "under_search_not_known": 1.0, "accuracy": 0.43}
+    tuned = {"auroc": 0.96, "over_search": 0.2, "under_search_not_known": 0.04, "accuracy": 0.95,
+             "searches_per_question": 0.6}  # fmt: skip
+    gates = {"trained": tuned, "oracle": {"accuracy": 0.97}, "confidence": taught}
+    checks = {t["target"]: t for t in targets(closed, 0.42, gates, {"value": 0.1}, "sft confidence")}
+    assert checks["confidence: AUROC"]["measured"] == 0.97  # the first confidence run's
+    assert (
+        checks["sft confidence: over-search"]["measured"] == 0.2
+        and checks["sft confidence: over-search"]["met"] is False
+    )
+    assert checks["sft confidence: accuracy - oracle's"]["measured"] == -0.02
+    assert checks["sft confidence: searches/question - (not-known share + 0.05)"]["measured"] == round(
+        0.6 - 0.58 - 0.05, 3
+    )

@@ -160,8 +160,9 @@ def report_cmd(
     closed = report.closed_book(world, labels, split)
     trained_rows = {r["policy"]: r for r in rows if r["model"] == trained_run}
     confidence = next((r for r in rows if r["policy"] == "confidence"), {})  # the first run with the gate
-    checks = report.targets(closed, known_share, {**trained_rows, "confidence": confidence}, withheld,
-                            trained_policy)  # fmt: skip
+    gates = {"trained": trained_rows.get(trained_policy, {}), "oracle": trained_rows.get("oracle", {}),
+             "confidence": confidence}  # fmt: skip
+    checks = report.targets(closed, known_share, gates, withheld, f"{trained_run} {trained_policy}")
     versus = {}  # the trained gate against `confidence`, question by question (results/rules/world.md)
     if confidence and (trained_run, trained_policy) in answers:
         mine, theirs = answers[(trained_run, trained_policy)], answers[(confidence["model"], "confidence")]

@@ -73,10 +73,12 @@ def withheld_under_search(world: World, outcomes: Sequence[Any], policy: str) ->
     return rate(flags)
 
 
-def targets(closed: dict[str, Any], known_share: float, rows: dict[str, dict[str, Any]], withheld: dict[str, Any],
+def targets(closed: dict[str, Any], known_share: float, gates: dict[str, dict[str, Any]], withheld: dict[str, Any],
             gate: str) -> list[dict[str, Any]]:  # fmt: skip
-    """The issue's targets against what was measured (`rows`: policy -> summary row; `gate`: the trained policy)."""
-    oracle, auto, conf = rows.get("oracle", {}), rows.get(gate, {}), rows.get("confidence", {})
+    """The issue's targets against what was measured. `gates` holds summary rows: "trained" (the gate the targets
+    judge, named `gate`), "oracle" (its model's) and "confidence" (the first run with that gate); kept apart, so a
+    trained gate that is itself a `confidence` gate is not replaced by another model's."""
+    oracle, auto, conf = gates.get("oracle", {}), gates.get("trained", {}), gates.get("confidence", {})
 
     def check(what: str, value: float | None, bound: float, at_least: bool) -> dict[str, Any]:
         met = None if value is None else (value >= bound if at_least else value <= bound)
