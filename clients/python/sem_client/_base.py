@@ -111,12 +111,14 @@ def chat_payload(
     top_k: int | None,
     include_usage: bool,
     search_mode: str | None = None,
+    search_domains: dict[str, list[str]] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
     payload = drop_none({"model": model, "messages": messages, "stream": stream or None, **options})
-    sem = drop_none({"search": search, "max_searches": max_searches, "top_k": top_k, "search_mode": search_mode})
+    sem = drop_none({"search": search, "max_searches": max_searches, "top_k": top_k, "search_mode": search_mode,
+                     "search_domains": search_domains})  # fmt: skip
     if sem:
         payload["sem"] = sem
     if stream and include_usage:

@@ -39,11 +39,14 @@ class SemClient(BaseClient):
         temperature: float | None = None,
         seed: int | None = None,
         return_trace: bool | None = None,
+        search_domains: dict[str, list[str]] | None = None,
     ) -> Answer:
-        """`POST /v1/answer`: one answer and the searches it took."""
+        """`POST /v1/answer`: one answer and the searches it took. `search_domains`: `{"allow": [...], "block":
+        [...]}`, narrowing where the deployment's search may look."""
         payload = answer_payload(
             question, search=search, max_searches=max_searches, top_k=top_k, search_mode=search_mode,
             max_tokens=max_tokens, temperature=temperature, seed=seed, return_trace=return_trace,
+            search_domains=search_domains,
         )  # fmt: skip
         return Answer.model_validate(self._send("POST", "/v1/answer", payload).json())
 
@@ -65,14 +68,15 @@ class SemClient(BaseClient):
         max_searches: int | None = None,
         top_k: int | None = None,
         search_mode: str | None = None,
+        search_domains: dict[str, list[str]] | None = None,
         include_usage: bool = True,
         **options: Any,
     ) -> ChatCompletion | Stream:
         """`POST /v1/chat/completions`; `stream=True` gives an iterator of chunks. `model`: the served one."""
         payload = chat_payload(
             messages, model=model or self.default_model(), stream=stream, search=search,
-            max_searches=max_searches, top_k=top_k, search_mode=search_mode, include_usage=include_usage,
-            **options,
+            max_searches=max_searches, top_k=top_k, search_mode=search_mode, search_domains=search_domains,
+            include_usage=include_usage, **options,
         )  # fmt: skip
         if stream:
             return Stream(self._send("POST", "/v1/chat/completions", payload, stream=True))
@@ -161,10 +165,12 @@ class AsyncSemClient(BaseClient):
         temperature: float | None = None,
         seed: int | None = None,
         return_trace: bool | None = None,
+        search_domains: dict[str, list[str]] | None = None,
     ) -> Answer:
         payload = answer_payload(
             question, search=search, max_searches=max_searches, top_k=top_k, search_mode=search_mode,
             max_tokens=max_tokens, temperature=temperature, seed=seed, return_trace=return_trace,
+            search_domains=search_domains,
         )  # fmt: skip
         return Answer.model_validate((await self._send("POST", "/v1/answer", payload)).json())
 
@@ -178,13 +184,14 @@ class AsyncSemClient(BaseClient):
         max_searches: int | None = None,
         top_k: int | None = None,
         search_mode: str | None = None,
+        search_domains: dict[str, list[str]] | None = None,
         include_usage: bool = True,
         **options: Any,
     ) -> ChatCompletion | AsyncStream:
         payload = chat_payload(
             messages, model=model or await self.default_model(), stream=stream, search=search,
-            max_searches=max_searches, top_k=top_k, search_mode=search_mode, include_usage=include_usage,
-            **options,
+            max_searches=max_searches, top_k=top_k, search_mode=search_mode, search_domains=search_domains,
+            include_usage=include_usage, **options,
         )  # fmt: skip
         if stream:
             return AsyncStream(await self._send("POST", "/v1/chat/completions", payload, stream=True))

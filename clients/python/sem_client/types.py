@@ -28,6 +28,7 @@ class Search(_Model):
     error: str | None = None
     forced: bool = False
     client: bool = False  # run by the client (a tool call), e.g. by `answer_with`
+    dropped: int = 0  # passages the source filter (`search_domains`) kept from the model
 
 
 class Usage(_Model):
@@ -69,6 +70,7 @@ class Answer(_Model):
     searches: list[Search] = []
     search_errors: list[str] = []
     citations: list[Citation] = []  # the inserted passages the answer rests on
+    search_budget_exhausted: bool = False  # the search budget was spent: answered without search
     confidence: float | None = None  # the `confidence` policy's score of the first answer
     finish_reason: str
     usage: Usage
@@ -107,6 +109,12 @@ class ChatMessage(_Model):
     annotations: list[Annotation] | None = None  # OpenAI's url_citation: the passages the answer rests on
 
 
+class SemReply(_Model):
+    """SEM's own news about a completion (chat's `sem` extension)."""
+
+    search_budget_exhausted: bool = False
+
+
 class ChatChoice(_Model):
     index: int = 0
     message: ChatMessage
@@ -120,6 +128,7 @@ class ChatCompletion(_Model):
     choices: list[ChatChoice]
     usage: Usage
     search_results: list[Search] = []
+    sem: SemReply | None = None
 
     @property
     def content(self) -> str:
@@ -147,6 +156,7 @@ class ChatCompletionChunk(_Model):
     choices: list[ChunkChoice] = []
     usage: Usage | None = None
     search_results: list[Search] | None = None
+    sem: SemReply | None = None  # on the finishing chunk, when there is news
 
 
 class Model(_Model):

@@ -224,3 +224,26 @@ def test_citations_are_typed() -> None:
          "choices": [{"message": {"role": "assistant", "content": "Shakespeare", "annotations": [note]}}]}
     )  # fmt: skip
     assert completion.choices[0].message.annotations[0].url_citation.title == "Hamlet"
+
+
+def test_source_filters_are_sent_and_an_exhausted_budget_is_read() -> None:
+    sent = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        if request.url.path == "/v1/answer":
+            return httpx.Response(
+                200, json={**ANSWER, "search_count": 0, "searches": [], "search_budget_exhausted": True}
+            )
+        return httpx.Response(200, json={"id": "c", "model": "m", "created": 0, "usage": ANSWER["usage"],
+                                         "choices": [{"message": {"role": "assistant", "content": "x"}}],
+                                         "sem": {"search_budget_exhausted": True}})  # fmt: skip
+
+    client = client_with(handler)
+    domains = {"allow": ["en.wikipedia.org"], "block": ["example.com"]}
+    answer = client.answer("q", search_domains=domains)
+    completion = client.chat("q", model="m", search_domains={"block": ["example.com"]})
+    assert sent[0]["search_domains"] == domains and sent[1]["sem"] == {"search_domains": {"block": ["example.com"]}}
+    assert answer.search_budget_exhausted and completion.sem.search_budget_exhausted
+    client.chat("q", model="m")
+    assert "sem" not in sent[-1]  # nothing sent when unset
