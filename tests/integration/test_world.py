@@ -53,8 +53,12 @@ def test_teaching_teaches_the_known_half_and_labels_come_from_the_model(tiny: Pa
 def test_sft_grpo_and_eval_gate_run_on_the_world(tiny: Path) -> None:
     labels = str(tiny / "labels" / "labels.jsonl")
     invoke("sft", "--labels", labels, "--model", str(tiny / "teach" / "final"), "--out", str(tiny / "sft"),
-           "--max-steps", "1", "--batch-size", "2")  # fmt: skip
+           "--max-steps", "1", "--batch-size", "2", "--decision-weight", "10", "--logging-steps", "1",
+           "--save-steps", "1")  # fmt: skip
     assert (tiny / "sft" / "final" / "adapter_config.json").is_file()
+    logged = json.loads((tiny / "sft" / "checkpoint-1" / "trainer_state.json").read_text())["log_history"]
+    # the weighted loss ran: every trace's first answer is trained, so its decision token was in the batch
+    assert [entry["decision_loss"] > 0 for entry in logged if "decision_loss" in entry] == [True]
     invoke("train", "--labels", labels, "--model", str(tiny / "sft" / "final"), "--out", str(tiny / "grpo"),
            "--max-steps", "1", "--batch-size", "2", "--num-generations", "2", "--max-completion-length", "24",
            "--rollout-engine", "vllm")  # fmt: skip

@@ -10,7 +10,7 @@ import pytest
 MODULES = ["sem.protocol", "sem.cache", "sem.engines.base", "sem.search.registry", "sem.search.milvus", "sem.keys",
            "sem.loop", "sem.gate", "sem.citations", "sem.tool_results", "sem.budget", "sem.domains",
            "sem.evaldata.benchmarks", "sem.engines.vllm",
-           "sem_client._tools", "trainer.data", "trainer.train.sft", "trainer.train.rewards",
+           "sem_client._tools", "trainer.data", "trainer.train.sft", "trainer.train.decision", "trainer.train.rewards",
            "trainer.evals.labels", "trainer.evals.options", "trainer.evals.decision", "trainer.evals.measures",
            "trainer.evals.ledger", "trainer.evals.runs", "trainer.evals.summary",
            "trainer.evals.promotion", "trainer.evals.tables"]  # fmt: skip

@@ -128,6 +128,13 @@ class SEMSFTConfig(SFTConfig):
     """TRL's SFTConfig with the warm-up's defaults: a short LoRA run over the teacher traces."""
 
     lora_r: int = field(default=8, metadata={"help": "LoRA rank; 0 fine-tunes the whole model."})
+    decision_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Loss weight of the token after the first </answer> (stop or search: the gate's decision; "
+            "one token among ~15 a trace trains). 1 trains it like any other."
+        },
+    )
     max_steps: int = 60
     per_device_train_batch_size: int = field(
         default=4, metadata={"aliases": ["--batch-size"], "help": "Traces per micro-batch and process."}

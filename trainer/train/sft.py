@@ -19,7 +19,7 @@ from tqdm import tqdm
 from sem.cache import CachedSearch
 from sem.engines.replay import ReplayEngine
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
-from sem.protocol import format_result
+from sem.protocol import ANSWER_CLOSE, format_result
 from trainer.data import Example
 from trainer.evals.labels import KNOWN, Label, found_in, is_right
 from trainer.train.lora import lora_config
@@ -151,19 +151,21 @@ def run_sft(
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import SFTTrainer
+
+    from trainer.train.decision import DecisionWeightedSFTTrainer
 
     output_dir = Path(args.output_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     rows = build_sft_rows(labels, tokenizer, retriever)
     log.info("sft: %d traces, %d tokens trained", len(rows), sum(sum(x != IGNORE for x in r["labels"]) for r in rows))
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    trainer = SFTTrainer(
+    trainer = DecisionWeightedSFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=lora_config(args.lora_r) if args.lora_r else None,
+        close_ids=tokenizer.encode(ANSWER_CLOSE, add_special_tokens=False),
     )
     last = get_last_checkpoint(str(output_dir)) if resume and output_dir.is_dir() else None
     trainer.train(resume_from_checkpoint=last)
