@@ -239,12 +239,13 @@ def eval_gate(
     report = markdown(rows, counts, f"{title} ({split}, {len(labels)} questions; confidence threshold {threshold})",
                       options, comparisons)  # fmt: skip
     (out / "gate.md").write_text(report)
-    (out / "gate.json").write_text(json.dumps({"split": split, "model": model_path, "labels": str(labels_file),
+    named = model or model_path  # an adapter's own path, not the temporary merge the engine loaded
+    (out / "gate.json").write_text(json.dumps({"split": split, "model": named, "labels": str(labels_file),
                                                "confidence_threshold": threshold,
                                                "rows": rows, "classes": counts, "option_likelihood": options,
                                                "comparisons": comparisons}, indent=2) + "\n")  # fmt: skip
     if committed is not None:
-        record(ledger, committed, model=model_path, policies=chosen, labels=str(labels_file), out=str(out), rows=rows)
+        record(ledger, committed, model=named, policies=chosen, labels=str(labels_file), out=str(out), rows=rows)
         typer.echo(f"-> logged in {ledger} (commit it)")
     with (out / "outcomes.jsonl").open("w") as f:
         f.writelines(json.dumps(asdict(o)) + "\n" for o in outcomes)
