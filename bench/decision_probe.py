@@ -26,19 +26,9 @@ from sem.protocol import ANSWER_CLOSE
 from trainer.evals.labels import KNOWN, read_labels
 from trainer.evals.measures import auroc
 from trainer.evals.tables import markdown_table
-from trainer.runtime import labels_corpus, retriever
+from trainer.runtime import labels_corpus, retriever, servable
 from trainer.train.decision import decision_mask
 from trainer.train.sft import IGNORE, build_sft_rows, first_attempt
-
-
-def load(model_path: str):
-    from trainer.train.lora import is_adapter
-
-    if is_adapter(model_path):
-        from peft import AutoPeftModelForCausalLM
-
-        return AutoPeftModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).merge_and_unload()
-    return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
 
 
 @torch.no_grad()
@@ -71,7 +61,8 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = load(args.model).eval()
+    with servable(args.model) as path:  # an adapter merged into its base, as the evaluations load it
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     close_ids = tokenizer.encode(ANSWER_CLOSE, add_special_tokens=False)
     search = retriever(labels_corpus(args.labels))
     data = {}

@@ -62,7 +62,7 @@ class DecisionWeightedSFTTrainer(SFTTrainer):
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:  # fmt: skip
-        weight = getattr(self.args, "decision_weight", 1.0)
+        weight = self.args.decision_weight
         if weight == 1:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs["labels"]
