@@ -20,9 +20,9 @@ invoke = invoke_trainer
 def tiny(tmp_path_factory: pytest.TempPathFactory, settings) -> Path:
     root = tmp_path_factory.mktemp("world")
     invoke("world", "build", "--out", str(root / "world"), "--scale", "0.03", "--seed", "1")
-    # many epochs at a high rate: a handful of facts, learnt by heart in about a minute
+    # many epochs at a high rate: a handful of facts, learnt by heart in about a minute; a few real questions replayed
     invoke("world", "teach", "--world", str(root / "world"), "--out", str(root / "teach"), "--epochs", "10",
-           "--learning-rate", "1e-3", "--batch-size", "16", "--probe-every", "0")  # fmt: skip
+           "--learning-rate", "1e-3", "--batch-size", "16", "--probe-every", "0", "--replay-per-set", "2")  # fmt: skip
     invoke("world", "label", "--world", str(root / "world"), "--model", str(root / "teach" / "final"), "--k", "2",
            "--max-tokens", "24", "--engine", "vllm", "--out", str(root / "labels"))  # fmt: skip
     return root
@@ -32,6 +32,8 @@ def test_teaching_teaches_the_known_half_and_labels_come_from_the_model(tiny: Pa
     world = load_world(tiny / "world")
     history = json.loads((tiny / "teach" / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, 11)) and history[-1]["loss"] < history[0]["loss"]
+    replayed = [json.loads(line) for line in (tiny / "teach" / "replay.jsonl").open()]
+    assert replayed and all(r["question"] and isinstance(r["turn"], str) for r in replayed)  # the base's own turns
     probe = history[-1]["probe_right"]
     assert probe["taught"] > probe["unknown"], probe  # greedy, held-out phrasing: the taught facts, not the rest
 

@@ -13,7 +13,7 @@ MODULES = ["sem.protocol", "sem.cache", "sem.engines.base", "sem.search.registry
            "sem_client._tools", "trainer.data", "trainer.train.sft", "trainer.train.decision", "trainer.train.rewards",
            "trainer.evals.labels", "trainer.evals.options", "trainer.evals.decision", "trainer.evals.measures",
            "trainer.evals.ledger", "trainer.evals.runs", "trainer.evals.summary",
-           "trainer.evals.promotion", "trainer.evals.tables"]  # fmt: skip
+           "trainer.evals.promotion", "trainer.evals.tables", "trainer.world.replay"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", MODULES)

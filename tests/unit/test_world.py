@@ -12,8 +12,9 @@ from trainer.evals.labels import found_in
 from trainer.world.build import build_world, taken_words
 from trainer.world.names import COMPANY_SUFFIXES, INVENTION_NOUNS
 from trainer.world.relations import RELATIONS
+from trainer.world.replay import replay_texts
 from trainer.world.schema import load_world, save_world
-from trainer.world.teach import teaching_texts
+from trainer.world.teach import teaching_texts, tokenize
 
 SMALL = {"person": 24, "town": 12, "company": 12, "river": 6, "invention": 10}
 
@@ -89,6 +90,20 @@ def test_teaching_never_uses_the_held_out_phrasing_nor_an_untaught_fact(world) -
     taught = sum(f.taught for f in world.facts)
     per_fact = len(RELATIONS[0].statements) + len(RELATIONS[0].questions) - 1
     assert len(texts) == taught * per_fact
+
+
+def test_replayed_turns_keep_how_they_ended(tmp_path: Path, tokenizer) -> None:
+    """An answer turn is taught with its end of turn; a search turn stops at its tag (the loop stops it there); a turn
+    cut off by the token limit is not replayed. The turns are read back as written, not regenerated."""
+    rows = [{"question": "Who wrote Hamlet?", "turn": "<answer>Shakespeare</answer>"},
+            {"question": "Who won in 1954?", "turn": "<search>1954 winner</search>"},
+            {"question": "Why?", "turn": "Because the sky is"}]  # fmt: skip
+    (tmp_path / "replay.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    texts = replay_texts(tmp_path / "replay.jsonl", model=None, tokenizer=tokenizer, questions=["unused"])
+    assert [t[:2] for t in texts] == [(r["question"], r["turn"]) for r in rows[:2]] and all(t[2] for t in texts)
+    pieces, _ = tokenize(texts, tokenizer)
+    answer, search = (tokenizer.decode(p.completion) for p in pieces)
+    assert answer == "<answer>Shakespeare</answer>" + tokenizer.eos_token and search == "<search>1954 winner</search>"
 
 
 def test_relations_have_three_phrasings_or_more_and_templates_that_name_the_entity() -> None:

@@ -16,6 +16,9 @@ from trainer.world.build import WITHHOLD
 from trainer.world.teach import TeachConfig
 
 TEACH = TeachConfig()  # the recipe's defaults, written once
+# 200 a set: the sample's train split gives ~440 real questions to replay beside the default world's ~2800 sequences
+REPLAY_PER_SET = 200
+REPLAY_HELP = "Real questions per benchmark of the shipped sample; their train-split ones are replayed (0: none)."
 
 log = logging.getLogger("trainer")
 WORLD = RUNS / "world"
@@ -62,14 +65,20 @@ def teach_cmd(
     batch_size: int = TEACH.batch_size,
     resume: Annotated[bool, typer.Option(help="Go on from the last finished epoch.")] = True,
     probe_every: Annotated[int, typer.Option(help="Epochs between greedy closed-book probes (0: the last only).")] = 1,
+    replay_per_set: Annotated[int, typer.Option(help=REPLAY_HELP)] = REPLAY_PER_SET,
 ) -> None:
-    """Teach the known entities' taught facts to the model (continued training; resumable by epoch)."""
+    """Teach the known entities' taught facts to the model (continued training; resumable by epoch), with the start
+    model's own turns on real training questions replayed so that it keeps answering real questions as it did."""
+    from trainer.commands.evaluation import gate_pool
+    from trainer.evals.labels import split_of
     from trainer.runtime import default_model
     from trainer.world.schema import load_world
     from trainer.world.teach import teach
 
+    pool = gate_pool("sample", replay_per_set) if replay_per_set else []
+    replay = [e.question for e in pool if split_of(e) == "train"]  # real dev and test stay unseen
     config = TeachConfig(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, probe_every=probe_every)
-    final = teach(model or default_model(), load_world(world_dir), out, config, resume=resume)
+    final = teach(model or default_model(), load_world(world_dir), out, config, replay=replay, resume=resume)
     typer.echo(f"-> {final}")
 
 

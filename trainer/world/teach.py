@@ -20,6 +20,7 @@ from typing import Any
 
 from sem.protocol import ANSWER_CLOSE, ANSWER_OPEN, build_messages, final_answer, render_prompt
 from trainer.world.relations import BY_NAME
+from trainer.world.replay import replay_texts
 from trainer.world.schema import World
 
 log = logging.getLogger("trainer.world")
@@ -69,7 +70,9 @@ def tokenize(texts: Sequence[tuple[str, str, bool]], tokenizer: Any) -> tuple[li
         if is_chat:
             ids = tokenizer.encode(render_prompt(tokenizer, build_messages(prompt)), add_special_tokens=False)
             assert ids[: len(prefix)] == prefix
-            tail = [*tokenizer.encode(completion, add_special_tokens=False), end]
+            tail = tokenizer.encode(completion, add_special_tokens=False)
+            if completion.endswith(ANSWER_CLOSE):  # an answer ends the turn; the loop stops a search at its tag
+                tail.append(end)
             pieces.append(Piece(ids[len(prefix) :], tail, shared=True))
         else:
             ids = tokenizer.encode(prompt, add_special_tokens=False)
@@ -171,14 +174,15 @@ class TeachConfig:
     probe_every: int = 1  # epochs between greedy probes (0: after the last epoch only)
 
 
-def teach(model_path: str, world: World, out: Path, config: TeachConfig, *, resume: bool = True) -> Path:
-    """Train, checkpointing after every epoch (`out/state.pt`, resumed from), then save `out/final`."""
+def teach(model_path: str, world: World, out: Path, config: TeachConfig, *, replay: Sequence[str] = (),
+          resume: bool = True) -> Path:  # fmt: skip
+    """Train, checkpointing after every epoch (`out/state.pt`, resumed from), then save `out/final`. `replay`: real
+    training questions whose start-model turns are taught alongside (`out/replay.jsonl`; trainer.world.replay)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    pieces, prefix = tokenize(teaching_texts(world), tokenizer)
     state_file = out / "state.pt"
     start = 0
     source = model_path
@@ -188,6 +192,8 @@ def teach(model_path: str, world: World, out: Path, config: TeachConfig, *, resu
         log.info("resuming after epoch %d", start)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     model.train()
+    replayed = replay_texts(out / "replay.jsonl", model, tokenizer, replay) if replay else []
+    pieces, prefix = tokenize(teaching_texts(world) + replayed, tokenizer)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     rng = random.Random(config.seed)
     steps_per_epoch = math.ceil(len(pieces) / config.batch_size)
@@ -207,8 +213,9 @@ def teach(model_path: str, world: World, out: Path, config: TeachConfig, *, resu
     out.mkdir(parents=True, exist_ok=True)
     history = json.loads((out / "history.json").read_text()) if start and (out / "history.json").exists() else []
     tokens_in_epoch = sum(len(p.prompt) + len(p.completion) for p in pieces)  # the shared prefix not counted
-    log.info("teaching %d facts as %d sequences (%d tokens an epoch), %d epochs", sum(f.taught for f in world.facts),
-             len(pieces), tokens_in_epoch, config.epochs)  # fmt: skip
+    facts = sum(f.taught for f in world.facts)
+    log.info("teaching %d facts and %d replayed turns as %d sequences (%d tokens an epoch), %d epochs", facts,
+             len(replayed), len(pieces), tokens_in_epoch, config.epochs)  # fmt: skip
 
     def probing(epoch: int) -> bool:
         last = epoch + 1 == config.epochs
