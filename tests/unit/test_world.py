@@ -93,17 +93,19 @@ def test_teaching_never_uses_the_held_out_phrasing_nor_an_untaught_fact(world) -
 
 
 def test_replayed_turns_keep_how_they_ended(tmp_path: Path, tokenizer) -> None:
-    """An answer turn is taught with its end of turn; a search turn stops at its tag (the loop stops it there); a turn
-    cut off by the token limit is not replayed. The turns are read back as written, not regenerated."""
-    rows = [{"question": "Who wrote Hamlet?", "turn": "<answer>Shakespeare</answer>"},
-            {"question": "Who won in 1954?", "turn": "<search>1954 winner</search>"},
-            {"question": "Why?", "turn": "Because the sky is"}]  # fmt: skip
+    """An answer turn, tagged or not, is taught with its end of turn; a search turn stops at its tag (the loop stops it
+    there); a turn cut off by the token limit is not replayed. The turns are read back as written, not regenerated."""
+    rows = [{"question": "Who wrote Hamlet?", "turn": "<answer>Shakespeare</answer>", "ended": False},
+            {"question": "Who won in 1954?", "turn": "<search>1954 winner</search>", "ended": False},
+            {"question": "Capital of France?", "turn": "Paris is the capital.", "ended": True},
+            {"question": "Why?", "turn": "Because the sky is", "ended": False}]  # fmt: skip
     (tmp_path / "replay.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     texts = replay_texts(tmp_path / "replay.jsonl", model=None, tokenizer=tokenizer, questions=["unused"])
-    assert [t[:2] for t in texts] == [(r["question"], r["turn"]) for r in rows[:2]] and all(t[2] for t in texts)
+    assert [t[:2] for t in texts] == [(r["question"], r["turn"]) for r in rows[:3]] and all(t[2] for t in texts)
     pieces, _ = tokenize(texts, tokenizer)
-    answer, search = (tokenizer.decode(p.completion) for p in pieces)
+    answer, search, plain = (tokenizer.decode(p.completion) for p in pieces)
     assert answer == "<answer>Shakespeare</answer>" + tokenizer.eos_token and search == "<search>1954 winner</search>"
+    assert plain == "Paris is the capital." + tokenizer.eos_token
 
 
 def test_relations_have_three_phrasings_or_more_and_templates_that_name_the_entity() -> None:

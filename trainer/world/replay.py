@@ -33,8 +33,9 @@ def first_turn(text: str) -> str:
 
 
 def own_turns(model: Any, tokenizer: Any, questions: Sequence[str], batch_size: int = 16,
-              max_new_tokens: int = REPLAY_MAX_TOKENS) -> list[str]:  # fmt: skip
-    """The model's greedy first turn for each question, rendered as the search loop renders it."""
+              max_new_tokens: int = REPLAY_MAX_TOKENS) -> list[tuple[str, bool]]:  # fmt: skip
+    """The model's greedy first turn for each question, rendered as the search loop renders it, and whether it ended
+    (its end of turn) before the token limit."""
     import torch
     from tqdm import tqdm
 
@@ -48,8 +49,10 @@ def own_turns(model: Any, tokenizer: Any, questions: Sequence[str], batch_size: 
         with torch.no_grad():
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-        texts = tokenizer.batch_decode(out[:, batch.input_ids.shape[1] :], skip_special_tokens=True)
-        turns += [first_turn(t) for t in texts]
+        for row in out[:, batch.input_ids.shape[1] :].tolist():
+            ended = tokenizer.eos_token_id in row
+            text = tokenizer.decode(row[: row.index(tokenizer.eos_token_id)] if ended else row)
+            turns.append((first_turn(text), ended))
     model.train()
     tokenizer.padding_side = "right"
     return turns
@@ -62,11 +65,11 @@ def replay_texts(path: Path, model: Any, tokenizer: Any, questions: Sequence[str
         rows = [json.loads(line) for line in path.open()]
     else:
         turns = own_turns(model, tokenizer, questions)
-        rows = [{"question": q, "turn": t} for q, t in zip(questions, turns, strict=True)]
+        rows = [{"question": q, "turn": t, "ended": e} for q, (t, e) in zip(questions, turns, strict=True)]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    # a turn that ran out of tokens before closing its tag is not one the loop would act on: not kept
-    kept = [r for r in rows if r["turn"].endswith((ANSWER_CLOSE, SEARCH_CLOSE))]
-    log.info("replay: %d real training questions, %d closed turns kept (%d answers)", len(rows), len(kept),
-             sum(r["turn"].endswith(ANSWER_CLOSE) for r in kept))  # fmt: skip
+    # a turn cut off by the token limit is not one the loop would act on: not kept
+    kept = [r for r in rows if r["ended"] or r["turn"].endswith((ANSWER_CLOSE, SEARCH_CLOSE))]
+    log.info("replay: %d real training questions, %d turns kept (%d searches)", len(rows), len(kept),
+             sum(r["turn"].endswith(SEARCH_CLOSE) for r in kept))  # fmt: skip
     return [(r["question"], r["turn"], True) for r in kept]

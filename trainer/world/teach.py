@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sem.protocol import ANSWER_CLOSE, ANSWER_OPEN, build_messages, final_answer, render_prompt
+from sem.protocol import ANSWER_CLOSE, ANSWER_OPEN, SEARCH_CLOSE, build_messages, final_answer, render_prompt
 from trainer.world.relations import BY_NAME
 from trainer.world.replay import replay_texts
 from trainer.world.schema import World
@@ -71,7 +71,7 @@ def tokenize(texts: Sequence[tuple[str, str, bool]], tokenizer: Any) -> tuple[li
             ids = tokenizer.encode(render_prompt(tokenizer, build_messages(prompt)), add_special_tokens=False)
             assert ids[: len(prefix)] == prefix
             tail = tokenizer.encode(completion, add_special_tokens=False)
-            if completion.endswith(ANSWER_CLOSE):  # an answer ends the turn; the loop stops a search at its tag
+            if not completion.endswith(SEARCH_CLOSE):  # an answer ends the turn; the loop stops a search at its tag
                 tail.append(end)
             pieces.append(Piece(ids[len(prefix) :], tail, shared=True))
         else:
