@@ -1,4 +1,4 @@
-"""transformers `generate` as an Engine: the reference path, and the one the trainer's policy uses on CPU.
+"""transformers `generate` as an Engine: the reference path, and the trainer's policy where vLLM does not run.
 
 One request runs at a time (a lock): `generate` on 2 CPU cores gains nothing from threads. The whole
 generation comes back as one Delta.
@@ -40,11 +40,17 @@ class HFEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        # This engine runs on the CPU, where bfloat16 matmuls without AMX make the prefill ~6x slower than float32
-        # (measured: 1.96 s vs 0.34 s for a 160-token prompt); `auto` therefore computes in float32.
-        torch_dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
+        # On the CPU bfloat16 matmuls without AMX make the prefill ~6x slower than float32 (measured: 1.96 s vs
+        # 0.34 s for a 160-token prompt); `auto` therefore computes in float32 there, in bfloat16 on a GPU.
+        cuda = torch.cuda.is_available()
+        if dtype == "auto":
+            torch_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+        else:
+            torch_dtype = getattr(torch, dtype)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype)
+        if cuda:
+            model.to("cuda")
         model.eval()
         return cls(model, tokenizer, served_name or model_path)
 
@@ -79,12 +85,13 @@ class HFEngine:
                 if not stop and stops and input_ids.shape[1] - start > options.min_tokens:
                     tail = engine.tokenizer.decode(input_ids[0, start:][-window:], skip_special_tokens=True)
                     stop = any(s in tail for s in stops)
-                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool)
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
         if options.seed is not None:
             torch.manual_seed(options.seed)
         sample = options.temperature > 0
-        inputs = torch.tensor([prompt_ids], dtype=torch.long)
+        # The policy the trainer hands in may sit on a GPU: the prompt goes where its weights are.
+        inputs = torch.tensor([prompt_ids], dtype=torch.long, device=self.model.device)
         try:
             with torch.inference_mode():
                 out = self.model.generate(

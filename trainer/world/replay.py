@@ -45,7 +45,7 @@ def own_turns(model: Any, tokenizer: Any, questions: Sequence[str], batch_size: 
     for start in tqdm(range(0, len(questions), batch_size), desc="replay: the model's own turns", unit="batch"):
         chunk = questions[start : start + batch_size]
         prompts = [render_prompt(tokenizer, build_messages(q)) for q in chunk]
-        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         with torch.no_grad():
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id)  # fmt: skip

@@ -115,11 +115,12 @@ def completion_loss(model: Any, ids: Any, mask: Any, target: Any, prefix: Sequen
 
     if prefix:
         with torch.no_grad():
-            cache = model.model(input_ids=torch.tensor([list(prefix)]), use_cache=True).past_key_values
+            shared = torch.tensor([list(prefix)], device=ids.device)
+            cache = model.model(input_ids=shared, use_cache=True).past_key_values
         cache.batch_repeat_interleave(ids.shape[0])
         n = len(prefix)
-        mask = torch.cat([torch.ones((ids.shape[0], n), dtype=mask.dtype), mask], dim=1)
-        positions = torch.arange(n, n + ids.shape[1]).expand(ids.shape[0], -1)
+        mask = torch.cat([torch.ones((ids.shape[0], n), dtype=mask.dtype, device=mask.device), mask], dim=1)
+        positions = torch.arange(n, n + ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
         hidden = model.model(input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions,
                              use_cache=True).last_hidden_state  # fmt: skip
     else:
@@ -147,7 +148,7 @@ def probe(model: Any, tokenizer: Any, world: World, per_class: int = 24, seed: i
         if not picked:
             continue
         prompts = [render_prompt(tokenizer, build_messages(q.question)) for q in picked]
-        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         with torch.no_grad():
             out = model.generate(**batch, max_new_tokens=24, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         texts = tokenizer.batch_decode(out[:, batch.input_ids.shape[1] :], skip_special_tokens=True)
@@ -170,7 +171,7 @@ class TeachConfig:
     warmup: float = 0.05
     weight_decay: float = 0.0
     seed: int = 0
-    bf16: bool = True  # autocast: CPUs with AVX512-BF16 run the matmuls faster; weights and Adam stay float32
+    bf16: bool = True  # autocast: GPUs and CPUs with AVX512-BF16 run the matmuls faster; weights and Adam stay float32
     probe_every: int = 1  # epochs between greedy probes (0: after the last epoch only)
 
 
@@ -187,10 +188,11 @@ def teach(model_path: str, world: World, out: Path, config: TeachConfig, *, repl
     start = 0
     source = model_path
     if resume and state_file.exists():
-        state = torch.load(state_file, weights_only=False)
+        state = torch.load(state_file, weights_only=False, map_location="cpu")
         start, source = state["epoch"], str(out / "latest")
         log.info("resuming after epoch %d", start)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device)
     model.train()
     replayed = replay_texts(out / "replay.jsonl", model, tokenizer, replay) if replay else []
     pieces, prefix = tokenize(teaching_texts(world) + replayed, tokenizer)
@@ -224,8 +226,8 @@ def teach(model_path: str, world: World, out: Path, config: TeachConfig, *, repl
     for epoch in range(start, config.epochs):
         began, losses = time.perf_counter(), []
         for n, batch in enumerate(batches(pieces, config.batch_size, rng)):
-            ids, mask, target = collate(batch, tokenizer.pad_token_id or 0)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            ids, mask, target = (t.to(device) for t in collate(batch, tokenizer.pad_token_id or 0))
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=config.bf16):
                 loss = completion_loss(model, ids, mask, target, prefix if batch[0].shared else ())
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
