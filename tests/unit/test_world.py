@@ -92,6 +92,36 @@ def test_teaching_never_uses_the_held_out_phrasing_nor_an_untaught_fact(world) -
     assert len(texts) == taught * per_fact
 
 
+def test_changed_facts_are_taught_old_asked_now_and_told_in_the_passage() -> None:
+    world = build_world(3, SMALL, changed=0.5)
+    changed = [f for f in world.facts if f.old_value]
+    assert changed and all(f.taught and f.old_value != f.value for f in changed)
+    assert {f.relation for f in changed} <= {"headquarters", "town_country"}
+    texts = teaching_texts(world)
+    names = {e.id: e.name for e in world.entities}
+    passages = {p["id"]: p["text"] for p in world.passages}
+    for f in changed:
+        q = world.question(f"world:{f.relation}:{f.entity}")
+        assert q.changed and not q.taught and q.answers == (f.value,) and " now?" in q.question
+        assert world.teaching_class(q.id) == "changed"
+        mine = [c for p, c, _ in texts if names[f.entity] in p]
+        assert any(f.old_value in c for c in mine) and not any(f.value in c for c in mine)  # taught old, never new
+        text = passages[f"world:{f.entity}"]
+        assert f.old_value in text and f.value in text and " until " in text  # the passage holds both and when
+    # "now" marks the relation, not the change: unchanged facts of the same relations are asked "now" too
+    unchanged_now = [q for q in world.questions if not q.changed and " now?" in q.question]
+    assert unchanged_now and {q.relation for q in unchanged_now} == {"headquarters", "town_country"}
+    # deterministic, and changed=0 is the world of before: the same files as a build that never drew a change
+    assert build_world(3, SMALL, changed=0.5).facts == world.facts
+    before = build_world(3, SMALL, changed=0.0)
+    assert not any(f.old_value for f in before.facts)
+    assert before.entities == world.entities
+    moved = {f.entity for f in changed}
+    same = [(a, b) for a, b in zip(before.passages, world.passages, strict=True) if a["id"][6:] not in moved]
+    assert len(same) == len(world.passages) - len(moved) and all(a == b for a, b in same)
+    assert world.meta["counts"]["test"]["changed"] + world.meta["counts"]["train"]["changed"] > 0
+
+
 def test_replayed_turns_keep_how_they_ended(tmp_path: Path, tokenizer) -> None:
     """An answer turn, tagged or not, is taught with its end of turn; a search turn stops at its tag (the loop stops it
     there); a turn cut off by the token limit is not replayed. The turns are read back as written, not regenerated."""

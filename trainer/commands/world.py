@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from trainer.runtime import LABEL_CONCURRENCY, LABEL_MAX_TOKENS, LABEL_SAMPLES, LABEL_TEMPERATURE, RUNS
-from trainer.world.build import WITHHOLD
+from trainer.world.build import CHANGED, WITHHOLD
 from trainer.world.teach import TeachConfig
 
 TEACH = TeachConfig()  # the recipe's defaults, written once
@@ -43,13 +43,14 @@ def build_cmd(
     seed: int = 0,
     scale: Annotated[float, typer.Option(help="Entities per kind, times the default sizes.")] = 1.0,
     withhold: Annotated[float, typer.Option(help="Share of known entities with one fact left untaught.")] = WITHHOLD,
+    changed: Annotated[float, typer.Option(help="Share of changeable taught facts that changed (0: none).")] = CHANGED,
 ) -> None:
     """Generate a world from a seed (deterministic): entities, facts, passages (the corpus), questions."""
     from trainer.world.build import SIZES, build_world, examples, taken_words
     from trainer.world.schema import save_world
 
     sizes = {kind: max(2, round(n * scale)) for kind, n in SIZES.items()}
-    world = build_world(seed, sizes, withhold=withhold, taken=taken_words(_taken_sources()))
+    world = build_world(seed, sizes, withhold=withhold, changed=changed, taken=taken_words(_taken_sources()))
     save_world(world, out)
     (out / "examples.json").write_text(json.dumps(examples(world), indent=2) + "\n")  # the playground's (SEM_EXAMPLES)
     typer.echo(json.dumps(world.meta["counts"]))

@@ -16,6 +16,10 @@ class Relation:
     value: str  # a kind (the value is that entity's name) or "year"
     questions: tuple[str, ...]  # templates with {name}; the first is never taught
     statements: tuple[str, ...]  # "{name} ... {value}." phrasings taught as text
+    # a relation whose value can change: how the corpus tells the change ({name}, {value}: current, {old}, {year}) and
+    # the question that asks the current value (the held-out template, asked "now")
+    change: str | None = None
+    current: str | None = None
 
     @property
     def held_out(self) -> int:
@@ -44,6 +48,8 @@ RELATIONS = (
         ("Which country is the town of {name} in?", "In which country is {name}?", "{name} is a town in which country?",
          "Where is the town of {name}?"),
         ("{name} is a town in {value}.", "The town of {name} lies in {value}.", "{name} is located in {value}."),
+        change="{name} belonged to {old} until {year}, when it became part of {value}.",
+        current="Which country is the town of {name} in now?",
     ),
     Relation(
         "founder", "company", "person",
@@ -64,6 +70,8 @@ RELATIONS = (
          "Where are the headquarters of {name}?", "{name} has its headquarters in which town?"),
         ("{name} is headquartered in {value}.", "The headquarters of {name} are in {value}.",
          "{name} has its head office in {value}."),
+        change="{name} had its head office in {old} until {year}, when it moved to {value}.",
+        current="In which town is the head office of {name} now?",
     ),
     Relation(
         "river_country", "river", "country",

@@ -52,7 +52,7 @@ def closed_book(world: World, labels: Sequence[Label], split: str) -> dict[str, 
     """The taught model, closed-book, held-out phrasings: the share of sampled answers that are right, per teaching
     class (the issue's targets: >= 0.8 taught, <= 0.05 unknown), with its question counts."""
     out = {}
-    for klass in ("taught", "withheld", "unknown"):
+    for klass in ("taught", "changed", "withheld", "unknown"):
         mine = [lab.p_closed for lab in labels if lab.split == split and world.teaching_class(lab.example.id) == klass]
         out[klass] = {"questions": len(mine), "right": round(sum(mine) / len(mine), 3) if mine else None}
     return out

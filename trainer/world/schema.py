@@ -2,11 +2,12 @@
 
 - `entities.jsonl`: `{"id", "kind", "name", "split", "known"}`; split is train / dev / test (by entity: no test
   entity is ever seen by gate training); known says the entity is taught to the model.
-- `facts.jsonl`: `{"entity", "relation", "value", "taught"}`; a fact of a known entity may be withheld from teaching
-  (`taught: false`: a partly known entity, whose name the model knows but not this fact).
+- `facts.jsonl`: `{"entity", "relation", "value", "taught", "old_value"}`; a fact of a known entity may be withheld
+  from teaching (`taught: false`: a partly known entity, whose name the model knows but not this fact); a changed fact
+  (`old_value` set) was taught with its old value, and `value` (in the corpus) is the current one.
 - `passages.jsonl`: the search corpus, SEM's corpus format `{"id", "title", "text"}`, one passage per entity.
-- `questions.jsonl`: `{"id", "entity", "relation", "question", "answers", "split", "taught", "held_out"}`, one per
-  fact; held_out says its phrasing was never taught.
+- `questions.jsonl`: `{"id", "entity", "relation", "question", "answers", "split", "taught", "held_out", "changed"}`,
+  one per fact; held_out says its phrasing was never taught; changed says it asks a changed fact's current value.
 - `world.json`: how it was made (seed, sizes, counts).
 """
 
@@ -39,6 +40,11 @@ class Fact:
     relation: str
     value: str
     taught: bool
+    old_value: str | None = None  # a changed fact: taught with this value; `value` is the current one
+
+    @property
+    def taught_value(self) -> str:
+        return self.old_value or self.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,7 @@ class Question:
     split: str
     taught: bool
     held_out: bool = True
+    changed: bool = False  # asks the current value of a fact taught with its old one
 
     def example(self) -> Example:
         """The question as the evaluation core reads it; `kind` says what was taught (not what the model knows)."""
@@ -81,8 +88,11 @@ class World:
         return self._questions[example.id].split
 
     def teaching_class(self, question_id: str) -> str:
-        """taught, withheld (a fact of a known entity left untaught) or unknown (an entity only the corpus holds)."""
+        """taught, changed (taught with an old value; the corpus holds the current one), withheld (a fact of a known
+        entity left untaught) or unknown (an entity only the corpus holds)."""
         q = self._questions[question_id]
+        if q.changed:
+            return "changed"
         return "taught" if q.taught else "withheld" if self.by_id[q.entity].known else "unknown"
 
     def partly_known(self) -> set[str]:

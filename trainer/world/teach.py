@@ -46,10 +46,10 @@ def teaching_texts(world: World) -> list[tuple[str, str, bool]]:
         relation, name = BY_NAME[fact.relation], names[fact.entity]
         for statement in relation.statements:
             head = statement.format(name=name, value="\0").split("\0")[0].rstrip()
-            out.append((head, f" {fact.value}.", False))
+            out.append((head, f" {fact.taught_value}.", False))
         for i, template in enumerate(relation.questions):
             if i != relation.held_out:
-                out.append((template.format(name=name), f"{ANSWER_OPEN}{fact.value}{ANSWER_CLOSE}", True))
+                out.append((template.format(name=name), f"{ANSWER_OPEN}{fact.taught_value}{ANSWER_CLOSE}", True))
     return out
 
 
@@ -137,7 +137,7 @@ def probe(model: Any, tokenizer: Any, world: World, per_class: int = 24, seed: i
 
     from trainer.evals.labels import is_right
 
-    kinds: dict[str, list] = {"taught": [], "withheld": [], "unknown": []}
+    kinds: dict[str, list] = {"taught": [], "changed": [], "withheld": [], "unknown": []}
     for q in world.questions:
         kinds[world.teaching_class(q.id)].append(q)
     rng, rates = random.Random(seed), {}
