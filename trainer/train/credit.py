@@ -1,0 +1,198 @@
+"""Credit for the search decision (issue #40): the loss of one GRPO step on the first turn and the decision after it.
+
+After its first answer a SEM model takes one decision: end the turn or open a search. For a sampled first answer
+both actions can be scored: stopping earns the reward of that answer alone (`r_stop`), searching the reward of the
+answer it gives after reading (`r_search`, from the rollout itself when it searched, else from a branch that
+searches). With both known, the decision needs no sampled return: the expected reward over the decision is
+`p r_search + (1 - p) r_stop`, with `p` = P(not end of turn) at the decision, so its exact gradient is
+`(r_search - r_stop) grad p` (`credit="two_action"`). `credit="plain"` is GRPO's: the sampled decision token takes
+its rollout's group-normalised advantage like every other token. `credit="brier"` scores calibration instead
+(RLCR-style): `(p - 1[searching pays])^2`.
+
+What is trained: the first turn's tokens (the answer) and the decision. The search call, the inserted result and
+the answer after it are not in the loss (SFT taught reading; the decision is what this step is for), so they are
+not in the forward either. The loss is computed on-policy (one optimizer step per batch of rollouts): the
+importance ratio is `exp(logp - logp.detach())`, 1 in value with the gradient of `logp`, so no old-policy forward
+is run; no reference model (beta 0).
+
+Cheap by construction, equal in value and gradient to the plain computation (`plain_loss`, tested to 1e-5): the
+rendered prompts' common prefix (the chat template's system turn) is run once per batch, with gradients, and
+shared as every row's key-value cache; the output layer is applied only at the positions that are trained.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Credit = Literal["two_action", "plain", "brier"]
+CREDITS: tuple[str, ...] = ("two_action", "plain", "brier")
+
+
+@dataclass(slots=True)
+class Sample:
+    """One rollout as the loss sees it: its prompt, its first turn, the decision after it and what each action
+    earns. `decision` is None when the first turn has no closed answer (nothing to decide after)."""
+
+    prompt: list[int]
+    answer: list[int]  # the first turn's tokens, through its </answer>
+    decision: int | None  # the sampled token after the first answer: end of turn, or the search call's first token
+    reward: float  # what the rollout earned as it went
+    r_stop: float = 0.0
+    r_search: float = 0.0
+    group: int = 0
+    searched: bool = False  # the rollout searched (its reward is r_search); else r_search came from a branch
+    answer_advantage: float = 0.0  # set by `advantages`
+    decision_advantage: float = 0.0
+
+
+def group_advantages(values: Sequence[float], groups: Sequence[int], scale: bool = True) -> list[float]:
+    """GRPO's advantage: each value minus its group's mean, over the group's standard deviation when `scale`.
+
+    >>> group_advantages([1.0, 0.0, 2.0, 2.0], [0, 0, 1, 1])
+    [1.0, -1.0, 0.0, 0.0]
+    """
+    by_group: dict[int, list[float]] = {}
+    for v, g in zip(values, groups, strict=True):
+        by_group.setdefault(g, []).append(v)
+    stats = {g: (statistics.fmean(vs), statistics.pstdev(vs)) for g, vs in by_group.items()}
+    out = []
+    for v, g in zip(values, groups, strict=True):
+        mean, std = stats[g]
+        out.append((v - mean) / (std + 1e-4) if scale else v - mean)
+    return [round(a, 6) for a in out]
+
+
+def advantages(samples: Sequence[Sample], credit: Credit) -> None:
+    """Fill each sample's advantages. Plain: the realised reward, group-normalised, on every trained token. With the
+    decision credited apart, the answer's worth is what it earns under the better action (`max(r_stop, r_search)`),
+    so that the sampled decision does not add its noise to the answer's credit."""
+    groups = [s.group for s in samples]
+    if credit == "plain":
+        values = [s.reward for s in samples]
+    else:
+        values = [max(s.r_stop, s.r_search) if s.decision is not None else s.reward for s in samples]
+    for s, a in zip(samples, group_advantages(values, groups), strict=True):
+        s.answer_advantage = a
+        s.decision_advantage = a if credit == "plain" else s.r_search - s.r_stop
+
+
+def common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """The length of the prefix all rows share (the rendered system turn).
+
+    >>> common_prefix([[1, 2, 3], [1, 2, 4], [1, 2]])
+    2
+    """
+    if not rows:
+        return 0
+    n = min(len(r) for r in rows)
+    for i in range(n):
+        if any(r[i] != rows[0][i] for r in rows):
+            return i
+    return n
+
+
+def _terms(logprobs: Any, targets: Any, samples: Sequence[Sample], eos_id: int, credit: Credit, weight: float) -> Any:
+    """The summed loss terms of a batch from the log-softmax at every trained position, row by row in order: each
+    sample's answer positions, then its decision position (when it has one)."""
+    import torch
+
+    token_logp = logprobs.gather(-1, targets[:, None]).squeeze(-1)
+    ratio = torch.exp(token_logp - token_logp.detach())  # on-policy: 1 in value, grad logp in gradient
+    total = logprobs.new_zeros(())
+    at = 0
+    for s in samples:
+        n = len(s.answer)
+        total = total - (s.answer_advantage * ratio[at : at + n]).sum()
+        at += n
+        if s.decision is None:
+            continue
+        if credit == "plain":
+            total = total - s.decision_advantage * ratio[at]
+        else:
+            p_search = 1 - torch.exp(logprobs[at, eos_id])
+            if credit == "two_action":
+                total = total - weight * s.decision_advantage * p_search
+            else:  # brier
+                total = total + weight * (p_search - float(s.r_search > s.r_stop)) ** 2
+        at += 1
+    return total
+
+
+def _trained_count(samples: Sequence[Sample]) -> int:
+    return max(1, sum(len(s.answer) + (s.decision is not None) for s in samples))
+
+
+def _targets(samples: Sequence[Sample]) -> list[int]:
+    return [t for s in samples for t in (*s.answer, *(() if s.decision is None else (s.decision,)))]
+
+
+def _decoder(model: Any) -> Any:
+    """The causal LM under a PEFT wrapper (its `model` is the decoder stack, `lm_head` the output layer)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def step_loss(model: Any, samples: Sequence[Sample], eos_id: int, credit: Credit = "two_action",
+              decision_weight: float = 1.0, pad_id: int = 0) -> Any:  # fmt: skip
+    """The batch's loss, cheaply: the shared prefix run once (with gradients) and shared as a key-value cache, the
+    rows right-padded after it, the output layer applied only at trained positions."""
+    import torch
+
+    lm = _decoder(model)
+    device = next(lm.parameters()).device
+    rows = [s.prompt + s.answer + ([] if s.decision is None else [s.decision]) for s in samples]
+    shared = min(common_prefix(rows), min(len(s.prompt) for s in samples) - 1)  # each row keeps one prompt token
+    tails = [r[shared:] for r in rows]
+    width = max(len(t) for t in tails)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(rows), shared + width), dtype=torch.long, device=device)
+    mask[:, :shared] = 1
+    picks: list[tuple[int, int]] = []  # (row, position in the tail) of every trained prediction, in `_terms` order
+    for i, (s, tail) in enumerate(zip(samples, tails, strict=True)):
+        ids[i, : len(tail)] = torch.tensor(tail, device=device)
+        mask[i, shared : shared + len(tail)] = 1
+        first = len(s.prompt) - shared - 1  # the position that predicts the first answer token
+        trained = len(s.answer) + (s.decision is not None)
+        picks += [(i, first + j) for j in range(trained)]
+    positions = torch.arange(shared, shared + width, device=device).expand(len(rows), -1)
+    cache = None
+    if shared:
+        prefix = torch.tensor([rows[0][:shared]], device=device)
+        cache = lm.model(input_ids=prefix, use_cache=True).past_key_values  # with gradients: they reach the prefix
+        cache.batch_repeat_interleave(len(rows))
+    hidden = lm.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                      use_cache=cache is not None).last_hidden_state  # fmt: skip
+    index = torch.tensor(picks, device=device)
+    logits = lm.lm_head(hidden[index[:, 0], index[:, 1]]).float()
+    targets = torch.tensor(_targets(samples), device=device)
+    terms = _terms(torch.log_softmax(logits, -1), targets, samples, eos_id, credit, decision_weight)
+    return terms / _trained_count(samples)
+
+
+def plain_loss(model: Any, samples: Sequence[Sample], eos_id: int, credit: Credit = "two_action",
+               decision_weight: float = 1.0) -> Any:  # fmt: skip
+    """The same loss the straightforward way (each row on its own, whole prompt, full logits): the reference the
+    cheap step is tested against."""
+    import torch
+
+    lm = _decoder(model)
+    device = next(lm.parameters()).device
+    picked, targets = [], []
+    for s in samples:
+        row = s.prompt + s.answer + ([] if s.decision is None else [s.decision])
+        logits = lm(input_ids=torch.tensor([row], device=device)).logits[0].float()
+        first = len(s.prompt) - 1
+        trained = len(s.answer) + (s.decision is not None)
+        picked.append(logits[first : first + trained])
+    targets = torch.tensor(_targets(samples), device=device)
+    logprobs = torch.log_softmax(torch.cat(picked), -1)
+    return _terms(logprobs, targets, samples, eos_id, credit, decision_weight) / _trained_count(samples)
+
+
+def search_probability(logits_at_decision: Any, eos_id: int) -> Any:
+    """P(the model does not end its turn) after its first answer: the decision's P(search)."""
+    import torch
+
+    return 1 - torch.softmax(logits_at_decision.float(), -1)[..., eos_id]
