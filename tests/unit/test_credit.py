@@ -22,11 +22,11 @@ def tiny_model(seed: int = 0) -> LlamaForCausalLM:
 def batch() -> list[Sample]:
     system = [1, 7, 8, 9, 10]  # the shared rendered system turn
     return [
-        Sample(system + [11, 12], [20, 21, 22], EOS, reward=1.0, r_stop=1.0, r_search=0.0, group=0),
-        Sample(system + [11, 12], [23, 22], 5, reward=0.9, r_stop=0.0, r_search=0.9, group=0, searched=True),
-        Sample(system + [13, 14, 15], [24, 22], EOS, reward=0.0, r_stop=0.0, r_search=1.0, group=1),
-        Sample(system + [13, 14, 15], [25, 26, 27, 22], 5, reward=1.0, r_stop=0.0, r_search=1.0, group=1),
-        Sample(system + [13, 14, 15], [30, 31], None, reward=0.0, group=1),  # no closed answer: no decision
+        Sample([*system, 11, 12], [20, 21, 22], EOS, reward=1.0, r_stop=1.0, r_search=0.0, group=0),
+        Sample([*system, 11, 12], [23, 22], 5, reward=0.9, r_stop=0.0, r_search=0.9, group=0, searched=True),
+        Sample([*system, 13, 14, 15], [24, 22], EOS, reward=0.0, r_stop=0.0, r_search=1.0, group=1),
+        Sample([*system, 13, 14, 15], [25, 26, 27, 22], 5, reward=1.0, r_stop=0.0, r_search=1.0, group=1),
+        Sample([*system, 13, 14, 15], [30, 31], None, reward=0.0, group=1),  # no closed answer: no decision
     ]
 
 
