@@ -13,7 +13,8 @@ CONSTRAINTS ?= constraints/cpu.txt
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: install assets serve test test-fast lint redis browser bench clean tuned-model eval-model eval-gate world
+.PHONY: install assets serve test test-fast lint redis browser bench clean tuned-model promote-model eval-model eval-gate \
+	world publish-run
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (set PYTHON=...)")'
@@ -60,14 +61,21 @@ lint: install
 clean:
 	rm -rf $(VENV) test-artifacts .pytest_cache
 
+# Every pipeline target below writes under runs/ (git-ignored) only, so `git status` stays clean after any of them;
+# what is committed changes only through `make publish-run` (results/) and `make promote-model` (the served adapter).
+# The one exception is by design: a final test run (GATE_SPLIT="test --final ...") appends to results/test-ledger.jsonl.
+
 # The SEM-tuned default model, on the labelled recipe (issue #32): the base labels its own questions (known / helped /
 # neither, from its samples), a LoRA SFT warm-up teaches its own attempts (no canned thought or answer), GRPO trains
 # the same adapter on the labels' balanced mix, the candidate's `confidence` gate is calibrated on dev, then the
-# candidate and the served default answer the same dev questions and `trainer promote` publishes the candidate only if
-# it wins by the committed rule (results/rules/default-model.md); otherwise the current default stays. Resumable.
+# candidate and the served default answer the same dev questions and `trainer promote --dry-run` says whether it wins
+# by the committed rule (results/rules/default-model.md). Resumable. `make promote-model` then publishes it as the
+# served default (sem/adapters/, committed) only if it wins; otherwise the current default stays.
 TRAIN_CONFIG ?= trainer/configs/cpu-smollm2.yaml
 TRAINER := $(BIN)/trainer --config $(TRAIN_CONFIG)
 RECIPE_LABELS ?= runs/labels
+PROMOTE = $(BIN)/trainer promote --adapter runs/grpo/final --candidate runs/candidate --current runs/current \
+	--candidate-policy confidence --current-policy auto
 tuned-model: assets
 	[ -f $(RECIPE_LABELS)/labels.jsonl ] || $(BIN)/trainer label --model base --out $(RECIPE_LABELS)
 	[ -d runs/sft/final ] || $(TRAINER) sft --labels $(RECIPE_LABELS)/labels.jsonl --resume
@@ -77,12 +85,14 @@ tuned-model: assets
 		--policies never,always,auto,confidence --out runs/candidate --title "labelled-recipe candidate, dev"
 	$(BIN)/trainer eval-gate --labels $(RECIPE_LABELS)/labels.jsonl --policies never,always,auto \
 		--out runs/current --title "served default, dev"
-	$(BIN)/trainer promote --adapter runs/grpo/final --candidate runs/candidate --current runs/current \
-		--candidate-policy confidence --current-policy auto
+	$(PROMOTE) --dry-run
+
+promote-model: install
+	$(PROMOTE)
 
 # Base vs tuned on the dev mix (questions the training never saw), each under auto / never / always, then one table,
-# one plot and SEM's targets: results/sem-smollm2/ (the model card's numbers).
-EVAL_OUT ?= results/sem-smollm2
+# one plot and SEM's targets in runs/sem-smollm2/ (results/sem-smollm2/ holds the model card's numbers: publish-run).
+EVAL_OUT ?= runs/sem-smollm2
 eval-model: assets
 	$(TRAINER) data
 	$(TRAINER) eval --model base --out $(EVAL_OUT)/base --title "Base SmolLM2-135M-Instruct, dev mix"
@@ -92,7 +102,8 @@ eval-model: assets
 # The gate judged by what each model knows (issue #18, ../shared/EVALUATION.md): labels from the model's own samples,
 # the base's `confidence` threshold calibrated on dev, then every policy on dev (GATE_SPLIT). The frozen test split
 # runs only as a final report: GATE_SPLIT="test --final --rule <committed rule file>", logged in results/test-ledger.jsonl.
-GATE_OUT ?= results/gate
+# Into runs/gate/ (results/gate/ holds the committed runs: publish-run).
+GATE_OUT ?= runs/gate
 GATE_SPLIT ?= dev
 eval-gate: assets
 	$(BIN)/trainer label --model base --out $(GATE_OUT)/base/labels
@@ -105,11 +116,11 @@ eval-gate: assets
 
 # The fictional-world testbed (docs/world.md, issue #28): a world, half of it taught to the base; labels from the
 # taught model; its `confidence` gate calibrated on the world's dev split; a gate trained on the world's train split
-# (SFT on the model's own attempts, then GRPO); every gate on world dev (WORLD_SPLIT), one report (table, plot with
-# the oracle, AUROC per relation, the targets) in $(WORLD_RESULTS). A step is skipped when its output exists
-# (teach and GRPO resume).
+# (SFT on the model's own attempts); every gate on world dev (WORLD_SPLIT), one report (table, plot with the oracle,
+# AUROC per relation, the targets) in $(WORLD_EVAL), under runs/. A step is skipped when its output exists (teach and
+# SFT resume). results/world/ changes only by `make publish-run RUN=$(WORLD_EVAL) TO=results/world/<name> RULE=...`.
 WORLD ?= runs/world
-WORLD_RESULTS ?= results/world
+WORLD_EVAL ?= $(WORLD)/eval
 WORLD_SPLIT ?= dev
 # SFT: two passes over the world's train split (420 traces, batch 4); 60 steps taught reading only halfway
 WORLD_SFT_STEPS ?= 210
@@ -127,16 +138,21 @@ world: assets
 		--out $(WORLD)/labels
 	$(BIN)/trainer calibrate --labels $(WORLD_LABELS) --model $(WORLD)/teach/final
 	$(BIN)/trainer eval-gate --split $(WORLD_SPLIT) --labels $(WORLD_LABELS) --model $(WORLD)/teach/final \
-		--policies never,always,confidence --out $(WORLD_RESULTS)/taught --title "Taught model, world $(WORLD_SPLIT)"
+		--policies never,always,confidence --out $(WORLD_EVAL)/taught --title "Taught model, world $(WORLD_SPLIT)"
 	[ -d $(WORLD)/sft/final ] || $(TRAINER) sft --labels $(WORLD_LABELS) --model $(WORLD)/teach/final \
 		--out $(WORLD)/sft --max-steps $(WORLD_SFT_STEPS) --decision-weight $(WORLD_SFT_DECISION_WEIGHT) --resume
 	$(BIN)/trainer calibrate --labels $(WORLD_LABELS) --model $(WORLD)/sft/final \
 		--max-searches-per-question $(WORLD_SEARCH_BUDGET)
 	$(BIN)/trainer eval-gate --split $(WORLD_SPLIT) --labels $(WORLD_LABELS) --model $(WORLD)/sft/final \
-		--policies never,always,auto,confidence --out $(WORLD_RESULTS)/sft --title "SFT on its own attempts, world $(WORLD_SPLIT)"
-	$(TRAINER) train --labels $(WORLD_LABELS) --model $(WORLD)/sft/final --out $(WORLD)/grpo --resume
-	$(BIN)/trainer calibrate --labels $(WORLD_LABELS) --model $(WORLD)/grpo/final
-	$(BIN)/trainer eval-gate --split $(WORLD_SPLIT) --labels $(WORLD_LABELS) --model $(WORLD)/grpo/final \
-		--policies never,always,auto,confidence --out $(WORLD_RESULTS)/grpo --title "SFT + GRPO, world $(WORLD_SPLIT)"
-	$(BIN)/trainer world report --world $(WORLD)/world --labels $(WORLD_LABELS) --run taught=$(WORLD_RESULTS)/taught \
-		--run sft=$(WORLD_RESULTS)/sft --run grpo=$(WORLD_RESULTS)/grpo --trained grpo:auto --out $(WORLD_RESULTS)
+		--policies never,always,auto,confidence --out $(WORLD_EVAL)/sft --title "SFT on its own attempts, world $(WORLD_SPLIT)"
+	$(BIN)/trainer world report --world $(WORLD)/world --labels $(WORLD_LABELS) --run taught=$(WORLD_EVAL)/taught \
+		--run sft=$(WORLD_EVAL)/sft --trained sft:auto --out $(WORLD_EVAL)
+
+# Committed results change only here: a judged run (eval-gate, world report, eval/compare) copied from runs/ into
+# results/ with the committed rule that judged it (rule.md and published.json beside it; corpora left out). Files
+# already there are refused unless REPLACE=1; nothing else in TO is touched. Then commit TO. E.g.
+#   make publish-run RUN=runs/world/eval TO=results/world/sft-dw10-rerun RULE=results/rules/world.md
+publish-run: install
+	@[ -n "$(RUN)" ] && [ -n "$(TO)" ] && [ -n "$(RULE)" ] || \
+		{ echo "usage: make publish-run RUN=runs/<run> TO=results/<folder> RULE=results/rules/<rule>.md [REPLACE=1]"; exit 2; }
+	$(BIN)/trainer publish-run --run $(RUN) --to $(TO) --rule $(RULE) $(if $(REPLACE),--replace)

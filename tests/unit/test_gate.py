@@ -287,6 +287,7 @@ def test_gate_table_scores_saved_answers_with_todays_measures(tmp_path) -> None:
     from dataclasses import asdict
 
     from trainer.evals.ablation import gate_rows
+    from trainer.evals.gaterun import GateRun
     from trainer.evals.labels import write_labels
 
     labels = [label(0, KNOWN, 1.0), label(1, NEITHER), label(2, NEITHER)]
@@ -298,7 +299,7 @@ def test_gate_table_scores_saved_answers_with_todays_measures(tmp_path) -> None:
     (tmp_path / "gate.json").write_text(
         json.dumps({"split": "test", "rows": [old_row], "classes": {"all": {"known": 1, "helped": 0, "neither": 2}}})
     )
-    (row,) = gate_rows("base", tmp_path)
+    (row,) = gate_rows("base", GateRun.read(tmp_path))
     assert row["model"] == "base" and row["auroc"] == 1.0 == row["auroc_same_form"]
     assert row["searches_per_question"] == pytest.approx(2 / 3, abs=1e-3) and row["known"] == 1
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from trainer.evals.gaterun import NamedFile, NamedRun, named_file, named_run
 from trainer.runtime import (
     LABEL_CONCURRENCY,
     LABEL_MAX_TOKENS,
@@ -203,12 +203,9 @@ def eval_gate(
     """Over-search, under-search, AUROC, accuracy and cost per policy, beside never, always and the oracle, with
     intervals and paired differences. Test runs are refused unless final (trainer.evals.ledger)."""
     from sem.gate import resolve_threshold
-    from trainer.evals.labels import class_counts, read_labels
+    from trainer.evals.gaterun import GateRun
+    from trainer.evals.labels import read_labels
     from trainer.evals.ledger import SplitError, check_split, record
-    from trainer.evals.likelihood import Scorer
-    from trainer.evals.options import option_report, score_options
-    from trainer.evals.runs import oracle, run_policies
-    from trainer.evals.summary import compare, markdown, plot, summarise
 
     chosen = [p.strip() for p in policies.split(",") if p.strip()]
     unknown = set(chosen) - {"auto", "confidence", "never", "always"}
@@ -223,35 +220,33 @@ def eval_gate(
         raise typer.BadParameter(f"no {split!r} questions in {labels_file}", param_hint="--split")
     with gate_loop(model, engine, labels_corpus(labels_file)) as (loop_, search_loop, model_path):
         threshold = resolve_threshold(None, model_path)
-        outcomes = loop_.run_until_complete(run_policies(search_loop, labels, chosen, max_tokens=max_tokens,
-                                                         confidence_threshold=threshold))  # fmt: skip
-        lettered = [lab.example for lab in labels if lab.example.choices]
-        scorer = Scorer.load(model_path)  # one load for both read-backs
-        options = option_report(score_options(scorer, lettered)) if lettered else None
-        _score_decisions(outcomes, labels, scorer)
-    if {"never", "always"} <= set(chosen):
-        outcomes += oracle(outcomes)
-    rows = summarise(outcomes, labels)
-    counts = class_counts(labels)
-    ran = list(dict.fromkeys(o.policy for o in outcomes))
-    comparisons = [compare(outcomes, a, b) for a in ran for b in ("never", "always") if b in ran and a != b]
-    out.mkdir(parents=True, exist_ok=True)
-    report = markdown(rows, counts, f"{title} ({split}, {len(labels)} questions; confidence threshold {threshold})",
-                      options, comparisons)  # fmt: skip
-    (out / "gate.md").write_text(report)
-    named = model or model_path  # an adapter's own path, not the temporary merge the engine loaded
-    (out / "gate.json").write_text(json.dumps({"split": split, "model": named, "labels": str(labels_file),
-                                               "confidence_threshold": threshold,
-                                               "rows": rows, "classes": counts, "option_likelihood": options,
-                                               "comparisons": comparisons}, indent=2) + "\n")  # fmt: skip
+        outcomes, options = _answer(loop_, search_loop, model_path, labels, chosen, threshold, max_tokens)
+    # an adapter is named by its own path, not the temporary merge the engine loaded
+    run = GateRun.judged(outcomes, labels, split=split, model=model or model_path, labels_file=labels_file,
+                         threshold=threshold, options=options)  # fmt: skip
+    report = run.save(out, title)
     if committed is not None:
-        record(ledger, committed, model=named, policies=chosen, labels=str(labels_file), out=str(out), rows=rows)
+        record(ledger, committed, model=run.model, policies=chosen, labels=str(labels_file), out=str(out),
+               rows=run.rows)  # fmt: skip
         typer.echo(f"-> logged in {ledger} (commit it)")
-    with (out / "outcomes.jsonl").open("w") as f:
-        f.writelines(json.dumps(asdict(o)) + "\n" for o in outcomes)
-    plot(rows, out / "gate.png", title)
     typer.echo(report)
     typer.echo(f"-> {out}/gate.md, gate.json, gate.png, outcomes.jsonl")
+
+
+def _answer(loop_: Any, search_loop: Any, model_path: str, labels: list, policies: list[str], threshold: float,
+            max_tokens: int) -> tuple[list, dict | None]:  # fmt: skip
+    """Every policy's answers, `auto`'s own P(search) on each, and multiple choice scored by likelihood."""
+    from trainer.evals.likelihood import Scorer
+    from trainer.evals.options import option_report, score_options
+    from trainer.evals.runs import run_policies
+
+    outcomes = loop_.run_until_complete(run_policies(search_loop, labels, policies, max_tokens=max_tokens,
+                                                     confidence_threshold=threshold))  # fmt: skip
+    lettered = [lab.example for lab in labels if lab.example.choices]
+    scorer = Scorer.load(model_path)  # one load for both read-backs
+    options = option_report(score_options(scorer, lettered)) if lettered else None
+    _score_decisions(outcomes, labels, scorer)
+    return outcomes, options
 
 
 def _score_decisions(outcomes: list, labels: list, scorer: Any) -> None:
@@ -267,19 +262,17 @@ def _score_decisions(outcomes: list, labels: list, scorer: Any) -> None:
 
 
 def gate_table(
-    run: Annotated[list[str], typer.Option(help="label=results/gate/<dir> (repeat; from `trainer eval-gate`).")],
-    out: Annotated[Path, typer.Option(help="ablation.md, .json and .png go here.")] = Path("results/gate"),
+    run: Annotated[
+        list[NamedRun],
+        typer.Option(parser=named_run, metavar="NAME=DIR", help="name=<an eval-gate --out folder> (repeat)."),
+    ],
+    out: Annotated[Path, typer.Option(help="ablation.md, .json and .png go here.")] = RUNS / "gate-table",
     title: str = "Search gates on the frozen test split, each model against its own labels",
 ) -> None:
     """Several eval-gate runs in one table and plot: the models and policies side by side."""
     from trainer.evals.ablation import gate_rows, markdown, plot
 
-    rows = []
-    for item in run:
-        label, sep, path = item.partition("=")
-        if not sep or not (Path(path) / "gate.json").is_file():
-            raise typer.BadParameter(f"{item!r}: expected label=<an eval-gate --out folder>", param_hint="--run")
-        rows += gate_rows(label, Path(path))
+    rows = [row for item in run for row in gate_rows(item.name, item.run)]
     out.mkdir(parents=True, exist_ok=True)
     report = markdown(rows, title)
     (out / "ablation.md").write_text(report)
@@ -307,7 +300,10 @@ def readme_table(
 
 
 def compare(
-    run: Annotated[list[str], typer.Option(help="label=path/to/results.json (repeat; from `trainer eval`).")],
+    run: Annotated[
+        list[NamedFile],
+        typer.Option(parser=named_file, metavar="NAME=FILE", help="name=<`trainer eval` results.json> (repeat)."),
+    ],
     out: Annotated[Path, typer.Option(help="comparison.md, .json and .png go here.")] = RUNS / "compare",
     tuned: Annotated[str, typer.Option(help="The label of the tuned model.")] = "tuned",
     base: Annotated[str, typer.Option(help="The label whose never/always runs are the baselines.")] = "base",
@@ -316,14 +312,7 @@ def compare(
     from trainer.evals.compare import compare as run_compare
     from trainer.evals.compare import markdown
 
-    runs = {}
-    for item in run:
-        label, sep, path = item.partition("=")
-        if not sep or not Path(path).is_file():
-            raise typer.BadParameter(
-                f"expected label=results.json with an existing file, got {item!r}", param_hint="--run"
-            )
-        runs[label] = Path(path)
+    runs = {item.name: item.path for item in run}
     if {tuned, base} - set(runs):
         raise typer.BadParameter(f"--run must include the labels {tuned!r} and {base!r}", param_hint="--run")
     rows, checks = run_compare(runs, out, tuned, base)

@@ -1,5 +1,6 @@
 """Handing a model on: `export` (an adapter merged into its base), `publish` (the service's default, by hand) and
-`promote` (the default replaced only when a candidate wins by the committed rule)."""
+`promote` (the default replaced only when a candidate wins by the committed rule); and a judged run into the
+committed results (`publish-run`)."""
 
 from __future__ import annotations
 
@@ -69,9 +70,9 @@ def promote(
 ) -> None:
     """Publish the candidate as the served default only if it beats the current one by the committed rule
     (trainer/evals/promotion.py) on the same dev questions; otherwise keep the current one and say why."""
+    from trainer.evals.gaterun import GateRun, GateRunError
     from trainer.evals.ledger import SplitError, committed_rule
     from trainer.evals.promotion import verdict
-    from trainer.evals.runs import Outcome
 
     try:
         committed = committed_rule(rule)
@@ -79,13 +80,13 @@ def promote(
         raise typer.BadParameter(str(exc), param_hint="--rule") from exc
     runs = {}
     for name, folder, policy in (("candidate", candidate, candidate_policy), ("current", current, current_policy)):
-        report = folder / "gate.json"
-        if not report.is_file():
-            raise typer.BadParameter(f"{folder} holds no eval-gate run (gate.json)", param_hint=f"--{name}")
-        if json.loads(report.read_text())["split"] == "test":
+        try:
+            run = GateRun.read(folder)
+        except GateRunError as exc:
+            raise typer.BadParameter(str(exc), param_hint=f"--{name}") from exc
+        if run.split == "test":
             raise typer.BadParameter("promotion is decided on dev, never on the test split", param_hint=f"--{name}")
-        rows = [json.loads(line) for line in (folder / "outcomes.jsonl").open() if line.strip()]
-        runs[name] = [Outcome(**r) for r in rows if r["policy"] == policy]
+        runs[name] = run.answers(policy)
         if not runs[name]:
             raise typer.BadParameter(f"no {policy!r} answers in {folder}", param_hint=f"--{name}-policy")
     result = verdict(runs["candidate"], runs["current"])
@@ -98,7 +99,26 @@ def promote(
     _publish(adapter, out, None, provenance)
 
 
+def publish_run(
+    run: Annotated[Path, typer.Option(help="A judged run under runs/ (an eval-gate, world report or eval --out).")],
+    to: Annotated[Path, typer.Option(help="Its folder under results/ (created; commit it).")],
+    rule: Annotated[Path, typer.Option(help="The committed rule that judged it (copied beside it as rule.md).")],
+    replace: Annotated[bool, typer.Option(help="Overwrite files already in --to (nothing else is touched).")] = False,
+) -> None:
+    """Copy a judged run into the committed results with its rule: the one way results/ changes (no pipeline
+    writes there)."""
+    from trainer.evals.ledger import SplitError
+    from trainer.evals.publish import publish_run as publish
+
+    try:
+        provenance = publish(run, to, rule, replace=replace)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--rule" if isinstance(exc, SplitError) else "--run") from exc
+    typer.echo(f"-> {to}: {len(provenance['files'])} files, rule.md, published.json (commit them)")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(export)
     app.command()(publish)
     app.command()(promote)
+    app.command("publish-run")(publish_run)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from trainer.evals.gaterun import NamedRun, named_run
 from trainer.runtime import LABEL_CONCURRENCY, LABEL_MAX_TOKENS, LABEL_SAMPLES, LABEL_TEMPERATURE, RUNS
 from trainer.world.build import CHANGED, WITHHOLD
 from trainer.world.teach import TeachConfig
@@ -126,86 +126,30 @@ def register(app: typer.Typer) -> None:
 
 @world_app.command("report")
 def report_cmd(
-    run: Annotated[list[str], typer.Option(help="name=<an eval-gate --out folder> (repeat).")],
+    run: Annotated[
+        list[NamedRun],
+        typer.Option(parser=named_run, metavar="NAME=DIR", help="name=<an eval-gate --out folder> (repeat)."),
+    ],
     world_dir: Annotated[Path, typer.Option("--world", help="A world folder.")] = WORLD / "world",
     labels_file: Annotated[Path, typer.Option("--labels", help="`trainer world label` output.")] = WORLD
     / "labels"
     / "labels.jsonl",
     trained: Annotated[str, typer.Option(help="name:policy of the trained gate the targets judge.")] = "grpo:auto",
-    out: Annotated[Path, typer.Option(help="report.md, report.json, report.png.")] = Path("results/world"),
+    out: Annotated[Path, typer.Option(help="report.md, report.json, report.png.")] = WORLD / "eval",
     title: str = "The fictional world",
 ) -> None:
     """The world's results in one place: what was taught against what the model knows, every gate side by side
     (table and plot with the oracle), AUROC within each relation, and the issue's targets."""
-    from trainer.evals.ablation import gate_rows
     from trainer.evals.labels import read_labels
-    from trainer.evals.measures import paired_difference
-    from trainer.evals.runs import Outcome
-    from trainer.evals.tables import markdown_table
-    from trainer.world import report
+    from trainer.world.report import assemble, markdown, plot
     from trainer.world.schema import load_world
 
-    world, runs = load_world(world_dir), {}
-    for item in run:
-        name, sep, path = item.partition("=")
-        if not sep or not (Path(path) / "gate.json").is_file():
-            raise typer.BadParameter(f"{item!r}: expected name=<an eval-gate --out folder>", param_hint="--run")
-        runs[name] = Path(path)
-    split = json.loads((next(iter(runs.values())) / "gate.json").read_text())["split"]
-    labels = read_labels(labels_file)
-    mine = [lab for lab in labels if lab.split == split]
-    known_share = round(sum(lab.klass == "known" for lab in mine) / len(mine), 3)
-    rows, relations, withheld, answers = [], {}, {}, {}
-    trained_run, _, trained_policy = trained.partition(":")
-    for name, path in runs.items():
-        outcomes = [Outcome(**json.loads(line)) for line in (path / "outcomes.jsonl").open() if line.strip()]
-        for row in gate_rows(name, path):
-            under = report.not_known_under_search(outcomes, row["policy"])
-            rows.append({**row, "under_search_not_known": under["value"], "under_search_not_known_ci": under["ci"]})
-        for o in outcomes:
-            answers.setdefault((name, o.policy), {})[o.id] = o
-        for policy in dict.fromkeys(o.policy for o in outcomes):
-            if policy not in ("never", "always", "oracle"):  # a gate with a decision of its own
-                relations[f"{name} {policy}"] = report.by_relation(world, outcomes, policy)
-        if name == trained_run:
-            withheld = report.withheld_under_search(world, outcomes, trained_policy)
-    closed = report.closed_book(world, labels, split)
-    trained_rows = {r["policy"]: r for r in rows if r["model"] == trained_run}
-    confidence = next((r for r in rows if r["policy"] == "confidence"), {})  # the first run with the gate
-    gates = {"trained": trained_rows.get(trained_policy, {}), "oracle": trained_rows.get("oracle", {}),
-             "confidence": confidence}  # fmt: skip
-    checks = report.targets(closed, known_share, gates, withheld, f"{trained_run} {trained_policy}")
-    versus = {}  # the trained gate against `confidence`, question by question (results/rules/world.md)
-    if confidence and (trained_run, trained_policy) in answers:
-        mine, theirs = answers[(trained_run, trained_policy)], answers[(confidence["model"], "confidence")]
-
-        def paired(measure: Callable[[Outcome], float]) -> dict:
-            return paired_difference({i: measure(o) for i, o in mine.items()},
-                                     {i: measure(o) for i, o in theirs.items()})  # fmt: skip
-
-        versus = {"a": f"{trained_run} {trained_policy}", "b": f"{confidence['model']} confidence",
-                  "accuracy": paired(lambda o: float(o.right)),
-                  "searches_per_question": paired(lambda o: float(o.searches))}  # fmt: skip
-    result = {"split": split, "known_share": known_share, "closed_book": closed,
-              "taught_vs_known": report.agreement(world, labels), "gates": rows, "auroc_by_relation": relations,
-              "withheld_under_search": withheld, "versus_confidence": versus, "targets": checks}  # fmt: skip
+    runs = {item.name: item.run for item in run}
+    result = assemble(load_world(world_dir), runs, read_labels(labels_file), trained)
+    text = markdown(result, title)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
-    columns = ["model", "policy", "accuracy", "accuracy_ci", "searches_per_question", "over_search",
-               "under_search_not_known", "under_search_not_known_ci", "under_search", "auroc", "auroc_ci", "known",
-               "helped"]  # fmt: skip
-    relation_rows = [{"gate": g, "relation": r, **v} for g, per in relations.items() for r, v in per.items()]
-    text = "\n\n".join([
-        markdown_table(rows, columns, f"{title}: every gate, {split} split ({len(mine)} questions)"),
-        markdown_table([{"class": k, **v} for k, v in closed.items()], title="Closed-book, held-out phrasing"),
-        markdown_table(relation_rows, ["gate", "relation", "questions", "not_known", "auroc", "auroc_ci"],
-                       title="AUROC within each relation"),
-        markdown_table(checks, title="Targets (issue #28)"),
-        *([markdown_table([{"gates": f"{versus['a']} - {versus['b']}", "measure": m, **versus[m]}
-                           for m in ("accuracy", "searches_per_question")],
-                          title="Paired against confidence (same questions, 95% paired bootstrap)")] if versus else []),
-    ])  # fmt: skip
     (out / "report.md").write_text(text + "\n")
-    report.plot(rows, out / "report.png", f"{title}, {split} split")
+    plot(result["gates"], out / "report.png", f"{title}, {result['split']} split")
     typer.echo(text)
     typer.echo(f"-> {out}/report.md, report.json, report.png")

@@ -4,12 +4,11 @@ labels (over/under-search), with the first answer's quality on open questions an
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from trainer.evals.gaterun import GateRun
 from trainer.evals.labels import read_labels
-from trainer.evals.runs import Outcome
 from trainer.evals.summary import summarise
 from trainer.evals.tables import figure, markdown_table
 
@@ -19,21 +18,17 @@ COLUMNS = ["model", "policy", "accuracy", "accuracy_ci", "f1", "open_closed_book
 DETAILS = ["auroc_ci", "unscored", "generated_tokens", "engine_calls"]  # in the JSON, not the table
 
 
-def gate_rows(model: str, gate_dir: Path) -> list[dict[str, Any]]:
+def gate_rows(model: str, run: GateRun) -> list[dict[str, Any]]:
     """One row per policy of one eval-gate run; the open-question F1 under `never` is the first answer's.
 
     Where the run's labels are at hand (named in gate.json, or in its labels/ folder), its saved answers are scored
     again with today's measures, so runs made before a measure was added still get it.
     """
-    report = json.loads((gate_dir / "gate.json").read_text())
-    outcomes = [json.loads(line) for line in (gate_dir / "outcomes.jsonl").open() if line.strip()]
-    counts = report["classes"]["all"]
-    labels_file = Path(report.get("labels") or gate_dir / "labels" / "labels.jsonl")
-    if labels_file.is_file():
-        labels = read_labels(labels_file, report["split"])
-        report["rows"] = summarise([Outcome(**o) for o in outcomes], labels)
+    counts = run.classes["all"]
+    fresh = run.labels_file.is_file()
+    scored = summarise(run.outcomes, read_labels(run.labels_file, run.split)) if fresh else run.rows
     rows = []
-    for r in report["rows"]:
+    for r in scored:
         rows.append({
             "model": model, **{k: r.get(k) for k in (*COLUMNS, *DETAILS) if k in r},
             "open_closed_book_f1": r.get("open_f1") if r["policy"] == "never" else None,

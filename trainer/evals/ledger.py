@@ -41,10 +41,10 @@ def committed_rule(path: Path) -> Rule:
     """The rule file's last commit; `SplitError` when it is not tracked, or changed since its last commit."""
     path = path.resolve()
     if not path.is_file():
-        raise SplitError(f"the selection rule {path} does not exist: write it and commit it before the test run")
+        raise SplitError(f"the selection rule {path} does not exist: write it and commit it before the run it judges")
     cwd = path.parent
     if _git(["ls-files", "--error-unmatch", path.name], cwd).returncode != 0:
-        raise SplitError(f"the selection rule {path} is not committed: commit it before the test run")
+        raise SplitError(f"the selection rule {path} is not committed: commit it before the run it judges")
     if _git(["diff", "--quiet", "HEAD", "--", path.name], cwd).returncode != 0:
         raise SplitError(f"the selection rule {path} has changes not committed: a rule is fixed before its results")
     commit, _, when = _git(["log", "-1", "--format=%H %cI", "--", path.name], cwd).stdout.strip().partition(" ")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.evals.ablation import gate_rows
+from trainer.evals.gaterun import GateRun
 from trainer.evals.measures import MIN_COUNT, TOO_FEW, fmt
 
 START, END = "<!-- gate-table:start -->", "<!-- gate-table:end -->"
@@ -47,7 +48,7 @@ def gate_table(root: Path, runs: list[tuple[str, str, tuple[str, ...]]] = README
     """The table's markdown, from the result files under `root` (the repository)."""
     lines = [HEADER, "|" + "---|" * len(HEADER.strip("| ").split(" | "))]
     for model, folder, policies in runs:
-        rows = {r["policy"]: r for r in gate_rows(model, root / folder)}
+        rows = {r["policy"]: r for r in gate_rows(model, GateRun.read(root / folder))}
         lines += [_row(rows[p]) for p in policies]
     return "\n".join(lines)
 

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from trainer.evals.ablation import gate_rows
+from trainer.evals.gaterun import GateRun
 from trainer.evals.labels import Label
-from trainer.evals.measures import KNOWN, auroc, auroc_interval, rate
+from trainer.evals.measures import KNOWN, auroc, auroc_interval, paired_difference, rate
+from trainer.evals.runs import Outcome
 from trainer.evals.summary import gate_score
+from trainer.evals.tables import markdown_table
 from trainer.world.schema import World
+
+COLUMNS = ["model", "policy", "accuracy", "accuracy_ci", "searches_per_question", "over_search",
+           "under_search_not_known", "under_search_not_known_ci", "under_search", "auroc", "auroc_ci", "known",
+           "helped"]  # fmt: skip
 
 
 def agreement(world: World, labels: Sequence[Label]) -> dict[str, Any]:
@@ -101,6 +109,65 @@ def targets(closed: dict[str, Any], known_share: float, gates: dict[str, dict[st
         out.append(check(f"{gate}: searches/question - (not-known share + 0.05)",
                          round(auto["searches_per_question"] - (1 - known_share) - 0.05, 3), 0.0, False))  # fmt: skip
     return out
+
+
+def assemble(world: World, runs: dict[str, GateRun], labels: Sequence[Label], trained: str) -> dict[str, Any]:
+    """report.json (`trainer world report`): every run's gates beside the oracle, AUROC within each relation, the
+    targets judged on `trained` (name:policy), and that gate paired against the first `confidence` gate."""
+    split = next(iter(runs.values())).split
+    mine = [lab for lab in labels if lab.split == split]
+    known_share = round(sum(lab.klass == "known" for lab in mine) / len(mine), 3)
+    rows, relations, withheld, answers = [], {}, {}, {}
+    trained_run, _, trained_policy = trained.partition(":")
+    for name, run in runs.items():
+        for row in gate_rows(name, run):
+            under = not_known_under_search(run.outcomes, row["policy"])
+            rows.append({**row, "under_search_not_known": under["value"], "under_search_not_known_ci": under["ci"]})
+        for o in run.outcomes:
+            answers.setdefault((name, o.policy), {})[o.id] = o
+        for policy in run.policies():
+            if policy not in ("never", "always", "oracle"):  # a gate with a decision of its own
+                relations[f"{name} {policy}"] = by_relation(world, run.outcomes, policy)
+        if name == trained_run:
+            withheld = withheld_under_search(world, run.outcomes, trained_policy)
+    closed = closed_book(world, labels, split)
+    trained_rows = {r["policy"]: r for r in rows if r["model"] == trained_run}
+    confidence = next((r for r in rows if r["policy"] == "confidence"), {})  # the first run with the gate
+    gates = {"trained": trained_rows.get(trained_policy, {}), "oracle": trained_rows.get("oracle", {}),
+             "confidence": confidence}  # fmt: skip
+    checks = targets(closed, known_share, gates, withheld, f"{trained_run} {trained_policy}")
+    versus = {}  # the trained gate against `confidence`, question by question (results/rules/world.md)
+    if confidence and (trained_run, trained_policy) in answers:
+        ours, theirs = answers[(trained_run, trained_policy)], answers[(confidence["model"], "confidence")]
+
+        def paired(measure: Callable[[Outcome], float]) -> dict:
+            return paired_difference({i: measure(o) for i, o in ours.items()},
+                                     {i: measure(o) for i, o in theirs.items()})  # fmt: skip
+
+        versus = {"a": f"{trained_run} {trained_policy}", "b": f"{confidence['model']} confidence",
+                  "accuracy": paired(lambda o: float(o.right)),
+                  "searches_per_question": paired(lambda o: float(o.searches))}  # fmt: skip
+    return {"split": split, "known_share": known_share, "closed_book": closed,
+            "taught_vs_known": agreement(world, labels), "gates": rows, "auroc_by_relation": relations,
+            "withheld_under_search": withheld, "versus_confidence": versus, "targets": checks}  # fmt: skip
+
+
+def markdown(result: dict[str, Any], title: str) -> str:
+    """report.md: the gates, closed-book, AUROC per relation, the targets and the paired comparison."""
+    split, closed, versus = result["split"], result["closed_book"], result["versus_confidence"]
+    questions = sum(c["questions"] for c in closed.values())  # the teaching classes partition the split
+    relation_rows = [{"gate": g, "relation": r, **v} for g, per in result["auroc_by_relation"].items()
+                     for r, v in per.items()]  # fmt: skip
+    return "\n\n".join([
+        markdown_table(result["gates"], COLUMNS, f"{title}: every gate, {split} split ({questions} questions)"),
+        markdown_table([{"class": k, **v} for k, v in closed.items()], title="Closed-book, held-out phrasing"),
+        markdown_table(relation_rows, ["gate", "relation", "questions", "not_known", "auroc", "auroc_ci"],
+                       title="AUROC within each relation"),
+        markdown_table(result["targets"], title="Targets (issue #28)"),
+        *([markdown_table([{"gates": f"{versus['a']} - {versus['b']}", "measure": m, **versus[m]}
+                           for m in ("accuracy", "searches_per_question")],
+                          title="Paired against confidence (same questions, 95% paired bootstrap)")] if versus else []),
+    ])  # fmt: skip
 
 
 def plot(rows: Sequence[dict[str, Any]], path: Any, title: str) -> None:
