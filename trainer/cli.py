@@ -17,7 +17,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from trainer.commands import evaluation, publishing, training, world
+from trainer.commands import deciding, evaluation, publishing, training, world
 
 
 def hoist_config(args: list[str]) -> list[str]:
@@ -79,7 +79,7 @@ def main(
         }
 
 
-for phase in (training, evaluation, publishing, world):
+for phase in (training, deciding, evaluation, publishing, world):
     phase.register(app)
 
 

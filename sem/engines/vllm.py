@@ -16,35 +16,8 @@ from typing import Any
 
 from sem.engines.base import Delta, SamplingOptions
 from sem.errors import EngineError
+from sem.hardware import BF16_CPU_FLAGS, cpu_flags, resolve_dtype  # noqa: F401  (re-exported)
 from sem.settings import Settings
-
-# x86 instructions that compute in bfloat16; without one, vLLM-CPU converts bf16 weights in software
-BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-
-
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """The CPU's instruction-set flags, as /proc/cpuinfo lists them (empty where it does not)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def resolve_dtype(requested: str, *, on_cpu: bool, flags: set[str] | None = None) -> str:
-    """`auto` on an x86 CPU without bfloat16 instructions means float32: vLLM's own `auto` takes the checkpoint's
-    bfloat16, which such a CPU runs 3.5x slower with the same greedy answers (bench/cpu_dtype.py). An explicit dtype,
-    a GPU, or a CPU that is not x86 (no `flags` line) keeps vLLM's choice."""
-    if requested != "auto" or not on_cpu:
-        return requested
-    flags = cpu_flags() if flags is None else flags
-    if flags and not flags & BF16_CPU_FLAGS:
-        return "float32"
-    return requested
 
 
 def resolve_chunked_prefill(requested: bool | None, *, on_cpu: bool) -> bool | None:

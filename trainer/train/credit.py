@@ -134,41 +134,66 @@ def _decoder(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def step_loss(model: Any, samples: Sequence[Sample], eos_id: int, credit: Credit = "two_action",
-              decision_weight: float = 1.0, pad_id: int = 0) -> Any:  # fmt: skip
-    """The batch's loss, cheaply: the shared prefix run once (with gradients) and shared as a key-value cache, the
-    rows right-padded after it, the output layer applied only at trained positions."""
+def hidden_at(model: Any, rows: Sequence[Sequence[int]], picks: Sequence[tuple[int, int]], pad_id: int = 0) -> Any:
+    """The last layer's states at `picks` ((row, position in the row)), cheaply: the rows' common prefix run once
+    (with gradients, when enabled) and shared as a key-value cache, the rest right-padded after it."""
     import torch
 
     lm = _decoder(model)
     device = next(lm.parameters()).device
-    rows = [s.prompt + s.answer + ([] if s.decision is None else [s.decision]) for s in samples]
-    shared = min(common_prefix(rows), min(len(s.prompt) for s in samples) - 1)  # each row keeps one prompt token
+    shared = min(common_prefix(rows), min(p for _, p in picks))  # every picked position stays in the row's tail
     tails = [r[shared:] for r in rows]
     width = max(len(t) for t in tails)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros((len(rows), shared + width), dtype=torch.long, device=device)
     mask[:, :shared] = 1
-    picks: list[tuple[int, int]] = []  # (row, position in the tail) of every trained prediction, in `_terms` order
-    for i, (s, tail) in enumerate(zip(samples, tails, strict=True)):
+    for i, tail in enumerate(tails):
         ids[i, : len(tail)] = torch.tensor(tail, device=device)
         mask[i, shared : shared + len(tail)] = 1
-        first = len(s.prompt) - shared - 1  # the position that predicts the first answer token
-        trained = len(s.answer) + (s.decision is not None)
-        picks += [(i, first + j) for j in range(trained)]
     positions = torch.arange(shared, shared + width, device=device).expand(len(rows), -1)
     cache = None
     if shared:
-        prefix = torch.tensor([rows[0][:shared]], device=device)
-        cache = lm.model(input_ids=prefix, use_cache=True).past_key_values  # with gradients: they reach the prefix
+        cache = lm.model(
+            input_ids=torch.tensor([list(rows[0][:shared])], device=device), use_cache=True
+        ).past_key_values
         cache.batch_repeat_interleave(len(rows))
     hidden = lm.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                       use_cache=cache is not None).last_hidden_state  # fmt: skip
-    index = torch.tensor(picks, device=device)
-    logits = lm.lm_head(hidden[index[:, 0], index[:, 1]]).float()
-    targets = torch.tensor(_targets(samples), device=device)
+    index = torch.tensor([(i, p - shared) for i, p in picks], device=device)
+    return hidden[index[:, 0], index[:, 1]]
+
+
+def _rows_and_picks(samples: Sequence[Sample]) -> tuple[list[list[int]], list[tuple[int, int]]]:
+    rows, picks = [], []
+    for i, s in enumerate(samples):
+        rows.append(s.prompt + s.answer + ([] if s.decision is None else [s.decision]))
+        first = len(s.prompt) - 1  # the position that predicts the first answer token
+        picks += [(i, first + j) for j in range(len(s.answer) + (s.decision is not None))]
+    return rows, picks
+
+
+def step_loss(model: Any, samples: Sequence[Sample], eos_id: int, credit: Credit = "two_action",
+              decision_weight: float = 1.0, pad_id: int = 0) -> Any:  # fmt: skip
+    """The batch's loss, cheaply (`hidden_at`): the output layer applied only at trained positions."""
+    import torch
+
+    rows, picks = _rows_and_picks(samples)
+    hidden = hidden_at(model, rows, picks, pad_id)
+    logits = _decoder(model).lm_head(hidden).float()
+    targets = torch.tensor(_targets(samples), device=logits.device)
     terms = _terms(torch.log_softmax(logits, -1), targets, samples, eos_id, credit, decision_weight)
     return terms / _trained_count(samples)
+
+
+def search_probabilities(model: Any, rows: Sequence[Sequence[int]], eos_id: int, pad_id: int = 0) -> list[float]:
+    """P(not ending the turn) right after each row (a rendered prompt and its first answer): the decision's
+    P(search), one batched forward without gradients."""
+    import torch
+
+    with torch.no_grad():
+        hidden = hidden_at(model, rows, [(i, len(r) - 1) for i, r in enumerate(rows)], pad_id)
+        logits = _decoder(model).lm_head(hidden).float()
+    return (1 - torch.softmax(logits, -1)[:, eos_id]).tolist()
 
 
 def plain_loss(model: Any, samples: Sequence[Sample], eos_id: int, credit: Credit = "two_action",
@@ -189,10 +214,3 @@ def plain_loss(model: Any, samples: Sequence[Sample], eos_id: int, credit: Credi
     targets = torch.tensor(_targets(samples), device=device)
     logprobs = torch.log_softmax(torch.cat(picked), -1)
     return _terms(logprobs, targets, samples, eos_id, credit, decision_weight) / _trained_count(samples)
-
-
-def search_probability(logits_at_decision: Any, eos_id: int) -> Any:
-    """P(the model does not end its turn) after its first answer: the decision's P(search)."""
-    import torch
-
-    return 1 - torch.softmax(logits_at_decision.float(), -1)[..., eos_id]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sem.hardware import computes_bf16
 from sem.protocol import ANSWER_CLOSE, ANSWER_OPEN, SEARCH_CLOSE, build_messages, final_answer, render_prompt
 from trainer.world.relations import BY_NAME
 from trainer.world.replay import replay_texts
@@ -158,19 +159,6 @@ def probe(model: Any, tokenizer: Any, world: World, per_class: int = 24, seed: i
     model.train()
     tokenizer.padding_side = "right"
     return rates
-
-
-def computes_bf16(device: str) -> bool:
-    """Whether bfloat16 autocast speeds this device up: a GPU that has it, a CPU with bfloat16 instructions
-    (AVX512-BF16, AMX). Elsewhere bf16 matmuls run in software: on a 2-core AVX2 EPYC, 0.9 GFLOP/s against 56 in
-    float32, which made a teaching step with replay take ~3 minutes instead of seconds."""
-    import torch
-
-    from sem.engines.vllm import resolve_dtype
-
-    if device == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return resolve_dtype("auto", on_cpu=True) == "auto"
 
 
 @dataclass(slots=True)

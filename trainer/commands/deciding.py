@@ -1,0 +1,60 @@
+"""`trainer decide`: GRPO for the search decision, with credit for both actions (issue #40; trainer/train/decide.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trainer.runtime import RUNS
+
+WORLD = RUNS / "world"
+
+
+def decide(
+    ctx: typer.Context,
+    labels_file: Annotated[Path, typer.Option("--labels", help="`trainer world label` output.")] = WORLD
+    / "labels"
+    / "labels.jsonl",
+    model: Annotated[str, typer.Option(help="Start model: the world's SFT adapter, or any checkpoint.")] = str(
+        WORLD / "sft" / "final"
+    ),
+    out: Annotated[Path, typer.Option(help="Checkpoints, log.jsonl, history.json, curve.md/png, final/.")] = WORLD
+    / "decide",
+    resume: Annotated[bool, typer.Option(help="Go on from the last checkpoint in --out.")] = True,
+    config_help: Annotated[bool, typer.Option(help="List the run's options (DecideConfig) and exit.")] = False,
+) -> None:
+    """Train the decision after the first answer by GRPO on the labels' train split: rollouts through the service's
+    loop, a searching branch for every answer that stopped, the exact gradient of the expected reward over the
+    decision (`--credit two_action`; `plain` is GRPO's own, `brier` scores calibration). Every other option is a
+    field of DecideConfig (`--steps 300 --questions 16 --generations 4 --reward sem --full`; `--config-help`)."""
+    from trainer.evals.curve import curve_point, write_curve
+    from trainer.runtime import retriever
+    from trainer.train.config import parse_config
+    from trainer.train.credit import CREDITS
+    from trainer.train.decide import DecideConfig
+    from trainer.train.decide_run import run_decide
+
+    try:
+        fields = parse_config(DecideConfig, ctx.args, {}, command="decide", print_help=config_help)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if fields is None:
+        return
+    config = DecideConfig(**fields)
+    if config.credit not in CREDITS:
+        raise typer.BadParameter(f"--credit {config.credit!r}: choose one of {', '.join(CREDITS)}")
+    if config.engine not in ("vllm", "hf"):
+        raise typer.BadParameter(f"--engine {config.engine!r}: choose vllm or hf")
+    if not labels_file.is_file():
+        raise typer.BadParameter(
+            f"{labels_file} does not exist: run `trainer world label` first", param_hint="--labels"
+        )
+    final = run_decide(model, labels_file, out, config, searcher=retriever, judge=curve_point, resume=resume)
+    write_curve(out)
+    typer.echo(f"-> {final} ({out}/curve.md, curve.png)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(decide)

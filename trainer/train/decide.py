@@ -1,0 +1,271 @@
+"""`trainer decide`: GRPO for the search decision on labelled questions (the world's, issue #40), cheap enough for
+two CPU cores, resumable, with a learning curve on a fixed dev subset.
+
+A step: `questions` training questions x `generations` answers through `sem.loop` (the service's loop, `auto`, one
+search of one passage at most), on vLLM (the policy's weights pushed after every step) or HF; for every answer that
+stopped, a branch that searches from its own first answer (the loop's client-search replay, on the passage the
+search returns), so both actions of every first answer are scored; then one optimizer step on the first turn and the
+decision (`trainer.train.credit`). Every `eval_every` steps the policy answers the dev subset greedily, as served:
+P(search) after its own first answer, AUROC against that answer being wrong, over- and under-search, accuracy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sem import protocol
+from sem.loop import ClientSearch, LoopOptions, SearchLoop, SearchPolicy, Trace
+from trainer.evals.labels import Label, is_right
+from trainer.train.credit import Sample, advantages, search_probabilities, step_loss
+from trainer.train.rewards import get_reward
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DecideConfig:
+    steps: int = 300
+    questions: int = 16  # prompts a step
+    generations: int = 4  # answers a prompt: a step trains on questions x generations rollouts
+    temperature: float = 1.0
+    max_tokens: int = 48  # across turns: a world answer is a name or a year
+    top_k: int = 1  # one passage a search: the world's passage holds the fact
+    reward: str = "sem"
+    tau: float = 0.8
+    credit: str = "two_action"
+    decision_weight: float = 1.0
+    learning_rate: float = 5e-5
+    full: bool = False  # train every weight (a LoRA policy is merged first) instead of the adapter
+    lora_r: int = 16  # a new adapter's rank, when the start model is not one
+    eval_every: int = 20
+    dev_questions: int = 120
+    patience: int = 100  # stop when the dev AUROC has not improved for this many steps
+    save_every: int = 20
+    engine: str = "vllm"
+    seed: int = 0
+    bf16: bool = True  # autocast where the hardware computes in bf16; weights and Adam stay float32
+
+
+@dataclass
+class StepStats:
+    step: int
+    reward: float
+    searched: float
+    first_right: float
+    r_stop: float
+    r_search: float
+    loss: float
+    rollout_s: float
+    branch_s: float
+    loss_s: float
+    push_s: float
+    step_s: float
+    rollouts: int
+    branches: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def first_turn(trace: Trace, close_ids: Sequence[int], eos_id: int) -> tuple[list[int], int | None]:
+    """The first generated run's tokens through its first `</answer>`, and the decision token after it: the next
+    generated token when the rollout searched, else end of turn (the loop stopped at an answer that stands). Without
+    a closed answer: the whole first run and no decision."""
+    ids, mask = trace.completion_ids, trace.loss_mask
+    run = next((i for i, keep in enumerate(mask) if not keep), len(ids))  # the first generated run ends here
+    k = len(close_ids)
+    close = next((i + k for i in range(run - k + 1) if ids[i : i + k] == list(close_ids)), None)
+    if close is None:
+        return list(ids[:run]), None
+    if trace.search_count and close < run:
+        return list(ids[:close]), ids[close]
+    return list(ids[:close]), None if trace.search_count else eos_id
+
+
+class Decider:
+    """The policy, its rollout engine and what a step needs; `step()` runs one, `evaluate()` the dev curve."""
+
+    def __init__(self, model: Any, tokenizer: Any, retriever: Any, config: DecideConfig,
+                 engine: Any = None) -> None:  # fmt: skip
+        import torch
+
+        from sem.engines.hf import HFEngine
+
+        self.model, self.tokenizer, self.retriever, self.config = model, tokenizer, retriever, config
+        self.vllm = engine  # a trainer.train.vllm_rollout.RolloutEngine, or None: HF on the policy
+        self.loop = SearchLoop(engine.engine if engine else HFEngine(model, tokenizer, "policy"), retriever)
+        self.eos = tokenizer.eos_token_id
+        self.close_ids = tokenizer.encode(protocol.ANSWER_CLOSE, add_special_tokens=False)
+        self.reward = get_reward(config.reward, **({"tau": config.tau} if config.reward in ("sem", "ikea") else {}))
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
+        device = next(model.parameters()).device.type
+        from sem.hardware import computes_bf16
+
+        self.autocast = config.bf16 and computes_bf16(device)
+        self.device = device
+        self.pushed = engine is None  # HF samples the policy itself
+        self._hf_loop = asyncio.new_event_loop()
+
+    # ---- rollouts ----------------------------------------------------------------------------------------------
+    def _run(self, coros: list[Any]) -> list[Any]:
+        async def gather() -> list[Any]:
+            return list(await asyncio.gather(*coros))
+
+        if self.vllm is not None:
+            return self.vllm.run(gather())
+        self.model.eval()
+        try:  # one event loop for the run: the HF engine's lock and the search cache bind to the first
+            return self._hf_loop.run_until_complete(gather())
+        finally:
+            self.model.train()
+
+    def options(self, temperature: float) -> LoopOptions:
+        return LoopOptions(policy=SearchPolicy.auto, max_searches=1, top_k=self.config.top_k, temperature=temperature,
+                           max_tokens=self.config.max_tokens, logprobs=False, force_answer=False,
+                           passage_chars=300)  # fmt: skip
+
+    def _score(self, lab: Label, answers: list[str], searches: int) -> float:
+        ex = lab.example
+        row = {"answers": [list(ex.answers)], "trace_answers": [answers], "search_count": [searches],
+               "follows_template": [bool(answers)], "source": [ex.source],
+               "choices": [list(ex.choices or [])]}  # fmt: skip
+        return self.reward(["x"], **row)[0]
+
+    async def _branch(self, lab: Label, first: str, options: LoopOptions) -> Trace:
+        """Search from this first answer: the question as the query, its top passage read, the answer after it."""
+        question = lab.example.prompt_text()
+        (found,) = await self.retriever.retrieve([question], self.config.top_k)
+        result = "\n".join(f"{p.title}: {p.text}" for p in found.passages)
+        done = ClientSearch(query=question, result=result, answer=first)
+        return await self.loop.run(question, options, client_searches=[done])
+
+    def rollouts(self, batch: Sequence[Label]) -> tuple[list[Sample], dict[str, float]]:
+        g, options = self.config.generations, self.options(self.config.temperature)
+        started = time.perf_counter()
+        traces = self._run([self.loop.run(lab.example.prompt_text(), options) for lab in batch for _ in range(g)])
+        rollout_s = time.perf_counter() - started
+        labs = [lab for lab in batch for _ in range(g)]
+        stopped = [i for i, t in enumerate(traces) if not t.search_count and t.answers]
+        started = time.perf_counter()
+        branches = self._run([self._branch(labs[i], traces[i].answers[0], options) for i in stopped])
+        branch_s = time.perf_counter() - started
+        branch_of = dict(zip(stopped, branches, strict=True))
+        samples = []
+        for i, (lab, trace) in enumerate(zip(labs, traces, strict=True)):
+            answer, decision = first_turn(trace, self.close_ids, self.eos)
+            reward = self._score(lab, trace.answers, trace.search_count)
+            first = trace.answers[:1]
+            r_stop = self._score(lab, first, 0)
+            if trace.search_count:
+                r_search = reward
+            elif i in branch_of:
+                r_search = self._score(lab, first + branch_of[i].answers[-1:], 1)
+            else:
+                r_search = 0.0
+            samples.append(Sample(list(trace.prompt_ids), answer, decision, reward, r_stop, r_search,
+                                  group=i // g, searched=bool(trace.search_count)))  # fmt: skip
+        return samples, {"rollout_s": rollout_s, "branch_s": branch_s, "branches": len(stopped)}
+
+    # ---- the step ----------------------------------------------------------------------------------------------
+    def push(self) -> float:
+        if self.vllm is None:
+            return 0.0
+        return self.vllm.push_weights(self.model)
+
+    def step(self, step: int, batch: Sequence[Label]) -> StepStats:
+        import torch
+
+        began = time.perf_counter()
+        push_s = 0.0 if self.pushed else self.push()
+        self.pushed = True
+        samples, timing = self.rollouts(batch)
+        advantages(samples, self.config.credit)  # type: ignore[arg-type]
+        started = time.perf_counter()
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.autocast):
+            loss = step_loss(self.model, samples, self.eos, self.config.credit,  # type: ignore[arg-type]
+                             self.config.decision_weight, self.tokenizer.pad_token_id or 0)  # fmt: skip
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_s = time.perf_counter() - started
+        self.pushed = False  # the engine's weights are one step behind until the next push
+        n = len(samples)
+        return StepStats(
+            step=step, reward=sum(s.reward for s in samples) / n, searched=sum(s.searched for s in samples) / n,
+            first_right=sum(s.r_stop > 0 for s in samples) / n, r_stop=sum(s.r_stop for s in samples) / n,
+            r_search=sum(s.r_search for s in samples) / n, loss=loss.item(), rollout_s=timing["rollout_s"],
+            branch_s=timing["branch_s"], loss_s=loss_s, push_s=push_s, step_s=time.perf_counter() - began,
+            rollouts=n, branches=int(timing["branches"]),
+        )  # fmt: skip
+
+    # ---- the dev curve -----------------------------------------------------------------------------------------
+    def answer_dev(self, labels: Sequence[Label]) -> list[DevAnswer]:
+        """Greedy answers as served (`auto`), each with P(search) read after the model's own first answer (teacher
+        forced on that answer; None where it wrote no closed answer) and whether that first answer was wrong."""
+        if not self.pushed:
+            self.push()
+            self.pushed = True
+        traces = self._run([self.loop.run(lab.example.prompt_text(), self.options(0.0)) for lab in labels])
+        rows, kept = [], []
+        for i, trace in enumerate(traces):
+            answer, _ = first_turn(trace, self.close_ids, self.eos)
+            if answer and answer[-len(self.close_ids) :] == self.close_ids:
+                rows.append(list(trace.prompt_ids) + answer)
+                kept.append(i)
+        self.model.eval()
+        probabilities = (
+            search_probabilities(self.model, rows, self.eos, self.tokenizer.pad_token_id or 0) if rows else []
+        )
+        self.model.train()
+        p = dict(zip(kept, probabilities, strict=True))
+        return [DevAnswer(lab.example.id, p.get(i), not (t.answers and is_right(t.answers[0], lab.example)),
+                          bool(t.search_count), is_right(t.answer, lab.example), t.answer)
+                for i, (t, lab) in enumerate(zip(traces, labels, strict=True))]  # fmt: skip
+
+
+@dataclass(slots=True)
+class DevAnswer:
+    id: str
+    p_search: float | None
+    first_wrong: bool
+    searched: bool
+    right: bool
+    answer: str
+
+
+def batches(labels: Sequence[Label], config: DecideConfig, step: int) -> list[Label]:
+    """The step's questions: a fresh shuffle of the training questions each pass, seeded, so a resumed run draws
+    what the uninterrupted one would."""
+    per_pass = max(1, len(labels) // config.questions)
+    order = list(labels)
+    random.Random(f"{config.seed}:{step // per_pass}").shuffle(order)
+    start = (step % per_pass) * config.questions
+    return order[start : start + config.questions]
+
+
+def save_state(decider: Decider, out: Path, step: int, history: list[dict[str, Any]]) -> Path:
+    import torch
+
+    folder = out / f"checkpoint-{step}"
+    decider.model.save_pretrained(folder)
+    decider.tokenizer.save_pretrained(folder)
+    torch.save({"step": step, "optimizer": decider.optimizer.state_dict()}, folder / "state.pt")
+    (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+    return folder
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    found = [p for p in out.glob("checkpoint-*") if (p / "state.pt").is_file()]
+    return max(found, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def summary_row(stats: StepStats, curve: dict[str, Any] | None) -> dict[str, Any]:
+    return {**asdict(stats), **({f"dev_{k}": v for k, v in curve.items()} if curve else {})}
