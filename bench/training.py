@@ -18,11 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
+from transformers import AutoTokenizer, TrainerCallback
 
 from sem.settings import Settings
 from trainer.data import read_jsonl
@@ -122,6 +123,47 @@ def run_engine(engine: str, model: str, data: Path, work: Path, opts: argparse.N
     }
 
 
+def run_decide_engine(model: str, labels: Path, work: Path, opts: argparse.Namespace) -> dict[str, Any]:
+    """The cheap step of `trainer decide` (issue #40) on the same questions and sizes: rollouts and branches through
+    the loop on vLLM, the first turn's loss with the shared prefix, one optimizer step."""
+    from trainer.evals.labels import read_labels
+    from trainer.train.decide import DecideConfig, Decider, batches
+    from trainer.train.decide_run import corpus_without, engine_model, load_policy
+    from trainer.train.vllm_rollout import RolloutEngine
+
+    config = DecideConfig(questions=opts.prompts, generations=opts.generations, max_tokens=opts.max_tokens)
+    all_labels = read_labels(labels)
+    train = [lab for lab in all_labels if lab.split == "train"]
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    policy = load_policy(model, config, None)
+    started = time.perf_counter()
+    engine = RolloutEngine(engine_model(model), dtype="float32", max_num_seqs=max(64, opts.prompts * opts.generations))
+    engine_start = time.perf_counter() - started
+    search = _retriever(corpus_without(labels, all_labels, "test", work / "corpus.jsonl"))
+    steps = []
+    try:
+        decider = Decider(policy, tokenizer, search, config, engine)
+        for step in range(opts.steps):
+            steps.append(asdict(decider.step(step + 1, batches(train, config, step))))
+    finally:
+        engine.close()
+    measured = steps[1:] or steps
+
+    def mean(key: str) -> float:
+        return statistics.fmean(s[key] for s in measured)
+
+    step_s = mean("step_s")
+    return {
+        "engine": "decide (cheap, vllm)", "steps": len(measured), "step_s": round(step_s, 1),
+        "rollout_s": round(mean("rollout_s") + mean("branch_s"), 1), "sync_s": round(mean("push_s"), 2),
+        "logps_nograd_s": 0.0, "loss_forward_s": round(mean("forward_s"), 1),
+        "backward_rest_s": round(step_s - mean("rollout_s") - mean("branch_s") - mean("push_s") - mean("forward_s"), 1),
+        "rollout_tok_s": "-", "sync_share": round(mean("push_s") / step_s, 3), "logp_diff": "n/a (on-policy ratio)",
+        "engine_start_s": round(engine_start, 1), "searches_per_answer": round(mean("searched"), 2),
+        "wall_s": round(time.perf_counter() - started, 1), "per_step": steps,
+    }  # fmt: skip
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     return markdown_table(rows, [k for k in rows[0] if k != "per_step"], cell=str)
 
@@ -139,6 +181,18 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.legend(fontsize=7, loc="lower right")
 
 
+def write_labelled_data(labels: Path, out: Path) -> None:
+    """train.jsonl (the labels' train split, each question's kind from its label) and the labels' corpus."""
+    import shutil
+
+    from trainer.evals.labels import as_example, read_labels
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [asdict(as_example(lab)) for lab in read_labels(labels, "train")]
+    (out / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    shutil.copyfile(labels.with_name("corpus.jsonl"), out / "corpus.jsonl")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4)
@@ -149,25 +203,34 @@ def main() -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one engine, print its row as JSON
     parser.add_argument("--engines", default="hf,vllm")
     parser.add_argument("--model", default=None, help="Start model (default: the served default).")
+    parser.add_argument("--labels", type=Path, default=None,
+                        help="Train on these labels' train split (the world's: runs/world/labels/labels.jsonl) "
+                        "instead of the shipped sample's mix; the `decide` engine needs them.")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "training.json")
     opts = parser.parse_args()
     model = opts.model or Settings().model_path
     if opts.one:  # a child: one engine, its row on the last line of stdout
-        work = Path(opts.one.split(",", 1)[1])
-        print(json.dumps(run_engine(opts.one.split(",", 1)[0], model, work / "data", work, opts)))
+        engine, work = opts.one.split(",", 1)[0], Path(opts.one.split(",", 1)[1])
+        if engine == "decide":
+            print(json.dumps(run_decide_engine(model, opts.labels, work, opts)))
+        else:
+            print(json.dumps(run_engine(engine, model, work / "data", work, opts)))
         return
     with tempfile.TemporaryDirectory(prefix="sem-bench-trainer-") as tmp:
         work = Path(tmp)
         trainer_cli = Path(sys.executable).with_name("trainer")
-        subprocess.run([str(trainer_cli), "data", "--out", str(work / "data"), "--per-class", "8"], check=True)
+        if opts.labels:  # the labels' train questions and their corpus, as `trainer data` would write them
+            write_labelled_data(opts.labels, work / "data")
+        else:
+            subprocess.run([str(trainer_cli), "data", "--out", str(work / "data"), "--per-class", "8"], check=True)
         rows = []
         for engine in opts.engines.split(","):  # one process each: neither inherits the other's memory
             child = [sys.executable, __file__, *sys.argv[1:], "--model", model, "--one", f"{engine},{work}"]
             out = subprocess.run(child, check=True, stdout=subprocess.PIPE, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
     print(markdown(rows))
-    if len(rows) == 2:
-        print(f"\nvLLM step speed-up over HF: {rows[0]['step_s'] / rows[1]['step_s']:.2f}x")
+    for row in rows[1:]:
+        print(f"\n{row['engine']}: {rows[0]['step_s'] / row['step_s']:.2f}x the step speed of {rows[0]['engine']}")
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     opts.out.write_text(json.dumps({"model": model, "settings": vars(opts) | {"out": str(opts.out)}, "rows": rows},
                                    indent=2))  # fmt: skip

@@ -85,3 +85,29 @@ def test_sft_grpo_and_eval_gate_run_on_the_world(tiny: Path) -> None:
     assert (report_dir / "report.png").stat().st_size > 10_000 and "| grpo | auto |" in (
         report_dir / "report.md"
     ).read_text()
+
+
+def test_the_decision_trains_on_the_world_through_two_cheap_steps(tiny: Path) -> None:
+    from safetensors.torch import load_file
+
+    labels = tiny / "labels" / "labels.jsonl"
+    if not (tiny / "sft" / "final").is_dir():  # this test alone: its own one-step SFT start
+        invoke("sft", "--labels", str(labels), "--model", str(tiny / "teach" / "final"), "--out", str(tiny / "sft"),
+               "--max-steps", "1", "--batch-size", "2", "--decision-weight", "10")  # fmt: skip
+    out = tiny / "decide"
+    invoke("decide", "--labels", str(labels), "--model", str(tiny / "sft" / "final"), "--out", str(out),
+           "--steps", "2", "--questions", "2", "--generations", "2", "--eval-every", "2", "--dev-questions", "4",
+           "--engine", "hf", "--learning-rate", "1e-3")  # fmt: skip
+    history = json.loads((out / "history.json").read_text())
+    assert [r["step"] for r in history] == [0, 1, 2]
+    assert history[0]["dev_questions"] == history[2]["dev_questions"] == min(4, sum(
+        lab.split == "dev" for lab in read_labels(labels)))  # fmt: skip
+    assert all(r["rollouts"] == 4 for r in history[1:])  # 2 questions x 2 answers a step
+    # the adapter moved from the SFT start: the decision (or the answers) got a gradient
+    start, end = (load_file(p / "adapter_model.safetensors") for p in (tiny / "sft" / "final", out / "final"))
+    assert start.keys() == end.keys() and any(not (start[k] == end[k]).all() for k in start)
+    # training never read a test entity's passage
+    test_entities = {lab.example.id.split(":", 2)[2] for lab in read_labels(labels) if lab.split == "test"}
+    searched = {json.loads(line)["id"] for line in (out / "corpus.jsonl").open()}
+    assert test_entities and not searched & {f"world:{e}" for e in test_entities}
+    assert (out / "curve.png").stat().st_size > 10_000 and "| 2 |" in (out / "curve.md").read_text()

@@ -28,10 +28,13 @@ REWARDS = ("sem", "ikea", "otc", "em")
 
 
 def fit_to_device(config: Any) -> None:
-    """bf16 where the GPU has it (unless set), the CPU where there is no GPU."""
+    """bf16 (mixed precision: float32 weights) where the hardware computes in it, unless set (sem.hardware: a GPU
+    with bf16, an x86 CPU with AVX512-BF16 or AMX); the CPU where there is no GPU."""
+    from sem.hardware import computes_bf16
+
     cuda = torch.cuda.is_available()
     if config.bf16 is None:
-        config.bf16 = cuda and torch.cuda.is_bf16_supported()
+        config.bf16 = computes_bf16("cuda" if cuda else "cpu")
     config.use_cpu = config.use_cpu or not cuda
 
 
@@ -74,7 +77,7 @@ class SEMGRPOConfig(GRPOConfig):
     save_steps: float = 25
     save_total_limit: int | None = 2
     gradient_checkpointing: bool = False  # a 135M model fits, and checkpointing costs 20% a step
-    bf16: bool | None = None  # on where the GPU has it, off on CPUs
+    bf16: bool | None = None  # on where the hardware computes in bf16 (sem.hardware), else off
 
     def __post_init__(self) -> None:
         fit_to_device(self)
@@ -146,7 +149,7 @@ class SEMSFTConfig(SFTConfig):
     seed: int = 0
     gradient_checkpointing: bool = False  # TRL turns it on; a 135M model fits, and it costs 20% a step
     max_length: int | None = 1024
-    bf16: bool | None = None  # on where the GPU has it, off on CPUs
+    bf16: bool | None = None  # on where the hardware computes in bf16 (sem.hardware), else off
 
     def __post_init__(self) -> None:
         fit_to_device(self)

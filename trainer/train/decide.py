@@ -65,11 +65,13 @@ class StepStats:
     loss: float
     rollout_s: float
     branch_s: float
-    loss_s: float
+    forward_s: float  # the loss's forward (shared prefix, trained positions)
+    backward_s: float  # backward, clipping, the optimizer
     push_s: float
     step_s: float
     rollouts: int
     branches: int
+    tokens: int  # trained tokens
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -191,19 +193,21 @@ class Decider:
         with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.autocast):
             loss = step_loss(self.model, samples, self.eos, self.config.credit,  # type: ignore[arg-type]
                              self.config.decision_weight, self.tokenizer.pad_token_id or 0)  # fmt: skip
+        forward_s = time.perf_counter() - started
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        loss_s = time.perf_counter() - started
+        backward_s = time.perf_counter() - started - forward_s
         self.pushed = False  # the engine's weights are one step behind until the next push
         n = len(samples)
         return StepStats(
             step=step, reward=sum(s.reward for s in samples) / n, searched=sum(s.searched for s in samples) / n,
             first_right=sum(s.r_stop > 0 for s in samples) / n, r_stop=sum(s.r_stop for s in samples) / n,
             r_search=sum(s.r_search for s in samples) / n, loss=loss.item(), rollout_s=timing["rollout_s"],
-            branch_s=timing["branch_s"], loss_s=loss_s, push_s=push_s, step_s=time.perf_counter() - began,
-            rollouts=n, branches=int(timing["branches"]),
+            branch_s=timing["branch_s"], forward_s=forward_s, backward_s=backward_s, push_s=push_s,
+            step_s=time.perf_counter() - began, rollouts=n, branches=int(timing["branches"]),
+            tokens=sum(len(x.answer) + (x.decision is not None) for x in samples),
         )  # fmt: skip
 
     # ---- the dev curve -----------------------------------------------------------------------------------------

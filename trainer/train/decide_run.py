@@ -117,8 +117,8 @@ def run_decide(model_path: str, labels_file: Path, out: Path, config: DecideConf
             with (out / "log.jsonl").open("a") as f:
                 f.write(json.dumps(history[-1]) + "\n")
             log.info("decide: step %d reward %.3f searched %.2f loss %.4f (%.1f s: rollouts %.1f, branches %.1f, "
-                     "loss %.1f, push %.1f)%s", step, stats.reward, stats.searched, stats.loss, stats.step_s,
-                     stats.rollout_s, stats.branch_s, stats.loss_s, stats.push_s,
+                     "forward %.1f, backward %.1f, push %.1f)%s", step, stats.reward, stats.searched, stats.loss,
+                     stats.step_s, stats.rollout_s, stats.branch_s, stats.forward_s, stats.backward_s, stats.push_s,
                      f" dev {_brief(curve)}" if curve else "")  # fmt: skip
             if curve and (curve["auroc"] or 0.0) > best:
                 best, best_step = curve["auroc"] or 0.0, step
