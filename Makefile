@@ -13,7 +13,7 @@ CONSTRAINTS ?= constraints/cpu.txt
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: install assets serve test test-fast lint redis browser bench clean tuned-model promote-model eval-model eval-gate \
+.PHONY: install assets serve test test-fast lint redis browser bench clean tuned-model promote-model eval-model eval-gate world-decide \
 	world publish-run
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml $(CONSTRAINTS)
@@ -147,6 +147,19 @@ world: assets
 		--policies never,always,auto,confidence --out $(WORLD_EVAL)/sft --title "SFT on its own attempts, world $(WORLD_SPLIT)"
 	$(BIN)/trainer world report --world $(WORLD)/world --labels $(WORLD_LABELS) --run taught=$(WORLD_EVAL)/taught \
 		--run sft=$(WORLD_EVAL)/sft --trained sft:auto --out $(WORLD_EVAL)
+
+# The decision trained by GRPO (issue #40) from the world's SFT model (`make world` first): rollouts through the
+# loop, a searching branch for every answer that stopped, the exact gradient of the expected reward over the decision
+# (two-action credit), a dev curve every 20 steps; resumable. Then the best dev checkpoint's `confidence` calibrated
+# and every gate on world dev, under runs/ (results change only by publish-run).
+WORLD_DECIDE ?= $(WORLD)/decide
+WORLD_DECIDE_ARGS ?= --steps 300 --credit two_action
+world-decide: assets
+	$(BIN)/trainer decide --labels $(WORLD_LABELS) --model $(WORLD)/sft/final --out $(WORLD_DECIDE) $(WORLD_DECIDE_ARGS)
+	$(BIN)/trainer calibrate --labels $(WORLD_LABELS) --model $(WORLD_DECIDE)/best \
+		--max-searches-per-question $(WORLD_SEARCH_BUDGET)
+	$(BIN)/trainer eval-gate --split $(WORLD_SPLIT) --labels $(WORLD_LABELS) --model $(WORLD_DECIDE)/best \
+		--policies never,always,auto,confidence --out $(WORLD_EVAL)/decide --title "SFT + decide, world $(WORLD_SPLIT)"
 
 # Committed results change only here: a judged run (eval-gate, world report, eval/compare) copied from runs/ into
 # results/ with the committed rule that judged it (rule.md and published.json beside it; corpora left out). Files
