@@ -186,3 +186,30 @@ def test_targets_judge_the_trained_gate_even_when_it_is_a_confidence_gate() -> N
     assert checks["sft confidence: searches/question - (not-known share + 0.05)"]["measured"] == round(
         0.6 - 0.58 - 0.05, 3
     )
+
+
+def test_the_report_shows_each_class_apart_and_a_decision_that_follows_the_form() -> None:
+    from trainer.evals.runs import Outcome
+    from trainer.world.report import by_class, by_form
+
+    world = build_world(3, SMALL, changed=0.5)
+
+    def outcome(q, searched: bool, score: float) -> Outcome:
+        known = world.teaching_class(q.id) == "taught"
+        return Outcome(q.id, "world", "known" if known else "helped", "auto", "a", "a", known or searched, 1.0,
+                       int(searched), 3, 1, 0.1, extra={"search_probability": score})  # fmt: skip
+
+    # a gate that searches every year and no name, whatever the model knows: a decision by form
+    by_answer = [outcome(q, q.answers[0].isdigit(), float(q.answers[0].isdigit())) for q in world.questions]
+    form = by_form(world, by_answer, "auto")
+    assert form["auroc_year"] == 1.0 and form["auroc_not_known_year"] == 0.5 == form["auroc_not_known_name"]
+    classes = by_class(world, by_answer, "auto")
+    assert set(classes) == {"taught", "changed", "withheld", "unknown"}
+    changed = [q for q in world.questions if q.changed]
+    assert classes["changed"]["questions"] == len(changed)
+    assert classes["changed"]["under_search"]["value"] == 1.0  # a head office or a country is a name: never searched
+    # a gate that searches what the model does not know is blind to the form
+    by_knowledge = [outcome(q, world.teaching_class(q.id) != "taught", float(world.teaching_class(q.id) != "taught"))
+                    for q in world.questions]  # fmt: skip
+    assert by_form(world, by_knowledge, "auto")["auroc_not_known_name"] == 1.0
+    assert by_class(world, by_knowledge, "auto")["changed"]["under_search"]["value"] == 0.0

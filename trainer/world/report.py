@@ -81,6 +81,36 @@ def withheld_under_search(world: World, outcomes: Sequence[Any], policy: str) ->
     return rate(flags)
 
 
+def by_class(world: World, outcomes: Sequence[Any], policy: str) -> dict[str, Any]:
+    """One gate on each teaching class apart (taught, changed, withheld, unknown): accuracy, searches, and under-search
+    among the answers the model does not know. Changed facts are where `confidence` misses by construction."""
+    out: dict[str, Any] = {}
+    for klass in ("taught", "changed", "withheld", "unknown"):
+        mine = [o for o in outcomes if o.policy == policy and world.teaching_class(o.id) == klass]
+        if mine:
+            out[klass] = {"questions": len(mine), "accuracy": rate([o.right for o in mine])["value"],
+                          "searches": rate([o.searches > 0 for o in mine])["value"],
+                          "under_search": rate([o.searches == 0 for o in mine if o.klass != KNOWN])}  # fmt: skip
+    return out
+
+
+def _is_year(world: World, question_id: str) -> bool:
+    return world.question(question_id).answers[0].strip().isdigit()
+
+
+def by_form(world: World, outcomes: Sequence[Any], policy: str) -> dict[str, Any]:
+    """Does the gate's score follow the answer's form instead of what the model knows? AUROC of the score for "the
+    answer is a year" (0.5 for a gate blind to the form), beside the AUROC against "not known" within each form."""
+    mine = [o for o in outcomes if o.policy == policy]
+    scores = [float(o.searches > 0) if gate_score(o) is None else gate_score(o) for o in mine]
+    years = [_is_year(world, o.id) for o in mine]
+    out: dict[str, Any] = {"auroc_year": auroc(scores, years)}
+    for form, flag in (("year", True), ("name", False)):
+        pairs = [(s, o.klass != KNOWN) for s, o, y in zip(scores, mine, years, strict=True) if y is flag]
+        out[f"auroc_not_known_{form}"] = auroc([s for s, _ in pairs], [k for _, k in pairs])
+    return out
+
+
 def targets(closed: dict[str, Any], known_share: float, gates: dict[str, dict[str, Any]], withheld: dict[str, Any],
             gate: str) -> list[dict[str, Any]]:  # fmt: skip
     """The issue's targets against what was measured. `gates` holds summary rows: "trained" (the gate the targets
@@ -117,7 +147,7 @@ def assemble(world: World, runs: dict[str, GateRun], labels: Sequence[Label], tr
     split = next(iter(runs.values())).split
     mine = [lab for lab in labels if lab.split == split]
     known_share = round(sum(lab.klass == "known" for lab in mine) / len(mine), 3)
-    rows, relations, withheld, answers = [], {}, {}, {}
+    rows, relations, withheld, answers, classes, forms = [], {}, {}, {}, {}, {}
     trained_run, _, trained_policy = trained.partition(":")
     for name, run in runs.items():
         for row in gate_rows(name, run):
@@ -126,8 +156,10 @@ def assemble(world: World, runs: dict[str, GateRun], labels: Sequence[Label], tr
         for o in run.outcomes:
             answers.setdefault((name, o.policy), {})[o.id] = o
         for policy in run.policies():
+            classes[f"{name} {policy}"] = by_class(world, run.outcomes, policy)
             if policy not in ("never", "always", "oracle"):  # a gate with a decision of its own
                 relations[f"{name} {policy}"] = by_relation(world, run.outcomes, policy)
+                forms[f"{name} {policy}"] = by_form(world, run.outcomes, policy)
         if name == trained_run:
             withheld = withheld_under_search(world, run.outcomes, trained_policy)
     closed = closed_book(world, labels, split)
@@ -149,7 +181,8 @@ def assemble(world: World, runs: dict[str, GateRun], labels: Sequence[Label], tr
                   "searches_per_question": paired(lambda o: float(o.searches))}  # fmt: skip
     return {"split": split, "known_share": known_share, "closed_book": closed,
             "taught_vs_known": agreement(world, labels), "gates": rows, "auroc_by_relation": relations,
-            "withheld_under_search": withheld, "versus_confidence": versus, "targets": checks}  # fmt: skip
+            "withheld_under_search": withheld, "versus_confidence": versus, "targets": checks,
+            "by_class": classes, "by_form": forms}  # fmt: skip
 
 
 def markdown(result: dict[str, Any], title: str) -> str:
@@ -163,6 +196,14 @@ def markdown(result: dict[str, Any], title: str) -> str:
         markdown_table([{"class": k, **v} for k, v in closed.items()], title="Closed-book, held-out phrasing"),
         markdown_table(relation_rows, ["gate", "relation", "questions", "not_known", "auroc", "auroc_ci"],
                        title="AUROC within each relation"),
+        markdown_table([{"gate": g, "class": k, "questions": v["questions"], "accuracy": v["accuracy"],
+                         "searches": v["searches"], "under_search_not_known": v["under_search"]["value"],
+                         "under_search_ci": v["under_search"]["ci"], "not_known": v["under_search"]["n"]}
+                        for g, per in result.get("by_class", {}).items() for k, v in per.items()],
+                       title="Every gate on each teaching class (changed: taught an old value)"),
+        markdown_table([{"gate": g, **v} for g, v in result.get("by_form", {}).items()],
+                       title="Form or knowledge: AUROC of the gate's score for 'the answer is a year' (0.5: blind to "
+                       "the form), and against 'not known' within each form"),
         markdown_table(result["targets"], title="Targets (issue #28)"),
         *([markdown_table([{"gates": f"{versus['a']} - {versus['b']}", "measure": m, **versus[m]}
                            for m in ("accuracy", "searches_per_question")],
