@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from trainer.evals.ledger import MERGED_PREFIX  # servable's temporary folder, which the ledger refuses as a name
+
 RUNS = Path("runs")
 LABELS = RUNS / "labels" / "labels.jsonl"
 # How a model labels its own questions (trainer.evals.labels.label), for both commands that ask it to (`trainer label`,
@@ -56,7 +58,7 @@ def servable(model: str | None) -> Iterator[str | None]:
         return
     from trainer.train.lora import merge_adapter
 
-    with tempfile.TemporaryDirectory(prefix="sem-merged-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=MERGED_PREFIX) as tmp:
         yield str(merge_adapter(Path(model), Path(tmp)))
 
 

@@ -117,19 +117,104 @@ def test_the_test_split_needs_final_and_a_committed_unchanged_rule(tmp_path: Pat
         committed_rule(rule)
 
 
-def test_a_final_run_is_appended_to_the_ledger(tmp_path: Path) -> None:
-    git(tmp_path, "init", "-q")
-    (tmp_path / "rule.md").write_text("rule\n")
-    git(tmp_path, "add", "rule.md")
-    git(tmp_path, "commit", "-qm", "rule")
-    ledger = tmp_path / "ledger.jsonl"
-    rows = [{"policy": "auto", "questions": 84, "accuracy": 0.1, "searches_per_question": 0.5}]
+def committed_repo(repo: Path) -> Path:
+    """A checkout with a committed rule, a tracked file and runs/ ignored, as the project's is; returns the rule."""
+    git(repo, "init", "-q")
+    (repo / "rule.md").write_text("rule\n")
+    (repo / "code.py").write_text("x = 1\n")
+    (repo / ".gitignore").write_text("runs/\n")
+    git(repo, "add", "rule.md", "code.py", ".gitignore")
+    git(repo, "commit", "-qm", "rule")
+    return repo / "rule.md"
+
+
+def head(repo: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+
+
+def test_a_final_run_is_appended_to_the_ledger_with_each_rates_count(tmp_path: Path) -> None:
+    rule = committed_repo(tmp_path)
+    ledger = tmp_path / "ledger.jsonl"  # untracked, as a first entry's ledger is
+    rows = [{"policy": "auto", "questions": 84, "accuracy": 0.1, "searches_per_question": 0.5, "over_search": 0.25,
+             "over_search_n": 40, "under_search": 0.5, "under_search_n": 20, "auroc": 0.7, "f1": 0.2}]  # fmt: skip
     for _ in range(2):
-        record(ledger, committed_rule(tmp_path / "rule.md"), model="m", policies=["auto"], labels="l", out="o",
+        record(ledger, committed_rule(rule), model="runs/sft/final", policies=["auto"], labels="l", out="o",
                rows=rows)  # fmt: skip
     entries = read_ledger(ledger)
-    assert len(entries) == 2 and entries[0]["results"]["auto"]["accuracy"] == 0.1
-    assert entries[0]["rule"]["path"].endswith("rule.md") and json.dumps(entries[0])
+    assert len(entries) == 2 and entries[0]["commit"] == head(tmp_path) and json.dumps(entries[0])
+    assert entries[0]["rule"]["path"].endswith("rule.md") and entries[0]["model"] == "runs/sft/final"
+    results = entries[0]["results"]["auto"]
+    assert list(results) == ["questions", "accuracy", "searches_per_question", "over_search", "over_search_n",
+                             "under_search", "under_search_n", "auroc"]  # fmt: skip
+    assert (results["over_search"], results["over_search_n"], results["under_search_n"]) == (0.25, 40, 20)
+
+
+def test_the_ledger_refuses_a_dirty_tree_before_the_run_and_when_recording(tmp_path: Path) -> None:
+    rule = committed_repo(tmp_path)
+    ledger = tmp_path / "ledger.jsonl"
+    (tmp_path / "runs" / "gate").mkdir(parents=True)
+    (tmp_path / "runs" / "gate" / "gate.json").write_text("{}")  # ignored output
+    (tmp_path / "notes.txt").write_text("untracked\n")  # untracked: not the code that ran
+    assert check_split("test", final=True, rule=rule) is not None
+    (tmp_path / "code.py").write_text("x = 2\n")  # a tracked file changed: the commit is not the code that ran
+    with pytest.raises(SplitError, match=r"changes not committed \(code.py\): commit them first"):
+        check_split("test", final=True, rule=rule)
+    committed = committed_rule(rule)  # the rule itself is unchanged
+    with pytest.raises(SplitError, match="commit them first"):
+        record(ledger, committed, model="m", policies=["auto"], labels="l", out="o", rows=[])
+    assert not ledger.exists()
+    git(tmp_path, "commit", "-qam", "code")
+    entry = record(ledger, committed, model="m", policies=["auto"], labels="l", out="o", rows=[])
+    assert entry["commit"] == head(tmp_path) and len(read_ledger(ledger)) == 1
+
+
+def test_the_ledger_refuses_a_temporary_merge_for_a_name(tmp_path: Path) -> None:
+    rule = committed_repo(tmp_path)
+    ledger = tmp_path / "ledger.jsonl"
+    with pytest.raises(SplitError, match="adapter's own path"):
+        record(ledger, committed_rule(rule), model="/tmp/sem-merged-cua15w0u", policies=["auto"], labels="l",
+               out="o", rows=[])  # fmt: skip
+    assert not ledger.exists()
+
+
+def test_eval_gate_final_logs_the_adapter_not_its_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model name comes from --model; the engine loads `servable`'s temporary merge (stubbed here)."""
+    from contextlib import contextmanager
+
+    import trainer.commands.evaluation as evaluation
+    from tests.unit.test_gaterun import answers, labels
+    from trainer.cli import app
+    from trainer.evals.gaterun import GateRun
+    from trainer.evals.labels import write_labels
+
+    @contextmanager
+    def merged(model: str | None, engine: str, corpus: Path):  # what gate_loop yields: loop, search loop, model
+        yield None, None, "/tmp/sem-merged-x"
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    rule = committed_repo(repo)
+    tests = labels()
+    for lab in tests:
+        lab.split = "test"
+    write_labels(tests, tmp_path / "labels.jsonl")
+    monkeypatch.setattr(evaluation, "gate_loop", merged)
+    monkeypatch.setattr(evaluation, "labels_corpus", lambda labels_file: tmp_path / "corpus.jsonl")
+    monkeypatch.setattr(evaluation, "_answer", lambda *args: (answers("never", 0) + answers("always", 1), None))
+    monkeypatch.setattr("sem.gate.resolve_threshold", lambda *args: 0.5)
+    ledger = repo / "ledger.jsonl"
+    args = ["eval-gate", "--labels", str(tmp_path / "labels.jsonl"), "--split", "test", "--final", "--rule",
+            str(rule), "--ledger", str(ledger), "--model", "runs/sft/final", "--policies", "never,always", "--out",
+            str(repo / "runs" / "gate")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (entry,) = read_ledger(ledger)
+    assert entry["model"] == "runs/sft/final" and entry["commit"] == head(repo)
+    assert entry["results"]["always"]["over_search_n"] == 2 and GateRun.read(repo / "runs" / "gate").split == "test"
+    (repo / "code.py").write_text("x = 3\n")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "commit them first" in again.output, again.output
+    assert len(read_ledger(ledger)) == 1
 
 
 def test_eval_gate_refuses_the_test_split_before_loading_anything(tmp_path: Path) -> None:

@@ -224,11 +224,14 @@ def eval_gate(
     # an adapter is named by its own path, not the temporary merge the engine loaded
     run = GateRun.judged(outcomes, labels, split=split, model=model or model_path, labels_file=labels_file,
                          threshold=threshold, options=options)  # fmt: skip
-    report = run.save(out, title)
-    if committed is not None:
-        record(ledger, committed, model=run.model, policies=chosen, labels=str(labels_file), out=str(out),
-               rows=run.rows)  # fmt: skip
+    if committed is not None:  # before saving: the run's own files cannot be what makes the tree unclean
+        try:
+            record(ledger, committed, model=run.model, policies=chosen, labels=str(labels_file), out=str(out),
+                   rows=run.rows)  # fmt: skip
+        except SplitError as exc:
+            raise typer.BadParameter(f"the run is neither logged nor saved: {exc}", param_hint="--final") from exc
         typer.echo(f"-> logged in {ledger} (commit it)")
+    report = run.save(out, title)
     typer.echo(report)
     typer.echo(f"-> {out}/gate.md, gate.json, gate.png, outcomes.jsonl")
 

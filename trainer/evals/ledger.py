@@ -4,7 +4,10 @@ Recipes are chosen on dev as often as one likes. A candidate is run on test only
 and the file that holds the rule choosing between candidates (which measures, which margins), committed before the
 run, unchanged since. Every such run is appended to a committed ledger (`results/test-ledger.jsonl`: when, which
 model and policies, at which commit, under which rule, with what result), so anyone can count how often the test
-split was looked at and check that no rule was written after its results.
+split was looked at and check that no rule was written after its results. A final run needs a clean tree (no tracked
+file changed since HEAD), checked before it starts and again when it is recorded, so the commit it names is the code
+that ran; it names the model as given (an adapter's own path, never the temporary folder it was merged into), and
+each rate with the count it is a share of.
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ from pathlib import Path
 from typing import Any
 
 LEDGER = Path("results/test-ledger.jsonl")
-HEADLINE = ("questions", "accuracy", "searches_per_question", "over_search", "under_search", "auroc")
+# accuracy, searches and AUROC are over all `questions`; over- and under-search over the known / helped ones (`_n`)
+HEADLINE = ("questions", "accuracy", "searches_per_question", "over_search", "over_search_n", "under_search",
+            "under_search_n", "auroc")  # fmt: skip
+# the temporary folder trainer.runtime.servable merges an adapter into: what the engine loads, never a model's name
+MERGED_PREFIX = "sem-merged-"
 
 
 class SplitError(ValueError):
@@ -53,8 +60,24 @@ def committed_rule(path: Path) -> Rule:
     return Rule(str(path), commit, when)
 
 
+def clean_commit(cwd: Path) -> str:
+    """HEAD of the checkout `cwd` is in, when no tracked file differs from it (untracked and ignored files, runs/
+    among them, do not count); `SplitError` naming the changed files otherwise."""
+    status = _git(["status", "--porcelain", "--untracked-files=no"], cwd)
+    head = _git(["rev-parse", "HEAD"], cwd)
+    if status.returncode != 0 or head.returncode != 0:
+        raise SplitError(f"{cwd} is not in a git checkout with a commit: a final run records the commit it ran at")
+    changed = [line[3:] for line in status.stdout.splitlines() if line.strip()]
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise SplitError(f"the working tree has changes not committed ({shown}): commit them first, so the commit "
+                         "the test ledger records is the code that ran")  # fmt: skip
+    return head.stdout.strip()
+
+
 def check_split(split: str, *, final: bool, rule: Path | None) -> Rule | None:
-    """Whether this run may go ahead: any run on train or dev; on test only a `final` one under a committed rule.
+    """Whether this run may go ahead: any run on train or dev; on test only a `final` one under a committed rule,
+    from a clean tree (`clean_commit` of the rule's checkout).
 
     >>> check_split("dev", final=False, rule=None) is None
     True
@@ -74,7 +97,9 @@ def check_split(split: str, *, final: bool, rule: Path | None) -> Rule | None:
         )
     if rule is None:
         raise SplitError("--final needs --rule <file>: the committed rule that picks the winner")
-    return committed_rule(rule)
+    committed = committed_rule(rule)
+    clean_commit(Path(committed.path).parent)
+    return committed
 
 
 def head_commit(cwd: Path | None = None) -> str | None:
@@ -82,16 +107,20 @@ def head_commit(cwd: Path | None = None) -> str | None:
     return done.stdout.strip() or None if done.returncode == 0 else None
 
 
-def record(ledger: Path, rule: Rule, *, model: str, policies: list[str], labels: str, out: str,
+def record(ledger: Path, rule: Rule, *, model: str | None, policies: list[str], labels: str, out: str,
            rows: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
-    """Append one test run to the ledger (what was judged, under which rule, with which headline result)."""
+    """Append one test run to the ledger (what was judged, under which rule, with which headline result).
+    `SplitError`, writing nothing, when the rule's checkout has uncommitted changes or `model` is a temporary merge."""
+    if model and Path(model).name.startswith(MERGED_PREFIX):
+        raise SplitError(f"{model} is a temporary merge: record the adapter's own path (what --model named)")
+    commit = clean_commit(Path(rule.path).parent)
     entry = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": model,
         "policies": policies,
         "labels": labels,
         "out": out,
-        "commit": head_commit(),
+        "commit": commit,
         "rule": asdict(rule),
         "results": {r["policy"]: {k: r.get(k) for k in HEADLINE} for r in rows},
     }
