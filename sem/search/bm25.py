@@ -6,24 +6,16 @@ corpus content hash changes.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import shutil
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sem.corpus import corpus_hash, load_corpus
-from sem.search.base import LocalIndexBackend, Passage
+from sem.search.base import Passage, StoredIndexBackend
 
-if TYPE_CHECKING:
-    pass
-
-log = logging.getLogger(__name__)
 _HASH_FILE = "corpus.sha256"
 
 
-class BM25Backend(LocalIndexBackend):
+class BM25Backend(StoredIndexBackend):
     modes: tuple[str, ...] = ()  # one way to search
     name = "bm25"
 
@@ -32,20 +24,20 @@ class BM25Backend(LocalIndexBackend):
         self.index_dir = index_dir or corpus_path.with_name(corpus_path.name + ".bm25s")
         self.version = ""
         self._passages: list[Passage] = []
-        self._retriever: Any = None
+        self._index: Any = None
 
-    def load_sync(self) -> None:
+    def _built_from(self) -> str | None:
+        hash_file = self.index_dir / _HASH_FILE
+        return hash_file.read_text().strip() if hash_file.is_file() else None
+
+    def _open(self) -> None:
         import bm25s
 
-        self._passages = load_corpus(self.corpus_path)
-        digest = corpus_hash(self.corpus_path)
-        self.version = digest[:16]
-        hash_file = self.index_dir / _HASH_FILE
-        if hash_file.is_file() and hash_file.read_text().strip() == digest:
-            self._retriever = bm25s.BM25.load(str(self.index_dir), mmap=True)
-            log.info("bm25: opened index of %d passages at %s", len(self._passages), self.index_dir)
-            return
-        started = time.perf_counter()
+        self._index = bm25s.BM25.load(str(self.index_dir), mmap=True)
+
+    def _build(self, digest: str) -> None:
+        import bm25s
+
         texts = [f"{p.title}\n{p.text}" if p.title else p.text for p in self._passages]
         tokens = bm25s.tokenize(texts, stopwords="en", show_progress=False)
         retriever = bm25s.BM25()
@@ -53,21 +45,13 @@ class BM25Backend(LocalIndexBackend):
         if self.index_dir.exists():
             shutil.rmtree(self.index_dir)
         retriever.save(str(self.index_dir))
-        hash_file.write_text(digest)
-        self._retriever = bm25s.BM25.load(str(self.index_dir), mmap=True)
-        log.info("bm25: indexed %d passages in %.1fs -> %s", len(texts), time.perf_counter() - started, self.index_dir)
-
-    def __len__(self) -> int:
-        return len(self._passages)
-
-    async def search(self, queries: list[str], k: int, *, mode: str | None = None) -> list[list[Passage]]:
-        return await asyncio.to_thread(self.search_sync, queries, k)
+        (self.index_dir / _HASH_FILE).write_text(digest)
+        self._open()
 
     def search_sync(self, queries: list[str], k: int) -> list[list[Passage]]:
         import bm25s
 
-        if self._retriever is None:
-            raise RuntimeError("BM25Backend.load() has not been called")
+        index = self._loaded()
         k = min(k, len(self._passages))
         results: list[list[Passage]] = [[] for _ in queries]
         if k <= 0 or not queries:
@@ -77,17 +61,10 @@ class BM25Backend(LocalIndexBackend):
         live = [i for i, toks in enumerate(tokenized) if toks]
         if not live:
             return results
-        docs, scores = self._retriever.retrieve([tokenized[i] for i in live], k=k, show_progress=False, n_threads=1)
+        docs, scores = index.retrieve([tokenized[i] for i in live], k=k, show_progress=False, n_threads=1)
         for row, i in enumerate(live):
             for doc, score in zip(docs[row], scores[row], strict=True):
                 if score <= 0:  # no query term in the passage
                     continue
                 results[i].append(self._passages[int(doc)].model_copy(update={"score": float(score)}))
         return results
-
-    async def check_health(self) -> None:
-        if self._retriever is None:
-            raise RuntimeError("bm25 index not loaded")
-
-    async def aclose(self) -> None:
-        self._retriever = None

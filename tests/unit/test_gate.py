@@ -231,7 +231,8 @@ def test_an_adapter_carries_its_gate_into_the_merged_model(tmp_path) -> None:
     weights (the service's default policy), and publishing without one drops a stale calibration."""
     import json
 
-    from sem.assets import MARKER, TUNED_ADAPTER, _sha256, prepare_tuned_model, tuned_model_dir
+    from sem.assets import MARKER, TUNED_ADAPTER, prepare_tuned_model, tuned_model_dir
+    from sem.corpus import file_sha256
     from sem.gate import read_gate, resolve_policy
     from trainer.train.lora import publish_adapter
 
@@ -241,7 +242,7 @@ def test_an_adapter_carries_its_gate_into_the_merged_model(tmp_path) -> None:
     adapter = publish_adapter(TUNED_ADAPTER, tmp_path / "adapter", base_id="base", gate=calibrated / "sem_gate.json")
     merged = tuned_model_dir(tmp_path / "home")
     merged.mkdir(parents=True)  # as if merged: the marker names this adapter, so only the gate is installed
-    (merged / MARKER).write_text(json.dumps({"sha256": _sha256(adapter / "adapter_model.safetensors")}))
+    (merged / MARKER).write_text(json.dumps({"sha256": file_sha256(adapter / "adapter_model.safetensors")}))
     assert resolve_policy(None, merged) == "auto"
     prepare_tuned_model(tmp_path / "home", adapter=adapter)
     assert read_gate(merged)["policy"] == "confidence" and read_threshold(merged) == 0.35
