@@ -93,3 +93,31 @@ def test_the_decision_gradient_moves_p_search_the_way_the_credit_says() -> None:
 
 def test_group_advantages_are_zero_without_spread() -> None:
     assert group_advantages([0.5, 0.5, 0.5], [0, 0, 0]) == [0.0, 0.0, 0.0]
+
+
+def test_the_first_turn_and_its_decision_come_from_the_trace(tokenizer) -> None:
+    from sem.loop import Trace
+    from sem.protocol import ANSWER_CLOSE
+    from trainer.train.decide import first_turn
+
+    close = tokenizer.encode(ANSWER_CLOSE, add_special_tokens=False)
+    eos = tokenizer.eos_token_id
+
+    def trace(parts: list[tuple[str, bool]], searches: int) -> Trace:
+        t = Trace("r", "p", [1, 2])
+        for text, generated in parts:
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            t.completion_ids += ids
+            t.loss_mask += [int(generated)] * len(ids)
+        t.searches = [object()] * searches  # type: ignore[list-item]
+        return t
+
+    answer = tokenizer.encode("<answer>Likre</answer>", add_special_tokens=False)
+    stopped = trace([("<answer>Likre</answer>", True)], 0)
+    assert first_turn(stopped, close, eos) == (answer, eos)  # the loop stopped at an answer that stands
+    searched = trace([("<answer>Likre</answer>\n<search> q </search>", True), ("\n<result>x</result>\n", False),
+                      ("<answer>Tequu</answer>", True)], 1)  # fmt: skip
+    ids, decision = first_turn(searched, close, eos)
+    assert ids == answer and decision == searched.completion_ids[len(answer)] != eos
+    no_answer = trace([("Likre", True)], 0)
+    assert first_turn(no_answer, close, eos) == (no_answer.completion_ids, None)
