@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -53,12 +53,13 @@ class CacheStore(Protocol):
 
 
 class LRUStore:
-    """In-process LRU with per-entry expiry."""
+    """In-process LRU with per-entry expiry, on `clock` (`time.monotonic` unless a test moves its own)."""
 
     name = "memory"
 
-    def __init__(self, max_entries: int = 10_000) -> None:
+    def __init__(self, max_entries: int = 10_000, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_entries = max_entries
+        self.clock = clock
         self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
 
     async def get(self, key: str) -> bytes | None:
@@ -66,14 +67,14 @@ class LRUStore:
         if item is None:
             return None
         expires, value = item
-        if expires <= time.monotonic():
+        if expires <= self.clock():
             del self._data[key]
             return None
         self._data.move_to_end(key)
         return value
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        self._data[key] = (time.monotonic() + ttl_s, value)
+        self._data[key] = (self.clock() + ttl_s, value)
         self._data.move_to_end(key)
         while len(self._data) > self.max_entries:
             self._data.popitem(last=False)

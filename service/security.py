@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sem.keys import REDIS_SET, hash_key, principal_of
@@ -29,8 +30,10 @@ def bearer(header: str | None) -> str | None:
 
 
 class Security:
-    def __init__(self, settings: Auth, redis_url: str | None = None) -> None:
+    def __init__(self, settings: Auth, redis_url: str | None = None, *, clock: Callable[[], float] = time.time) -> None:
+        """`clock`: seconds since the epoch, which the rate windows are counted in (tests move it)."""
         self.settings = settings
+        self.clock = clock
         self._redis: Any = None
         if redis_url and (settings.redis_keys or settings.rate_limit):
             import redis.asyncio as redis
@@ -65,7 +68,7 @@ class Security:
         limit, span = self.settings.rate_limit, self.settings.rate_window_s
         if not limit:
             return
-        now = time.time()
+        now = self.clock()
         window = int(now // span)
         count = await self._count_redis(principal, window)
         if count is None:

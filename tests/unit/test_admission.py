@@ -22,7 +22,9 @@ async def test_slots_queue_then_turn_away() -> None:
             await release.wait()
 
     tasks = [asyncio.create_task(answer(n)) for n in "abc"]
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(60):
+        while (admission.running, admission.waiting) != (2, 1):  # two hold the slots, the third waits for one
+            await asyncio.sleep(0)
     assert (admission.running, admission.waiting) == (2, 1) and order == ["start a", "start b"]
     with pytest.raises(Saturated, match="2 answers running, 1 queued"):
         async with admission.slot():
@@ -35,17 +37,21 @@ async def test_slots_queue_then_turn_away() -> None:
 async def test_deadline_cancels_the_work() -> None:
     cancelled = asyncio.Event()
 
-    async def slow() -> None:
+    async def endless() -> None:  # work that only the deadline can end
         try:
-            await asyncio.sleep(10)
+            await asyncio.Event().wait()
         except asyncio.CancelledError:
             cancelled.set()
             raise
 
-    started = time.monotonic()
-    with pytest.raises(DeadlineExceeded):
-        await before(time.monotonic() + 0.1, slow())
-    assert time.monotonic() - started < 1 and cancelled.is_set()
+    async with asyncio.timeout(60):  # a generous bound: a deadline that never fired must fail, not hang
+        with pytest.raises(DeadlineExceeded):
+            await before(time.monotonic() + 0.1, endless())
+        assert cancelled.is_set()
+        cancelled.clear()
+        with pytest.raises(DeadlineExceeded):  # a deadline already past still cancels the work, never waits on it
+            await before(time.monotonic() - 5, endless())
+    assert cancelled.is_set()
 
 
 async def test_waiting_longer_than_the_deadline_for_a_slot() -> None:

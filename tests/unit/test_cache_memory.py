@@ -9,16 +9,19 @@ from sem.search.base import Passage
 
 
 class CountingBackend:
+    """Counts its calls; with `release`, each call waits for the test to set it (a search still in flight)."""
+
     name = "counting"
     version = "v1"
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, release: asyncio.Event | None = None) -> None:
         self.calls: list[list[str]] = []
-        self.delay = delay
+        self.release = release
 
     async def search(self, queries: list[str], k: int) -> list[list[Passage]]:
         self.calls.append(list(queries))
-        await asyncio.sleep(self.delay)
+        if self.release is not None:
+            await self.release.wait()
         return [[Passage(id=f"{q}-{i}", text=f"about {q}", score=1.0 / (i + 1)) for i in range(k)] for q in queries]
 
     async def check_health(self) -> None: ...
@@ -48,12 +51,25 @@ async def test_k_and_version_are_part_of_the_key() -> None:
     assert cache_key(backend, "q", 2) != key_v1
 
 
+class Clock:
+    """A monotonic clock only the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_ttl_expires() -> None:
-    backend = CountingBackend()
-    cache = CachedSearch(backend, LRUStore(), ttl_s=0.0)
+    backend, clock = CountingBackend(), Clock()
+    cache = CachedSearch(backend, LRUStore(clock=clock), ttl_s=100.0)  # each entry lives 90 to 110 s (jitter)
     await cache.retrieve(["q"], 1)
+    clock.now += 89.9
+    (kept,) = await cache.retrieve(["q"], 1)
+    clock.now += 20.2  # 110.1 s after it was written
     (again,) = await cache.retrieve(["q"], 1)
-    assert not again.cached and len(backend.calls) == 2
+    assert kept.cached and not again.cached and len(backend.calls) == 2
 
 
 async def test_lru_evicts_oldest() -> None:
@@ -64,11 +80,17 @@ async def test_lru_evicts_oldest() -> None:
 
 
 async def test_single_flight_shares_one_backend_call() -> None:
-    backend = CountingBackend(delay=0.2)
+    release = asyncio.Event()
+    backend = CountingBackend(release)
     cache = CachedSearch(backend)
-    results = await asyncio.gather(*(cache.retrieve(["same question"], 2) for _ in range(5)))
-    assert len(backend.calls) == 1
-    assert all(r[0].passages for r in results)
+    asking = asyncio.gather(*(cache.retrieve(["same question"], 2) for _ in range(5)))
+    async with asyncio.timeout(60):
+        while not backend.calls:  # the search is in flight, held until the test lets it go
+            await asyncio.sleep(0)
+    release.set()
+    results = await asking
+    assert backend.calls == [["same question"]]
+    assert all([p.id for p in r[0].passages] == ["same question-0", "same question-1"] for r in results)
     assert sum(r[0].cached for r in results) == 4  # four waited on the first
 
 
@@ -90,16 +112,19 @@ async def test_concurrent_requests_are_micro_batched() -> None:
 
 
 async def test_empty_results_get_the_short_ttl() -> None:
-    class Empty(CountingBackend):
+    class SomeEmpty(CountingBackend):
         async def search(self, queries, k):
             self.calls.append(list(queries))
-            return [[] for _ in queries]
+            return [[] if q == "nothing" else [Passage(id=q, text=f"about {q}")] for q in queries]
 
-    backend = Empty()
-    cache = CachedSearch(backend, empty_ttl_s=0.0)
-    await cache.retrieve(["nothing"], 1)
-    (again,) = await cache.retrieve(["nothing"], 1)
-    assert not again.cached and len(backend.calls) == 2
+    backend, clock = SomeEmpty(), Clock()
+    cache = CachedSearch(backend, LRUStore(clock=clock), ttl_s=1000.0, empty_ttl_s=10.0)
+    await cache.retrieve(["nothing", "something"], 1)
+    clock.now += 8.9  # within both TTLs (the empty one: 9 to 11 s)
+    assert [r.cached for r in await cache.retrieve(["nothing", "something"], 1)] == [True, True]
+    clock.now += 2.2  # 11.1 s: past the empty result's TTL, far within the other's (900 to 1100 s)
+    assert [r.cached for r in await cache.retrieve(["nothing", "something"], 1)] == [False, True]
+    assert backend.calls == [["nothing", "something"], ["nothing"]]
 
 
 async def test_backend_error_is_reported_not_raised() -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,8 @@ async def answer(engine: SupervisedEngine, tokenizer) -> str:
     return "".join([d.text async for d in engine.generate(ids, OPTIONS, request_id="r")])
 
 
-async def until(condition, timeout_s: float = 5.0) -> None:
+async def until(condition, timeout_s: float = 60.0) -> None:
+    """Wait for `condition`; the bound is generous: it only turns a hang into a failure."""
     async with asyncio.timeout(timeout_s):
         while not condition():
             await asyncio.sleep(0.01)
@@ -192,12 +194,16 @@ def app_settings(settings: Settings, tiny_corpus: Path) -> Settings:
     return settings.model_copy(update={"corpus": tiny_corpus, "supervision": quiet})
 
 
+def wait_for(condition: Callable[[], bool], why: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(why)
+        time.sleep(0.01)
+
+
 def wait_ready(client: TestClient) -> None:
-    for _ in range(500):
-        if client.get("/readyz").status_code == 200:
-            return
-        asyncio.run(asyncio.sleep(0.01))
-    pytest.fail("the app did not get ready")
+    wait_for(lambda: client.get("/readyz").status_code == 200, "the app did not get ready")
 
 
 NEVER = {"question": "Capital of France?", "search": "never"}
@@ -261,11 +267,8 @@ def test_an_engine_that_cannot_be_brought_back_fails_liveness_and_calls_on_fatal
     fatal: list[str] = []
     app = create_app(app_settings, engine_factory=factory, on_fatal=fatal.append)
     with TestClient(app) as client:
-        for _ in range(500):
-            if fatal:
-                break
-            asyncio.run(asyncio.sleep(0.01))
-        assert fatal and "no memory" in fatal[0]
+        wait_for(lambda: bool(fatal), "on_fatal was not called")
+        assert "no memory" in fatal[0]
         alive = client.get("/healthz")
         assert alive.status_code == 503 and "no memory" in alive.json()["detail"]
         assert client.get("/readyz").status_code == 503

@@ -48,6 +48,7 @@ class DecideConfig:
     eval_every: int = 20
     dev_questions: int = 120
     patience: int = 100  # stop when the dev AUROC has not improved for this many steps
+    max_minutes: float = 0.0  # stop (checkpointed, resumable) after this long; 0: no limit
     save_every: int = 20
     engine: str = "vllm"
     seed: int = 0

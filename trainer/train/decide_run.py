@@ -7,6 +7,7 @@ import json
 import logging
 import random
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ def run_decide(model_path: str, labels_file: Path, out: Path, config: DecideConf
     import torch
     from transformers import AutoTokenizer
 
+    began = time.perf_counter()
     torch.manual_seed(config.seed)
     out.mkdir(parents=True, exist_ok=True)
     labels = read_labels(labels_file)
@@ -125,6 +127,11 @@ def run_decide(model_path: str, labels_file: Path, out: Path, config: DecideConf
                 _replace(save_state(decider, out, step, history), out / "best")
             if step % config.save_every == 0 or step == config.steps:
                 save_state(decider, out, step, history)
+            if config.max_minutes and time.perf_counter() - began > 60 * config.max_minutes:
+                log.info("decide: %.0f minutes are up after step %d: stopping (resume with the same command)",
+                         config.max_minutes, step)  # fmt: skip
+                save_state(decider, out, step, history)
+                break
             if curve and step - best_step >= config.patience:
                 log.info("decide: dev AUROC has not improved for %d steps (best %.3f at %d): stopping",
                          step - best_step, best, best_step)  # fmt: skip
