@@ -232,8 +232,8 @@ def main() -> None:
     for row in rows[1:]:
         print(f"\n{row['engine']}: {rows[0]['step_s'] / row['step_s']:.2f}x the step speed of {rows[0]['engine']}")
     opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(json.dumps({"model": model, "settings": vars(opts) | {"out": str(opts.out)}, "rows": rows},
-                                   indent=2))  # fmt: skip
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()}
+    opts.out.write_text(json.dumps({"model": model, "settings": settings, "rows": rows}, indent=2))
     plot(rows, opts.out.with_suffix(".png"))
     print(f"-> {opts.out}, {opts.out.with_suffix('.png')}")
 

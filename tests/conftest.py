@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -152,11 +153,70 @@ def serve_in_thread(app, port: int) -> uvicorn.Server:
     """An ASGI app on 127.0.0.1:port in a daemon thread of the test process (for small stand-in servers)."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not server.started:
         time.sleep(0.05)
     assert server.started, "the test server did not start"
     return server
+
+
+def wait_for(condition, why: str, timeout_s: float = 120) -> None:
+    """Until `condition()` holds; the bound is generous: it only turns a hang into a failure."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, why
+        time.sleep(0.02)
+
+
+class FaultyRetriever:
+    """A Search-R1 style /retrieve server whose behaviour the test switches: ok, hang, 500, or hold (each search but
+    the service's health probe waits until the test calls `release()`; `held` counts the queries that arrived)."""
+
+    def __init__(self, mode: str = "ok") -> None:
+        self.mode = mode
+        self.held = 0
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def reset(self) -> None:
+        self.held = 0
+        self._released.clear()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while (message := await receive())["type"] == "http.request":
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if self.mode == "hang":
+            await asyncio.sleep(60)
+        ok = self.mode in ("ok", "hold") and scope["path"] == "/retrieve"
+        queries = json.loads(body)["queries"] if ok else []
+        if self.mode == "hold" and ok and queries != ["health"]:  # the service's health probe is answered at once
+            self.held += len(queries)
+            while not self._released.is_set():
+                await asyncio.sleep(0.01)
+        status, payload = 500, {"detail": "index broken"}
+        if ok:
+            hit = {
+                "document": {"id": "hamlet", "contents": '"Hamlet"\nA tragedy by William Shakespeare.'},
+                "score": 1.0,
+            }
+            status, payload = 200, {"result": [[hit] for _ in queries]}
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+        )
+        await send({"type": "http.response.body", "body": json.dumps(payload).encode()})
+
+
+def held_search(url: str) -> dict[str, str]:
+    """Search through the holding retriever, for as long as it holds: never give up on the search or the answer."""
+    return {"SEM_SEARCH__BACKEND": "retriever", "SEM_SEARCH__RETRIEVER_URL": url, "SEM_SEARCH__TIMEOUT_S": "600",
+            "SEM_LIMITS__REQUEST_TIMEOUT_S": "600"}  # fmt: skip
 
 
 def stop(proc: subprocess.Popen) -> None:

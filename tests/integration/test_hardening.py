@@ -8,13 +8,11 @@ condition, with a generous bound that only turns a hang into a failure."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from sem.keys import REDIS_SET, hash_key, principal_of
 from sem.settings import Auth, Settings
 from service.app import create_app
 from service.security import RateLimited, Security
-from tests.conftest import ARTIFACTS, free_port, launch, serve_in_thread, stop
+from tests.conftest import ARTIFACTS, FaultyRetriever, free_port, held_search, launch, serve_in_thread, stop, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERAL, BURST = "sk-test-general", "sk-test-burst"
@@ -198,7 +196,7 @@ def test_a_full_queue_is_turned_away_with_503(queued: str, holding: FaultyRetrie
 
     first = threading.Thread(target=ask, args=(0,))
     first.start()
-    holding.wait_for(lambda: holding.held == 1, "the first answer did not reach its search")
+    wait_for(lambda: holding.held == 1, "the first answer did not reach its search")
     others = [threading.Thread(target=ask, args=(i,)) for i in (1, 2, 3)]
     for t in others:
         t.start()
@@ -242,62 +240,6 @@ def test_hostile_passages_are_neutralised(guarded: str) -> None:
     assert result_block.count("</result>") == 1  # the passage did not close the block early
 
 
-def wait_for(condition, why: str, timeout_s: float = 120) -> None:
-    """Until `condition()` holds; the bound is generous: it only turns a hang into a failure."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, why
-        time.sleep(0.02)
-
-
-class FaultyRetriever:
-    """A Search-R1 style /retrieve server whose behaviour the test switches: ok, hang, 500, or hold (each search
-    waits until the test calls `release()`; `held` counts the queries that arrived)."""
-
-    def __init__(self, mode: str = "ok") -> None:
-        self.mode = mode
-        self.held = 0
-        self._released = threading.Event()
-
-    def release(self) -> None:
-        self._released.set()
-
-    def reset(self) -> None:
-        self.held = 0
-        self._released.clear()
-
-    def wait_for(self, condition, why: str) -> None:
-        wait_for(condition, why)
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return
-        body = b""
-        while (message := await receive())["type"] == "http.request":
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        if self.mode == "hang":
-            await asyncio.sleep(60)
-        ok = self.mode in ("ok", "hold") and scope["path"] == "/retrieve"
-        queries = json.loads(body)["queries"] if ok else []
-        if self.mode == "hold" and ok:
-            self.held += len(queries)
-            while not self._released.is_set():
-                await asyncio.sleep(0.01)
-        status, payload = 500, {"detail": "index broken"}
-        if ok:
-            hit = {
-                "document": {"id": "hamlet", "contents": '"Hamlet"\nA tragedy by William Shakespeare.'},
-                "score": 1.0,
-            }
-            status, payload = 200, {"result": [[hit] for _ in queries]}
-        await send(
-            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
-        )
-        await send({"type": "http.response.body", "body": json.dumps(payload).encode()})
-
-
 @pytest.fixture(scope="module")
 def retriever() -> Iterator[tuple[FaultyRetriever, str]]:
     app, port = FaultyRetriever(), free_port()
@@ -322,12 +264,6 @@ def holding(holding_server) -> Iterator[FaultyRetriever]:
     app.reset()
     yield app
     app.release()
-
-
-def held_search(url: str) -> dict[str, str]:
-    """Search through the holding retriever, for as long as it holds: never give up on the search or the answer."""
-    return {"SEM_SEARCH__BACKEND": "retriever", "SEM_SEARCH__RETRIEVER_URL": url, "SEM_SEARCH__TIMEOUT_S": "600",
-            "SEM_LIMITS__REQUEST_TIMEOUT_S": "600"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -426,7 +362,7 @@ def sigterm_mid_load(
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
-    holding.wait_for(lambda: holding.held == 4, "the four answers did not all reach their search")
+    wait_for(lambda: holding.held == 4, "the four answers did not all reach their search")
     proc.send_signal(signal.SIGTERM)
 
     def refused() -> bool:
@@ -456,12 +392,14 @@ def sigterm_mid_load(
 def test_sigterm_drains_in_flight_answers(holding, holding_server, tmp_path_factory, settings) -> None:
     results, _ = sigterm_mid_load(600, holding, holding_server[1], tmp_path_factory, settings)
     assert [code for code, _ in results] == [200] * 4, results
-    # each one whole: the answer to its own question, after the search it was held at
-    for _, answer in results:
-        assert answer["answer"].strip() and 0 < answer["usage"]["completion_tokens"] <= 32, answer
+    # each one whole: its own question's search, the passage it was held for, then the model's answer
+    answers = [answer for _, answer in results]
+    assert sorted(a["searches"][0]["query"] for a in answers) == [f"Who wrote Hamlet? ({i})" for i in range(4)]
+    for answer in answers:
         assert answer["search_count"] == 1 and answer["searches"][0]["passages"][0]["id"] == "hamlet", answer
         assert answer["searches"][0]["forced"] is True and not answer["search_errors"], answer
-    assert len({a["id"] for _, a in results}) == 4
+        assert answer["usage"]["completion_tokens"] > 0, answer
+    assert len({a["id"] for a in answers}) == 4
 
 
 def test_sigterm_past_the_drain_deadline_answers_503(holding, holding_server, tmp_path_factory, settings) -> None:
