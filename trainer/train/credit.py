@@ -7,7 +7,8 @@ searches). With both known, the decision needs no sampled return: the expected r
 `p r_search + (1 - p) r_stop`, with `p` = P(not end of turn) at the decision, so its exact gradient is
 `(r_search - r_stop) grad p` (`credit="two_action"`). `credit="plain"` is GRPO's: the sampled decision token takes
 its rollout's group-normalised advantage like every other token. `credit="brier"` scores calibration instead
-(RLCR-style): `(p - 1[searching pays])^2`.
+(RLCR-style): `(p - 1[stopping earns nothing])^2`, P(search) pulled to 1 after a first answer that is wrong and
+to 0 after a right one, whatever the reading after a search would earn.
 
 What is trained: the first turn's tokens (the answer) and the decision. The search call, the inserted result and
 the answer after it are not in the loss (SFT taught reading; the decision is what this step is for), so they are
@@ -115,8 +116,8 @@ def _terms(logprobs: Any, targets: Any, samples: Sequence[Sample], eos_id: int, 
             p_search = 1 - torch.exp(logprobs[at, eos_id])
             if credit == "two_action":
                 total = total - weight * s.decision_advantage * p_search
-            else:  # brier
-                total = total + weight * (p_search - float(s.r_search > s.r_stop)) ** 2
+            else:  # brier: P(search) against "the first answer earns nothing by itself"
+                total = total + weight * (p_search - float(s.r_stop <= 0)) ** 2
         at += 1
     return total
 
