@@ -67,7 +67,8 @@ def clean_commit(cwd: Path) -> str:
     head = _git(["rev-parse", "HEAD"], cwd)
     if status.returncode != 0 or head.returncode != 0:
         raise SplitError(f"{cwd} is not in a git checkout with a commit: a final run records the commit it ran at")
-    changed = [line[3:] for line in status.stdout.splitlines() if line.strip()]
+    # the ledger's own new entries are not code: one final run after another must not need a commit in between
+    changed = [line[3:] for line in status.stdout.splitlines() if line.strip() and Path(line[3:]).name != LEDGER.name]
     if changed:
         shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
         raise SplitError(f"the working tree has changes not committed ({shown}): commit them first, so the commit "
