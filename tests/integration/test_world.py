@@ -97,13 +97,13 @@ def test_the_decision_trains_on_the_world_through_two_cheap_steps(tiny: Path) ->
     out = tiny / "decide"
     invoke("decide", "--labels", str(labels), "--model", str(tiny / "sft" / "final"), "--out", str(out),
            "--steps", "2", "--questions", "2", "--generations", "2", "--eval-every", "2", "--dev-questions", "4",
-           "--engine", "hf", "--learning-rate", "1e-3")  # fmt: skip
+           "--engine", "hf", "--learning-rate", "1e-3", "--credit", "brier")  # fmt: skip
     history = json.loads((out / "history.json").read_text())
     assert [r["step"] for r in history] == [0, 1, 2]
     assert history[0]["dev_questions"] == history[2]["dev_questions"] == min(4, sum(
         lab.split == "dev" for lab in read_labels(labels)))  # fmt: skip
     assert all(r["rollouts"] == 4 for r in history[1:])  # 2 questions x 2 answers a step
-    # the adapter moved from the SFT start: the decision (or the answers) got a gradient
+    # the adapter moved from the SFT start: brier credit gives every closed first answer's decision a gradient
     start, end = (load_file(p / "adapter_model.safetensors") for p in (tiny / "sft" / "final", out / "final"))
     assert start.keys() == end.keys() and any(not (start[k] == end[k]).all() for k in start)
     # training never read a test entity's passage
