@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -66,6 +68,24 @@ class LocalIndexBackend:
         raise NotImplementedError
 
 
+@contextmanager
+def _build_lock(index_dir: Path) -> Iterator[None]:
+    """Hold the lock file beside `index_dir`; where that folder cannot be written (a read-only corpus whose index
+    was built beforehand) there is nothing to race on, and opening goes on without it."""
+    from filelock import FileLock
+
+    lock = FileLock(index_dir.with_name(index_dir.name + ".lock"))
+    try:
+        lock.acquire()
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 class StoredIndexBackend(LocalIndexBackend):
     """A local index stored beside its corpus (bm25, dense), opened when it was built from this corpus's content
     (its sha256) and rebuilt otherwise; searched off the event loop by `search_sync`. A backend says where its
@@ -84,12 +104,15 @@ class StoredIndexBackend(LocalIndexBackend):
         self._passages = load_corpus(self.corpus_path)
         digest = corpus_hash(self.corpus_path)
         self.version = self._version(digest)
-        if self._built_from() == digest:
-            self._open()
-            log.info("%s: opened index of %d passages at %s", self.name, len(self._passages), self.index_dir)
-            return
-        started = time.perf_counter()
-        self._build(digest)
+        # Processes that open one corpus at once (training ranks, server workers) take turns: the first builds,
+        # the others open what it stored, none reads a half-written index or deletes one another is writing.
+        with _build_lock(self.index_dir):
+            if self._built_from() == digest:
+                self._open()
+                log.info("%s: opened index of %d passages at %s", self.name, len(self._passages), self.index_dir)
+                return
+            started = time.perf_counter()
+            self._build(digest)
         log.info("%s: %s %d passages in %.1fs -> %s", self.name, self._built, len(self._passages),
                  time.perf_counter() - started, self.index_dir)  # fmt: skip
 

@@ -51,3 +51,30 @@ async def test_default_corpus_answers_a_real_question(settings) -> None:
     assert len(backend) > 10_000 - 100
     (found,) = await backend.search(["Who wrote Hamlet?"], 3)
     assert found[0].title == "Hamlet" and "Shakespeare" in found[0].text
+
+
+def _load_and_search(corpus: str, start_at: float) -> str:
+    import time
+
+    time.sleep(max(0.0, start_at - time.time()))  # every process begins together, as ranks do
+    backend = BM25Backend(Path(corpus))
+    backend.load_sync()
+    (found,) = backend.search_sync(["passage number 1234"], 1)
+    return found[0].id
+
+
+def test_processes_that_open_a_new_corpus_at_once_share_one_build(tmp_path: Path) -> None:
+    """Training ranks open one corpus together: the first builds its index, the others wait and open it (before the
+    lock, one rank deleted the folder another was writing)."""
+    import multiprocessing
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    corpus = tmp_path / "corpus.jsonl"
+    with corpus.open("w", encoding="utf-8") as f:
+        for i in range(20_000):
+            f.write(json.dumps({"id": f"p{i}", "title": f"Passage {i}", "text": f"passage number {i} of many"}) + "\n")
+    with ProcessPoolExecutor(6, mp_context=multiprocessing.get_context("spawn")) as pool:
+        start_at = time.time() + 5  # past the pool's start-up
+        found = list(pool.map(_load_and_search, [str(corpus)] * 6, [start_at] * 6))
+    assert found == ["p1234"] * 6
