@@ -50,6 +50,15 @@ def write_threshold(model_path: str | Path, threshold: float, **details: Any) ->
     return path
 
 
+def update_gate(model_path: str | Path, **fields: Any) -> Path:
+    """Add fields to a model's gate file (written if it has none), e.g. how its `auto` decision was trained."""
+    path = gate_path(model_path)
+    staged = path.with_name(path.name + ".tmp")
+    staged.write_text(json.dumps({**read_gate(model_path), **fields}, indent=2) + "\n")
+    staged.replace(path)
+    return path
+
+
 def resolve_threshold(configured: float | None, model_path: str | Path) -> float:
     """The threshold the service uses: configured, else calibrated for the model, else the default.
 
@@ -62,3 +71,15 @@ def resolve_threshold(configured: float | None, model_path: str | Path) -> float
         return configured
     calibrated = read_threshold(model_path)
     return DEFAULT_THRESHOLD if calibrated is None else calibrated
+
+
+def resolve_confidence_note(configured: bool | None, model_path: str | Path) -> bool:
+    """Whether `auto` writes the first answer's confidence before the decision: configured, else as the model was
+    trained (`trainer decide --note` stores it in the gate file), else off.
+
+    >>> resolve_confidence_note(None, "/nonexistent"), resolve_confidence_note(True, "/nonexistent")
+    (False, True)
+    """
+    if configured is not None:
+        return configured
+    return bool(read_gate(model_path).get("confidence_note", False))

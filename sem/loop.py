@@ -11,6 +11,8 @@ searching. Engine requests per answer = searches + 1 (plus one when an answer ha
 Policies (also the evaluation baselines):
 - `auto`: the model decides. What follows an `</answer>` is held back until it opens `<search>` (the search runs,
   within `max_searches`) or does not (the answer stands and the request is cut there).
+  With `confidence_note`, the first answer's confidence (`answer_confidence`) is written after it
+  (`<confidence>93</confidence>`) and the model's next request decides: a search call, or the answer stands.
 - `never`: no search; a `<search>` the model writes gets a refusal in its `<result>`.
 - `always`: naive RAG: one search with the question itself before the model writes anything, then no more.
 - `confidence`: a gate for any model, trained or not: the model answers closed-book; when the least likely token of
@@ -83,6 +85,9 @@ class LoopOptions:
     answer_tokens: int = 32
     max_prompt_tokens: int | None = None  # the service's cap; PromptTooLong beyond it
     confidence_threshold: float = 0.5  # `confidence` policy: search when the answer's least likely token is below
+    # `auto`: after the first answer, write its confidence into the context (<confidence>93</confidence>) for the
+    # model to read before it decides; the decision stays the model's (issue #40's named variant).
+    confidence_note: bool = False
     search_mode: str | None = None  # one of the backend's modes (Milvus: bm25, dense, hybrid); None: its default
     client_search: bool = False  # end at a search (Trace.pending_search) for the caller to run, instead of running it
     domains: DomainFilter | None = None  # source filter: passages it does not allow never reach the model
@@ -102,6 +107,8 @@ class LoopOptions:
             base["confidence_threshold"] = defaults.confidence_threshold
         if defaults.policy is not None:
             base["policy"] = SearchPolicy(defaults.policy)
+        if defaults.confidence_note is not None:
+            base["confidence_note"] = defaults.confidence_note
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)  # type: ignore[arg-type]
 
@@ -320,7 +327,8 @@ class SearchLoop:
         prompt = protocol.render_prompt(tokenizer, messages)
         trace = Trace(request_id, prompt, tokenizer.encode(prompt, add_special_tokens=False))
         check_prompt_length(len(trace.prompt_ids), opts.max_prompt_tokens)
-        out = _Builder(trace, tokenizer, opts.logprobs or opts.policy is SearchPolicy.confidence)
+        noting = opts.confidence_note and opts.policy is SearchPolicy.auto and opts.max_searches > 0
+        out = _Builder(trace, tokenizer, opts.logprobs or opts.policy is SearchPolicy.confidence or noting)
         if opts.seed is not None and not getattr(self.engine, "honours_seed", True):
             trace.seed_honoured = False  # sampled unseeded rather than risk the engine (sem.engines.vllm)
         trace.search_budget_exhausted = opts.search_budget_exhausted
@@ -341,6 +349,7 @@ class SearchLoop:
 
         tokens_left = opts.max_tokens
         turns = 0
+        noted = False  # confidence_note: the note is in, the next request decides
         max_turns = opts.max_searches + 4  # searches, refusals and a final answer, bounded
         while tokens_left > 0:
             turns += 1
@@ -350,15 +359,20 @@ class SearchLoop:
             # With a search left, only </search> stops the engine and the gate reads </answer> in the stream;
             # without one, the first </answer> ends the turn (a later <search> could only be refused).
             can_search = trace.search_count < budget and not trace.search_budget_exhausted
-            stops = [protocol.SEARCH_CLOSE] if can_search else [protocol.SEARCH_CLOSE, protocol.ANSWER_CLOSE]
-            gate = _AnswerGate() if can_search else None
+            # confidence_note: the first answer ends its request (the note goes in after it); the request after the
+            # note is the decision, held back until it is known to be a search.
+            answering = noting and can_search and not trace.searches and not noted
+            deciding = noting and can_search and not trace.searches and noted
+            closes = can_search and not answering
+            stops = [protocol.SEARCH_CLOSE] if closes else [protocol.SEARCH_CLOSE, protocol.ANSWER_CLOSE]
+            gate = _AnswerGate() if can_search and not (answering or deciding) else None
             delta = _Collect()
             pieces = self._generate(out, opts, stops, tokens_left, f"{request_id}-{turns}")
             try:
                 async for piece in pieces:
                     delta.add(piece)
                     shown = gate.feed(piece.text) if gate else piece.text
-                    if shown:
+                    if shown and not deciding:
                         yield TextDelta(shown)
                     if (gate and gate.answer_stands) or self._degenerate(delta, out, opts):
                         break
@@ -368,6 +382,13 @@ class SearchLoop:
                 delta.cut(gate.end, tokenizer)  # what followed the answer is not part of it
             elif gate and (rest := gate.flush()):
                 yield TextDelta(rest)
+            if deciding:
+                if (
+                    protocol.parse_step(delta.text).kind is not protocol.StepKind.search
+                    or delta.finish_reason != "stop"
+                ):
+                    break  # no search call after the note: the first answer stands, what was written instead is cut
+                yield TextDelta(delta.text)
             if self._degenerate(delta, out, opts):
                 delta.finish_reason = "degenerate"
             if delta.finish_reason == "degenerate" and opts.force_answer:
@@ -405,6 +426,13 @@ class SearchLoop:
                     break
                 async for event in self._search(step.query or "", opts, out, forced=False):
                     yield event
+                continue
+            if answering and protocol.ANSWER_CLOSE in delta.text:  # the first answer, closed: its note goes in
+                trace.confidence = answer_confidence(delta.text, delta.token_ids, delta.logprobs, tokenizer)
+                note = protocol.format_confidence(trace.confidence or 0.0)
+                out.inserted(note)
+                noted = True
+                yield Inserted(note)
                 continue
             if opts.policy is SearchPolicy.confidence and not trace.searches:  # the first answer, tagged or not
                 trace.confidence = answer_confidence(delta.text, delta.token_ids, delta.logprobs, tokenizer)

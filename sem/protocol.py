@@ -9,6 +9,7 @@ Pure functions, no I/O. The template (PAPER.md):
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 SEARCH_OPEN, SEARCH_CLOSE = "<search>", "</search>"
 RESULT_OPEN, RESULT_CLOSE = "<result>", "</result>"
-TAG_NAMES = ("think", "answer", "search", "result")
+CONFIDENCE_OPEN, CONFIDENCE_CLOSE = "<confidence>", "</confidence>"
+TAG_NAMES = ("think", "answer", "search", "result", "confidence")
 
 SYSTEM_PROMPT = (
     "You answer questions. First think briefly inside <think> </think>, then give a short answer "
@@ -33,8 +35,10 @@ SYSTEM_PROMPT = (
 
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 # Any of our tags (with attributes or odd spacing) and chat-template control tokens such as <|im_end|>.
-_TAG_LIKE_RE = re.compile(r"<\s*/?\s*(?:think|answer|search|result)\b[^>]*>|<\|[^|>]{0,40}\|>", re.IGNORECASE)
-_BLOCK_RE = re.compile(r"<(think|search|result)>.*?(</\1>|$)", re.DOTALL)
+_TAG_LIKE_RE = re.compile(
+    r"<\s*/?\s*(?:think|answer|search|result|confidence)\b[^>]*>|<\|[^|>]{0,40}\|>", re.IGNORECASE
+)
+_BLOCK_RE = re.compile(r"<(think|search|result|confidence)>.*?(</\1>|$)", re.DOTALL)
 
 
 class TemplateRejected(SEMError, ValueError):
@@ -219,6 +223,18 @@ def format_result(passages: Iterable[Any], *, max_chars: int = 600, error: str |
 def format_refusal(reason: str) -> str:
     """The inserted block when the model asks for a search it may not have."""
     return f"\n{RESULT_OPEN}\nNo search: {reason}. Answer now from what you know.\n{RESULT_CLOSE}\n"
+
+
+def format_confidence(confidence: float) -> str:
+    """The inserted note of the `confidence_note` loop: the first answer's confidence (its least likely token's
+    probability) in whole percent, 0 to 99, for the model to read before it decides (a two-digit number: its first
+    digit alone tells 90% and over from the rest).
+
+    >>> format_confidence(0.934), format_confidence(1.0), format_confidence(0.04)
+    ('\\n<confidence>93</confidence>', '\\n<confidence>99</confidence>', '\\n<confidence>04</confidence>')
+    """
+    percent = min(99, max(0, math.floor(confidence * 100)))
+    return f"\n{CONFIDENCE_OPEN}{percent:02d}{CONFIDENCE_CLOSE}"
 
 
 def format_answer(text: str) -> str:

@@ -73,6 +73,11 @@ class LoopDefaults(BaseModel):
         description="`confidence` policy: search when the answer's least likely token is below this probability; "
         "default: the model's calibration (`trainer calibrate`), else 0.5.",
     )
+    confidence_note: bool | None = Field(
+        None,
+        description="`auto`: write the first answer's confidence into the context before the model decides; "
+        "default: what the model was trained with (`sem_gate.json`), else off.",
+    )
 
 
 class SearchSettings(BaseModel):

@@ -14,7 +14,7 @@ from sem.domains import DomainFilter
 from sem.engines import Engine, build_engine, resolve_engine_kind
 from sem.engines.supervisor import EngineFactory, EngineState, SupervisedEngine
 from sem.errors import SearchModeError
-from sem.gate import resolve_policy, resolve_threshold
+from sem.gate import resolve_confidence_note, resolve_policy, resolve_threshold
 from sem.loop import SearchLoop
 from sem.search import build_backend
 from sem.settings import EngineKind, Settings
@@ -120,6 +120,7 @@ class ServiceState:
             self.loop_defaults = loop.model_copy(update={
                 "confidence_threshold": resolve_threshold(loop.confidence_threshold, self.settings.model_path),
                 "policy": resolve_policy(loop.policy, self.settings.model_path),
+                "confidence_note": resolve_confidence_note(loop.confidence_note, self.settings.model_path),
             })  # fmt: skip
             self.loop = SearchLoop(self.engine, self.search)
             self.load_seconds = time.perf_counter() - started

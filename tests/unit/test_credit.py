@@ -27,6 +27,8 @@ def batch() -> list[Sample]:
         Sample([*system, 13, 14, 15], [24, 22], EOS, reward=0.0, r_stop=0.0, r_search=1.0, group=1),
         Sample([*system, 13, 14, 15], [25, 26, 27, 22], 5, reward=1.0, r_stop=0.0, r_search=1.0, group=1),
         Sample([*system, 13, 14, 15], [30, 31], None, reward=0.0, group=1),  # no closed answer: no decision
+        # confidence_note: an inserted note between the answer and the decision, read but not trained
+        Sample([*system, 11, 12], [20, 22], 5, reward=1.0, r_stop=0.0, r_search=1.0, group=0, note=[40, 41, 42]),
     ]
 
 
@@ -114,10 +116,20 @@ def test_the_first_turn_and_its_decision_come_from_the_trace(tokenizer) -> None:
 
     answer = tokenizer.encode("<answer>Likre</answer>", add_special_tokens=False)
     stopped = trace([("<answer>Likre</answer>", True)], 0)
-    assert first_turn(stopped, close, eos) == (answer, eos)  # the loop stopped at an answer that stands
+    assert first_turn(stopped, close, eos) == (answer, [], eos)  # the loop stopped at an answer that stands
     searched = trace([("<answer>Likre</answer>\n<search> q </search>", True), ("\n<result>x</result>\n", False),
                       ("<answer>Tequu</answer>", True)], 1)  # fmt: skip
-    ids, decision = first_turn(searched, close, eos)
-    assert ids == answer and decision == searched.completion_ids[len(answer)] != eos
+    ids, note, decision = first_turn(searched, close, eos)
+    assert ids == answer and note == [] and decision == searched.completion_ids[len(answer)] != eos
     no_answer = trace([("Likre", True)], 0)
-    assert first_turn(no_answer, close, eos) == (no_answer.completion_ids, None)
+    assert first_turn(no_answer, close, eos) == (no_answer.completion_ids, [], None)
+    # confidence_note: the note inserted after the answer is read before the decision, whichever it was
+    note_ids = tokenizer.encode("\n<confidence>93</confidence>", add_special_tokens=False)
+    noted_stop = trace([("<answer>Likre</answer>", True), ("\n<confidence>93</confidence>", False)], 0)
+    assert first_turn(noted_stop, close, eos) == (answer, note_ids, eos)
+    noted_search = trace([("<answer>Likre</answer>", True), ("\n<confidence>41</confidence>", False),
+                          ("\n<search> q </search>", True), ("\n<result>x</result>\n", False),
+                          ("<answer>Tequu</answer>", True)], 1)  # fmt: skip
+    ids, note, decision = first_turn(noted_search, close, eos)
+    opener = tokenizer.encode("\n<search> q </search>", add_special_tokens=False)[0]
+    assert ids == answer and len(note) == len(note_ids) and decision == opener

@@ -385,3 +385,42 @@ async def test_a_seed_the_engine_cannot_honour_is_reported(tokenizer, retriever)
     trace = await loop.run("Who wrote Hamlet?", LoopOptions(seed=7))
     assert trace.seed_honoured is False and trace.answer == "Shakespeare"
     assert (await loop.run("Who wrote Hamlet?", LoopOptions())).seed_honoured is None  # no seed asked
+
+
+# ---- confidence_note: the first answer's confidence is written before the model decides ------------------------
+
+
+async def test_the_note_goes_in_after_the_first_answer_and_the_model_searches_after_it(tokenizer, retriever) -> None:
+    engine = ReplayEngine(tokenizer, ["<answer>Marlowe</answer>", "\n<search> Hamlet author </search>",
+                                      "<answer>Shakespeare</answer>"], logprob=math.log(0.41))  # fmt: skip
+    events = [
+        e async for e in SearchLoop(engine, retriever).stream("Who wrote Hamlet?", LoopOptions(confidence_note=True))
+    ]
+    trace = events[-1].trace
+    assert trace.confidence == pytest.approx(0.41) and trace.search_count == 1 and trace.answer == "Shakespeare"
+    assert engine.contexts[1].endswith("<answer>Marlowe</answer>\n<confidence>41</confidence>")
+    assert [e.text for e in events if isinstance(e, Inserted)][0] == "\n<confidence>41</confidence>"
+    shown = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert shown.startswith("<answer>Marlowe</answer>\n<search> Hamlet author </search>")
+    assert trace.completion.startswith("<answer>Marlowe</answer>\n<confidence>41</confidence>\n<search>")
+
+
+@pytest.mark.parametrize("after", [EOS, "Perhaps <answer>Kyd</answer>"])
+async def test_without_a_search_call_after_the_note_the_first_answer_stands(tokenizer, retriever, after) -> None:
+    engine = ReplayEngine(tokenizer, ["<answer>Shakespeare</answer>", after], logprob=math.log(0.97))
+    events = [
+        e async for e in SearchLoop(engine, retriever).stream("Who wrote Hamlet?", LoopOptions(confidence_note=True))
+    ]
+    trace = events[-1].trace
+    assert trace.answer == "Shakespeare" and trace.search_count == 0 and trace.engine_calls == 2
+    assert trace.completion == "<answer>Shakespeare</answer>\n<confidence>97</confidence>"  # what followed is cut
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "<answer>Shakespeare</answer>"
+
+
+async def test_no_note_without_an_answer_or_a_search_left(tokenizer, retriever) -> None:
+    searched_first, _, _ = await run(tokenizer, retriever, ["<search> Hamlet author </search>",
+                                     "<answer>Shakespeare</answer>"], confidence_note=True)  # fmt: skip
+    assert "<confidence>" not in searched_first.completion and searched_first.search_count == 1
+    no_budget, _, _ = await run(tokenizer, retriever, ["<answer>Shakespeare</answer>"], confidence_note=True,
+                                max_searches=0)  # fmt: skip
+    assert no_budget.completion == "<answer>Shakespeare</answer>" and no_budget.confidence is None

@@ -239,12 +239,14 @@ def eval_gate(
 def _answer(loop_: Any, search_loop: Any, model_path: str, labels: list, policies: list[str], threshold: float,
             max_tokens: int) -> tuple[list, dict | None]:  # fmt: skip
     """Every policy's answers, `auto`'s own P(search) on each, and multiple choice scored by likelihood."""
+    from sem.gate import resolve_confidence_note
     from trainer.evals.likelihood import Scorer
     from trainer.evals.options import option_report, score_options
     from trainer.evals.runs import run_policies
 
+    note = resolve_confidence_note(None, model_path)  # `auto` as the model was trained (sem.gate)
     outcomes = loop_.run_until_complete(run_policies(search_loop, labels, policies, max_tokens=max_tokens,
-                                                     confidence_threshold=threshold))  # fmt: skip
+                                                     confidence_threshold=threshold, confidence_note=note))  # fmt: skip
     lettered = [lab.example for lab in labels if lab.example.choices]
     scorer = Scorer.load(model_path)  # one load for both read-backs
     options = option_report(score_options(scorer, lettered)) if lettered else None

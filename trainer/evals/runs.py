@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
-from sem.protocol import RESULT_OPEN, final_answer
+from sem.protocol import CONFIDENCE_OPEN, RESULT_OPEN, final_answer
 from sem.scoring import f1
 from trainer.evals.decision import first_turn
 from trainer.evals.labels import Label, found_in, is_right
@@ -51,6 +51,16 @@ def before_search(trace: Trace) -> str:
     return next((seg.text for seg in trace.segments if seg.generated), "")
 
 
+def confidence_note(trace: Trace) -> str:
+    """The note the `confidence_note` loop inserted right after the first answer, or ""."""
+    segments = trace.segments
+    first = next((i for i, seg in enumerate(segments) if seg.generated), None)
+    if first is None or first + 1 >= len(segments) or segments[first + 1].generated:
+        return ""
+    text = segments[first + 1].text
+    return text if text.lstrip().startswith(CONFIDENCE_OPEN) else ""
+
+
 def first_answer(trace: Trace) -> str:
     """The answer before any search: the first <answer>, else what the first turn ends with."""
     return trace.answers[0] if trace.answers else final_answer(before_search(trace))
@@ -58,7 +68,9 @@ def first_answer(trace: Trace) -> str:
 
 def outcome_of(lab: Label, policy: str, trace: Trace, latency_s: float) -> Outcome:
     first, first_text = first_answer(trace), before_search(trace)
-    extra: dict[str, Any] = {"first_turn": turn} if policy == "auto" and (turn := first_turn(first_text)) else {}
+    extra: dict[str, Any] = {}
+    if policy == "auto" and (turn := first_turn(first_text)):
+        extra["first_turn"] = turn + confidence_note(trace)  # what the decision read
     if policy == "confidence":
         extra["gate"] = confidence_gate(trace)
     if trace.searches:  # did what it retrieved hold the answer? (the reading measure: right when it did)
@@ -79,13 +91,15 @@ async def run_policies(
     max_tokens: int = 64,
     max_searches: int = 1,
     confidence_threshold: float = 0.5,
+    confidence_note: bool = False,
     concurrency: int = 8,
 ) -> list[Outcome]:
     """Answer every question once per policy (greedy), timing each answer."""
 
     def job(lab: Label, policy: str) -> Callable[[], Any]:
         options = LoopOptions(policy=SearchPolicy(policy), max_tokens=max_tokens, max_searches=max_searches,
-                              confidence_threshold=confidence_threshold)  # fmt: skip
+                              confidence_threshold=confidence_threshold,
+                              confidence_note=confidence_note)  # fmt: skip
 
         async def run() -> Outcome:
             started = time.perf_counter()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Credit = Literal["two_action", "plain", "brier"]
@@ -47,6 +47,20 @@ class Sample:
     searched: bool = False  # the rollout searched (its reward is r_search); else r_search came from a branch
     answer_advantage: float = 0.0  # set by `advantages`
     decision_advantage: float = 0.0
+    note: list[int] = field(default_factory=list)  # inserted between the answer and the decision (confidence_note)
+
+    @property
+    def row(self) -> list[int]:
+        """The tokens the forward reads: prompt, answer, note, decision."""
+        return self.prompt + self.answer + self.note + ([] if self.decision is None else [self.decision])
+
+    def trained_positions(self) -> list[int]:
+        """Positions in `row` whose logits predict a trained token: each answer token's, then the decision's."""
+        first = len(self.prompt) - 1  # the position that predicts the first answer token
+        picks = [first + j for j in range(len(self.answer))]
+        if self.decision is not None:
+            picks.append(len(self.prompt) + len(self.answer) + len(self.note) - 1)
+        return picks
 
 
 def group_advantages(values: Sequence[float], groups: Sequence[int], scale: bool = True) -> list[float]:
@@ -165,11 +179,8 @@ def hidden_at(model: Any, rows: Sequence[Sequence[int]], picks: Sequence[tuple[i
 
 
 def _rows_and_picks(samples: Sequence[Sample]) -> tuple[list[list[int]], list[tuple[int, int]]]:
-    rows, picks = [], []
-    for i, s in enumerate(samples):
-        rows.append(s.prompt + s.answer + ([] if s.decision is None else [s.decision]))
-        first = len(s.prompt) - 1  # the position that predicts the first answer token
-        picks += [(i, first + j) for j in range(len(s.answer) + (s.decision is not None))]
+    rows = [s.row for s in samples]
+    picks = [(i, p) for i, s in enumerate(samples) for p in s.trained_positions()]
     return rows, picks
 
 
@@ -207,11 +218,8 @@ def plain_loss(model: Any, samples: Sequence[Sample], eos_id: int, credit: Credi
     device = next(lm.parameters()).device
     picked, targets = [], []
     for s in samples:
-        row = s.prompt + s.answer + ([] if s.decision is None else [s.decision])
-        logits = lm(input_ids=torch.tensor([row], device=device)).logits[0].float()
-        first = len(s.prompt) - 1
-        trained = len(s.answer) + (s.decision is not None)
-        picked.append(logits[first : first + trained])
+        logits = lm(input_ids=torch.tensor([s.row], device=device)).logits[0].float()
+        picked.append(logits[s.trained_positions()])
     targets = torch.tensor(_targets(samples), device=device)
     logprobs = torch.log_softmax(torch.cat(picked), -1)
     return _terms(logprobs, targets, samples, eos_id, credit, decision_weight) / _trained_count(samples)

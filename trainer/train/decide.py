@@ -53,6 +53,7 @@ class DecideConfig:
     engine: str = "vllm"
     seed: int = 0
     bf16: bool = True  # autocast where the hardware computes in bf16; weights and Adam stay float32
+    note: bool = False  # confidence_note: the first answer's confidence written before the decision (named variant)
 
 
 @dataclass
@@ -76,19 +77,24 @@ class StepStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def first_turn(trace: Trace, close_ids: Sequence[int], eos_id: int) -> tuple[list[int], int | None]:
-    """The first generated run's tokens through its first `</answer>`, and the decision token after it: the next
-    generated token when the rollout searched, else end of turn (the loop stopped at an answer that stands). Without
-    a closed answer: the whole first run and no decision."""
+def first_turn(trace: Trace, close_ids: Sequence[int], eos_id: int) -> tuple[list[int], list[int], int | None]:
+    """The first generated run's tokens through its first `</answer>`, the note inserted right after it (the
+    `confidence_note` loop's; else empty), and the decision token after that: the next generated token when the
+    rollout searched, else end of turn (the loop stopped at an answer that stands). Without a closed answer: the whole
+    first run, no note and no decision."""
     ids, mask = trace.completion_ids, trace.loss_mask
     run = next((i for i, keep in enumerate(mask) if not keep), len(ids))  # the first generated run ends here
     k = len(close_ids)
     close = next((i + k for i in range(run - k + 1) if ids[i : i + k] == list(close_ids)), None)
     if close is None:
-        return list(ids[:run]), None
-    if trace.search_count and close < run:
-        return list(ids[:close]), ids[close]
-    return list(ids[:close]), None if trace.search_count else eos_id
+        return list(ids[:run]), [], None
+    resumed = close
+    if close == run < len(ids):  # the answer ended its request and a note went in after it
+        resumed = next((i for i in range(run, len(ids)) if mask[i]), len(ids))
+    note = list(ids[close:resumed])
+    if trace.search_count and resumed < len(ids):
+        return list(ids[:close]), note, ids[resumed]
+    return list(ids[:close]), note, None if trace.search_count else eos_id
 
 
 class Decider:
@@ -132,7 +138,7 @@ class Decider:
     def options(self, temperature: float) -> LoopOptions:
         return LoopOptions(policy=SearchPolicy.auto, max_searches=1, top_k=self.config.top_k, temperature=temperature,
                            max_tokens=self.config.max_tokens, logprobs=False, force_answer=False,
-                           passage_chars=300)  # fmt: skip
+                           passage_chars=300, confidence_note=self.config.note)  # fmt: skip
 
     def _score(self, lab: Label, answers: list[str], searches: int) -> float:
         ex = lab.example
@@ -162,7 +168,7 @@ class Decider:
         branch_of = dict(zip(stopped, branches, strict=True))
         samples = []
         for i, (lab, trace) in enumerate(zip(labs, traces, strict=True)):
-            answer, decision = first_turn(trace, self.close_ids, self.eos)
+            answer, note, decision = first_turn(trace, self.close_ids, self.eos)
             reward = self._score(lab, trace.answers, trace.search_count)
             first = trace.answers[:1]
             r_stop = self._score(lab, first, 0)
@@ -173,7 +179,7 @@ class Decider:
             else:
                 r_search = 0.0
             samples.append(Sample(list(trace.prompt_ids), answer, decision, reward, r_stop, r_search,
-                                  group=i // g, searched=bool(trace.search_count)))  # fmt: skip
+                                  group=i // g, searched=bool(trace.search_count), note=note))  # fmt: skip
         return samples, {"rollout_s": rollout_s, "branch_s": branch_s, "branches": len(stopped)}
 
     # ---- the step ----------------------------------------------------------------------------------------------
@@ -221,9 +227,9 @@ class Decider:
         traces = self._run([self.loop.run(lab.example.prompt_text(), self.options(0.0)) for lab in labels])
         rows, kept = [], []
         for i, trace in enumerate(traces):
-            answer, _ = first_turn(trace, self.close_ids, self.eos)
+            answer, note, _ = first_turn(trace, self.close_ids, self.eos)
             if answer and answer[-len(self.close_ids) :] == self.close_ids:
-                rows.append(list(trace.prompt_ids) + answer)
+                rows.append(list(trace.prompt_ids) + answer + note)
                 kept.append(i)
         self.model.eval()
         probabilities = (
@@ -263,8 +269,17 @@ def save_state(decider: Decider, out: Path, step: int, history: list[dict[str, A
     decider.model.save_pretrained(folder)
     decider.tokenizer.save_pretrained(folder)
     torch.save({"step": step, "optimizer": decider.optimizer.state_dict()}, folder / "state.pt")
+    mark_gate(folder, decider.config)
     (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
     return folder
+
+
+def mark_gate(folder: Path, config: DecideConfig) -> None:
+    """A policy trained with the confidence note is served with it: its gate file says so (sem.gate)."""
+    if config.note:
+        from sem.gate import update_gate
+
+        update_gate(folder, confidence_note=True)
 
 
 def last_checkpoint(out: Path) -> Path | None:

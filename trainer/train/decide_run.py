@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from trainer.evals.labels import Label, read_labels
-from trainer.train.decide import DecideConfig, Decider, DevAnswer, batches, last_checkpoint, save_state, summary_row
+from trainer.train.decide import (
+    DecideConfig,
+    Decider,
+    DevAnswer,
+    batches,
+    last_checkpoint,
+    mark_gate,
+    save_state,
+    summary_row,
+)
 
 log = logging.getLogger(__name__)
 Judge = Callable[[list[DevAnswer], list[str]], dict[str, Any]]  # dev answers and their forms -> a curve point
@@ -140,6 +149,7 @@ def run_decide(model_path: str, labels_file: Path, out: Path, config: DecideConf
         final = out / "final"
         model.save_pretrained(final)
         tokenizer.save_pretrained(final)
+        mark_gate(final, config)
     finally:
         if engine is not None:
             engine.close()
