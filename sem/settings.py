@@ -98,6 +98,17 @@ class SearchSettings(BaseModel):
     milvus_collection: str | None = Field(None, description="Milvus collection (default: sem_<corpus file name>).")
     milvus_mode: Literal["bm25", "dense", "hybrid"] = Field("bm25", description="Milvus search: bm25, dense, hybrid.")
     milvus_ranker: Literal["rrf", "weighted"] = Field("rrf", description="How `hybrid` fuses BM25 and dense lists.")
+    # Benchmark tools (sem.search.costly), off by default: a search that costs what a web search API costs.
+    simulated_latency_ms: float | None = Field(
+        None, ge=0.0, description="Benchmarks: each backend call waits a log-normal time with this median (ms)."
+    )
+    simulated_latency_spread: float = Field(
+        0.63, gt=0.0, description="Benchmarks: sigma of the wait's log (0.63 fits published web search API p95/p50)."
+    )
+    simulated_latency_seed: int | None = Field(None, description="Benchmarks: seed of the simulated waits.")
+    price_per_1000: float = Field(
+        0.0, ge=0.0, description="What 1,000 backend queries cost (counted in metrics and /v1/stats as spend)."
+    )
     allow_domains: list[str] = Field(
         default_factory=list,
         description="Only passages from these domains (and their subdomains) reach the model; a local corpus "

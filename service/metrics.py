@@ -15,8 +15,10 @@ class Metrics:
     """Prometheus metrics of one app. What lives elsewhere is read through callbacks: `cache_stats()` -> (hits,
     misses) of the search cache, `ready()` -> whether the engine and index are loaded."""
 
-    def __init__(self, cache_stats: Callable[[], tuple[int, int]], ready: Callable[[], bool]) -> None:
+    def __init__(self, cache_stats: Callable[[], tuple[int, int]], ready: Callable[[], bool],
+                 price_per_1000: float = 0.0) -> None:  # fmt: skip
         self.registry = CollectorRegistry()
+        self.price_per_query = price_per_1000 / 1000
         self.answers = Counter("sem_answers", "Answers served.", ["policy", "finish_reason"], registry=self.registry)
         self.searches = Counter("sem_searches", "Searches run by the loop.", registry=self.registry)
         self.cancelled = Counter(
@@ -45,6 +47,10 @@ class Metrics:
         self.backend_errors = Counter(
             "sem_search_backend_errors", "Failed calls to the search backend.", ["backend"], registry=self.registry
         )
+        self.search_spend = Counter(
+            "sem_search_spend", "What the backend's queries cost (SEM_SEARCH__PRICE_PER_1000 per 1,000 queries).",
+            ["backend"], registry=self.registry,
+        )  # fmt: skip
         self.searches_per_request = Histogram(
             "sem_searches_per_request", "Searches one answer took.", buckets=(0, 1, 2, 3, 4, 6, 8),
             registry=self.registry,
@@ -111,6 +117,8 @@ class Metrics:
             "cache_misses": misses,
             "cache_hit_rate": round(hits / (hits + misses), 3) if hits + misses else None,
             "mean_latency_ms": round(1000 * latency_sum / answers, 1) if answers else None,
+            "search_seconds": round(_total(self.backend_latency, "_sum"), 3),  # time spent waiting on the backend
+            "search_spend": round(_total(self.search_spend, "_total"), 6),
         }
 
     def observe_budget(self, verdict: Verdict) -> None:
@@ -128,12 +136,18 @@ class Metrics:
         self.engine_events.labels(event).inc()
 
     def observe_backend(self, backend: str, seconds: float, queries: int, error: bool) -> None:
-        """`sem.cache.BackendObserver`: one call to the search backend."""
+        """`sem.cache.BackendObserver`: one call to the search backend (billed per query, as web search APIs are)."""
         self.backend_latency.labels(backend).observe(seconds)
         self.backend_queries.labels(backend).inc(queries)
+        self.search_spend.labels(backend).inc(queries * self.price_per_query)
         if error:
             self.backend_errors.labels(backend).inc()
 
 
 def _value(counter: Counter) -> float:
     return next(s.value for s in counter.collect()[0].samples if s.name.endswith("_total"))
+
+
+def _total(metric: Counter | Histogram, suffix: str) -> float:
+    """A labelled metric's samples with this suffix, summed over its labels."""
+    return sum(s.value for s in metric.collect()[0].samples if s.name.endswith(suffix))

@@ -44,6 +44,8 @@ class Stats(BaseModel):
     cache_misses: int
     cache_hit_rate: float | None
     mean_latency_ms: float | None
+    search_seconds: float = Field(0.0, description="Seconds spent waiting on the search backend (cache misses).")
+    search_spend: float = Field(0.0, description="What the backend's queries cost, at SEM_SEARCH__PRICE_PER_1000.")
 
 
 class PassageOut(BaseModel):

@@ -49,7 +49,8 @@ class ServiceState:
         self.loop: SearchLoop | None = None
         self.loop_defaults = settings.loop  # with the model's calibrated confidence threshold once loaded
         self.error: str | None = None
-        self.metrics = Metrics(cache_stats=self._cache_stats, ready=lambda: self.ready)
+        self.metrics = Metrics(cache_stats=self._cache_stats, ready=lambda: self.ready,
+                               price_per_1000=settings.search.price_per_1000)  # fmt: skip
         self.security = Security(settings.auth, settings.redis_url)
         # Search budgets across requests (logs at start-up when it counts in this process only) and the deployment's
         # source filter, which every request's narrows.

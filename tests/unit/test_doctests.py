@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["sem.protocol", "sem.cache", "sem.engines.base", "sem.search.registry", "sem.search.milvus", "sem.keys",
+MODULES = ["sem.protocol", "sem.cache", "sem.engines.base", "sem.search.registry", "sem.search.milvus", "sem.search.costly", "sem.keys",
            "sem.loop", "sem.gate", "sem.citations", "sem.tool_results", "sem.budget", "sem.domains",
            "sem.evaldata.benchmarks", "sem.engines.vllm",
            "sem_client._tools", "trainer.data", "trainer.train.sft", "trainer.train.decision", "trainer.train.rewards",
