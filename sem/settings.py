@@ -73,6 +73,13 @@ class LoopDefaults(BaseModel):
         description="`confidence` policy: search when the answer's least likely token is below this probability; "
         "default: the model's calibration (`trainer calibrate`), else 0.5.",
     )
+    search_rate: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="`confidence` policy: search this share of questions, the least sure (the threshold follows the "
+        "model's recent confidences: sem.rate); a request's `search_rate` wins. Default: the fixed threshold.",
+    )
     confidence_note: bool | None = Field(
         None,
         description="`auto`: write the first answer's confidence into the context before the model decides; "

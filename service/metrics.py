@@ -47,6 +47,15 @@ class Metrics:
         self.backend_errors = Counter(
             "sem_search_backend_errors", "Failed calls to the search backend.", ["backend"], registry=self.registry
         )
+        self.search_rate_asked = Histogram(
+            "sem_search_rate_asked", "Search rates asked of the dial (request or deployment), and searched at "
+            "(`used`: held lower by a budget).", ["kind"], buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0),
+            registry=self.registry,
+        )  # fmt: skip
+        self.search_rate_answers = Counter(
+            "sem_search_rate_answers", "Answers the dial set the threshold of, by whether they searched (the rate "
+            "achieved is searched / all).", ["searched"], registry=self.registry,
+        )  # fmt: skip
         self.search_spend = Counter(
             "sem_search_spend", "What the backend's queries cost (SEM_SEARCH__PRICE_PER_1000 per 1,000 queries).",
             ["backend"], registry=self.registry,
@@ -87,9 +96,11 @@ class Metrics:
         loaded = Gauge("sem_ready", "1 once the engine and index are loaded.", registry=self.registry)
         loaded.set_function(lambda: 1.0 if ready() else 0.0)
 
-    def record(self, policy: str, trace: Trace, seconds: float) -> None:
-        """Count one finished answer."""
+    def record(self, policy: str, trace: Trace, seconds: float, *, dialled: bool = False) -> None:
+        """Count one finished answer (`dialled`: its threshold came from the search-rate dial)."""
         self.answers.labels(policy, trace.finish_reason).inc()
+        if dialled:
+            self.search_rate_answers.labels("yes" if trace.search_count else "no").inc()
         self.searches.inc(trace.search_count)
         self.searches_per_request.observe(trace.search_count)
         self.search_errors.inc(len(trace.search_errors))
@@ -119,7 +130,19 @@ class Metrics:
             "mean_latency_ms": round(1000 * latency_sum / answers, 1) if answers else None,
             "search_seconds": round(_total(self.backend_latency, "_sum"), 3),  # time spent waiting on the backend
             "search_spend": round(_total(self.search_spend, "_total"), 6),
+            "search_rate_achieved": self.rate_achieved(),
         }
+
+    def rate_achieved(self) -> float | None:
+        """The share of dialled answers that searched; None before any."""
+        counts = {s.labels["searched"]: s.value for s in self.search_rate_answers.collect()[0].samples
+                  if s.name.endswith("_total")}  # fmt: skip
+        answered = sum(counts.values())
+        return round(counts.get("yes", 0.0) / answered, 4) if answered else None
+
+    def observe_rate(self, asked: float, used: float) -> None:
+        self.search_rate_asked.labels("asked").observe(asked)
+        self.search_rate_asked.labels("used").observe(used)
 
     def observe_budget(self, verdict: Verdict) -> None:
         """`sem.budget.SearchBudget`'s observer: every check and spend (per-key standings stay out: one series a key

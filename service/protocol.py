@@ -46,6 +46,9 @@ class Stats(BaseModel):
     mean_latency_ms: float | None
     search_seconds: float = Field(0.0, description="Seconds spent waiting on the search backend (cache misses).")
     search_spend: float = Field(0.0, description="What the backend's queries cost, at SEM_SEARCH__PRICE_PER_1000.")
+    search_rate_achieved: float | None = Field(
+        None, description="Of the answers the search-rate dial set the threshold of, the share that searched."
+    )
 
 
 class PassageOut(BaseModel):
@@ -100,3 +103,15 @@ class Usage(BaseModel):
     completion_tokens: int = Field(description="Tokens the model generated.")
     total_tokens: int
     num_search_queries: int
+
+
+def check_search_rate(rate: float | None, search: object, threshold: float | None) -> float | None:
+    """A search rate asks the `confidence` gate for a share of searches: it cannot go with another policy, nor with a
+    threshold of its own (the dial sets it). A ValueError here is a 422 on `search_rate`."""
+    if rate is None:
+        return rate
+    if search is not None and str(getattr(search, "value", search)) != "confidence":
+        raise ValueError(f"search_rate needs search='confidence' (or no search policy), not {search!r}")
+    if threshold is not None:
+        raise ValueError("give search_rate or confidence_threshold, not both: the rate sets the threshold")
+    return rate

@@ -16,12 +16,21 @@ from service.metrics import Metrics
 
 
 class Runner:
-    def __init__(self, admission: Admission, metrics: Metrics) -> None:
+    def __init__(self, admission: Admission, metrics: Metrics,
+                 on_trace: Callable[[Trace], Awaitable[None]] | None = None) -> None:  # fmt: skip
         self.admission = admission
         self.metrics = metrics
+        self.on_trace = on_trace  # every finished answer, after the metrics (the search-rate dial's window)
 
-    async def run(self, api: str, policy: str, work: Callable[[], Awaitable[Trace]], request: Request) -> Trace:
-        """One whole answer: `work()` starts once a slot is free and is cancelled at the deadline or disconnect."""
+    async def _finished(self, policy: str, trace: Trace, seconds: float, dialled: bool) -> None:
+        self.metrics.record(policy, trace, seconds, dialled=dialled)
+        if self.on_trace is not None:
+            await self.on_trace(trace)
+
+    async def run(self, api: str, policy: str, work: Callable[[], Awaitable[Trace]], request: Request, *,
+                  dialled: bool = False) -> Trace:  # fmt: skip
+        """One whole answer: `work()` starts once a slot is free and is cancelled at the deadline or disconnect.
+        `dialled`: its threshold came from the search-rate dial (counted for the rate achieved)."""
         started = time.perf_counter()
         try:
             async with self.admission.slot() as deadline:
@@ -29,19 +38,20 @@ class Runner:
         except ClientDisconnected:
             self.metrics.cancelled.labels(api).inc()
             raise
-        self.metrics.record(policy, trace, time.perf_counter() - started)
+        await self._finished(policy, trace, time.perf_counter() - started, dialled)
         return trace
 
-    def stream(self, api: str, policy: str, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    def stream(self, api: str, policy: str, events: AsyncIterator[Event], *,
+               dialled: bool = False) -> AsyncIterator[Event]:  # fmt: skip
         """The loop's events, generated inside a slot and before the deadline (each step is bounded).
 
         Admission is checked now: a full queue is a 503 before a stream's 200. A client that goes away closes the
         returned generator, which closes the loop's (aborting the engine request) and counts a cancellation.
         """
         self.admission.check()
-        return self._stream(api, policy, events)
+        return self._stream(api, policy, events, dialled)
 
-    async def _stream(self, api: str, policy: str, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    async def _stream(self, api: str, policy: str, events: AsyncIterator[Event], dialled: bool) -> AsyncIterator[Event]:
         started = time.perf_counter()
         ended = False  # finished or failed; otherwise the client left
         try:
@@ -54,7 +64,7 @@ class Runner:
                         return
                     if isinstance(event, Final):
                         ended = True
-                        self.metrics.record(policy, event.trace, time.perf_counter() - started)
+                        await self._finished(policy, event.trace, time.perf_counter() - started, dialled)
                     yield event
         except Exception:
             ended = True

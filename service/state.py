@@ -15,7 +15,8 @@ from sem.engines import Engine, build_engine, resolve_engine_kind
 from sem.engines.supervisor import EngineFactory, EngineState, SupervisedEngine
 from sem.errors import SearchModeError
 from sem.gate import resolve_confidence_note, resolve_policy, resolve_threshold
-from sem.loop import SearchLoop
+from sem.loop import SearchLoop, Trace
+from sem.rate import SearchRateDial
 from sem.search import build_backend
 from sem.settings import EngineKind, Settings
 from service.admission import Admission
@@ -58,7 +59,8 @@ class ServiceState:
         self.budget.on_hit = self.metrics.budget_cache_hits.inc
         self.domains = DomainFilter.of(settings.search.allow_domains, settings.search.block_domains)
         self.admission = Admission(settings.limits)
-        self.runner = Runner(self.admission, self.metrics)
+        self.rate_dial: SearchRateDial | None = None  # the search-rate dial, once the model's threshold is known
+        self.runner = Runner(self.admission, self.metrics, on_trace=self._observe_confidence)
         self.load_seconds: float | None = None
         self._search_health: tuple[float, str | None] | None = None
         self.started_at = int(time.time())
@@ -75,6 +77,11 @@ class ServiceState:
             problem = f"the search backend is unhealthy: {exc or type(exc).__name__}; answers go on without results"
         self._search_health = (now, problem)
         return problem
+
+    async def _observe_confidence(self, trace: Trace) -> None:
+        """Every first-answer confidence the service computed goes into the search-rate dial's window."""
+        if self.rate_dial is not None and trace.confidence is not None:
+            await self.rate_dial.observe(trace.confidence)
 
     def _cache_stats(self) -> tuple[int, int]:
         stats = self.search.stats if self.search else None
@@ -123,6 +130,8 @@ class ServiceState:
                 "policy": resolve_policy(loop.policy, self.settings.model_path),
                 "confidence_note": resolve_confidence_note(loop.confidence_note, self.settings.model_path),
             })  # fmt: skip
+            self.rate_dial = SearchRateDial(self.model_name, self.loop_defaults.confidence_threshold or 0.5,
+                                            redis_url=self.settings.redis_url)  # fmt: skip
             self.loop = SearchLoop(self.engine, self.search)
             self.load_seconds = time.perf_counter() - started
             log.info("ready in %.1fs: engine=%s model=%s", self.load_seconds, self.engine.name, self.model_name)
@@ -166,6 +175,8 @@ class ServiceState:
     async def aclose(self) -> None:
         await self.security.aclose()
         await self.budget.aclose()
+        if self.rate_dial is not None:
+            await self.rate_dial.aclose()
         if self.search is not None:
             await self.search.aclose()
         if self.engine is not None and self._owns_engine:

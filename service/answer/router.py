@@ -15,6 +15,7 @@ from service.budget import prepare_search
 from service.deps import StateDep
 from service.limits import check_limits
 from service.protocol import ErrorResponse
+from service.rate import apply_search_rate
 
 router = APIRouter(tags=["answer"])
 
@@ -50,8 +51,9 @@ async def answer(body: AnswerRequest, state: StateDep, request: Request) -> Answ
         max_prompt_tokens=state.settings.limits.max_prompt_tokens,
     )
     await prepare_search(state, request, options, body.search_domains, param="search_domains")
+    dialled = await apply_search_rate(state, options, body.search_rate)
     started = time.perf_counter()
     work = partial(loop.run, body.question, options, request_id=f"ans-{uuid.uuid4().hex}")
-    trace = await state.runner.run("answer", options.policy.value, work, request)
+    trace = await state.runner.run("answer", options.policy.value, work, request, dialled=dialled)
     return to_response(trace, state.model_name, started, with_trace=body.return_trace,
                        passage_chars=options.passage_chars)  # fmt: skip

@@ -14,6 +14,7 @@ from service.deps import StateDep
 from service.openai.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
 from service.openai.serving import check_request, loop_options, stream_completion, to_completion
 from service.protocol import ErrorResponse
+from service.rate import apply_search_rate
 
 router = APIRouter(tags=["openai"])
 
@@ -43,16 +44,18 @@ async def chat_completions(
     limits = state.settings.limits
     options = loop_options(body, state.loop_defaults, limits.max_prompt_tokens, chat)
     await prepare_search(state, request, options, body.sem.search_domains, param="sem.search_domains")
+    dialled = await apply_search_rate(state, options, body.sem.search_rate)
     policy = options.policy.value
     request_id = f"chat-{uuid.uuid4().hex}"
     given = {"history": chat.history, "request_id": request_id, "client_searches": chat.rounds}
     if body.stream:
         # the loop enforces the prompt cap too, but a stream has sent its 200 by then: check it up front
         check_prompt_length(loop.prompt_tokens(chat.question, chat.history), limits.max_prompt_tokens)
-        events = state.runner.stream("chat", policy, loop.stream(chat.question, options, **given))
+        events = state.runner.stream("chat", policy, loop.stream(chat.question, options, **given), dialled=dialled)
         frames = stream_completion(events, body, state.model_name, request_id, chat.tool, options.passage_chars)
         return StreamingResponse(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    trace = await state.runner.run("chat", policy, partial(loop.run, chat.question, options, **given), request)
+    work = partial(loop.run, chat.question, options, **given)
+    trace = await state.runner.run("chat", policy, work, request, dialled=dialled)
     return to_completion(body, trace, state.model_name, chat.tool, options.passage_chars)
 
 

@@ -193,7 +193,7 @@ async function ask(card, question, policy, maxSearches, clientSearch = $("client
         messages: conversation,
         stream: true,
         stream_options: { include_usage: true },
-        sem: { search: policy, max_searches: maxSearches, ...searchDomains() },
+        sem: { search: policy, max_searches: maxSearches, ...searchDomains(), ...searchRate(policy) },
         ...(clientSearch ? { tools: [SEARCH_TOOL], tool_choice: TOOL_CHOICE[policy] || "auto" } : {}),
       }),
     });
@@ -255,6 +255,13 @@ async function ask(card, question, policy, maxSearches, clientSearch = $("client
 }
 
 // The source filter (sem.search_domains): comma-separated domains; the service checks each one (a 422 names it).
+// The search-rate dial: the `confidence` gate searches this share of questions, the least sure (other policies
+// decide otherwise, so the rate is not sent with them).
+function searchRate(policy) {
+  const rate = $("search-rate").value.trim();
+  return rate !== "" && policy === "confidence" ? { search_rate: Number(rate) } : {};
+}
+
 function searchDomains() {
   const list = (id) => $(id).value.split(",").map((d) => d.trim()).filter(Boolean);
   const allow = list("allow-domains");

@@ -399,7 +399,7 @@ async def test_the_note_goes_in_after_the_first_answer_and_the_model_searches_af
     trace = events[-1].trace
     assert trace.confidence == pytest.approx(0.41) and trace.search_count == 1 and trace.answer == "Shakespeare"
     assert engine.contexts[1].endswith("<answer>Marlowe</answer>\n<confidence>41</confidence>")
-    assert [e.text for e in events if isinstance(e, Inserted)][0] == "\n<confidence>41</confidence>"
+    assert next(e.text for e in events if isinstance(e, Inserted)) == "\n<confidence>41</confidence>"
     shown = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert shown.startswith("<answer>Marlowe</answer>\n<search> Hamlet author </search>")
     assert trace.completion.startswith("<answer>Marlowe</answer>\n<confidence>41</confidence>\n<search>")

@@ -112,13 +112,14 @@ def chat_payload(
     include_usage: bool,
     search_mode: str | None = None,
     search_domains: dict[str, list[str]] | None = None,
+    search_rate: float | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
     payload = drop_none({"model": model, "messages": messages, "stream": stream or None, **options})
     sem = drop_none({"search": search, "max_searches": max_searches, "top_k": top_k, "search_mode": search_mode,
-                     "search_domains": search_domains})  # fmt: skip
+                     "search_domains": search_domains, "search_rate": search_rate})  # fmt: skip
     if sem:
         payload["sem"] = sem
     if stream and include_usage:

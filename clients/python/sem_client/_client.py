@@ -40,13 +40,15 @@ class SemClient(BaseClient):
         seed: int | None = None,
         return_trace: bool | None = None,
         search_domains: dict[str, list[str]] | None = None,
+        search_rate: float | None = None,
     ) -> Answer:
-        """`POST /v1/answer`: one answer and the searches it took. `search_domains`: `{"allow": [...], "block":
+        """`POST /v1/answer`: one answer and the searches it took. `search_rate`: search that share of questions, the
+        least sure (the `confidence` gate). `search_domains`: `{"allow": [...], "block":
         [...]}`, narrowing where the deployment's search may look."""
         payload = answer_payload(
             question, search=search, max_searches=max_searches, top_k=top_k, search_mode=search_mode,
             max_tokens=max_tokens, temperature=temperature, seed=seed, return_trace=return_trace,
-            search_domains=search_domains,
+            search_domains=search_domains, search_rate=search_rate,
         )  # fmt: skip
         return Answer.model_validate(self._send("POST", "/v1/answer", payload).json())
 
@@ -69,6 +71,7 @@ class SemClient(BaseClient):
         top_k: int | None = None,
         search_mode: str | None = None,
         search_domains: dict[str, list[str]] | None = None,
+        search_rate: float | None = None,
         include_usage: bool = True,
         **options: Any,
     ) -> ChatCompletion | Stream:
@@ -76,7 +79,7 @@ class SemClient(BaseClient):
         payload = chat_payload(
             messages, model=model or self.default_model(), stream=stream, search=search,
             max_searches=max_searches, top_k=top_k, search_mode=search_mode, search_domains=search_domains,
-            include_usage=include_usage, **options,
+            search_rate=search_rate, include_usage=include_usage, **options,
         )  # fmt: skip
         if stream:
             return Stream(self._send("POST", "/v1/chat/completions", payload, stream=True))
@@ -166,11 +169,12 @@ class AsyncSemClient(BaseClient):
         seed: int | None = None,
         return_trace: bool | None = None,
         search_domains: dict[str, list[str]] | None = None,
+        search_rate: float | None = None,
     ) -> Answer:
         payload = answer_payload(
             question, search=search, max_searches=max_searches, top_k=top_k, search_mode=search_mode,
             max_tokens=max_tokens, temperature=temperature, seed=seed, return_trace=return_trace,
-            search_domains=search_domains,
+            search_domains=search_domains, search_rate=search_rate,
         )  # fmt: skip
         return Answer.model_validate((await self._send("POST", "/v1/answer", payload)).json())
 
@@ -185,13 +189,14 @@ class AsyncSemClient(BaseClient):
         top_k: int | None = None,
         search_mode: str | None = None,
         search_domains: dict[str, list[str]] | None = None,
+        search_rate: float | None = None,
         include_usage: bool = True,
         **options: Any,
     ) -> ChatCompletion | AsyncStream:
         payload = chat_payload(
             messages, model=model or await self.default_model(), stream=stream, search=search,
             max_searches=max_searches, top_k=top_k, search_mode=search_mode, search_domains=search_domains,
-            include_usage=include_usage, **options,
+            search_rate=search_rate, include_usage=include_usage, **options,
         )  # fmt: skip
         if stream:
             return AsyncStream(await self._send("POST", "/v1/chat/completions", payload, stream=True))

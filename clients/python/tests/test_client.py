@@ -252,3 +252,20 @@ def test_source_filters_are_sent_and_an_exhausted_budget_is_read() -> None:
     assert answer.search_budget_exhausted and completion.sem.search_budget_exhausted
     client.chat("q", model="m")
     assert "sem" not in sent[-1]  # nothing sent when unset
+
+
+def test_a_search_rate_is_sent_to_both_apis() -> None:
+    sent = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        if request.url.path == "/v1/answer":
+            return httpx.Response(200, json={**ANSWER, "search_count": 0, "searches": [], "confidence": 0.93})
+        return httpx.Response(200, json={"id": "c", "model": "m", "created": 0, "usage": ANSWER["usage"],
+                                         "choices": [{"message": {"role": "assistant", "content": "x"}}]})  # fmt: skip
+
+    client = client_with(handler)
+    answer = client.answer("q", search_rate=0.3)
+    client.chat("q", model="m", search_rate=0.25)
+    assert sent[0]["search_rate"] == 0.3 and sent[1]["sem"] == {"search_rate": 0.25}
+    assert answer.confidence == 0.93
