@@ -29,253 +29,50 @@ query the client already answered is refused, not handed back (as a search past 
 
 from __future__ import annotations
 
-import math
 import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
 
 from sem import protocol
+from sem.confidence import answer_confidence
 from sem.engines.base import Delta, Engine, SamplingOptions
 from sem.errors import PromptTooLong
-from sem.settings import LoopDefaults
+from sem.loop_options import LoopOptions, Searcher, SearchPolicy
 from sem.tool_results import tool_passages
-from sem.types import Passage, Retrieval
+from sem.trace import (
+    ClientSearch,
+    Event,
+    Final,
+    Inserted,
+    SearchCall,
+    SearchRecord,
+    SearchResult,
+    Segment,
+    TextDelta,
+    Trace,
+    TraceBuilder,
+)
+from sem.turns import AnswerGate, TurnCollector
 
-if TYPE_CHECKING:
-    from sem.budget import Allowance
-    from sem.domains import DomainFilter
-
-
-class SearchPolicy(StrEnum):
-    auto = "auto"
-    never = "never"
-    always = "always"
-    confidence = "confidence"
-
-
-class Searcher(Protocol):
-    """What the loop needs from search: passages per query, cached or not (met by `sem.cache.CachedSearch`)."""
-
-    async def retrieve(self, queries: list[str], k: int, mode: str | None = None, **given: Any) -> list[Retrieval]:
-        """`given`: `domains` (a source filter) and `allowance` (the search budget), passed only when set."""
-        ...
-
-
-_DEFAULTS = LoopDefaults()  # the one place the loop's defaults are declared
-
-
-@dataclass(slots=True)
-class LoopOptions:
-    policy: SearchPolicy = SearchPolicy.auto
-    max_searches: int = _DEFAULTS.max_searches
-    top_k: int = _DEFAULTS.top_k
-    max_tokens: int = _DEFAULTS.max_tokens
-    min_tokens: int = 0  # the model writes at least this many tokens before it may stop (vLLM's min_tokens)
-    temperature: float = _DEFAULTS.temperature
-    top_p: float = 1.0
-    seed: int | None = None
-    logprobs: bool = False
-    passage_chars: int = _DEFAULTS.passage_chars
-    # When the model ends without a usable answer, open <answer> for it and allow this many more tokens.
-    # Serving wants an answer; training rollouts turn it off so a malformed output is scored as it is.
-    force_answer: bool = True
-    answer_tokens: int = 32
-    max_prompt_tokens: int | None = None  # the service's cap; PromptTooLong beyond it
-    confidence_threshold: float = 0.5  # `confidence` policy: search when the answer's least likely token is below
-    # `auto`: after the first answer, write its confidence into the context (<confidence>93</confidence>) for the
-    # model to read before it decides; the decision stays the model's (issue #40's named variant).
-    confidence_note: bool = False
-    search_mode: str | None = None  # one of the backend's modes (Milvus: bm25, dense, hybrid); None: its default
-    client_search: bool = False  # end at a search (Trace.pending_search) for the caller to run, instead of running it
-    domains: DomainFilter | None = None  # source filter: passages it does not allow never reach the model
-    allowance: Allowance | None = None  # the search budget across requests, asked before each search
-    search_budget_exhausted: bool = False  # the budget was spent before the request: answered as `never`, flagged
-
-    @classmethod
-    def from_defaults(cls, defaults: LoopDefaults, **overrides: object) -> LoopOptions:
-        base: dict[str, object] = {
-            "max_searches": defaults.max_searches,
-            "top_k": defaults.top_k,
-            "max_tokens": defaults.max_tokens,
-            "temperature": defaults.temperature,
-            "passage_chars": defaults.passage_chars,
-        }
-        if defaults.confidence_threshold is not None:
-            base["confidence_threshold"] = defaults.confidence_threshold
-        if defaults.policy is not None:
-            base["policy"] = SearchPolicy(defaults.policy)
-        if defaults.confidence_note is not None:
-            base["confidence_note"] = defaults.confidence_note
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**base)  # type: ignore[arg-type]
-
-
-@dataclass(slots=True)
-class SearchRecord:
-    query: str
-    passages: list[Passage]
-    cached: bool
-    latency_ms: float
-    error: str | None = None
-    forced: bool = False  # inserted by the `always` policy, not written by the model
-    client: bool = False  # run by the caller (a tool call), its result brought back in a later request
-    dropped: int = 0  # passages the source filter kept from the model
-
-
-@dataclass(frozen=True, slots=True)
-class ClientSearch:
-    """A search round the caller ran itself: the model's answer before it (None when the search was forced),
-    the query, and the text the caller's search returned."""
-
-    query: str
-    result: str
-    answer: str | None = None
-    call_id: str = ""
-
-
-# ---- events -------------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class TextDelta:
-    """Text the model generated."""
-
-    text: str
-
-
-@dataclass(slots=True)
-class SearchCall:
-    """A search is about to run (the model asked, or the `always` policy forced it)."""
-
-    query: str
-    index: int
-
-
-@dataclass(slots=True)
-class SearchResult:
-    """A search finished; `inserted` is the `<result>` block appended to the context."""
-
-    record: SearchRecord
-    index: int
-    inserted: str
-
-
-@dataclass(slots=True)
-class Inserted:
-    """Text the system inserted that is not a search result (a forced search call, a refusal)."""
-
-    text: str
-
-
-@dataclass(slots=True)
-class Final:
-    trace: Trace
-
-
-Event = TextDelta | SearchCall | SearchResult | Inserted | Final
-
-
-@dataclass(slots=True)
-class Segment:
-    """A run of the completion: generated by the model, or inserted by the system."""
-
-    text: str
-    generated: bool
-
-
-@dataclass(slots=True)
-class Trace:
-    """Everything one question produced. `loss_mask` is 1 on generated tokens, 0 on inserted ones."""
-
-    request_id: str
-    prompt: str
-    prompt_ids: list[int]
-    completion: str = ""
-    completion_ids: list[int] = field(default_factory=list)
-    loss_mask: list[int] = field(default_factory=list)
-    logprobs: list[float] | None = None
-    searches: list[SearchRecord] = field(default_factory=list)
-    refused_searches: int = 0
-    forced_answer: bool = False
-    segments: list[Segment] = field(default_factory=list)
-    finish_reason: str = "stop"
-    engine_calls: int = 0
-    # Tokens each request brought that the engine had not computed by the end of the previous one (the prompt, then
-    # inserted results): what a prefix-caching engine prefills, block rounding aside.
-    prefill_tokens: int = 0
-    confidence: float | None = None  # `confidence` policy: the first answer's least likely token's probability
-    seed_honoured: bool | None = None  # False when a seed was asked for and the engine could not honour it
-    pending_search: str | None = None  # client_search: the query the loop stopped at, for the caller to run
-    search_budget_exhausted: bool = False  # a search was refused (or never offered) because the budget is spent
-
-    @property
-    def answer(self) -> str:
-        return protocol.final_answer(self.completion)
-
-    @property
-    def answers(self) -> list[str]:
-        return protocol.extract_answers(self.completion)
-
-    @property
-    def search_count(self) -> int:
-        return len(self.searches)
-
-    @property
-    def search_errors(self) -> list[str]:
-        return [s.error for s in self.searches if s.error]
-
-    @property
-    def generated_tokens(self) -> int:
-        return sum(self.loss_mask)
-
-    @property
-    def inserted_tokens(self) -> int:
-        return len(self.loss_mask) - sum(self.loss_mask)
-
-    @property
-    def follows_template(self) -> bool:
-        return protocol.follows_template(self.completion)
-
-
-class _Builder:
-    """Accumulates text, token ids, mask and log-probs in step."""
-
-    def __init__(self, trace: Trace, tokenizer: object, want_logprobs: bool) -> None:
-        self.trace = trace
-        self.tokenizer = tokenizer
-        self.parts: list[str] = []
-        self.computed = 0  # context tokens the engine has computed (prefilled or generated) so far
-        if want_logprobs:
-            trace.logprobs = []
-
-    def generated(self, text: str, ids: list[int], logprobs: list[float] | None) -> None:
-        self.parts.append(text)
-        self.trace.segments.append(Segment(text, True))
-        self.trace.completion_ids.extend(ids)
-        self.trace.loss_mask.extend([1] * len(ids))
-        self.computed += len(ids)
-        if self.trace.logprobs is not None:
-            self.trace.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
-
-    def inserted(self, text: str) -> None:
-        ids = self.tokenizer.encode(text, add_special_tokens=False)  # type: ignore[attr-defined]
-        self.parts.append(text)
-        self.trace.segments.append(Segment(text, False))
-        self.trace.completion_ids.extend(ids)
-        self.trace.loss_mask.extend([0] * len(ids))
-        if self.trace.logprobs is not None:
-            self.trace.logprobs.extend([0.0] * len(ids))
-
-    @property
-    def context_ids(self) -> list[int]:
-        return self.trace.prompt_ids + self.trace.completion_ids
-
-    def finish(self) -> Trace:
-        self.trace.completion = "".join(self.parts)
-        return self.trace
+# The loop's public names, wherever they are defined (callers import them from here).
+__all__ = [
+    "ClientSearch",
+    "Event",
+    "Final",
+    "Inserted",
+    "LoopOptions",
+    "SearchCall",
+    "SearchLoop",
+    "SearchPolicy",
+    "SearchRecord",
+    "SearchResult",
+    "Searcher",
+    "Segment",
+    "TextDelta",
+    "Trace",
+    "answer_confidence",
+    "check_prompt_length",
+]
 
 
 class SearchLoop:
@@ -328,7 +125,7 @@ class SearchLoop:
         trace = Trace(request_id, prompt, tokenizer.encode(prompt, add_special_tokens=False))
         check_prompt_length(len(trace.prompt_ids), opts.max_prompt_tokens)
         noting = opts.confidence_note and opts.policy is SearchPolicy.auto and opts.max_searches > 0
-        out = _Builder(trace, tokenizer, opts.logprobs or opts.policy is SearchPolicy.confidence or noting)
+        out = TraceBuilder(trace, tokenizer, opts.logprobs or opts.policy is SearchPolicy.confidence or noting)
         if opts.seed is not None and not getattr(self.engine, "honours_seed", True):
             trace.seed_honoured = False  # sampled unseeded rather than risk the engine (sem.engines.vllm)
         trace.search_budget_exhausted = opts.search_budget_exhausted
@@ -365,8 +162,8 @@ class SearchLoop:
             deciding = noting and can_search and not trace.searches and noted
             closes = can_search and not answering
             stops = [protocol.SEARCH_CLOSE] if closes else [protocol.SEARCH_CLOSE, protocol.ANSWER_CLOSE]
-            gate = _AnswerGate() if can_search and not (answering or deciding) else None
-            delta = _Collect()
+            gate = AnswerGate() if can_search and not (answering or deciding) else None
+            delta = TurnCollector()
             pieces = self._generate(out, opts, stops, tokens_left, f"{request_id}-{turns}")
             try:
                 async for piece in pieces:
@@ -458,7 +255,7 @@ class SearchLoop:
             opener = ("" if out.parts and out.parts[-1].endswith("\n") else "\n") + protocol.ANSWER_OPEN
             out.inserted(opener)
             yield Inserted(opener)
-            forced = _Collect()
+            forced = TurnCollector()
             stops = [protocol.ANSWER_CLOSE, protocol.ANSWER_OPEN, protocol.SEARCH_OPEN, protocol.RESULT_OPEN]
             # One plain line: no tag openers, no line breaks (small models answer "<answer>" with "<answer>").
             plain = _single_token_ids(tokenizer, ["<", "\n", "\n\n"])
@@ -471,14 +268,14 @@ class SearchLoop:
         yield Final(out.finish())
 
     @staticmethod
-    def _hand_over(query: str, out: _Builder) -> Final:
+    def _hand_over(query: str, out: TraceBuilder) -> Final:
         """client_search: the loop ends at the search; the caller runs it and comes back with the result."""
         out.trace.pending_search = query
         out.trace.finish_reason = "tool_calls"
         return Final(out.finish())
 
     @staticmethod
-    async def _replay(done: ClientSearch, opts: LoopOptions, out: _Builder) -> AsyncIterator[Event]:
+    async def _replay(done: ClientSearch, opts: LoopOptions, out: TraceBuilder) -> AsyncIterator[Event]:
         """A round the caller ran, back into the template (answer, search call, result block) and replayed as events
         (a stream shows it). All inserted, not this request's generation, and neutralised: it comes from the client."""
         call = (protocol.format_answer(done.answer) + " " if done.answer else "") + protocol.format_forced_search(
@@ -497,14 +294,14 @@ class SearchLoop:
         yield SearchResult(record, out.trace.search_count - 1, block)
 
     @staticmethod
-    def _degenerate(delta: _Collect, out: _Builder, opts: LoopOptions) -> bool:
+    def _degenerate(delta: TurnCollector, out: TraceBuilder, opts: LoopOptions) -> bool:
         """A looping chunk, once the tokens the request asked for at least (min_tokens) are out."""
         written = out.trace.generated_tokens + len(delta.token_ids)
         return written >= opts.min_tokens and protocol.is_degenerate(delta.text)
 
     async def _generate(
         self,
-        out: _Builder,
+        out: TraceBuilder,
         opts: LoopOptions,
         stops: list[str],
         max_tokens: int,
@@ -528,7 +325,7 @@ class SearchLoop:
         async for piece in self.engine.generate(context, params, request_id=request_id):
             yield piece
 
-    async def _search(self, query: str, opts: LoopOptions, out: _Builder, *, forced: bool) -> AsyncIterator[Event]:
+    async def _search(self, query: str, opts: LoopOptions, out: TraceBuilder, *, forced: bool) -> AsyncIterator[Event]:
         index = out.trace.search_count
         yield SearchCall(query, index)
         given = {name: value for name in ("domains", "allowance") if (value := getattr(opts, name)) is not None}
@@ -549,154 +346,6 @@ class SearchLoop:
         )
         out.inserted(block)
         yield SearchResult(record, index, block)
-
-
-class _AnswerGate:
-    """Reads one engine request's text as it streams and holds back what follows a closed `</answer>` until that
-    text opens `<search>` (the model's search call: shown) or cannot (the answer stands: cut at `end`).
-
-    >>> gate = _AnswerGate()
-    >>> gate.feed("<answer>Paris</answer>"), gate.feed(" <sea"), gate.answer_stands
-    ('<answer>Paris</answer>', '', False)
-    >>> gate.feed("rch> q"), gate.answer_stands
-    (' <search> q', False)
-    >>> gate = _AnswerGate()
-    >>> gate.feed("<answer>Paris</answer> Thank you!"), gate.answer_stands, gate.end
-    ('<answer>Paris</answer>', True, 22)
-    """
-
-    def __init__(self) -> None:
-        self.text = ""
-        self.shown = 0  # characters already passed on
-        self.answer_stands = False
-        self.end = 0  # where the text is cut when the answer stands
-
-    def feed(self, piece: str) -> str:
-        """Take the next piece of text; return what can be shown now."""
-        self.text += piece
-        close = self.text.rfind(protocol.ANSWER_CLOSE)
-        show_to = len(self.text)
-        if close >= 0:
-            after = close + len(protocol.ANSWER_CLOSE)
-            head = self.text[after:].lstrip()
-            if head.startswith(protocol.SEARCH_OPEN):
-                pass  # the model searches: everything is its own
-            elif protocol.SEARCH_OPEN.startswith(head):  # nothing yet, or a prefix of <search>: wait
-                show_to = after
-            else:
-                self.answer_stands, self.end, show_to = True, after, after
-        return self._show(show_to)
-
-    def flush(self) -> str:
-        """What was held back, once the request ended on its own (EOS, length)."""
-        return self._show(len(self.text))
-
-    def _show(self, upto: int) -> str:
-        shown, self.shown = self.text[self.shown : upto], max(self.shown, upto)
-        return shown
-
-
-class _Collect:
-    """Joins the deltas of one engine call; the text is cut after the first stop string."""
-
-    def __init__(self) -> None:
-        self.text = ""
-        self.token_ids: list[int] = []
-        self.logprobs: list[float] | None = None
-        self.finish_reason: str | None = None
-        self.stop: str | None = None
-
-    def add(self, delta: Delta) -> None:
-        self.text += delta.text
-        self.token_ids.extend(delta.token_ids)
-        if delta.logprobs is not None:
-            self.logprobs = (self.logprobs or []) + delta.logprobs
-        if delta.finish_reason:
-            self.finish_reason = delta.finish_reason
-            self.stop = delta.stop
-
-    def cut(self, chars: int, tokenizer: object) -> None:
-        """Keep the first `chars` characters and the fewest tokens that spell them; the turn ended there."""
-        lo = _tokens_to_spell(tokenizer, self.token_ids, chars)
-        self.text, self.token_ids = self.text[:chars], self.token_ids[:lo]
-        if self.logprobs is not None:
-            self.logprobs = self.logprobs[:lo]
-        self.finish_reason, self.stop = "stop", protocol.ANSWER_CLOSE
-
-
-def _tokens_to_spell(tokenizer: object, ids: list[int], chars: int) -> int:
-    """The fewest leading tokens whose text is at least `chars` characters long."""
-    decode = tokenizer.decode  # type: ignore[attr-defined]
-    lo, hi = 0, len(ids)
-    while lo < hi:  # the decoded length grows with the token count: bisect on it
-        mid = (lo + hi) // 2
-        if len(decode(ids[:mid], skip_special_tokens=True)) >= chars:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
-def answer_confidence(text: str, ids: list[int], logprobs: list[float] | None, tokenizer: object) -> float | None:
-    """How sure the model was of its answer: the probability of the least likely token of its answer span; None
-    without log-probs. One scale, tagged or not, so one threshold serves both (the minimum ranks a small model's wrong
-    closed-book answers below its right ones better than the mean or the first token: ../shared/EVALUATION.md,
-    AUROC 0.68 vs 0.60 and 0.57 for SmolLM2-135M).
-
-    The span: inside the last closed `<answer>`; without one, the first sentence or line after a leading `<think>`,
-    at most `_UNTAGGED_SPAN_TOKENS` tokens. An untagged answer is stated there, often after a restated question ("The
-    capital of France is Paris."); what follows is elaboration, whose rarest word is no doubt about the answer.
-    Neither `</answer>` nor the sentence's end mark is scored: the same answer tokens score the same, tagged or not.
-    """
-    if not logprobs:
-        return None
-    close = text.rfind(protocol.ANSWER_CLOSE)
-    opened = text.rfind(protocol.ANSWER_OPEN, 0, max(close, 0))
-    if close >= 0 and opened >= 0:
-        start, end = _token_span(tokenizer, ids, opened + len(protocol.ANSWER_OPEN), close)
-    else:
-        start, end = _token_span(tokenizer, ids, *_first_sentence(text))
-        end = min(end, start + _UNTAGGED_SPAN_TOKENS)
-    start = min(start, len(logprobs) - 1)  # never an empty span: an empty answer is scored on its next token
-    return math.exp(min(logprobs[start : max(end, start + 1)]))
-
-
-# An untagged answer's span, at most: a restated question and its answer, not a paragraph (the loop's forced answer
-# gets as many tokens: LoopOptions.answer_tokens).
-_UNTAGGED_SPAN_TOKENS = 32
-# Before an untagged answer: blanks, a `<think>` block (closed or not), an `<answer>` left open.
-_ANSWER_LEAD = re.compile(r"\s*(?:<think>(?:.*?</think>)?\s*)?(?:<answer>\s*)*", re.DOTALL)
-# Where its first sentence ends: a line break, a tag, or . ! ? before a blank or the end of the text ...
-_SENTENCE_END = re.compile(r"\n|<(?=/?[a-z])|[.!?](?=\s|$)")
-# ... unless the period closes an initial ("J. K. Rowling", "A. Daily") or a title ("Dr. Who").
-_NOT_AN_END = re.compile(r"(?:\b[A-Z]|\b(?:Mr|Mrs|Ms|Dr|St|Mt))$")
-
-
-def _first_sentence(text: str) -> tuple[int, int]:
-    """Character bounds of an untagged answer: the first sentence or line after what leads to it.
-
-    >>> text = "<think>hmm</think> William Shakespeare wrote it. J. K. Rowling did not."
-    >>> text[slice(*_first_sentence(text))]
-    'William Shakespeare wrote it'
-    >>> text = "J. K. Rowling wrote it\\nin 1997."
-    >>> text[slice(*_first_sentence(text))]
-    'J. K. Rowling wrote it'
-    """
-    start = _ANSWER_LEAD.match(text).end()  # type: ignore[union-attr]  # it matches the empty string
-    for end in _SENTENCE_END.finditer(text, start):
-        if end.group() in ".!?" and _NOT_AN_END.search(text[start : end.start()]):
-            continue
-        return start, end.start()
-    return start, len(text)
-
-
-def _token_span(tokenizer: object, ids: list[int], start_char: int, end_char: int) -> tuple[int, int]:
-    """The tokens that spell text[start_char:end_char], with those shared with its neighbours; at least one."""
-    start = _tokens_to_spell(tokenizer, ids, start_char)
-    decode = tokenizer.decode  # type: ignore[attr-defined]
-    if start and len(decode(ids[:start], skip_special_tokens=True)) > start_char:
-        start -= 1  # that token also holds the span's first characters
-    return start, max(_tokens_to_spell(tokenizer, ids, end_char), start + 1)
 
 
 def _single_token_ids(tokenizer: object, texts: list[str]) -> list[int]:

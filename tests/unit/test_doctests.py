@@ -8,8 +8,8 @@ import importlib
 import pytest
 
 MODULES = ["sem.protocol", "sem.cache", "sem.engines.base", "sem.search.registry", "sem.search.milvus",
-           "sem.search.costly", "sem.rate", "sem.keys", "sem.loop", "sem.gate", "sem.citations", "sem.tool_results",
-           "sem.budget", "sem.domains",
+           "sem.search.costly", "sem.rate", "sem.keys", "sem.turns", "sem.confidence", "sem.gate", "sem.citations",
+           "sem.tool_results", "sem.budget", "sem.domains",
            "sem.evaldata.benchmarks", "sem.engines.vllm",
            "sem_client._tools", "trainer.data", "trainer.train.sft", "trainer.train.decision", "trainer.train.rewards",
            "trainer.evals.labels", "trainer.evals.options", "trainer.evals.decision", "trainer.evals.measures",
