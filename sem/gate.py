@@ -14,6 +14,7 @@ from typing import Any
 
 GATE_FILE = "sem_gate.json"
 DEFAULT_THRESHOLD = 0.5
+TRAINED_FIELDS = ("confidence_note",)  # how the model was trained to be served, not what a calibration chose
 
 
 def gate_path(model_path: str | Path) -> Path:
@@ -45,7 +46,8 @@ def write_threshold(model_path: str | Path, threshold: float, **details: Any) ->
     """Store a calibration beside the model's weights; `details` says how it was chosen (split, metric, counts)."""
     path = gate_path(model_path)
     staged = path.with_name(path.name + ".tmp")
-    staged.write_text(json.dumps({"confidence_threshold": threshold, **details}, indent=2) + "\n")
+    trained = {k: v for k, v in read_gate(model_path).items() if k in TRAINED_FIELDS}  # a recalibration keeps them
+    staged.write_text(json.dumps({"confidence_threshold": threshold, **details, **trained}, indent=2) + "\n")
     staged.replace(path)  # replaces a link too: a folder of links to another model's files never writes into it
     return path
 

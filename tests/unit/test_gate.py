@@ -138,6 +138,15 @@ def test_threshold_is_read_from_the_model_folder(tmp_path) -> None:
     assert resolve_threshold(0.8, tmp_path) == 0.8  # configured wins
 
 
+def test_a_recalibration_keeps_how_the_model_is_served(tmp_path) -> None:
+    from sem.gate import resolve_confidence_note, update_gate
+
+    update_gate(tmp_path, confidence_note=True)  # `trainer decide --note` marks its checkpoints so
+    write_threshold(tmp_path, 0.62, split="dev")
+    assert read_threshold(tmp_path) == 0.62 and resolve_confidence_note(None, tmp_path) is True
+    assert resolve_confidence_note(False, tmp_path) is False  # configured wins
+
+
 async def test_teacher_traces_carry_the_models_own_first_answers(tokenizer, tiny_corpus) -> None:
     """SFT from labels: the first answer is one of the model's samples and the label decides the search; no fixed
     thought string, no placeholder answer (a teacher that wrote "unknown" or "I know this." fails here)."""
