@@ -254,7 +254,6 @@ async function ask(card, question, policy, maxSearches, clientSearch = $("client
   card.classList.add("done");
 }
 
-// The source filter (sem.search_domains): comma-separated domains; the service checks each one (a 422 names it).
 // The search-rate dial: the `confidence` gate searches this share of questions, the least sure (other policies
 // decide otherwise, so the rate is not sent with them).
 function searchRate(policy) {
@@ -262,6 +261,7 @@ function searchRate(policy) {
   return rate !== "" && policy === "confidence" ? { search_rate: Number(rate) } : {};
 }
 
+// The source filter (sem.search_domains): comma-separated domains; the service checks each one (a 422 names it).
 function searchDomains() {
   const list = (id) => $(id).value.split(",").map((d) => d.trim()).filter(Boolean);
   const allow = list("allow-domains");
@@ -351,6 +351,7 @@ async function refreshStats() {
     $("stat-spa").textContent = s.searches_per_answer === null ? "-" : s.searches_per_answer.toFixed(2);
     $("stat-hit").textContent = pct(s.cache_hit_rate);
     $("stat-latency").textContent = s.mean_latency_ms === null ? "-" : `${(s.mean_latency_ms / 1000).toFixed(2)} s`;
+    $("stat-rate").textContent = s.search_rate_achieved == null ? "-" : pct(s.search_rate_achieved);
   } catch (_) { /* the counters are a nicety: a failed poll is retried on the next tick */ }
   refreshBudget();
 }

@@ -157,3 +157,21 @@ def test_phone_width_has_no_sideways_scroll(page) -> None:
     width = page.execute_script("return document.documentElement.scrollWidth")
     viewport = page.execute_script("return window.innerWidth")
     assert width <= viewport, f"page is {width}px wide in a {viewport}px window"
+
+
+def test_a_search_rate_is_sent_and_the_rate_achieved_shown(page) -> None:
+    """The dial from the playground: a rate with the `confidence` policy is a dialled answer (the counters show the
+    share of those that searched); with `auto` the rate is not sent (it would be a 422)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page.find_element("id", "search-rate").send_keys("0.5")
+    ask_with_keyboard(page, "What is the capital of Australia?", "auto")
+    (card,) = wait_done(page)
+    assert "done" in card.get_attribute("class"), card.text  # not sent with auto: no 422
+    ask_with_keyboard(page, "What is the capital of Australia?", "confidence")  # a new ask clears the last card
+    finished = "css selector", ".run[data-policy='confidence'].done, .run[data-policy='confidence'].failed"
+    WebDriverWait(page, TIMEOUT_S).until(lambda d: d.find_elements(*finished))
+    (card,) = page.find_elements(*finished)
+    assert "done" in card.get_attribute("class"), card.text
+    page.execute_script("refreshStats()")
+    WebDriverWait(page, 10).until(lambda d: d.find_element("id", "stat-rate").text.endswith("%"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,10 @@ def client(settings: Settings, tiny_corpus: Path, tokenizer):
     sure = ["<answer>William Shakespeare</answer>"] * 50
     engine = ReplayEngine(tokenizer, sure, logprob=math.log(0.8))
     with TestClient(create_app(settings.model_copy(update={"corpus": tiny_corpus}), engine=engine)) as c:
+        deadline = time.monotonic() + 60
+        while c.get("/readyz").status_code != 200:  # the index loads in the background
+            assert time.monotonic() < deadline, "the app did not get ready"
+            time.sleep(0.01)
         yield c, engine
 
 
