@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from sem.domains import normalize_domain
 
@@ -103,6 +103,28 @@ class Usage(BaseModel):
     completion_tokens: int = Field(description="Tokens the model generated.")
     total_tokens: int
     num_search_queries: int
+
+
+# `search_rate` of both APIs (/v1/answer, chat's `sem`): the field and its check against the fields before it.
+SearchRate = Annotated[
+    float | None,
+    Field(
+        ge=0.0,
+        le=1.0,
+        description="Search this share of questions, those the model is least sure of (the `confidence` gate, its "
+        "threshold following the model's recent confidences; held lower by a search budget so it lasts its window). "
+        "Implies search='confidence'; not with another policy or a confidence_threshold.",
+    ),
+]
+
+
+def search_rate_validator() -> Any:
+    """The validator a request model declares beside its `search_rate` (after `search` and `confidence_threshold`)."""
+
+    def check(cls: type, rate: float | None, info: ValidationInfo) -> float | None:
+        return check_search_rate(rate, info.data.get("search"), info.data.get("confidence_threshold"))
+
+    return field_validator("search_rate")(classmethod(check))  # type: ignore[arg-type]
 
 
 def check_search_rate(rate: float | None, search: object, threshold: float | None) -> float | None:

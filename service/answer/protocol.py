@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from sem.loop import SearchPolicy
-from service.protocol import CitationOut, SearchDomains, SearchOut, Usage, check_search_rate
+from service.protocol import CitationOut, SearchDomains, SearchOut, SearchRate, Usage, search_rate_validator
 
 
 class AnswerRequest(BaseModel):
@@ -25,19 +25,8 @@ class AnswerRequest(BaseModel):
     confidence_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="`confidence` policy's threshold (default: the model's calibration)."
     )
-    search_rate: float | None = Field(
-        None,
-        ge=0.0,
-        le=1.0,
-        description="Search this share of questions, those the model is least sure of (the `confidence` gate, its "
-        "threshold following the model's recent confidences; held lower by a search budget so it lasts its window). "
-        "Implies search='confidence'; not with another policy or a confidence_threshold.",
-    )
-
-    @field_validator("search_rate")
-    @classmethod
-    def _rate_goes_with_confidence(cls, rate: float | None, info: ValidationInfo) -> float | None:
-        return check_search_rate(rate, info.data.get("search"), info.data.get("confidence_threshold"))
+    search_rate: SearchRate = None
+    _rate_goes_with_confidence = search_rate_validator()
 
     max_searches: int | None = Field(None, ge=0, description="Search budget for this question.")
     top_k: int | None = Field(None, ge=1, description="Passages per search.")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sem.loop import SearchPolicy
-from service.protocol import SearchDomains, SearchOut, Usage, check_search_rate
+from service.protocol import SearchDomains, SearchOut, SearchRate, Usage, search_rate_validator
 
 
 class TextPart(BaseModel):
@@ -72,19 +72,8 @@ class SemOptions(BaseModel):
         None, description="One of the search backend's modes (milvus: bm25, dense or hybrid)."
     )
     confidence_threshold: float | None = Field(None, ge=0.0, le=1.0, description="`confidence` policy's threshold.")
-    search_rate: float | None = Field(
-        None,
-        ge=0.0,
-        le=1.0,
-        description="Search this share of questions, those the model is least sure of (the `confidence` gate, its "
-        "threshold following the model's recent confidences; held lower by a search budget so it lasts its window). "
-        "Implies search='confidence'; not with another policy or a confidence_threshold.",
-    )
-
-    @field_validator("search_rate")
-    @classmethod
-    def _rate_goes_with_confidence(cls, rate: float | None, info: ValidationInfo) -> float | None:
-        return check_search_rate(rate, info.data.get("search"), info.data.get("confidence_threshold"))
+    search_rate: SearchRate = None
+    _rate_goes_with_confidence = search_rate_validator()
 
     search_tool: str | None = Field(
         None, description="The name of the tool in `tools` that is a search (default: `search` or `web_search`)."
