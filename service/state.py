@@ -14,7 +14,7 @@ from sem.domains import DomainFilter
 from sem.engines import Engine, build_engine, resolve_engine_kind
 from sem.engines.supervisor import EngineFactory, EngineState, SupervisedEngine
 from sem.errors import SearchModeError
-from sem.gate import resolve_confidence_note, resolve_policy, resolve_threshold
+from sem.gate import DEFAULT_THRESHOLD, resolve_confidence_note, resolve_policy, resolve_threshold
 from sem.loop import SearchLoop, Trace
 from sem.rate import SearchRateDial
 from sem.search import build_backend
@@ -130,7 +130,8 @@ class ServiceState:
                 "policy": resolve_policy(loop.policy, self.settings.model_path),
                 "confidence_note": resolve_confidence_note(loop.confidence_note, self.settings.model_path),
             })  # fmt: skip
-            self.rate_dial = SearchRateDial(self.model_name, self.loop_defaults.confidence_threshold or 0.5,
+            calibrated = self.loop_defaults.confidence_threshold  # resolved just above: never None here
+            self.rate_dial = SearchRateDial(self.model_name, DEFAULT_THRESHOLD if calibrated is None else calibrated,
                                             redis_url=self.settings.redis_url)  # fmt: skip
             self.loop = SearchLoop(self.engine, self.search)
             self.load_seconds = time.perf_counter() - started
