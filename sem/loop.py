@@ -78,10 +78,12 @@ __all__ = [
 class SearchLoop:
     """Drives an engine through the template, running searches through a searcher."""
 
-    def __init__(self, engine: Engine, searcher: Searcher, system_prompt: str = protocol.SYSTEM_PROMPT) -> None:
+    def __init__(self, engine: Engine, searcher: Searcher, system_prompt: str = protocol.SYSTEM_PROMPT,
+                 adapter: str | None = None) -> None:  # fmt: skip
         self.engine = engine
         self.searcher = searcher
         self.system_prompt = system_prompt
+        self.adapter = adapter  # the engine's LoRA adapter this loop's model is (`SEM_ADAPTERS`), or its own weights
 
     async def run(
         self,
@@ -321,6 +323,7 @@ class SearchLoop:
             seed=opts.seed,
             logprobs=out.trace.logprobs is not None,
             suppress_token_ids=suppress or [],
+            adapter=self.adapter,
         )
         async for piece in self.engine.generate(context, params, request_id=request_id):
             yield piece

@@ -9,10 +9,10 @@ import os
 import warnings
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class EngineKind(StrEnum):
@@ -250,8 +250,22 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEM_", env_nested_delimiter="__", env_file=".env", extra="ignore")
 
     home: Path = Field(Path("~/.cache/sem"), description="Where assets, indexes and vLLM caches live.")
-    model: str | None = Field(None, description="HF model id or path; default: the prepared SmolLM2 checkpoint.")
+    model: str | None = Field(
+        None, description="HF model id or path, or `base` (the embedded base, for adapters over it); default: the "
+        "prepared SmolLM2 checkpoint (SEM's adapter merged in).",
+    )
     served_model_name: str | None = Field(None, description="Name reported in responses; default: the model's.")
+    adapters: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="LoRA adapters served beside the model by one engine (vLLM), by name: "
+        "`SEM_ADAPTERS=world=path/to/adapter,other=path`. A folder may carry its gate (sem_gate.json), its own "
+        "search corpus (corpus.jsonl) and playground examples (examples.json).",
+    )
+    default_model: str | None = Field(
+        None,
+        description="The model a request naming none gets (/v1/answer, the playground): a served adapter's "
+        "name; default: the engine's model.",
+    )
     engine: EngineKind = Field(EngineKind.auto, description="Generation engine: auto, vllm or hf.")
     engine_url: str | None = Field(None, description="Base URL of the model server for SEM_ENGINE=openai.")
     engine_api_key: SecretStr | None = Field(None, description="Bearer key of that server (secret).")
@@ -290,6 +304,24 @@ class Settings(BaseSettings):
     auth: Auth = Auth()
     budget: BudgetSettings = BudgetSettings()
 
+    @field_validator("adapters", mode="before")
+    @classmethod
+    def _adapters(cls, value: Any) -> Any:
+        """`name=path,name=path` (the variable's form) or a mapping."""
+        if isinstance(value, str):
+            pairs = [p.strip() for p in value.split(",") if p.strip()]
+            if any("=" not in p or not p.split("=", 1)[0].strip() or not p.split("=", 1)[1].strip() for p in pairs):
+                raise ValueError(f"SEM_ADAPTERS: expected name=path,name=path; got {value!r}")
+            value = dict((k.strip(), v.strip()) for k, v in (p.split("=", 1) for p in pairs))
+        return value
+
+    @model_validator(mode="after")
+    def _default_model_served(self) -> Settings:
+        if self.default_model and self.default_model not in self.adapters and self.default_model != self.model_name:
+            served = ", ".join([self.model_name, *self.adapters])
+            raise ValueError(f"SEM_DEFAULT_MODEL={self.default_model!r} is not served (served: {served})")
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _read_flat_search_names(cls, data: Any) -> Any:
@@ -310,12 +342,21 @@ class Settings(BaseSettings):
         return data
 
     @property
+    def model_name(self) -> str:
+        """The engine's own model's name: SEM_SERVED_MODEL_NAME, else its folder's name (or its id)."""
+        return self.served_model_name or Path(self.model_path).name or self.model_path
+
+    @property
     def home_dir(self) -> Path:
         return self.home.expanduser()
 
     @property
     def model_path(self) -> str:
         """The model to load: `SEM_MODEL`, else the embedded default prepared by `sem assets`."""
+        if self.model == "base":
+            from sem.assets import base_model_dir
+
+            return str(base_model_dir(self.home_dir))
         if self.model:
             return self.model
         from sem.assets import default_model_dir

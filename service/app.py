@@ -95,8 +95,10 @@ def create_app(
     offered = playground_examples(state.settings.examples)
 
     @app.get("/playground/examples", include_in_schema=False)
-    async def examples() -> list[dict[str, str]]:
-        """The questions the playground offers: SEM_EXAMPLES (a served world's), else a few real ones."""
-        return offered
+    async def examples(model: str | None = None) -> list[dict[str, str]]:
+        """The questions the playground offers for a model: its adapter's examples.json (the world's known, unknown
+        and changed entities), else SEM_EXAMPLES, else a few real ones."""
+        served = state.models.get(model) if state.models is not None and model else None
+        return playground_examples(served.examples) if served is not None and served.examples else offered
 
     return app

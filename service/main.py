@@ -34,7 +34,7 @@ def serve(
         from sem.assets import prepare_corpus, prepare_model
 
         settings.home_dir.mkdir(parents=True, exist_ok=True)
-        if settings.model is None:
+        if settings.model in (None, "base"):  # the base is prepared on the way to the default
             prepare_model(settings.home_dir)
         if settings.corpus is None:
             prepare_corpus(settings.home_dir)

@@ -17,20 +17,21 @@ from service.metrics import Metrics
 
 class Runner:
     def __init__(self, admission: Admission, metrics: Metrics,
-                 on_trace: Callable[[Trace], Awaitable[None]] | None = None) -> None:  # fmt: skip
+                 on_trace: Callable[[Trace, str | None], Awaitable[None]] | None = None) -> None:  # fmt: skip
         self.admission = admission
         self.metrics = metrics
-        self.on_trace = on_trace  # every finished answer, after the metrics (the search-rate dial's window)
+        self.on_trace = on_trace  # every finished answer and its model, after the metrics (the rate dial's window)
 
-    async def _finished(self, policy: str, trace: Trace, seconds: float, dialled: bool) -> None:
+    async def _finished(self, policy: str, trace: Trace, seconds: float, dialled: bool, model: str | None) -> None:
         self.metrics.record(policy, trace, seconds, dialled=dialled)
         if self.on_trace is not None:
-            await self.on_trace(trace)
+            await self.on_trace(trace, model)
 
     async def run(self, api: str, policy: str, work: Callable[[], Awaitable[Trace]], request: Request, *,
-                  dialled: bool = False) -> Trace:  # fmt: skip
+                  dialled: bool = False, model: str | None = None) -> Trace:  # fmt: skip
         """One whole answer: `work()` starts once a slot is free and is cancelled at the deadline or disconnect.
-        `dialled`: its threshold came from the search-rate dial (counted for the rate achieved)."""
+        `dialled`: its threshold came from the search-rate dial (counted for the rate achieved); `model`: the served
+        model that answered (None: the default)."""
         started = time.perf_counter()
         try:
             async with self.admission.slot() as deadline:
@@ -38,20 +39,21 @@ class Runner:
         except ClientDisconnected:
             self.metrics.cancelled.labels(api).inc()
             raise
-        await self._finished(policy, trace, time.perf_counter() - started, dialled)
+        await self._finished(policy, trace, time.perf_counter() - started, dialled, model)
         return trace
 
     def stream(self, api: str, policy: str, events: AsyncIterator[Event], *,
-               dialled: bool = False) -> AsyncIterator[Event]:  # fmt: skip
+               dialled: bool = False, model: str | None = None) -> AsyncIterator[Event]:  # fmt: skip
         """The loop's events, generated inside a slot and before the deadline (each step is bounded).
 
         Admission is checked now: a full queue is a 503 before a stream's 200. A client that goes away closes the
         returned generator, which closes the loop's (aborting the engine request) and counts a cancellation.
         """
         self.admission.check()
-        return self._stream(api, policy, events, dialled)
+        return self._stream(api, policy, events, dialled, model)
 
-    async def _stream(self, api: str, policy: str, events: AsyncIterator[Event], dialled: bool) -> AsyncIterator[Event]:
+    async def _stream(self, api: str, policy: str, events: AsyncIterator[Event], dialled: bool,
+                      model: str | None) -> AsyncIterator[Event]:  # fmt: skip
         started = time.perf_counter()
         ended = False  # finished or failed; otherwise the client left
         try:
@@ -64,7 +66,7 @@ class Runner:
                         return
                     if isinstance(event, Final):
                         ended = True
-                        await self._finished(policy, event.trace, time.perf_counter() - started, dialled)
+                        await self._finished(policy, event.trace, time.perf_counter() - started, dialled, model)
                     yield event
         except Exception:
             ended = True

@@ -14,14 +14,15 @@ from sem.domains import DomainFilter
 from sem.engines import Engine, build_engine, resolve_engine_kind
 from sem.engines.supervisor import EngineFactory, EngineState, SupervisedEngine
 from sem.errors import SearchModeError
-from sem.gate import DEFAULT_THRESHOLD, resolve_confidence_note, resolve_policy, resolve_threshold
 from sem.loop import SearchLoop, Trace
 from sem.rate import SearchRateDial
 from sem.search import build_backend
+from sem.search.base import SearchBackend
 from sem.settings import EngineKind, Settings
 from service.admission import Admission
 from service.exceptions import InvalidRequest, NotReadyError
 from service.metrics import Metrics
+from service.models import ModelRegistry, ServedModel, adapter_settings, served_model
 from service.runner import Runner
 from service.security import Security
 
@@ -59,7 +60,8 @@ class ServiceState:
         self.budget.on_hit = self.metrics.budget_cache_hits.inc
         self.domains = DomainFilter.of(settings.search.allow_domains, settings.search.block_domains)
         self.admission = Admission(settings.limits)
-        self.rate_dial: SearchRateDial | None = None  # the search-rate dial, once the model's threshold is known
+        self.rate_dial: SearchRateDial | None = None  # the default model's search-rate dial, once it is loaded
+        self.models: ModelRegistry | None = None  # every served model (the engine's and its adapters), once loaded
         self.runner = Runner(self.admission, self.metrics, on_trace=self._observe_confidence)
         self.load_seconds: float | None = None
         self._search_health: tuple[float, str | None] | None = None
@@ -78,10 +80,38 @@ class ServiceState:
         self._search_health = (now, problem)
         return problem
 
-    async def _observe_confidence(self, trace: Trace) -> None:
-        """Every first-answer confidence the service computed goes into the search-rate dial's window."""
-        if self.rate_dial is not None and trace.confidence is not None:
-            await self.rate_dial.observe(trace.confidence)
+    async def _observe_confidence(self, trace: Trace, model: str | None) -> None:
+        """Every first-answer confidence the service computed goes into its model's search-rate dial's window."""
+        if self.models is not None and trace.confidence is not None:
+            await self.models.get(model).rate_dial.observe(trace.confidence)
+
+    def served(self, name: str | None) -> ServedModel:
+        """The model a request names (None: the default), or a 404 listing the served ones; a 503 while the models
+        load or the engine is down (`require_loop`)."""
+        self.require_loop()
+        assert self.models is not None  # loaded with the loop
+        return self.models.get(name)
+
+    async def _load_models(self, engine: Engine) -> ModelRegistry:
+        """The engine's own model and each adapter, each with its gate defaults and search (sem: service.models)."""
+        assert self.search is not None
+        settings = self.settings
+        models = [served_model(self.model_name, settings.model_path, None, settings, engine, self.search)]
+        for name, path in settings.adapters.items():
+            own = adapter_settings(settings, Path(path))
+            search = self.search
+            if own is not None:  # its own corpus: an index of its own, the same cache store
+                search = self._cached(await build_backend(own))
+            models.append(served_model(name, str(path), name, settings, engine, search))
+        return ModelRegistry(models, settings.default_model)
+
+    def _cached(self, backend: SearchBackend) -> CachedSearch:
+        """A backend behind the cache; every served model's search shares the one Redis connection's settings (keys
+        carry the backend's name and version, so corpora never mix)."""
+        settings = self.settings
+        store = RedisStore(settings.redis_url) if settings.redis_url else None
+        return CachedSearch(backend, store, ttl_s=settings.cache_ttl_s, fallback_entries=settings.cache_lru_size,
+                            observer=self.metrics.observe_backend)  # fmt: skip
 
     def _cache_stats(self) -> tuple[int, int]:
         stats = self.search.stats if self.search else None
@@ -107,15 +137,7 @@ class ServiceState:
     async def start(self) -> None:
         started = time.perf_counter()
         try:
-            store = RedisStore(self.settings.redis_url) if self.settings.redis_url else None
-            backend = await build_backend(self.settings)
-            self.search = CachedSearch(
-                backend,
-                store,
-                ttl_s=self.settings.cache_ttl_s,
-                fallback_entries=self.settings.cache_lru_size,
-                observer=self.metrics.observe_backend,
-            )
+            self.search = self._cached(await build_backend(self.settings))
             if self.engine is None:
                 supervision = self.settings.supervision
                 if resolve_engine_kind(self.settings.engine) is EngineKind.openai:
@@ -124,29 +146,26 @@ class ServiceState:
                 supervised = SupervisedEngine(self._engine_factory, supervision, on_event=self._engine_event)
                 self.engine = supervised
                 await supervised.start()
-            loop = self.settings.loop
-            self.loop_defaults = loop.model_copy(update={
-                "confidence_threshold": resolve_threshold(loop.confidence_threshold, self.settings.model_path),
-                "policy": resolve_policy(loop.policy, self.settings.model_path),
-                "confidence_note": resolve_confidence_note(loop.confidence_note, self.settings.model_path),
-            })  # fmt: skip
-            calibrated = self.loop_defaults.confidence_threshold  # resolved just above: never None here
-            self.rate_dial = SearchRateDial(self.model_name, DEFAULT_THRESHOLD if calibrated is None else calibrated,
-                                            redis_url=self.settings.redis_url)  # fmt: skip
-            self.loop = SearchLoop(self.engine, self.search)
+            self.models = await self._load_models(self.engine)
+            default = self.models.default
+            self.loop_defaults, self.rate_dial = default.defaults, default.rate_dial
+            self.loop = default.loop
             self.load_seconds = time.perf_counter() - started
-            log.info("ready in %.1fs: engine=%s model=%s", self.load_seconds, self.engine.name, self.model_name)
+            log.info("ready in %.1fs: engine=%s models=%s", self.load_seconds, self.engine.name,
+                     ", ".join(m.name for m in self.models))  # fmt: skip
         except Exception as exc:  # reported by /readyz, /healthz and every request, then sem-serve exits
             self.error = f"{type(exc).__name__}: {exc}"
             log.critical("start-up failed: %s", self.error)
             self._give_up(f"start-up failed: {self.error}")
 
-    def check_search_mode(self, mode: str | None, *, param: str) -> None:
-        """400 before any work for a mode the backend does not offer (say which it does)."""
-        if self.search is None:
+    def check_search_mode(self, mode: str | None, *, param: str, search: CachedSearch | None = None) -> None:
+        """400 before any work for a mode the backend (the model's, else the deployment's) does not offer (say which
+        it does)."""
+        search = search or self.search
+        if search is None:
             return
         try:
-            self.search.check_mode(mode)
+            search.check_mode(mode)
         except SearchModeError as exc:
             raise InvalidRequest(str(exc), param=param) from exc
 
@@ -166,18 +185,15 @@ class ServiceState:
             return self.settings.served_model_name
         if self.engine is not None:
             return self.engine.model_name
-        return self.settings.model or "SmolLM2-135M-Instruct"
-
-    @property
-    def model_aliases(self) -> set[str]:
-        """Names a request may use for the served model: its served name, and the path or id it was loaded from."""
-        return {self.model_name, self.settings.model_path, Path(self.settings.model_path).name}
+        return self.settings.model_name
 
     async def aclose(self) -> None:
         await self.security.aclose()
         await self.budget.aclose()
-        if self.rate_dial is not None:
-            await self.rate_dial.aclose()
+        for model in self.models or ():
+            await model.rate_dial.aclose()
+            if model.search is not self.search:
+                await model.search.aclose()
         if self.search is not None:
             await self.search.aclose()
         if self.engine is not None and self._owns_engine:

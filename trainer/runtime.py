@@ -40,7 +40,7 @@ def default_model() -> str:
     from sem.settings import Settings
 
     settings = Settings()
-    return settings.model or str(base_model_dir(settings.home_dir))
+    return settings.model_path if settings.model else str(base_model_dir(settings.home_dir))
 
 
 @contextmanager

@@ -46,7 +46,7 @@ async def _start_engine(settings: Settings) -> Engine:
 
     model = settings.model_path
     kind = resolve_engine_kind(settings.engine)
-    if settings.model is None and not (kind is EngineKind.openai and settings.tokenizer):
+    if settings.model in (None, "base") and not (kind is EngineKind.openai and settings.tokenizer):
         ensure_model(settings.home_dir)
     log.info("starting %s engine on %s", kind.value, model)
     if kind is EngineKind.vllm:

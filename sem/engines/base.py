@@ -22,6 +22,7 @@ class SamplingOptions:
     seed: int | None = None
     logprobs: bool = False  # return the sampled tokens' log-probabilities (training rollouts)
     suppress_token_ids: list[int] = field(default_factory=list)  # never sample these
+    adapter: str | None = None  # a served LoRA adapter's name (`SEM_ADAPTERS`); None: the engine's own model
 
     def __post_init__(self) -> None:
         # Logits divided by a near-zero temperature overflow to inf and break sampling: that is greedy decoding.

@@ -30,10 +30,25 @@ class HFEngine:
         self._lock = asyncio.Lock()
         self._cancelled: set[str] = set()
         self._guard = threading.Lock()
+        self.adapters: set[str] = set()
 
     @classmethod
     async def start(cls, model_path: str, settings: Settings) -> HFEngine:
-        return await asyncio.to_thread(cls.load, model_path, settings.dtype, settings.served_model_name)
+        engine = await asyncio.to_thread(cls.load, model_path, settings.dtype, settings.served_model_name)
+        if settings.adapters:
+            await asyncio.to_thread(engine.load_adapters, settings.adapters)
+        return engine
+
+    def load_adapters(self, adapters: dict[str, str]) -> None:
+        """LoRA adapters by name over the model (PEFT), one active per generation: the lock serializes them."""
+        from peft import PeftModel
+
+        for name, path in adapters.items():
+            if self.adapters:
+                self.model.load_adapter(path, adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name).eval()
+            self.adapters.add(name)
 
     @classmethod
     def load(cls, model_path: str, dtype: str = "auto", served_name: str | None = None) -> HFEngine:
@@ -92,8 +107,12 @@ class HFEngine:
         sample = options.temperature > 0
         # The policy the trainer hands in may sit on a GPU: the prompt goes where its weights are.
         inputs = torch.tensor([prompt_ids], dtype=torch.long, device=self.model.device)
+        if options.adapter is not None and options.adapter not in self.adapters:
+            raise EngineError(f"no adapter named {options.adapter!r} is loaded")
+        if options.adapter is not None:
+            self.model.set_adapter(options.adapter)
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), self._own_weights(options.adapter):
                 out = self.model.generate(
                     inputs,
                     attention_mask=torch.ones_like(inputs),
@@ -117,6 +136,12 @@ class HFEngine:
             scores = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
             logprobs = scores[0].tolist()
         return self._finish(new_ids, logprobs, options, request_id)
+
+    def _own_weights(self, adapter: str | None) -> Any:
+        """The adapters off for a generation that names none (the engine's own model)."""
+        import contextlib
+
+        return self.model.disable_adapter() if self.adapters and adapter is None else contextlib.nullcontext()
 
     def _finish(self, ids: list[int], logprobs: list[float] | None, options: SamplingOptions, request_id: str) -> Delta:
         eos = self.tokenizer.eos_token_id

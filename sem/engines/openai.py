@@ -70,7 +70,7 @@ class OpenAIEngine:
         self, prompt_ids: list[int], options: SamplingOptions, *, request_id: str
     ) -> AsyncIterator[Delta]:
         body: dict[str, Any] = {
-            "model": self.model_name,
+            "model": options.adapter or self.model_name,  # a remote vLLM serves its adapters by name
             "prompt": prompt_ids,
             "max_tokens": options.max_tokens,
             "temperature": options.temperature,

@@ -55,6 +55,14 @@ def configure_vllm_environment(settings: Settings) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
+def _lora_requests(adapters: dict[str, str]) -> dict[str, Any]:
+    if not adapters:
+        return {}
+    from vllm.lora.request import LoRARequest
+
+    return {name: LoRARequest(name, i, str(Path(path).resolve())) for i, (name, path) in enumerate(adapters.items(), 1)}
+
+
 class WeightLoader:
     """A vLLM worker extension (`worker_extension_cls`): replace the model's weights in place from a safetensors file.
 
@@ -71,13 +79,39 @@ class WeightLoader:
         return len(weights)
 
 
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
+
+
+def adapter_rank(path: str | Path) -> int:
+    """The largest rank in a PEFT adapter (its `r`, or a layer's in `rank_pattern`)."""
+    import json
+
+    config = json.loads((Path(path) / "adapter_config.json").read_text())
+    return max([int(config["r"]), *(int(r) for r in (config.get("rank_pattern") or {}).values())])
+
+
+def lora_arguments(adapters: dict[str, str]) -> dict[str, Any]:
+    """vLLM's engine arguments for serving these adapters together: every one resident (no swapping), the rank
+    rounded up to one vLLM takes."""
+    if not adapters:
+        return {}
+    rank = max(adapter_rank(p) for p in adapters.values())
+    fit = next((r for r in LORA_RANKS if r >= rank), None)
+    if fit is None:
+        raise EngineError(f"an adapter's rank {rank} is above vLLM's largest ({LORA_RANKS[-1]})")
+    return {"enable_lora": True, "max_loras": len(adapters), "max_cpu_loras": len(adapters), "max_lora_rank": fit}
+
+
 class VLLMEngine:
     name = "vllm"
 
-    def __init__(self, llm: Any, tokenizer: Any, model_name: str, honours_seed: bool = True) -> None:
+    def __init__(self, llm: Any, tokenizer: Any, model_name: str, honours_seed: bool = True,
+                 adapters: dict[str, str] | None = None) -> None:  # fmt: skip
         self._llm = llm
         self.tokenizer = tokenizer
         self.model_name = model_name
+        self._loras = _lora_requests(adapters or {})
+        self.adapters = set(self._loras)
         # False on a CPU with chunked prefill turned on by hand: a seeded request there can kill the engine, so seeds
         # are dropped (the answer says so: `seed_honoured: false`) instead.
         self.honours_seed = honours_seed
@@ -111,6 +145,7 @@ class VLLMEngine:
             seed=settings.seed,
             worker_extension_cls=f"{__name__}.{WeightLoader.__name__}" if reloadable else "",
             **({"logprobs_mode": logprobs_mode} if logprobs_mode else {}),
+            **lora_arguments(settings.adapters),
         )
         # Off the event loop: starting takes ~20 s on CPU, and a service restarting its engine must go on
         # answering probes and refusing requests meanwhile. AsyncLLM starts its output handler on first use.
@@ -127,7 +162,7 @@ class VLLMEngine:
             raise EngineError(f"vLLM failed to start on {model_path}: {exc}") from exc
         tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, model_path)
         name = settings.served_model_name or str(Path(model_path).name or model_path)
-        return cls(llm, tokenizer, name, honours_seed=not (on_cpu and chunked))
+        return cls(llm, tokenizer, name, honours_seed=not (on_cpu and chunked), adapters=settings.adapters)
 
     async def generate(
         self, prompt_ids: list[int], options: SamplingOptions, *, request_id: str
@@ -148,8 +183,14 @@ class VLLMEngine:
             logit_bias={tid: -100.0 for tid in options.suppress_token_ids} or None,
             output_kind=RequestOutputKind.DELTA,
         )
+        lora = None
+        if options.adapter is not None:
+            if options.adapter not in self._loras:
+                raise EngineError(f"no adapter named {options.adapter!r} is loaded")
+            lora = self._loras[options.adapter]
         try:
-            async for out in self._llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id):
+            prompt = TokensPrompt(prompt_token_ids=prompt_ids)
+            async for out in self._llm.generate(prompt, params, request_id, lora_request=lora):
                 o = out.outputs[0]
                 logprobs = None
                 if options.logprobs and o.logprobs is not None:

@@ -16,6 +16,9 @@ class AnswerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1, description="The question to answer.")
+    model: str | None = Field(
+        None, description="A served model's name (`GET /v1/models`); default: the server's default model."
+    )
     search: SearchPolicy | None = Field(
         None,
         description="auto: the model decides; never: no search; always: one search first; confidence: search when "

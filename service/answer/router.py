@@ -24,7 +24,7 @@ router = APIRouter(tags=["answer"])
     "/v1/answer",
     response_model=AnswerResponse,
     response_model_exclude_none=True,
-    responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
 async def answer(body: AnswerRequest, state: StateDep, request: Request) -> AnswerResponse:
     """Answer one question; the model searches when it needs to (or as `search` says)."""
@@ -35,10 +35,10 @@ async def answer(body: AnswerRequest, state: StateDep, request: Request) -> Answ
         top_k=body.top_k,
         max_tokens=body.max_tokens,
     )
-    loop = state.require_loop()
-    state.check_search_mode(body.search_mode, param="search_mode")
+    model = state.served(body.model)
+    state.check_search_mode(body.search_mode, param="search_mode", search=model.search)
     options = LoopOptions.from_defaults(
-        state.loop_defaults,
+        model.defaults,
         policy=body.search,
         max_searches=body.max_searches,
         top_k=body.top_k,
@@ -51,9 +51,9 @@ async def answer(body: AnswerRequest, state: StateDep, request: Request) -> Answ
         max_prompt_tokens=state.settings.limits.max_prompt_tokens,
     )
     await prepare_search(state, request, options, body.search_domains, param="search_domains")
-    dialled = await apply_search_rate(state, options, body.search_rate)
+    dialled = await apply_search_rate(state, model, options, body.search_rate)
     started = time.perf_counter()
-    work = partial(loop.run, body.question, options, request_id=f"ans-{uuid.uuid4().hex}")
-    trace = await state.runner.run("answer", options.policy.value, work, request, dialled=dialled)
-    return to_response(trace, state.model_name, started, with_trace=body.return_trace,
+    work = partial(model.loop.run, body.question, options, request_id=f"ans-{uuid.uuid4().hex}")
+    trace = await state.runner.run("answer", options.policy.value, work, request, dialled=dialled, model=model.name)
+    return to_response(trace, model.name, started, with_trace=body.return_trace,
                        passage_chars=options.passage_chars)  # fmt: skip

@@ -89,6 +89,13 @@ class SemReply(BaseModel):
     search_budget_exhausted: bool = Field(
         False, description="The search budget (the key's or the deployment's) was spent: answered without search."
     )
+    first_answer: str | None = Field(None, description="The closed-book answer the decision was taken on.")
+    confidence: float | None = Field(
+        None,
+        description="`confidence` policy: the first answer's least likely token's probability; it searched when "
+        "this was below `confidence_threshold`.",
+    )
+    confidence_threshold: float | None = Field(None, description="The threshold the decision was taken against.")
 
 
 class FunctionDefinition(BaseModel):
@@ -243,6 +250,7 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "sem"
     root: str | None = None
+    parent: str | None = Field(None, description="For an adapter: the model it runs over (as vLLM lists LoRAs).")
     default_search: str | None = Field(None, description="The search policy of a request that names none.")
     confidence_threshold: float | None = Field(None, description="The `confidence` policy's threshold.")
 

@@ -39,31 +39,38 @@ async def chat_completions(
     With a search function in `tools` the client searches: the completion ends at the model's search with a tool
     call (`finish_reason: "tool_calls"`), and the conversation comes back with the tool's result."""
     chat = check_request(body, state)
-    loop = state.require_loop()
-    state.check_search_mode(body.sem.search_mode, param="sem.search_mode")
+    model = state.served(body.model)
+    loop = model.loop
+    state.check_search_mode(body.sem.search_mode, param="sem.search_mode", search=model.search)
     limits = state.settings.limits
-    options = loop_options(body, state.loop_defaults, limits.max_prompt_tokens, chat)
+    options = loop_options(body, model.defaults, limits.max_prompt_tokens, chat)
     await prepare_search(state, request, options, body.sem.search_domains, param="sem.search_domains")
-    dialled = await apply_search_rate(state, options, body.sem.search_rate)
+    dialled = await apply_search_rate(state, model, options, body.sem.search_rate)
     policy = options.policy.value
     request_id = f"chat-{uuid.uuid4().hex}"
     given = {"history": chat.history, "request_id": request_id, "client_searches": chat.rounds}
     if body.stream:
         # the loop enforces the prompt cap too, but a stream has sent its 200 by then: check it up front
         check_prompt_length(loop.prompt_tokens(chat.question, chat.history), limits.max_prompt_tokens)
-        events = state.runner.stream("chat", policy, loop.stream(chat.question, options, **given), dialled=dialled)
-        frames = stream_completion(events, body, state.model_name, request_id, chat.tool, options.passage_chars)
+        events = state.runner.stream("chat", policy, loop.stream(chat.question, options, **given), dialled=dialled,
+                                     model=model.name)  # fmt: skip
+        frames = stream_completion(events, body, model.name, request_id, chat.tool, options.passage_chars,
+                                   options.confidence_threshold)  # fmt: skip
         return StreamingResponse(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     work = partial(loop.run, chat.question, options, **given)
-    trace = await state.runner.run("chat", policy, work, request, dialled=dialled)
-    return to_completion(body, trace, state.model_name, chat.tool, options.passage_chars)
+    trace = await state.runner.run("chat", policy, work, request, dialled=dialled, model=model.name)
+    return to_completion(body, trace, model.name, chat.tool, options.passage_chars, options.confidence_threshold)
 
 
 @router.get("/v1/models", response_model=ModelList)
 async def models(state: StateDep) -> ModelList:
-    """The served model (adapters will be listed here too)."""
-    root = state.settings.model_path
-    defaults = state.loop_defaults
-    card = ModelCard(id=state.model_name, created=state.started_at, root=root, default_search=defaults.policy,
-                     confidence_threshold=defaults.confidence_threshold)  # fmt: skip
-    return ModelList(data=[card])
+    """The served models: the engine's own, then each adapter over it (`parent`), each with its gate defaults; the
+    one a request naming none gets is first."""
+    default = state.served(None)
+    cards = []
+    for model in sorted(state.models or (), key=lambda m: m is not default):
+        defaults = model.defaults
+        cards.append(ModelCard(id=model.name, created=state.started_at, root=model.root,
+                               parent=state.model_name if model.adapter else None, default_search=defaults.policy,
+                               confidence_threshold=defaults.confidence_threshold))  # fmt: skip
+    return ModelList(data=cards)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from sem.loop import ClientSearch, Event, Final, Inserted, LoopOptions, SearchPolicy, SearchResult, TextDelta, Trace
 from sem.settings import LoopDefaults
 from service.errors import describe
-from service.exceptions import InvalidRequest, ModelNotFound
+from service.exceptions import InvalidRequest
 from service.limits import check_limits
 from service.openai.protocol import (
     Annotation,
@@ -75,9 +75,8 @@ def read_conversation(body: ChatCompletionRequest) -> Conversation:
 
 
 def check_request(body: ChatCompletionRequest, state: ServiceState) -> Conversation:
-    """What the wire models cannot check alone: the model name, n, the conversation's shape, the limits."""
-    if body.model not in state.model_aliases:
-        raise ModelNotFound(f"the model {body.model!r} does not exist; this server serves {state.model_name!r}")
+    """What the wire models cannot check alone: n, the conversation's shape, the limits (the model name:
+    `state.served`)."""
     if body.n != 1:
         raise InvalidRequest("n > 1 is not supported: send one request per completion", param="n")
     cap = state.settings.limits.max_messages
@@ -151,6 +150,7 @@ def to_completion(
     model: str,
     tool: SearchTool | None = None,
     passage_chars: int | None = None,
+    threshold: float | None = None,
 ) -> ChatCompletion:
     call = tool_call_of(trace, tool) if tool else None
     content = apply_stop(trace.answer, body.stop)  # type: ignore[arg-type]
@@ -172,12 +172,20 @@ def to_completion(
         usage=usage_of(trace),
         search_results=[search_out(s) for s in trace.searches],
         seed_honoured=trace.seed_honoured,
-        sem=sem_reply(trace),
+        sem=sem_reply(trace, threshold),
     )
 
 
-def sem_reply(trace: Trace) -> SemReply | None:
-    return SemReply(search_budget_exhausted=True) if trace.search_budget_exhausted else None
+def sem_reply(trace: Trace, threshold: float | None = None) -> SemReply | None:
+    """SEM's news, when there is any: a spent budget; the decision a `confidence` answer took (the playground shows
+    it: the first answer, its confidence against the threshold)."""
+    decided = trace.confidence is not None
+    if not (trace.search_budget_exhausted or decided):
+        return None
+    news = {"search_budget_exhausted": trace.search_budget_exhausted or None, "confidence": trace.confidence,
+            "first_answer": trace.answers[0] if decided and trace.answers else None,
+            "confidence_threshold": threshold if decided else None}  # fmt: skip
+    return SemReply(**{k: v for k, v in news.items() if v is not None})  # only what is news: a delta's shape
 
 
 def _frame(payload: ChatCompletionChunk | ErrorResponse) -> str:
@@ -192,6 +200,7 @@ async def stream_completion(
     request_id: str,
     tool: SearchTool | None = None,
     passage_chars: int | None = None,
+    threshold: float | None = None,
 ) -> AsyncIterator[str]:
     """SSE frames: role first, reasoning as it is generated, search results, the answer, a tool call (OpenAI's
     delta chunks: id and name, then the arguments), finish (with the citations as annotations), usage, [DONE].
@@ -233,7 +242,7 @@ async def stream_completion(
                     yield _frame(chunk(DeltaMessage(tool_calls=[DeltaToolCall(index=0, function=arguments)])))
                 annotations = annotations_of(trace, answer, passage_chars)
                 last = DeltaMessage(annotations=annotations) if annotations else DeltaMessage()
-                news = {"sem": reply} if (reply := sem_reply(trace)) else {}
+                news = {"sem": reply} if (reply := sem_reply(trace, threshold)) else {}
                 yield _frame(chunk(last, openai_finish_reason(trace), **news))
                 if body.stream_options and body.stream_options.include_usage:
                     usage_chunk = ChatCompletionChunk(

@@ -43,12 +43,37 @@ async function loadModel() {
     }
     if (!response.ok) throw new Error(await errorMessage(response));
     const body = await response.json();
+    // Every served model (the default first): the base, SEM's adapter, the world's adapter... each with its examples
+    const select = $("model-select");
+    select.replaceChildren(...body.data.map((m) => {
+      const option = document.createElement("option");
+      option.value = m.id;
+      option.textContent = m.parent ? `${m.id} (adapter)` : m.id;
+      return option;
+    }));
     modelId = body.data[0].id;
-    $("model").textContent = `Model: ${modelId}`;
+    showModel();
   } catch (err) {
     $("model").textContent = `Model not ready yet (${err.message}); retrying…`;
     setTimeout(loadModel, 3000);
   }
+}
+
+function showModel() {
+  $("model").textContent = `Model: ${modelId}`;
+  loadExamples(modelId);
+}
+
+// The decision a `confidence` answer took: its closed-book answer, that answer's confidence against the threshold,
+// and so whether it searched.
+function showDecision(card, news) {
+  if (!news || news.confidence === undefined || news.confidence === null) return;
+  const searched = news.confidence < news.confidence_threshold;
+  const text = `first answer ${JSON.stringify(news.first_answer || "")} · confidence ${news.confidence.toFixed(2)} ` +
+    `${searched ? "<" : "≥"} threshold ${Number(news.confidence_threshold).toFixed(2)} → ` +
+    (searched ? "searched" : "answered without search");
+  const badge = el("div", `decision ${searched ? "searched" : "answered"}`, text);
+  card.querySelector(".status").after(badge);
 }
 
 function newRun(policy) {
@@ -209,6 +234,7 @@ async function ask(card, question, policy, maxSearches, clientSearch = $("client
         status.before(el("span", "badge budget", "search budget spent: answered without search"));
       }
       if (chunk.error) return fail(chunk.error.message);
+      if (chunk.sem) showDecision(card, chunk.sem);
       if (firstToken === null) firstToken = performance.now();
       if (chunk.search_results) {
         for (const record of chunk.search_results) trace.append(searchItem(record));
@@ -357,10 +383,11 @@ async function refreshStats() {
 }
 
 // Example questions (a served world's known and unknown entities, or a few real ones): a click fills the question.
-async function loadExamples() {
+async function loadExamples(model) {
   try {
-    const response = await fetch("/playground/examples");
+    const response = await fetch(`/playground/examples${model ? `?model=${encodeURIComponent(model)}` : ""}`);
     if (!response.ok) return;
+    $("examples").replaceChildren();
     for (const example of await response.json()) {
       const chip = document.createElement("button");
       chip.type = "button";
@@ -385,8 +412,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("question").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("ask").requestSubmit();
   });
+  $("model-select").addEventListener("change", (event) => { modelId = event.target.value; showModel(); });
   loadModel();
-  loadExamples();
+  loadExamples();  // the deployment's, until the models are known
   refreshStats();
   setInterval(refreshStats, 5000);
 });

@@ -85,3 +85,24 @@ def test_a_request_without_a_policy_gets_the_served_default(monkeypatch: pytest.
     monkeypatch.setenv("SEM_LOOP__POLICY", "sometimes")
     with pytest.raises(ValueError, match="policy"):
         Settings()
+
+
+def test_adapters_are_named_paths_and_the_default_must_be_served(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("SEM_HOME", str(tmp_path))
+    monkeypatch.setenv("SEM_MODEL", "base")
+    monkeypatch.setenv("SEM_ADAPTERS", "world=sem/adapters/sem-world-135m, mine = /srv/adapter")
+    monkeypatch.setenv("SEM_DEFAULT_MODEL", "mine")
+    s = Settings()
+    assert s.adapters == {"world": "sem/adapters/sem-world-135m", "mine": "/srv/adapter"}
+    assert s.default_model == "mine"
+    assert (
+        s.model_path == str(tmp_path / "models" / "SmolLM2-135M-Instruct") and s.model_name == "SmolLM2-135M-Instruct"
+    )
+    monkeypatch.setenv("SEM_ADAPTERS", "world")
+    with pytest.raises(ValueError, match="SEM_ADAPTERS: expected name=path"):
+        Settings()
+    monkeypatch.setenv("SEM_ADAPTERS", "world=/a")
+    with pytest.raises(
+        ValueError, match=r"SEM_DEFAULT_MODEL='mine' is not served \(served: SmolLM2-135M-Instruct, world\)"
+    ):
+        Settings()

@@ -28,6 +28,64 @@ def export(
     typer.echo(f"merged -> {merge_adapter(adapter, out)}")
 
 
+def extract(
+    model: Annotated[str, typer.Option(help="The fine-tuned model: a checkpoint, or an adapter over one.")],
+    out: Annotated[Path, typer.Option(help="The adapter folder to write.")],
+    budget_mb: Annotated[float, typer.Option(help="The adapter's size in bf16; ranks per layer by energy.")] = 39.0,
+    rank: Annotated[int | None, typer.Option(help="One rank everywhere instead of a budget.")] = None,
+    start: Annotated[str, typer.Option(help="What it was fine-tuned from ('base': the embedded base).")] = "base",
+    distill_world: Annotated[
+        Path | None, typer.Option(help="Then train the adapter to match the model on this world's taught facts.")
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Distillation epochs.")] = 1,
+) -> None:
+    """Cut a full fine-tune down to one LoRA adapter over its start model (an SVD of each linear layer's change,
+    ranks allocated by energy within a size), optionally distilled back towards the model where it was taught, so
+    that it ships and serves as an adapter; extract.json beside it says how much of the change it keeps."""
+    from trainer.runtime import servable
+    from trainer.train.extract import distill, extract_adapter
+
+    with servable(start) as start_path:
+        report, _, _ = extract_adapter(str(start_path), model, out, budget_mb=budget_mb, rank=rank)
+        if distill_world is not None:
+            pieces, prefix = world_pieces(model, distill_world, out)
+            report = distill(out, str(start_path), model, pieces, prefix, report, epochs=epochs)
+    size = (out / "adapter_model.safetensors").stat().st_size
+    typer.echo(f"adapter -> {out} ({size / 1e6:.1f} MB, {report.parameters:,} parameters, "
+               f"{100 * report.kept_energy:.1f}% of the linear layers' change kept)")  # fmt: skip
+
+
+def world_pieces(model: str, world_dir: Path, out: Path) -> tuple[list, list[int]]:
+    """What the extract is distilled on: the world's facts as taught, and the model's own traces (searching, greedy)
+    on the world's train questions, which carry reading. The world's passages and examples go into the adapter's
+    folder: the corpus it searches when served, the playground's examples."""
+    import asyncio
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from sem.loop import LoopOptions, SearchPolicy
+    from trainer.runtime import gate_loop
+    from trainer.train.extract import trace_pieces
+    from trainer.world.schema import load_world
+    from trainer.world.teach import teaching_texts, tokenize
+
+    world = load_world(world_dir)
+    shutil.copyfile(world_dir / "passages.jsonl", out / "corpus.jsonl")
+    if (world_dir / "examples.json").is_file():
+        shutil.copyfile(world_dir / "examples.json", out / "examples.json")
+    pieces, prefix = tokenize(teaching_texts(world), AutoTokenizer.from_pretrained(model))
+    train = [q.question for q in world.questions if q.split == "train"]
+    options = LoopOptions(policy=SearchPolicy.always)
+    with gate_loop(model, "vllm", out / "corpus.jsonl") as (loop, search_loop, _):
+
+        async def answer_all() -> list:
+            return await asyncio.gather(*(search_loop.run(q, options) for q in train))
+
+        traces = loop.run_until_complete(answer_all())
+    return pieces + trace_pieces(traces), prefix
+
+
 def publish(
     adapter: Annotated[Path, typer.Option(help="The trained adapter.")] = RUNS / "grpo" / "final",
     out: Annotated[Path | None, typer.Option(help="Default: where `sem assets` looks for SEM's adapter.")] = None,
@@ -42,7 +100,7 @@ def publish(
 
 
 def _publish(adapter: Path, out: Path | None, gate: Path | None, provenance: str) -> None:
-    from sem.assets import TUNED_ADAPTER
+    from sem.assets import BASE_MODEL_ID, TUNED_ADAPTER
     from sem.gate import gate_path
     from trainer.train.lora import publish_adapter, stamp_card
 
@@ -50,7 +108,7 @@ def _publish(adapter: Path, out: Path | None, gate: Path | None, provenance: str
         gate = gate_path(adapter)
     if gate is not None and not gate.is_file():
         raise typer.BadParameter(f"{gate} is not a file", param_hint="--gate")
-    dest = publish_adapter(adapter, out or TUNED_ADAPTER, base_id="HuggingFaceTB/SmolLM2-135M-Instruct", gate=gate)
+    dest = publish_adapter(adapter, out or TUNED_ADAPTER, base_id=BASE_MODEL_ID, gate=gate)
     stamp_card(dest, f"{provenance} From {adapter}.")
     size = (dest / "adapter_model.safetensors").stat().st_size
     typer.echo(f"adapter -> {dest} ({size / 1e6:.1f} MB); `sem assets` merges it into the default model")
@@ -119,6 +177,7 @@ def publish_run(
 
 def register(app: typer.Typer) -> None:
     app.command()(export)
+    app.command()(extract)
     app.command()(publish)
     app.command()(promote)
     app.command("publish-run")(publish_run)

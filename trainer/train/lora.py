@@ -26,13 +26,26 @@ def base_of(adapter_dir: str | Path) -> str:
     return json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["base_model_name_or_path"]
 
 
+def resolve_base(base: str) -> str:
+    """Where an adapter's base is on this machine: a local path as it is; the embedded base's public id (what a
+    shipped adapter names, `trainer.train.extract.BASE_ID`) as the checkpoint `sem assets` prepared, since nothing is
+    downloaded from a hub here."""
+    if Path(base).exists():
+        return base
+    from sem.assets import BASE_MODEL_ID, base_model_dir
+    from sem.settings import Settings
+
+    return str(base_model_dir(Settings().home_dir)) if base == BASE_MODEL_ID else base
+
+
 def load_trainable(adapter_dir: str | Path, base: str | None = None, dtype: Any = None) -> Any:
     """The base model with the adapter attached and trainable (GRPO continuing the SFT adapter)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(base or base_of(adapter_dir), dtype=dtype or torch.float32)
+    start = base or resolve_base(base_of(adapter_dir))
+    model = AutoModelForCausalLM.from_pretrained(start, dtype=dtype or torch.float32)
     return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
 
 
@@ -81,13 +94,14 @@ def merge_adapter(adapter_dir: Path, output_dir: Path) -> Path:
     import shutil
 
     import torch
-    from peft import AutoPeftModelForCausalLM
-    from transformers import AutoTokenizer
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sem.gate import gate_path
 
-    model = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir), dtype=torch.bfloat16)
-    merged = model.merge_and_unload()
+    # Merged in float32, saved in bf16: one rounding, not one per factor.
+    base = AutoModelForCausalLM.from_pretrained(resolve_base(base_of(adapter_dir)), dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().to(torch.bfloat16)
     merged.save_pretrained(str(output_dir))
     AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(output_dir))
     if gate_path(adapter_dir).is_file():

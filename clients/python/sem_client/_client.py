@@ -41,14 +41,15 @@ class SemClient(BaseClient):
         return_trace: bool | None = None,
         search_domains: dict[str, list[str]] | None = None,
         search_rate: float | None = None,
+        model: str | None = None,
     ) -> Answer:
-        """`POST /v1/answer`: one answer and the searches it took. `search_rate`: search that share of questions, the
-        least sure (the `confidence` gate). `search_domains`: `{"allow": [...], "block":
-        [...]}`, narrowing where the deployment's search may look."""
+        """`POST /v1/answer`: one answer and the searches it took. `model`: a served model's name (`models()`; default:
+        the server's default). `search_rate`: search that share of questions, the least sure (the `confidence` gate).
+        `search_domains`: `{"allow": [...], "block": [...]}`, narrowing where the deployment's search may look."""
         payload = answer_payload(
             question, search=search, max_searches=max_searches, top_k=top_k, search_mode=search_mode,
             max_tokens=max_tokens, temperature=temperature, seed=seed, return_trace=return_trace,
-            search_domains=search_domains, search_rate=search_rate,
+            search_domains=search_domains, search_rate=search_rate, model=model,
         )  # fmt: skip
         return Answer.model_validate(self._send("POST", "/v1/answer", payload).json())
 
@@ -170,11 +171,12 @@ class AsyncSemClient(BaseClient):
         return_trace: bool | None = None,
         search_domains: dict[str, list[str]] | None = None,
         search_rate: float | None = None,
+        model: str | None = None,
     ) -> Answer:
         payload = answer_payload(
             question, search=search, max_searches=max_searches, top_k=top_k, search_mode=search_mode,
             max_tokens=max_tokens, temperature=temperature, seed=seed, return_trace=return_trace,
-            search_domains=search_domains, search_rate=search_rate,
+            search_domains=search_domains, search_rate=search_rate, model=model,
         )  # fmt: skip
         return Answer.model_validate((await self._send("POST", "/v1/answer", payload)).json())
 

@@ -160,5 +160,11 @@ class ChatCompletionChunk(_Model):
 
 
 class Model(_Model):
+    """A served model (`GET /v1/models`): the engine's own, or an adapter over it (`parent`)."""
+
     id: str
     owned_by: str = ""
+    root: str | None = None
+    parent: str | None = None
+    default_search: str | None = None
+    confidence_threshold: float | None = None

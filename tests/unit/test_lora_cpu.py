@@ -1,0 +1,55 @@
+"""The grouped multi-LoRA ops (sem.engines.lora_cpu) give what vLLM's gathering torch ops give, for a batch whose
+tokens use different adapters (and none: index -1), in every shape the CPU wrapper calls them with."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from sem.engines import lora_cpu
+
+vllm_ops = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")
+
+
+def originals():
+    """vLLM's own ops, from a fresh copy of their module (the plugin may have replaced them in this process)."""
+    spec = importlib.util.spec_from_file_location("vllm_lora_ops_original", vllm_ops.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@pytest.mark.parametrize("four_dims", [False, True])
+def test_grouped_ops_equal_vllms(four_dims: bool) -> None:
+    torch.manual_seed(0)
+    ops = originals()
+    tokens, hidden, rank, out, slots = 7, 24, 8, 40, 3
+    indices = torch.tensor([0, 2, 2, -1, 0, 1, -1])
+    x = torch.randn(tokens, hidden)
+    a = torch.randn(slots, rank, hidden)
+    b = torch.randn(slots, out, rank)
+    if four_dims:
+        a, b = a.unsqueeze(1), b.unsqueeze(1)
+    shrunk_ours, shrunk_theirs = torch.zeros(tokens, rank), torch.zeros(tokens, rank)
+    lora_cpu.bgmv_shrink(x, a, shrunk_ours, indices, 0.5)
+    ops.bgmv_shrink(x, a, shrunk_theirs, indices, 0.5)
+    torch.testing.assert_close(shrunk_ours, shrunk_theirs)
+    base = torch.randn(tokens, out + 4)
+    for add in (True, False):
+        ours, theirs = base.clone(), base.clone()
+        lora_cpu.bgmv_expand(shrunk_ours, b, ours, indices, add_inputs=add)
+        ops.bgmv_expand(shrunk_theirs, b, theirs, indices, add_inputs=add)
+        torch.testing.assert_close(ours, theirs)
+        ours, theirs = base.clone(), base.clone()
+        lora_cpu.bgmv_expand_slice(shrunk_ours, b, ours, indices, 2, out, add_inputs=add)
+        ops.bgmv_expand_slice(shrunk_theirs, b, theirs, indices, 2, out, add_inputs=add)
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_registered_where_the_cpu_wrapper_calls_them() -> None:
+    from vllm.lora.punica_wrapper import punica_cpu
+
+    lora_cpu.register()
+    assert punica_cpu.bgmv_shrink is lora_cpu.bgmv_shrink and vllm_ops.bgmv_expand is lora_cpu.bgmv_expand
