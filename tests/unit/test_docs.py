@@ -26,3 +26,13 @@ def test_docs_build_strictly(tmp_path: Path) -> None:
 def test_readme_is_short() -> None:
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md: {len(lines)} lines, over {README_MAX_LINES}; move it to docs/"
+
+
+def test_readme_table_is_the_committed_world_adapter_run() -> None:
+    """The README's table of how the served world model decides is generated from its committed run, not typed."""
+    import json
+
+    from trainer.evals.tables import decision_table
+
+    run = json.loads((ROOT / "results/world/adapter-dev/gate.json").read_text())
+    assert decision_table(run) in (ROOT / "README.md").read_text()

@@ -55,3 +55,20 @@ def figure(path: Path, size: tuple[float, float] = (6, 4), title: str | None = N
         fig.savefig(path, dpi=120)
     finally:
         plt.close(fig)
+
+
+def decision_table(gate_run: dict[str, Any]) -> str:
+    """The README's one table of how a model decides (`trainer eval-gate`'s gate.json): per policy, accuracy with its
+    interval, searches per question, searched-though-known, and the AUROC of its search decision.
+
+    >>> run = {"rows": [{"policy": "never", "accuracy": 0.381, "accuracy_ci": [0.314, 0.443],
+    ...                  "searches_per_question": 0.0, "over_search": 0.0, "auroc": None}]}
+    >>> print(decision_table(run))
+    | policy | right | 95% interval | searches per question | searched though known | AUROC of the decision |
+    |---|---|---|---|---|---|
+    | never | 0.381 | [0.314, 0.443] | 0.0 | 0.0 | - |
+    """
+    rows = [{"policy": r["policy"], "right": r["accuracy"], "95% interval": r["accuracy_ci"],
+             "searches per question": r["searches_per_question"], "searched though known": r["over_search"],
+             "AUROC of the decision": r.get("auroc")} for r in gate_run["rows"]]  # fmt: skip
+    return markdown_table(rows)

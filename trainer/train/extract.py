@@ -152,7 +152,7 @@ def _write_report(out: Path, start: str, tuned: str, report: ExtractReport) -> N
 
 
 def distill(out: Path, start: str, tuned: str, pieces: Sequence[Any], prefix: Sequence[int], report: ExtractReport,
-            *, epochs: int = 1, learning_rate: float = 2e-4, batch_size: int = 32,
+            *, epochs: int = 1, learning_rate: float = 2e-4, batch_size: int = 32, max_tokens: int = 4096,
             seed: int = 0) -> ExtractReport:  # fmt: skip
     """Train the extracted adapter in `out/` to match `tuned`'s next-token distributions (KL, teacher first) on the
     completion tokens of `pieces` (trainer.world.teach's: the facts as taught), the start model frozen; saved back
@@ -174,7 +174,7 @@ def distill(out: Path, start: str, tuned: str, pieces: Sequence[Any], prefix: Se
     trainable = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.0)
     rng, began, losses = random.Random(seed), time.perf_counter(), []
-    plan = [b for _ in range(epochs) for b in batches(pieces, batch_size, rng)]
+    plan = [part for _ in range(epochs) for b in batches(pieces, batch_size, rng) for part in _fit(b, max_tokens)]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / len(plan))
     for n, batch in enumerate(plan):
         ids, mask, target = collate(batch, pad)
@@ -202,6 +202,14 @@ def distill(out: Path, start: str, tuned: str, pieces: Sequence[Any], prefix: Se
                       "seconds": round(time.perf_counter() - began)}  # fmt: skip
     _write_report(out, start, tuned, report)
     return report
+
+
+def _fit(batch: list[Any], max_tokens: int) -> list[list[Any]]:
+    """A batch cut so no part holds more than `max_tokens` padded tokens: a trace with its passages is ~10x a
+    taught fact, and 32 of them held 20 GB of activations."""
+    width = max(len(p.prompt) + len(p.completion) for p in batch)
+    rows = max(1, max_tokens // width)
+    return [batch[i : i + rows] for i in range(0, len(batch), rows)]
 
 
 def trace_pieces(traces: Sequence[Any]) -> list[Any]:
