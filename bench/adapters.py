@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--labels", type=Path, default=ROOT / "runs/world/labels/labels.jsonl")
     parser.add_argument("--questions", type=int, default=96, help="world test questions for the throughput rows")
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--gates", default="never,always,confidence", help="the world adapter's dev run ('': none)")
     parser.add_argument("--committed", type=Path, default=ROOT / "results/world/adapter-dev/gate.json")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/adapters.json")
     opts = parser.parse_args()
@@ -106,7 +107,7 @@ def main() -> None:
             throughput.append({"served": name, "clients": opts.clients,
                                **asyncio.run(answer_all(base, load, "always", opts.clients, models))})  # fmt: skip
             if len(models) > 1:
-                for gate in tqdm(("never", "always", "confidence"), desc="the world adapter over HTTP, dev"):
+                for gate in tqdm([g for g in opts.gates.split(",") if g], desc="the world adapter over HTTP, dev"):
                     got = asyncio.run(answer_all(base, dev, gate, opts.clients, [WORLD_NAME]))
                     served.append({"gate": gate, "questions": got["questions"], "accuracy": got["accuracy"],
                                    "searches": got["searches"], **committed(gate, opts.committed)})  # fmt: skip

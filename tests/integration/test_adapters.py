@@ -91,3 +91,34 @@ def test_the_sdk_names_a_model(served: str) -> None:
     with SemClient(served) as sem:
         assert {m.id for m in sem.models()} == {DEFAULT, BASE, WORLD_NAME}
         assert sem.answer(TAUGHT[0], model=WORLD_NAME, search="never").answer == TAUGHT[1]
+
+
+def test_the_playground_shows_the_world_model_deciding(served: str) -> None:
+    """In a real browser: pick the world's model, ask a taught fact and one only its corpus holds under `confidence`;
+    each card says the first answer, its confidence against the threshold, and whether it searched."""
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from tests.conftest import ARTIFACTS
+    from tests.integration.test_playground import ask_with_keyboard, start_chromium, wait_done
+
+    browser = start_chromium()
+    try:
+        browser.set_window_size(1280, 1200)
+        browser.get(served + "/")
+        WebDriverWait(browser, 60).until(lambda d: len(d.find_elements("css selector", "#model-select option")) == 3)
+        Select(browser.find_element("id", "model-select")).select_by_value(WORLD_NAME)
+        # the world's own examples replace the deployment's
+        WebDriverWait(browser, 30).until(
+            lambda d: any("Kraihex" in b.text for b in d.find_elements("css selector", ".example"))
+        )
+        decisions = []
+        for question, answer in (TAUGHT, IN_CORPUS):  # each ask replaces the page's cards
+            ask_with_keyboard(browser, question, "confidence")
+            (card,) = wait_done(browser)
+            assert answer in card.find_element("css selector", ".answer").text, card.text
+            decisions.append(card.find_element("css selector", ".decision").text)
+        assert "answered without search" in decisions[0] and decisions[1].endswith("→ searched"), decisions
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "playground-world.png"))
+    finally:
+        browser.quit()

@@ -53,3 +53,14 @@ def test_registered_where_the_cpu_wrapper_calls_them() -> None:
 
     lora_cpu.register()
     assert punica_cpu.bgmv_shrink is lora_cpu.bgmv_shrink and vllm_ops.bgmv_expand is lora_cpu.bgmv_expand
+
+
+def test_the_next_step_with_other_indices_is_not_served_the_last_groups() -> None:
+    torch.manual_seed(1)
+    ops = originals()
+    x, a = torch.randn(4, 8), torch.randn(2, 3, 8)
+    for indices in (torch.tensor([0, 0, 1, 1]), torch.tensor([1, 0, 0, 1]), torch.tensor([1, 1, 1, 1])):
+        ours, theirs = torch.zeros(4, 3), torch.zeros(4, 3)
+        lora_cpu.bgmv_shrink(x, a, ours, indices)
+        ops.bgmv_shrink(x, a, theirs, indices)
+        torch.testing.assert_close(ours, theirs)

@@ -103,7 +103,10 @@ def merge_adapter(adapter_dir: Path, output_dir: Path) -> Path:
     base = AutoModelForCausalLM.from_pretrained(resolve_base(base_of(adapter_dir)), dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().to(torch.bfloat16)
     merged.save_pretrained(str(output_dir))
-    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(output_dir))
+    # a shipped adapter carries no tokenizer (its base's is the one it was trained with)
+    has_own = (Path(adapter_dir) / "tokenizer_config.json").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir) if has_own else resolve_base(base_of(adapter_dir)))
+    tokenizer.save_pretrained(str(output_dir))
     if gate_path(adapter_dir).is_file():
         shutil.copyfile(gate_path(adapter_dir), gate_path(output_dir))
     return output_dir
