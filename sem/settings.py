@@ -251,7 +251,8 @@ class Settings(BaseSettings):
 
     home: Path = Field(Path("~/.cache/sem"), description="Where assets, indexes and vLLM caches live.")
     model: str | None = Field(
-        None, description="HF model id or path, or `base` (the embedded base, for adapters over it); default: the "
+        None,
+        description="HF model id or path, or `base` (the embedded base, for adapters over it); default: the "
         "prepared SmolLM2 checkpoint (SEM's adapter merged in).",
     )
     served_model_name: str | None = Field(None, description="Name reported in responses; default: the model's.")
