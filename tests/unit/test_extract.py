@@ -10,7 +10,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from trainer.train.extract import allocate, distill, extract_adapter, load_full
+from trainer.train.extract import allocate, extract_adapter, load_full
+from trainer.world.distill import distill
 
 pytest.importorskip("peft")
 

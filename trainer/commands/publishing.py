@@ -43,7 +43,8 @@ def extract(
     ranks allocated by energy within a size), optionally distilled back towards the model where it was taught, so
     that it ships and serves as an adapter; extract.json beside it says how much of the change it keeps."""
     from trainer.runtime import servable
-    from trainer.train.extract import distill, extract_adapter
+    from trainer.train.extract import extract_adapter
+    from trainer.world.distill import distill
 
     with servable(start) as start_path:
         report, _, _ = extract_adapter(str(start_path), model, out, budget_mb=budget_mb, rank=rank)
@@ -66,7 +67,7 @@ def world_pieces(model: str, world_dir: Path, out: Path) -> tuple[list, list[int
 
     from sem.loop import LoopOptions, SearchPolicy
     from trainer.runtime import gate_loop
-    from trainer.train.extract import trace_pieces
+    from trainer.world.distill import trace_pieces
     from trainer.world.schema import load_world
     from trainer.world.teach import teaching_texts, tokenize
 
