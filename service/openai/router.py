@@ -65,10 +65,15 @@ async def chat_completions(
 @router.get("/v1/models", response_model=ModelList)
 async def models(state: StateDep) -> ModelList:
     """The served models: the engine's own, then each adapter over it (`parent`), each with its gate defaults; the
-    one a request naming none gets is first."""
-    default = state.served(None)
+    one a request naming none gets is first. While they load: the engine's model, from the settings."""
+    if state.models is None:
+        defaults = state.loop_defaults
+        return ModelList(data=[ModelCard(id=state.model_name, created=state.started_at, root=state.settings.model_path,
+                                         default_search=defaults.policy,
+                                         confidence_threshold=defaults.confidence_threshold)])  # fmt: skip
+    default = state.models.default
     cards = []
-    for model in sorted(state.models or (), key=lambda m: m is not default):
+    for model in sorted(state.models, key=lambda m: m is not default):
         defaults = model.defaults
         cards.append(ModelCard(id=model.name, created=state.started_at, root=model.root,
                                parent=state.model_name if model.adapter else None, default_search=defaults.policy,
