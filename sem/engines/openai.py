@@ -60,7 +60,10 @@ class OpenAIEngine:
 
     async def served_models(self) -> list[str]:
         try:
-            r = await self._client.get("/v1/models")
+            try:
+                r = await self._client.get("/v1/models")
+            except httpx.RemoteProtocolError:  # a pooled keep-alive connection the server had just closed: once more
+                r = await self._client.get("/v1/models")
             r.raise_for_status()
             return [m["id"] for m in r.json()["data"]]
         except (httpx.HTTPError, KeyError, ValueError) as exc:
