@@ -93,7 +93,7 @@ class ServiceState:
         return self.models.get(name)
 
     async def _load_models(self, engine: Engine) -> ModelRegistry:
-        """The engine's own model and each adapter, each with its gate defaults and search (sem: service.models)."""
+        """The engine's own model and each adapter, each with its gate defaults and search (service.models)."""
         assert self.search is not None
         settings = self.settings
         models = [served_model(self.model_name, settings.model_path, None, settings, engine, self.search)]

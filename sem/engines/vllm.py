@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sem.engines.base import Delta, SamplingOptions
-from sem.errors import EngineError
+from sem.errors import ConfigError, EngineError
 from sem.hardware import BF16_CPU_FLAGS, cpu_flags, resolve_dtype  # noqa: F401  (re-exported)
 from sem.settings import Settings
 
@@ -95,6 +95,9 @@ def lora_arguments(adapters: dict[str, str]) -> dict[str, Any]:
     rounded up to one vLLM takes."""
     if not adapters:
         return {}
+    missing = [f"{name}={p}" for name, p in adapters.items() if not (Path(p) / "adapter_config.json").is_file()]
+    if missing:
+        raise ConfigError(f"SEM_ADAPTERS: no PEFT adapter (adapter_config.json) at {', '.join(missing)}")
     rank = max(adapter_rank(p) for p in adapters.values())
     fit = next((r for r in LORA_RANKS if r >= rank), None)
     if fit is None:

@@ -64,3 +64,17 @@ def test_the_next_step_with_other_indices_is_not_served_the_last_groups() -> Non
         lora_cpu.bgmv_shrink(x, a, ours, indices)
         ops.bgmv_shrink(x, a, theirs, indices)
         torch.testing.assert_close(ours, theirs)
+
+
+def test_serving_adapters_asks_vllm_for_their_largest_rank_and_refuses_a_missing_one(tmp_path) -> None:
+    import json
+
+    from sem.engines.vllm import lora_arguments
+    from sem.errors import ConfigError
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({"r": 16, "rank_pattern": {"x.down_proj": 120}}))
+    args = lora_arguments({"world": str(tmp_path / "a")})
+    assert args == {"enable_lora": True, "max_loras": 1, "max_cpu_loras": 1, "max_lora_rank": 128}
+    with pytest.raises(ConfigError, match=r"no PEFT adapter .* at gone="):
+        lora_arguments({"world": str(tmp_path / "a"), "gone": str(tmp_path / "b")})
