@@ -13,8 +13,6 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from trainer.train.extract import allocate, extract_adapter, load_full
 from trainer.world.distill import distill
 
-pytest.importorskip("peft")
-
 
 def tiny(seed: int) -> LlamaForCausalLM:
     torch.manual_seed(seed)

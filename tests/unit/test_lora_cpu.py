@@ -7,10 +7,9 @@ import importlib.util
 
 import pytest
 import torch
+from vllm.lora.ops.torch_ops import lora_ops as vllm_ops
 
 from sem.engines import lora_cpu
-
-vllm_ops = pytest.importorskip("vllm.lora.ops.torch_ops.lora_ops")
 
 
 def originals():
