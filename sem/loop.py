@@ -21,8 +21,9 @@ Policies (also the evaluation baselines):
 
 Client-side search (OpenAI tool calls): with `client_search` the loop does not run a search, it ends at it
 (`Trace.pending_search`, finish reason `tool_calls`) and the caller runs it. The next request brings the rounds back
-(`ClientSearch`: the answer before the search, the query, what the caller's search returned); the loop rebuilds the
-template from them, results neutralised like any retrieved text, and goes on: stateless, nothing kept in between.
+(`ClientSearch`: the model's turn that searched, or the answer before it, the query, what the caller's search
+returned); the loop rebuilds the template from them, results neutralised like any retrieved text, and goes on. The
+loop keeps nothing between the requests (the service may keep the turn: `service.tool_turns`).
 The tool's text reaches the model as the service's own results do (`[1] title: text`, `sem.tool_results`), and a
 query the client already answered is refused, not handed back (as a search past the budget is).
 """
@@ -278,11 +279,14 @@ class SearchLoop:
 
     @staticmethod
     async def _replay(done: ClientSearch, opts: LoopOptions, out: TraceBuilder) -> AsyncIterator[Event]:
-        """A round the caller ran, back into the template (answer, search call, result block) and replayed as events
-        (a stream shows it). All inserted, not this request's generation, and neutralised: it comes from the client."""
-        call = (protocol.format_answer(done.answer) + " " if done.answer else "") + protocol.format_forced_search(
-            done.query
-        )
+        """A round the caller ran, back into the template (the turn that searched, the result block) and replayed as
+        events (a stream shows it). All inserted, not this request's generation; the tool's text is neutralised, the
+        turn is the model's own (checked by `protocol.search_turn`) or rebuilt from the answer and the query."""
+        if done.turn:
+            call = done.turn  # rebuilt without its think, the 135M default model copies its first answer (issue #43)
+        else:
+            answer = protocol.format_answer(done.answer) + " " if done.answer else ""
+            call = answer + protocol.format_forced_search(done.query)
         out.inserted(call)
         yield Inserted(call)
         # The tool's text read into passages and inserted as the service's own results are ([1] title: text), at

@@ -39,6 +39,7 @@ _TAG_LIKE_RE = re.compile(
     r"<\s*/?\s*(?:think|answer|search|result|confidence)\b[^>]*>|<\|[^|>]{0,40}\|>", re.IGNORECASE
 )
 _BLOCK_RE = re.compile(r"<(think|search|result|confidence)>.*?(</\1>|$)", re.DOTALL)
+_ANY_TAG_RE = re.compile(r"</?[A-Za-z][\w-]{0,30}\s*/?>")  # markup of any name (small models invent tags)
 
 
 class TemplateRejected(SEMError, ValueError):
@@ -113,6 +114,25 @@ def parse_step(text: str) -> Step:
     return Step(StepKind.incomplete)
 
 
+def search_turn(text: str, query: str) -> str | None:
+    """The model's own turn that ended at the search for `query`, taken from a trace's text (a client's copy of
+    `reasoning_content`): what follows the last result block, if it is a well-formed turn ending in that search;
+    else None. A client's turn is trusted only as far as this: no result block, no chat control token.
+
+    >>> search_turn("<think>unsure</think>\\n<answer>x</answer>\\n<search> q </search>", "q")
+    '<think>unsure</think>\\n<answer>x</answer>\\n<search> q </search>'
+    >>> search_turn("<answer>x</answer><search>other</search>", "q") is None
+    True
+    """
+    turn = text[text.rfind(RESULT_CLOSE) + len(RESULT_CLOSE) :].lstrip("\n") if RESULT_CLOSE in text else text
+    step = parse_step(turn)
+    if step.kind is not StepKind.search or step.query != " ".join(query.split()):
+        return None
+    if RESULT_OPEN in turn or "<|" in turn or turn.count(SEARCH_OPEN) != 1:
+        return None
+    return turn.rstrip()
+
+
 def extract_answers(text: str) -> list[str]:
     """Every closed <answer> in order, whitespace-normalised.
 
@@ -137,13 +157,21 @@ def final_answer(text: str) -> str:
     'William Shakespeare wrote it.'
     >>> final_answer("Marlowe. <search>q</search><result>r</result> Shakespeare.")  # no tags: after the last result
     'Shakespeare.'
+    >>> final_answer("<answer> unknown </"), final_answer("Paris <|im_")  # a tag cut off by the token limit
+    ('unknown', 'Paris')
+    >>> final_answer("<answer><unknown>unknown</answer>")  # a tag the model made up is not content either
+    'unknown'
     """
+    return " ".join(_ANY_TAG_RE.sub(" ", _final_answer(text)).split())
+
+
+def _final_answer(text: str) -> str:
     last_close = text.rfind(ANSWER_CLOSE)
     tail = text[last_close + len(ANSWER_CLOSE) :] if last_close >= 0 else text
     if ANSWER_OPEN in tail:
         # An answer left open (stopped by length); small models also reopen it: take the first words given.
         for chunk in tail.split(ANSWER_OPEN)[1:]:
-            words = " ".join(_TAG_LIKE_RE.sub(" ", _BLOCK_RE.sub(" ", chunk)).split())
+            words = " ".join(_TAG_LIKE_RE.sub(" ", _BLOCK_RE.sub(" ", _cut_tag(chunk))).split())
             if words:
                 return words
     answers = [a for a in extract_answers(text) if a]
@@ -151,7 +179,17 @@ def final_answer(text: str) -> str:
         return answers[-1]
     after_result = text[text.rfind(RESULT_CLOSE) + len(RESULT_CLOSE) :] if RESULT_CLOSE in text else ""
     visible = _BLOCK_RE.sub(" ", after_result if after_result.strip() else text)
-    return " ".join(_TAG_LIKE_RE.sub(" ", visible).split())
+    return " ".join(_TAG_LIKE_RE.sub(" ", _cut_tag(visible)).split())
+
+
+def _cut_tag(text: str) -> str:
+    """Drop a tag or control token that the token limit cut off at the very end ("unknown </", "Paris <|im_"):
+    a fragment of one is never content."""
+    at = text.rfind("<")
+    if at < 0 or ">" in text[at:]:
+        return text
+    rest = text[at + 1 :].strip().lstrip("/").strip().lower()
+    return text[:at] if rest.startswith("|") or any(name.startswith(rest) for name in TAG_NAMES) else text
 
 
 def is_degenerate(text: str, *, max_open: int = 3) -> bool:

@@ -291,6 +291,8 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="Redis URL for the search cache; unset = in-process LRU.")
     cache_ttl_s: int = Field(7 * 24 * 3600, description="Time to live of a cached search result.")
     cache_lru_size: int = Field(10_000, description="Entries of the in-process cache (also the Redis fallback).")
+    tool_turn_ttl_s: int = Field(3600, ge=0, description="How long the model's turn before a search handed to the "
+                                 "client is kept by the call's id, for the round after it (0: not kept).")  # fmt: skip
 
     host: str = "127.0.0.1"
     port: int = 8000

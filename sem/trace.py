@@ -25,12 +25,14 @@ class SearchRecord:
 @dataclass(frozen=True, slots=True)
 class ClientSearch:
     """A search round the caller ran itself: the model's answer before it (None when the search was forced),
-    the query, and the text the caller's search returned."""
+    the query, the text the caller's search returned, and the model's own turn that ended at the search as it wrote
+    it (think, answer, the call), when the caller sent it back or the service kept it."""
 
     query: str
     result: str
     answer: str | None = None
     call_id: str = ""
+    turn: str | None = None  # None: rebuilt from `answer` and `query`, which a small model reads worse
 
 
 # ---- events -------------------------------------------------------------------------------------------

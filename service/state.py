@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sem.budget import SearchBudget
-from sem.cache import CachedSearch, RedisStore
+from sem.cache import CachedSearch, LRUStore, RedisStore
 from sem.domains import DomainFilter
 from sem.engines import Engine, build_engine, resolve_engine_kind
 from sem.engines.supervisor import EngineFactory, EngineState, SupervisedEngine
@@ -25,6 +25,7 @@ from service.metrics import Metrics
 from service.models import ModelRegistry, ServedModel, adapter_settings, served_model
 from service.runner import Runner
 from service.security import Security
+from service.tool_turns import TurnMemory
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,10 @@ class ServiceState:
         self.admission = Admission(settings.limits)
         self.rate_dial: SearchRateDial | None = None  # the default model's search-rate dial, once it is loaded
         self.models: ModelRegistry | None = None  # every served model (the engine's and its adapters), once loaded
-        self.runner = Runner(self.admission, self.metrics, on_trace=self._observe_confidence)
+        # the model's turns before searches handed to clients, for the round after (service.tool_turns)
+        turns = RedisStore(settings.redis_url) if settings.redis_url else LRUStore(settings.cache_lru_size)
+        self.turns = TurnMemory(turns, settings.tool_turn_ttl_s)
+        self.runner = Runner(self.admission, self.metrics, on_trace=self._observe)
         self.load_seconds: float | None = None
         self._search_health: tuple[float, str | None] | None = None
         self.started_at = int(time.time())
@@ -80,10 +84,12 @@ class ServiceState:
         self._search_health = (now, problem)
         return problem
 
-    async def _observe_confidence(self, trace: Trace, model: str | None) -> None:
-        """Every first-answer confidence the service computed goes into its model's search-rate dial's window."""
+    async def _observe(self, trace: Trace, model: str | None) -> None:
+        """Every finished answer: its first answer's confidence goes into its model's search-rate dial's window; a
+        turn that handed a search to the client is kept for the round after."""
         if self.models is not None and trace.confidence is not None:
             await self.models.get(model).rate_dial.observe(trace.confidence)
+        await self.turns.remember(trace)
 
     def served(self, name: str | None) -> ServedModel:
         """The model a request names (None: the default), or a 404 listing the served ones; a 503 while the models
@@ -190,6 +196,7 @@ class ServiceState:
     async def aclose(self) -> None:
         await self.security.aclose()
         await self.budget.aclose()
+        await self.turns.aclose()
         for model in self.models or ():
             await model.rate_dial.aclose()
             if model.search is not self.search:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 from sem.loop import SearchPolicy
 from service.protocol import SearchDomains, SearchOut, SearchRate, Usage, search_rate_validator
@@ -44,6 +44,11 @@ class ChatMessage(BaseModel):
     name: str | None = None
     tool_calls: list[ToolCall] | None = Field(None, description="assistant: the searches it asked the client for.")
     tool_call_id: str | None = Field(None, description="tool: the call this message answers.")
+    reasoning_content: str | None = Field(
+        None,
+        description="assistant: SEM's trace as it came back; sent back, the turn that searched is replayed as the "
+        "model wrote it (else as the service kept it by the call's id).",
+    )
 
     @property
     def text(self) -> str:
@@ -184,6 +189,13 @@ class AssistantMessage(BaseModel):
     annotations: list[Annotation] | None = Field(
         None, description="The inserted passages the answer rests on, as OpenAI's url_citation annotations."
     )
+
+    @model_serializer(mode="wrap")
+    def _content_always(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`content` is sent even when null (beside a tool call), as OpenAI sends it: the route drops other nulls."""
+        message = handler(self)
+        message.setdefault("content", None)
+        return message
 
 
 class Choice(BaseModel):

@@ -48,7 +48,8 @@ async def chat_completions(
     dialled = await apply_search_rate(state, model, options, body.sem.search_rate)
     policy = options.policy.value
     request_id = f"chat-{uuid.uuid4().hex}"
-    given = {"history": chat.history, "request_id": request_id, "client_searches": chat.rounds}
+    rounds = await state.turns.recall(chat.rounds)  # the turns the client did not send back, as kept
+    given = {"history": chat.history, "request_id": request_id, "client_searches": rounds}
     if body.stream:
         # the loop enforces the prompt cap too, but a stream has sent its 200 by then: check it up front
         check_prompt_length(loop.prompt_tokens(chat.question, chat.history), limits.max_prompt_tokens)

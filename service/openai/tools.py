@@ -3,19 +3,22 @@
 A request whose `tools` hold a search function (named `search` or `web_search`, or the one `sem.search_tool` names)
 is served with `client_search`: when the model opens `<search>`, the completion ends with `finish_reason:
 "tool_calls"` and one call whose single string argument is the query. The client answers with a `role: "tool"`
-message; the next request carries the whole conversation and the loop rebuilds the template from it (the answer
-before the search, the query, the tool's text as a neutralised `<result>`): nothing is kept on the server.
+message; the next request carries the whole conversation and the loop rebuilds the template from it: the model's turn
+that searched (from the assistant message's `reasoning_content` when the client sends it back, else as the service
+kept it by the call's id, `service.tool_turns`, else rebuilt from the answer and the query), then the tool's text as
+a neutralised `<result>`.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
 
+from sem import protocol
 from sem.loop import ClientSearch, SearchPolicy, Trace
 from service.exceptions import InvalidToolCall
 from service.openai.protocol import ChatCompletionRequest, ChatMessage, FunctionCall, NamedToolChoice, ToolCall
+from service.tool_turns import call_id_of
 
 SEARCH_TOOL_NAMES = ("search", "web_search")
 
@@ -27,9 +30,9 @@ class SearchTool:
     name: str
     argument: str
 
-    def call(self, query: str) -> ToolCall:
+    def call(self, query: str, call_id: str) -> ToolCall:
         arguments = json.dumps({self.argument: query}, ensure_ascii=False)
-        return ToolCall(id=f"call_{uuid.uuid4().hex[:24]}", function=FunctionCall(name=self.name, arguments=arguments))
+        return ToolCall(id=call_id, function=FunctionCall(name=self.name, arguments=arguments))
 
 
 def search_tool(body: ChatCompletionRequest) -> SearchTool | None:
@@ -91,7 +94,7 @@ def client_rounds(messages: list[ChatMessage], start: int, tool: SearchTool | No
     """The search rounds after the question: each an assistant message with one call of the search tool, then the
     tool message that answers it. Anything else there is a 400 naming the message."""
     rounds: list[ClientSearch] = []
-    pending: tuple[ToolCall, str | None] | None = None
+    pending: tuple[ToolCall, str | None, str | None] | None = None
     for i in range(start + 1, len(messages)):
         message, at = messages[i], f"messages.{i}"
         if message.role == "assistant" and message.tool_calls:
@@ -108,18 +111,19 @@ def client_rounds(messages: list[ChatMessage], start: int, tool: SearchTool | No
                 raise InvalidToolCall(f"a call of {call.function.name!r}; the search tool is {tool.name!r}",
                                       param=f"{at}.tool_calls.0.function.name")  # fmt: skip
             _query_of(call, tool, f"{at}.tool_calls.0.function.arguments")
-            pending = (call, message.text or None)
+            pending = (call, message.text or None, message.reasoning_content)
         elif message.role == "tool":
             if pending is None:
                 raise InvalidToolCall("a tool message with no assistant tool call before it", param=f"{at}.role")
-            call, answer = pending
+            call, answer, reasoning = pending
             if message.tool_call_id != call.id:
                 raise InvalidToolCall(
                     f"tool_call_id {message.tool_call_id!r} does not match the call before it, {call.id!r}",
                     param=f"{at}.tool_call_id",
                 )
             query = _query_of(call, tool, f"messages.{i - 1}.tool_calls.0.function.arguments")  # type: ignore[arg-type]
-            rounds.append(ClientSearch(query=query, result=message.text, answer=answer, call_id=call.id))
+            turn = protocol.search_turn(reasoning, query) if reasoning else None  # SEM's own reply, sent back
+            rounds.append(ClientSearch(query=query, result=message.text, answer=answer, call_id=call.id, turn=turn))
             pending = None
         else:
             raise InvalidToolCall(
@@ -146,4 +150,4 @@ def _query_of(call: ToolCall, tool: SearchTool, param: str) -> str:
 
 def tool_call_of(trace: Trace, tool: SearchTool) -> ToolCall | None:
     """The call to send when the loop stopped at a search for the client."""
-    return None if trace.pending_search is None else tool.call(trace.pending_search)
+    return None if trace.pending_search is None else tool.call(trace.pending_search, call_id_of(trace.request_id))

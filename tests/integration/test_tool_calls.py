@@ -221,6 +221,37 @@ def test_an_answered_query_is_never_handed_back(oai: openai.OpenAI, model: str, 
     assert reasoning.count(f"[1] {QUORVANE}") == len(handed)  # the service's own result shape, once a round
 
 
+@pytest.mark.parametrize("client_habit", ["sends reasoning", "drops reasoning", "foreign call id"])
+def test_the_round_after_a_call_replays_the_models_own_turn(oai: openai.OpenAI, model: str, client_habit) -> None:
+    """Under auto the model's turn that searched (think, first answer, call) comes back as it wrote it, whether the
+    client sends `reasoning_content` back (openai-python's model_dump) or drops it (LangChain, the Agents SDK: the
+    service kept it by the call's id); a call id the service never issued gets the rebuild (answer, then call)."""
+    gate = {"sem": {"search": "confidence", "confidence_threshold": 1.0}}  # the call is sure to come
+    first = ask(oai, model, [{"role": "user", "content": QUESTION}], tool_choice="auto", extra_body=gate)
+    message = first.choices[0].message
+    (call,) = message.tool_calls
+    turn = message.model_extra["reasoning_content"]
+    sent = message.model_dump(exclude_none=True)
+    if client_habit != "sends reasoning":
+        sent = {"role": "assistant", "content": message.content, "tool_calls": [call.model_dump()]}
+    call_id = call.id if client_habit != "foreign call id" else "call_000000000000000000000000"
+    sent["tool_calls"][0]["id"] = call_id
+    result = {"role": "tool", "tool_call_id": call_id, "content": FACT}
+    final = ask(oai, model, [{"role": "user", "content": QUESTION}, sent, result], tool_choice="auto", extra_body=gate)
+    replayed = final.choices[0].message.model_extra["reasoning_content"]
+    answered = protocol.format_answer(message.content) + " " if message.content else ""
+    rebuilt = answered + protocol.format_forced_search(QUESTION)
+    assert replayed.startswith(rebuilt if client_habit == "foreign call id" else turn + "\n<result>")
+    assert "<" not in (final.choices[0].message.content or "")  # no tag, no piece of one
+
+
+def test_a_tool_call_message_sends_content_null(client: httpx.Client, model: str) -> None:
+    body = {"model": model, "messages": [{"role": "user", "content": QUESTION}], "tools": [SEARCH_TOOL],
+            "tool_choice": "required", "max_tokens": 16}  # fmt: skip
+    message = client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]
+    assert "content" in message and message["content"] is None and message["tool_calls"]
+
+
 def cited_passages(completion) -> list[tuple[dict, dict]]:
     """(annotation's url_citation, the passage it names in search_results) for each annotation."""
     passages = {p["id"]: p for s in completion.model_extra["search_results"] for p in s["passages"]}

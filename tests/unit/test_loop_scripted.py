@@ -325,6 +325,19 @@ async def test_client_rounds_are_rebuilt_and_counted(tokenizer, retriever) -> No
     assert trace.follows_template
 
 
+async def test_a_client_round_with_the_models_turn_replays_it_as_written(tokenizer, retriever) -> None:
+    """Issue #43: the turn that searched comes back whole (think included) right after the prompt, then the result;
+    the answer alone is not rebuilt beside it."""
+    engine = ReplayEngine(tokenizer, ["<answer>Lutz</answer>"])
+    turn = "<think>I am not sure of this.</think>\n<answer>unknown</answer>\n<search> capital of Zubrowka </search>"
+    done = ClientSearch(query="capital of Zubrowka", answer="unknown", call_id="call_1", result="Lutz.", turn=turn)
+    await SearchLoop(engine, retriever).run("Capital of Zubrowka?", LoopOptions(client_search=True),
+                                            client_searches=[done])  # fmt: skip
+    completion = engine.contexts[0].split("<|im_start|>assistant\n")[-1]
+    assert completion.startswith(turn + "\n<result>\n[1] Lutz.\n</result>")
+    assert "<answer> unknown </answer>" not in completion
+
+
 async def test_client_rounds_count_against_the_budget(tokenizer, retriever) -> None:
     engine = ReplayEngine(tokenizer, ["<answer>x</answer><search>again</search>", "<answer>y</answer>"])
     rounds = [ClientSearch(query="q", result="r", answer="a")]

@@ -54,8 +54,10 @@ def pending_call(completion: ChatCompletion) -> tuple[dict[str, Any], str, str] 
         return None
     call = calls[0]
     query = json.loads(call.function.arguments).get("query", "")
+    # the reasoning goes back too: the service replays the model's turn as it wrote it
     assistant = {"role": "assistant", "content": choice.message.content,
-                 "tool_calls": [call.model_dump(include={"id", "type", "function"})]}  # fmt: skip
+                 "tool_calls": [call.model_dump(include={"id", "type", "function"})],
+                 "reasoning_content": choice.message.reasoning_content}  # fmt: skip
     return assistant, call.id, query
 
 
