@@ -23,6 +23,7 @@ from service.deps import Guarded
 from service.errors import install_error_handlers
 from service.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from service.openai import router as openai
+from service.responses import router as responses
 from service.state import ServiceState
 
 STATIC = Path(__file__).parent / "static"
@@ -84,6 +85,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(answer.router, dependencies=Guarded)
     app.include_router(openai.router, dependencies=Guarded)
+    app.include_router(responses.router, dependencies=Guarded)
     app.include_router(budget.router, dependencies=Guarded)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from functools import partial
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from sem.loop import check_prompt_length
-from service.budget import prepare_search
 from service.deps import StateDep
+from service.openai.prepare import prepare_chat
 from service.openai.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
-from service.openai.serving import check_request, loop_options, stream_completion, to_completion
+from service.openai.serving import stream_completion, to_completion
 from service.protocol import ErrorResponse
-from service.rate import apply_search_rate
 
 router = APIRouter(tags=["openai"])
 
@@ -38,29 +35,16 @@ async def chat_completions(
 
     With a search function in `tools` the client searches: the completion ends at the model's search with a tool
     call (`finish_reason: "tool_calls"`), and the conversation comes back with the tool's result."""
-    chat = check_request(body, state)
-    model = state.served(body.model)
-    loop = model.loop
-    state.check_search_mode(body.sem.search_mode, param="sem.search_mode", search=model.search)
-    limits = state.settings.limits
-    options = loop_options(body, model.defaults, limits.max_prompt_tokens, chat)
-    await prepare_search(state, request, options, body.sem.search_domains, param="sem.search_domains")
-    dialled = await apply_search_rate(state, model, options, body.sem.search_rate)
-    policy = options.policy.value
     request_id = f"chat-{uuid.uuid4().hex}"
-    rounds = await state.turns.recall(chat.rounds)  # the turns the client did not send back, as kept
-    given = {"history": chat.history, "request_id": request_id, "client_searches": rounds}
+    ready = await prepare_chat(body, state, request, request_id)
+    chat, options = ready.chat, ready.options
     if body.stream:
-        # the loop enforces the prompt cap too, but a stream has sent its 200 by then: check it up front
-        check_prompt_length(loop.prompt_tokens(chat.question, chat.history), limits.max_prompt_tokens)
-        events = state.runner.stream("chat", policy, loop.stream(chat.question, options, **given), dialled=dialled,
-                                     model=model.name)  # fmt: skip
-        frames = stream_completion(events, body, model.name, request_id, chat.tool, options.passage_chars,
+        frames = stream_completion(ready.stream(state, "chat", state.settings.limits.max_prompt_tokens), body,
+                                   ready.model.name, request_id, chat.tool, options.passage_chars,
                                    options.confidence_threshold)  # fmt: skip
         return StreamingResponse(frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    work = partial(loop.run, chat.question, options, **given)
-    trace = await state.runner.run("chat", policy, work, request, dialled=dialled, model=model.name)
-    return to_completion(body, trace, model.name, chat.tool, options.passage_chars, options.confidence_threshold)
+    trace = await ready.run(state, "chat", request)
+    return to_completion(body, trace, ready.model.name, chat.tool, options.passage_chars, options.confidence_threshold)
 
 
 @router.get("/v1/models", response_model=ModelList)
