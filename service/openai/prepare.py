@@ -1,5 +1,5 @@
 """One chat request made ready to run, for both OpenAI APIs (chat completions, and the Responses API read as chat):
-its conversation, the served model, the loop's options with the search budget, filter and rate applied, and the
+its conversation, then `service.prepare` (the served model, the loop's options, budget, filter and rate), and the
 rounds the client ran with the turns the service kept."""
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 
 from sem.loop import Event, LoopOptions, Trace, check_prompt_length
-from service.budget import prepare_search
 from service.models import ServedModel
 from service.openai.protocol import ChatCompletionRequest
-from service.openai.serving import Conversation, check_request, loop_options
-from service.rate import apply_search_rate
+from service.openai.serving import Conversation, check_request, loop_fields
+from service.prepare import SearchAsked, prepare
 
 if TYPE_CHECKING:
     from service.state import ServiceState
@@ -45,11 +44,9 @@ class PreparedChat:
 async def prepare_chat(body: ChatCompletionRequest, state: ServiceState, request: Request,
                        request_id: str) -> PreparedChat:  # fmt: skip
     chat = check_request(body, state)
-    model = state.served(body.model)
-    state.check_search_mode(body.sem.search_mode, param="sem.search_mode", search=model.search)
-    options = loop_options(body, model.defaults, state.settings.limits.max_prompt_tokens, chat)
-    await prepare_search(state, request, options, body.sem.search_domains, param="sem.search_domains")
-    dialled = await apply_search_rate(state, model, options, body.sem.search_rate)
+    sem = body.sem
+    asked = SearchAsked(mode=sem.search_mode, domains=sem.search_domains, rate=sem.search_rate, prefix="sem.")
+    ready = await prepare(state, request, body.model, loop_fields(body, chat), asked)
     rounds = await state.turns.recall(chat.rounds)  # the turns the client did not send back, as kept
     given = {"history": chat.history, "request_id": request_id, "client_searches": rounds}
-    return PreparedChat(chat, model, options, dialled, given)
+    return PreparedChat(chat, ready.model, ready.options, ready.dialled, given)

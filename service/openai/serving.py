@@ -13,10 +13,9 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sem.loop import ClientSearch, Event, Final, Inserted, LoopOptions, SearchPolicy, SearchResult, TextDelta, Trace
-from sem.settings import LoopDefaults
+from sem.loop import ClientSearch, Event, Final, Inserted, SearchPolicy, SearchResult, TextDelta, Trace
 from service.errors import describe
 from service.exceptions import InvalidRequest
 from service.limits import check_limits
@@ -99,27 +98,15 @@ def check_request(body: ChatCompletionRequest, state: ServiceState) -> Conversat
     return conversation
 
 
-def loop_options(
-    body: ChatCompletionRequest,
-    defaults: LoopDefaults,
-    max_prompt_tokens: int | None = None,
-    conversation: Conversation | None = None,
-) -> LoopOptions:
-    return LoopOptions.from_defaults(
-        defaults,
-        max_prompt_tokens=max_prompt_tokens,
-        policy=(conversation and conversation.policy) or body.sem.search,
-        client_search=bool(conversation and conversation.tool),
-        max_searches=body.sem.max_searches,
-        top_k=body.sem.top_k,
-        search_mode=body.sem.search_mode,
-        confidence_threshold=body.sem.confidence_threshold,
-        max_tokens=body.max_completion_tokens or body.max_tokens,
-        min_tokens=body.min_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        seed=body.seed,
-    )
+def loop_fields(body: ChatCompletionRequest, conversation: Conversation) -> dict[str, Any]:
+    """The loop's options a chat request sets (None: the served model's default; `service.prepare`)."""
+    return {
+        "policy": conversation.policy or body.sem.search, "client_search": conversation.tool is not None,
+        "max_searches": body.sem.max_searches, "top_k": body.sem.top_k, "search_mode": body.sem.search_mode,
+        "confidence_threshold": body.sem.confidence_threshold, "min_tokens": body.min_tokens,
+        "max_tokens": body.max_completion_tokens or body.max_tokens, "temperature": body.temperature,
+        "top_p": body.top_p, "seed": body.seed,
+    }  # fmt: skip
 
 
 def apply_stop(answer: str, stops: list[str] | None) -> str:
