@@ -103,3 +103,17 @@ def kl(adapter: Path, tuned: str, pieces: list) -> float:
             want = F.log_softmax(teacher(ids).logits[0, len(p.prompt) - 1 : -1], -1)
         total += float(F.kl_div(got, want, log_target=True, reduction="batchmean"))
     return total
+
+
+def test_full_fine_tuning_from_an_adapter_trains_every_weight(models: tuple[str, str], tmp_path: Path) -> None:
+    """`trainer decide --full` from an adapter merges it first; PEFT loads adapters frozen, the merge must not be."""
+    from trainer.train.decide import DecideConfig
+    from trainer.train.decide_run import load_policy
+
+    start, tuned = models
+    extract_adapter(start, tuned, tmp_path / "adapter", rank=8)
+    full = load_policy(str(tmp_path / "adapter"), DecideConfig(full=True), None)
+    assert all(p.requires_grad for p in full.parameters()) and not hasattr(full, "peft_config")
+    lora = load_policy(str(tmp_path / "adapter"), DecideConfig(full=False), None)
+    trained = [n for n, p in lora.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n for n in trained)  # the adapter alone trains

@@ -62,7 +62,8 @@ def load_policy(model_path: str, config: DecideConfig, checkpoint: Path | None) 
         if not config.full:
             return load_trainable(source)
         base = AutoModelForCausalLM.from_pretrained(base_of(source), dtype=torch.float32)
-        return PeftModel.from_pretrained(base, source).merge_and_unload()
+        # PEFT loads an adapter for inference, its base frozen: merged, every weight trains
+        return PeftModel.from_pretrained(base, source).merge_and_unload().requires_grad_(True)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     return model if config.full else get_peft_model(model, lora_config(config.lora_r))
 
