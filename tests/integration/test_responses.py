@@ -101,6 +101,22 @@ def test_an_agent_of_the_openai_agents_sdk_runs_its_tool_through_sem(service: st
     assert queries == [QUESTION] and "Lutz" in result.final_output
 
 
+def test_an_agent_with_the_hosted_search_gets_sems_citations(service: str, model: str) -> None:
+    """The Agents SDK's own WebSearchTool (OpenAI's hosted search) is SEM's gated search; the agent's message keeps
+    the url_citation annotations, each naming a passage of that search."""
+    from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, WebSearchTool, set_tracing_disabled
+    from agents.items import MessageOutputItem
+
+    set_tracing_disabled(True)
+    client = openai.AsyncOpenAI(base_url=f"{service}/v1", api_key="x", max_retries=0)
+    agent = Agent(name="sem", tools=[WebSearchTool()], model=OpenAIResponsesModel(model=model, openai_client=client),
+                  model_settings=ModelSettings(max_tokens=64, tool_choice="web_search"))  # fmt: skip
+    result = asyncio.run(Runner.run(agent, HAMLET, max_turns=2))
+    (message,) = [item.raw_item for item in result.new_items if isinstance(item, MessageOutputItem)]
+    notes = message.content[0].annotations
+    assert result.final_output and notes and all(n.type == "url_citation" and n.url.startswith("wiki:") for n in notes)
+
+
 def test_langchain_on_the_responses_api_reads_the_citations(service: str, model: str) -> None:
     """LangChain's ChatOpenAI with use_responses_api=True and the hosted search: the answer's text blocks carry the
     url_citation annotations SEM wrote."""

@@ -338,6 +338,14 @@ async def test_a_client_round_with_the_models_turn_replays_it_as_written(tokeniz
     assert "<answer> unknown </answer>" not in completion
 
 
+@pytest.mark.parametrize("reply", ["<answer> unknown </", "<answer>Paris <|im_", "<answer><unknown>Lutz</answer>",
+                                   "<think>x</think>\n<answer>Lutz</ans"])  # fmt: skip
+async def test_no_tag_or_piece_of_one_reaches_the_answer(tokenizer, retriever, reply: str) -> None:
+    """Issue #43: a closing tag cut by the token limit, a control token's start, a tag the model made up."""
+    trace = await SearchLoop(ReplayEngine(tokenizer, [reply]), retriever).run("Q?", LoopOptions(max_searches=0))
+    assert trace.answer and "<" not in trace.answer and ">" not in trace.answer
+
+
 async def test_client_rounds_count_against_the_budget(tokenizer, retriever) -> None:
     engine = ReplayEngine(tokenizer, ["<answer>x</answer><search>again</search>", "<answer>y</answer>"])
     rounds = [ClientSearch(query="q", result="r", answer="a")]
