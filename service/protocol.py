@@ -137,3 +137,10 @@ def check_search_rate(rate: float | None, search: object, threshold: float | Non
     if threshold is not None:
         raise ValueError("give search_rate or confidence_threshold, not both: the rate sets the threshold")
     return rate
+
+
+# The OpenAPI responses of a route that may stream (SSE) and answers errors in OpenAI's shape (both OpenAI APIs).
+STREAMED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}},
+    **{status: {"model": ErrorResponse} for status in (400, 404, 422, 503)},
+}

@@ -11,7 +11,7 @@ from service.deps import StateDep
 from service.openai.prepare import prepare_chat
 from service.openai.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
 from service.openai.serving import stream_completion, to_completion
-from service.protocol import ErrorResponse
+from service.protocol import STREAMED_RESPONSES
 
 router = APIRouter(tags=["openai"])
 
@@ -20,13 +20,7 @@ router = APIRouter(tags=["openai"])
     "/v1/chat/completions",
     response_model=ChatCompletion,
     response_model_exclude_none=True,
-    responses={
-        200: {"content": {"text/event-stream": {}}},
-        400: {"model": ErrorResponse},
-        404: {"model": ErrorResponse},
-        422: {"model": ErrorResponse},
-        503: {"model": ErrorResponse},
-    },
+    responses=STREAMED_RESPONSES,
 )
 async def chat_completions(
     body: ChatCompletionRequest, state: StateDep, request: Request

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from service.deps import StateDep
 from service.openai.prepare import prepare_chat
-from service.protocol import ErrorResponse
+from service.protocol import STREAMED_RESPONSES
 from service.responses.convert import to_chat, to_response
 from service.responses.protocol import Response, ResponsesRequest
 from service.responses.stream import started_response, stream_response
@@ -21,13 +21,7 @@ router = APIRouter(tags=["openai"])
 @router.post(
     "/v1/responses",
     response_model=Response,
-    responses={
-        200: {"content": {"text/event-stream": {}}},
-        400: {"model": ErrorResponse},
-        404: {"model": ErrorResponse},
-        422: {"model": ErrorResponse},
-        503: {"model": ErrorResponse},
-    },
+    responses=STREAMED_RESPONSES,
 )
 async def responses(body: ResponsesRequest, state: StateDep, request: Request) -> Response | StreamingResponse:
     """OpenAI's Responses API: the answer is the `message` item, each search the service ran a `web_search_call`
