@@ -2,7 +2,8 @@
 
 `CachedSearch` wraps a backend. Keys are versioned by backend name and version (the corpus hash for bm25),
 so a rebuilt index never serves stale results. Concurrent identical misses share one backend call
-(single-flight). Redis failing degrades to the in-process LRU; it never fails a request.
+(single-flight). Redis failing degrades to the in-process LRU; it never fails a request. What a request may see
+(its source filter) and spend (its search budget) is a layer of its own around this one: `sem.search.guards`.
 """
 
 from __future__ import annotations
@@ -18,18 +19,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from sem.cache_stores import CacheStore, CacheUnavailable, LRUStore, RedisStore
-from sem.search.base import SearchBackend, search_modes
+from sem.search.base import SearchBackend, filters_domains, search_modes
 from sem.types import Passage, Retrieval
 
 if TYPE_CHECKING:
-    from sem.budget import Allowance
     from sem.domains import DomainFilter
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "sem:search:v1"
-# A backend that cannot filter sources itself is asked for this many times the passages when a filter is on, so that
-# some are left once the blocked ones are dropped.
-FILTER_OVERFETCH = 3
 __all__ = [
     "CacheStore",
     "CacheUnavailable",
@@ -49,6 +46,13 @@ class CacheStats:
     backend_calls: int = 0
     waited_on_other_replica: int = 0
     last_store_error: str | None = field(default=None)
+
+
+class Admit(Protocol):
+    """Asked before a query is served whether it may be (the search budget's `Allowance.take`): `cached` says it
+    would be a cache hit (or ride on a search in flight), which a budget may let through free."""
+
+    async def __call__(self, *, cached: bool) -> bool: ...
 
 
 class BackendObserver(Protocol):
@@ -139,6 +143,10 @@ class CachedSearch:
     def modes(self) -> tuple[str, ...]:
         return search_modes(self.backend)
 
+    @property
+    def domain_filters(self) -> bool:
+        return filters_domains(self.backend)
+
     def check_mode(self, mode: str | None) -> None:
         """SearchModeError, naming the modes there are, for a mode the backend does not offer."""
         modes = self.modes
@@ -167,29 +175,25 @@ class CachedSearch:
         mode: str | None = None,
         *,
         domains: DomainFilter | None = None,
-        allowance: Allowance | None = None,
+        admit: Admit | None = None,
     ) -> list[Retrieval]:
         """Passages per query, from the cache or the backend; `mode` picks one of the backend's `modes`.
 
-        `domains`: only passages it allows are returned (the backend filters itself when it can, `domain_filters`;
-        what it returns is filtered again here either way), `Retrieval.dropped` says how many were not.
-        `allowance`: asked before each search (a cache hit says so); a query it refuses is not searched
-        (`Retrieval.budget_exhausted`)."""
+        `domains`: part of the key, and passed to a backend that filters its sources itself (`domain_filters`);
+        the filtering of what comes back is `sem.search.guards`'. `admit`: asked before each query is served, told
+        whether it would be a free cache hit; a query it refuses is not searched (`Retrieval.budget_exhausted`)."""
         self.check_mode(mode)
         modes = self.modes
-        domains = domains or None
-        native = bool(getattr(self.backend, "domain_filters", False))
-        fetch = k * FILTER_OVERFETCH if domains and not native else k
-        ask = _Ask(fetch, None if modes and mode == modes[0] else mode, domains)  # the default mode: default's keys
+        ask = _Ask(k, None if modes and mode == modes[0] else mode, domains or None)  # default mode: default's keys
         started = time.perf_counter()
         futures: list[asyncio.Future[list[Passage]] | None] = []
         results: dict[int, Retrieval] = {}
         shared: set[int] = set()
         for i, query in enumerate(queries):
-            key = cache_key(self.backend, query, fetch, ask.mode, domains.key() if domains else "")
+            key = cache_key(self.backend, query, k, ask.mode, ask.domains.key() if ask.domains else "")
             raw = await self._get(key)
             hit = raw is not None or key in self._inflight  # another request's search in flight costs nothing either
-            if allowance is not None and not await allowance.take(cached=hit):
+            if admit is not None and not await admit(cached=hit):
                 results[i] = Retrieval(query, [], budget_exhausted=True)
                 futures.append(None)
             elif raw is not None:
@@ -213,9 +217,6 @@ class CachedSearch:
         out = [results[i] for i in range(len(queries))]
         for r in out:
             r.latency_ms = elapsed
-            if domains:  # never trust the backend (or an old cache entry) to have filtered
-                r.passages, r.dropped = domains.apply(r.passages)
-            r.passages = r.passages[:k]
         return out
 
     def _enqueue(self, key: str, query: str, ask: _Ask) -> asyncio.Future[list[Passage]]:
@@ -258,7 +259,7 @@ class CachedSearch:
             queries = [query for _, query, _ in batch]
             # `mode` and `domains` only when asked: plugins from before them take neither
             extra: dict[str, Any] = {"mode": ask.mode} if ask.mode is not None else {}
-            if ask.domains and getattr(self.backend, "domain_filters", False):
+            if ask.domains and filters_domains(self.backend):
                 extra["domains"] = ask.domains
             found = await self.backend.search(queries, ask.k, **extra)
         except Exception as exc:  # any backend failure degrades to "no results", reported per query

@@ -39,6 +39,7 @@ from sem.confidence import answer_confidence
 from sem.engines.base import Delta, Engine, SamplingOptions
 from sem.errors import PromptTooLong
 from sem.loop_options import LoopOptions, Searcher, SearchPolicy
+from sem.search import guards
 from sem.tool_results import tool_passages
 from sem.trace import (
     ClientSearch,
@@ -335,8 +336,8 @@ class SearchLoop:
     async def _search(self, query: str, opts: LoopOptions, out: TraceBuilder, *, forced: bool) -> AsyncIterator[Event]:
         index = out.trace.search_count
         yield SearchCall(query, index)
-        given = {name: value for name in ("domains", "allowance") if (value := getattr(opts, name)) is not None}
-        (found,) = await self.searcher.retrieve([query], opts.top_k, opts.search_mode, **given)
+        (found,) = await guards.retrieve(self.searcher, [query], opts.top_k, opts.search_mode,
+                                         domains=opts.domains, allowance=opts.allowance)  # fmt: skip
         if found.budget_exhausted:  # refused as a search past the request's own budget is; the model answers
             out.trace.search_budget_exhausted = True
             out.trace.refused_searches += 1

@@ -26,7 +26,8 @@ class Searcher(Protocol):
     """What the loop needs from search: passages per query, cached or not (met by `sem.cache.CachedSearch`)."""
 
     async def retrieve(self, queries: list[str], k: int, mode: str | None = None, **given: Any) -> list[Retrieval]:
-        """`given`: `domains` (a source filter) and `allowance` (the search budget), passed only when set."""
+        """`given`: `domains` (a source filter, for the key and a backend that filters itself) and `admit` (the
+        search budget's hook), passed only when set by `sem.search.guards.retrieve`."""
         ...
 
 

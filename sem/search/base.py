@@ -24,11 +24,15 @@ class SearchBackend(Protocol):
     `name` and `version` make cache keys: change `version` when the index changes (e.g. the corpus hash).
     `modes`: the ways it can search, its default first (Milvus: bm25, dense, hybrid), or empty for one way; `search`
     is only given a `mode` from `modes`.
+    `domain_filters`: True when `search` takes `domains` (a `sem.domains.DomainFilter`) and asks its source for
+    those sources only (Tavily's include/exclude); otherwise it is never given one, and what it returns is filtered
+    after (`sem.search.guards`). Whatever a backend says, its passages are filtered again.
     """
 
     name: str
     version: str
     modes: tuple[str, ...]
+    domain_filters: bool
 
     async def search(self, queries: list[str], k: int, *, mode: str | None = None) -> list[list[Passage]]: ...
 
@@ -42,10 +46,17 @@ def search_modes(backend: object) -> tuple[str, ...]:
     return tuple(getattr(backend, "modes", ()))
 
 
+def filters_domains(backend: object) -> bool:
+    """`backend.domain_filters`; a plugin written before it was part of the protocol filters nothing itself."""
+    return bool(getattr(backend, "domain_filters", False))
+
+
 class LocalIndexBackend:
     """A base for backends that index a local corpus file (bm25, dense, milvus): the corpus is resolved once here
     (`SEM_CORPUS`, else the embedded default, with a clear error when it was never prepared), the backend is built
     from it by `from_corpus` and loaded off the event loop by `load_sync`."""
+
+    domain_filters: bool = False  # a local corpus has no sources to ask for: filtered after
 
     @classmethod
     def from_corpus(cls, corpus: Path, settings: Settings) -> Any:

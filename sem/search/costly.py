@@ -57,6 +57,7 @@ class CostlyBackend:
         self.name = inner.name
         self.version = inner.version
         self.modes = search_modes(inner)
+        self.domain_filters = False  # `search` takes no filter to pass on: what it returns is filtered after
         self._rng = random.Random(seed)
         self._sleep = sleep  # injected: tests count the waits without taking them
         self.calls = 0

@@ -37,6 +37,7 @@ class RetrieverBackend:
     """Client of a Search-R1 style retrieval server (ours: `sem-retrieve`)."""
 
     modes: tuple[str, ...] = ()  # one way to search
+    domain_filters = False  # the retrieval server takes queries only: filtered after
 
     name = "retriever"
 

@@ -20,6 +20,7 @@ from sem.budget import PREFIX, SearchBudget, window_bounds
 from sem.cache import CachedSearch, RedisStore
 from sem.errors import SearchBudgetExhausted
 from sem.keys import hash_key, principal_of
+from sem.search import guards
 from sem.search.bm25 import BM25Backend
 from sem.settings import BudgetSettings, Window
 
@@ -148,13 +149,14 @@ async def test_cache_hits_are_free_unless_counted(redis_server: str, tiny_corpus
         budget = SearchBudget(settings(per_key={"minute": 2}, count_cache_hits=count_hits), redis_server, clock=clock)
         allowance = budget.allowance("key:hits")
         moon, paris = f"Moon satellite {count_hits}", f"capital of France {count_hits}"
-        found = [await cache.retrieve([q], 1, allowance=allowance) for q in (moon, moon, paris)]  # miss, hit, miss
+        # miss, hit, miss
+        found = [await guards.retrieve(cache, [q], 1, allowance=allowance) for q in (moon, moon, paris)]
         assert [not r.budget_exhausted for (r,) in found] == expected
         assert allowance.hits >= 1 and allowance.exhausted is (not all(expected))
         await budget.aclose()
     strict = SearchBudget(settings(per_key={"minute": 0}), redis_server, clock=Clock())
     with pytest.raises(SearchBudgetExhausted) as raised:  # the `always` policy: a 429, not a silent refusal
-        await cache.retrieve(["Hamlet written by"], 1, allowance=strict.allowance("key:strict", strict=True))
+        await guards.retrieve(cache, ["Hamlet written by"], 1, allowance=strict.allowance("key:strict", strict=True))
     assert raised.value.retry_after_s >= 1 and "search budget is spent" in str(raised.value)
     await strict.aclose()
     await cache.aclose()

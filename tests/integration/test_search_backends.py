@@ -289,6 +289,7 @@ class RecordingWebAPI:
 async def test_source_filters_reach_tavily_natively_and_every_backend_is_filtered_after() -> None:
     from sem.cache import CachedSearch
     from sem.domains import DomainFilter
+    from sem.search import guards
 
     app, port = RecordingWebAPI(), free_port()
     server = serve_in_thread(app, port)
@@ -300,7 +301,7 @@ async def test_source_filters_reach_tavily_natively_and_every_backend_is_filtere
                            ("brave", ["https://docs.example.com/b", "https://example.com/d"])):  # fmt: skip
             search = SearchSettings(backend=name, web_api_key="k", web_api_url=f"http://127.0.0.1:{port}/{name}")
             cache = CachedSearch(await build_backend(Settings(search=search)))
-            (found,) = await cache.retrieve([f"moon {name}"], 2, domains=only)
+            (found,) = await guards.retrieve(cache, [f"moon {name}"], 2, domains=only)
             assert [p.id for p in found.passages] == kept and found.dropped >= 1
             assert not any("spam" in p.id or "other.net" in p.id for p in found.passages)
             await cache.aclose()

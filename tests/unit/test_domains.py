@@ -7,6 +7,7 @@ import pytest
 
 from sem.cache import CachedSearch, cache_key
 from sem.domains import DomainFilter, normalize_domain, source_of
+from sem.search import guards
 from sem.types import Passage
 
 WEB = [Passage(id=u, title=u, text="t") for u in ("https://en.wikipedia.org/wiki/Paris", "https://spam.example.com/a",
@@ -74,10 +75,10 @@ async def test_a_filtered_search_is_cached_apart_and_fetches_more() -> None:
     backend = Web()
     cache = CachedSearch(backend, batch_window_ms=0)
     block = DomainFilter.of(block=["example.com"])
-    (filtered,) = await cache.retrieve(["paris"], 2, domains=block)
+    (filtered,) = await guards.retrieve(cache, ["paris"], 2, domains=block)
     assert [p.id for p in filtered.passages] == [WEB[0].id, WEB[3].id] and filtered.dropped == 2
     (plain,) = await cache.retrieve(["paris"], 2)
     assert not plain.cached and [p.id for p in plain.passages] == [WEB[0].id, WEB[1].id]  # not the filtered entry
-    (again,) = await cache.retrieve(["paris"], 2, domains=block)
+    (again,) = await guards.retrieve(cache, ["paris"], 2, domains=block)
     assert again.cached and again.dropped == 2 and again.passages == filtered.passages
     assert backend.calls == [6, 2]  # k x 3 for the filtered search: something is left after the drop
