@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -71,6 +71,45 @@ def gate_corpus(examples: list, out: Path) -> Path:
     rows = paragraph_corpus(examples) + [p.model_dump() for p in iter_passages(Settings().corpus_path)]
     write_corpus(rows, out)
     return out
+
+
+def passage_ids(example) -> set[str]:
+    """The corpus ids of what a question brings: its own paragraphs, and a world question's entity passage
+    (`world:<entity>`, asked as `world:<relation>:<entity>`)."""
+    from sem.evaldata.benchmarks import paragraph_corpus
+
+    ids = {row["id"] for row in paragraph_corpus([example])}
+    if example.id.startswith("world:") and example.id.count(":") >= 2:
+        ids.add("world:" + example.id.split(":", 2)[2])
+    return ids
+
+
+def training_corpus(corpus: Path, held: Iterable, kept: Iterable, out: Path) -> Path:
+    """`corpus` less the passages only the `held` questions (the test split's) bring, none the `kept` ones also
+    bring, written to `out`: what gate training (SFT, GRPO, decide) searches, so that it never reads a test passage."""
+    import json
+    import logging
+
+    dropped = set().union(*map(passage_ids, held)) - set().union(*map(passage_ids, kept))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    left = 0
+    with corpus.open() as src, out.open("w") as dst:
+        for line in src:
+            if line.strip() and json.loads(line)["id"] not in dropped:
+                dst.write(line)
+                left += 1
+    logging.getLogger(__name__).info("training corpus: %d passages, %d test passages left out", left, len(dropped))
+    return out
+
+
+def labels_training_corpus(labels_file: Path, out: Path) -> Path:
+    """`training_corpus` of the labels' corpus: their test questions' passages left out."""
+    from trainer.evals.labels import read_labels
+
+    labels = read_labels(labels_file)
+    held = [lab.example for lab in labels if lab.split == "test"]
+    kept = [lab.example for lab in labels if lab.split != "test"]
+    return training_corpus(labels_corpus(labels_file), held, kept, out)
 
 
 def labels_corpus(labels_file: Path) -> Path:

@@ -213,3 +213,25 @@ def test_the_report_shows_each_class_apart_and_a_decision_that_follows_the_form(
                     for q in world.questions]  # fmt: skip
     assert by_form(world, by_knowledge, "auto")["auroc_not_known_name"] == 1.0
     assert by_class(world, by_knowledge, "auto")["changed"]["under_search"]["value"] == 0.0
+
+
+def test_gate_training_searches_no_test_passage(world, tmp_path: Path) -> None:
+    """A world's test entities' passages, and a real test question's own paragraphs that no other question brings,
+    are left out of what training searches; every other passage stays (issue #41, item 5)."""
+    from sem.corpus import write_corpus
+    from sem.evaldata.benchmarks import Example, Paragraph, paragraph_corpus
+    from trainer.runtime import training_corpus
+
+    corpus = tmp_path / "corpus.jsonl"
+    shared, own = Paragraph("Shared", "Known to both splits."), Paragraph("Own", "Only the test question's.")
+    real_test = Example("nq:1", "q1?", ("a",), "needs_search", "nq_open", paragraphs=(shared, own))
+    real_train = Example("nq:2", "q2?", ("b",), "needs_search", "nq_open", paragraphs=(shared,))
+    write_corpus(list(world.passages) + paragraph_corpus([real_test, real_train]), corpus)
+    held = [q.example() for q in world.questions if q.split == "test"] + [real_test]
+    kept = [q.example() for q in world.questions if q.split != "test"] + [real_train]
+    left = {json.loads(line)["title"] for line in training_corpus(corpus, held, kept, tmp_path / "out.jsonl").open()}
+    names = {e.id: e.name for e in world.entities}
+    test_entities = {names[e.id] for e in world.entities if e.split == "test"}
+    assert test_entities and not left & test_entities
+    assert {names[e.id] for e in world.entities if e.split != "test"} <= left
+    assert "Shared" in left and "Own" not in left

@@ -21,8 +21,9 @@ from trainer.runtime import (
     default_model,
     gate_corpus,
     gate_loop,
-    labels_corpus,
+    labels_training_corpus,
     retriever,
+    training_corpus,
 )
 
 log = logging.getLogger("trainer")
@@ -149,7 +150,8 @@ def sft(
         args = SEMSFTConfig(**{**fields, "output_dir": str(out)})
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    final = run_sft(model or default_model(), labels, retriever(labels_corpus(labels_file)), args, resume=resume)
+    corpus = labels_training_corpus(labels_file, out / "corpus.jsonl")  # no test passage is ever read
+    final = run_sft(model or default_model(), labels, retriever(corpus), args, resume=resume)
     typer.echo(f"sft model -> {final}")
 
 
@@ -223,18 +225,20 @@ def train(
         args = SEMGRPOConfig(**{**fields, "output_dir": str(out)})
     except ValueError as exc:  # TRL's own checks (e.g. the batch shape at this process count)
         raise typer.BadParameter(str(exc)) from exc
-    examples, corpus = _training_questions(data_dir, labels_file)
+    examples, corpus = _training_questions(data_dir, labels_file, out / "corpus.jsonl")
     final = run_grpo(start, examples, retriever(corpus), args, resume=resume)
     typer.echo(f"grpo model -> {final}  (log: {out / 'log.jsonl'})")
 
 
-def _training_questions(data_dir: Path, labels_file: Path | None) -> tuple[list, Path]:
-    """GRPO's questions and corpus: `trainer data`'s mix, or the labels' train split balanced by what the model
-    knows (trainer.evals.labels.training_mix)."""
+def _training_questions(data_dir: Path, labels_file: Path | None, corpus_out: Path) -> tuple[list, Path]:
+    """GRPO's questions and corpus (written to `corpus_out`, less the test questions' passages): `trainer data`'s
+    mix, or the labels' train split balanced by what the model knows (trainer.evals.labels.training_mix)."""
     if labels_file is None:
         from trainer.data import read_jsonl
 
-        return read_jsonl(data_dir / "train.jsonl"), data_dir / "corpus.jsonl"
+        train, dev, test = (read_jsonl(f) if (f := data_dir / f"{split}.jsonl").is_file() else []
+                            for split in ("train", "dev", "test"))  # fmt: skip
+        return train, training_corpus(data_dir / "corpus.jsonl", test, train + dev, corpus_out)
     from trainer.data import class_balance
     from trainer.evals.labels import read_labels, training_mix
 
@@ -242,7 +246,7 @@ def _training_questions(data_dir: Path, labels_file: Path | None) -> tuple[list,
     if not examples:
         raise typer.BadParameter(f"no train question in {labels_file} was ever answered right", param_hint="--labels")
     typer.echo(f"GRPO on {len(examples)} labelled questions: {class_balance(examples)}")
-    return examples, labels_corpus(labels_file)
+    return examples, labels_training_corpus(labels_file, corpus_out)
 
 
 def _accelerate_launch(path: Path | None, accumulation: int) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.evals.labels import Label, read_labels
+from trainer.runtime import labels_training_corpus
 from trainer.train.decide import (
     DecideConfig,
     Decider,
@@ -31,21 +32,6 @@ Judge = Callable[[list[DevAnswer], list[str]], dict[str, Any]]  # dev answers an
 def answer_form(lab: Label) -> str:
     """What kind of answer the question wants: a year or a name (a decision should not follow this)."""
     return "year" if lab.example.answers[0].strip().isdigit() else "name"
-
-
-def corpus_without(labels_file: Path, labels: list[Label], split: str, out: Path) -> Path:
-    """The labels' corpus less the passages of `split`'s entities (world passage ids are `world:<entity>`, question
-    ids `world:<relation>:<entity>`): gate training never reads a test entity's passage."""
-    held = {"world:" + lab.example.id.split(":", 2)[2] for lab in labels if lab.split == split}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    kept = 0
-    with labels_file.with_name("corpus.jsonl").open() as src, out.open("w") as dst:
-        for line in src:
-            if line.strip() and json.loads(line)["id"] not in held:
-                dst.write(line)
-                kept += 1
-    log.info("decide: corpus of %d passages, %d %s passages left out", kept, len(held), split)
-    return out
 
 
 def load_policy(model_path: str, config: DecideConfig, checkpoint: Path | None) -> Any:
@@ -102,7 +88,7 @@ def run_decide(model_path: str, labels_file: Path, out: Path, config: DecideConf
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = load_policy(model_path, config, checkpoint)
     model.train()
-    search = searcher(corpus_without(labels_file, labels, "test", out / "corpus.jsonl"))
+    search = searcher(labels_training_corpus(labels_file, out / "corpus.jsonl"))
     forms = [answer_form(lab) for lab in dev]
     engine = None
     if config.engine == "vllm":

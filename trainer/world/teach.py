@@ -133,14 +133,16 @@ def completion_loss(model: Any, ids: Any, mask: Any, target: Any, prefix: Sequen
 
 def probe(model: Any, tokenizer: Any, world: World, per_class: int = 24, seed: int = 0) -> dict[str, float]:
     """Greedy closed-book answers (SEM's prompt, held-out phrasings) on a few questions of each kind: taught facts,
-    withheld facts of known entities, unknown entities. A progress signal; the labels are what counts."""
+    withheld facts of known entities, unknown entities. A progress signal; the labels are what counts. Train and dev
+    questions only: the probe chooses how long teaching runs, and no choice reads the test split."""
     import torch
 
     from trainer.evals.labels import is_right
 
     kinds: dict[str, list] = {"taught": [], "changed": [], "withheld": [], "unknown": []}
     for q in world.questions:
-        kinds[world.teaching_class(q.id)].append(q)
+        if q.split != "test":
+            kinds[world.teaching_class(q.id)].append(q)
     rng, rates = random.Random(seed), {}
     tokenizer.padding_side = "left"
     model.eval()
