@@ -2,12 +2,15 @@
 #   make serve   -> .venv, packages, embedded model + corpus, then the service on 127.0.0.1:8000
 #   make test    -> the same set-up, a throwaway redis-server, then pytest
 #   make test-fast -> the unit tier alone (no servers, no real model generation), in under 2 minutes
-# CUDA machines: make serve EXTRAS=serve,cuda,dev TORCH=torch CONSTRAINTS=constraints/none.txt
+# CUDA machines: make serve SERVE_EXTRAS=serve,cuda TORCH=torch CONSTRAINTS=constraints/none.txt
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= serve,vllm,dense,milvus,train,dev
+# What `make serve` installs: the service and its engine, no trainer, browser, docs or test tools
+SERVE_EXTRAS ?= serve,vllm
+INSTALLED = $(VENV)/.installed-$(EXTRAS)
 TORCH ?= torch==2.13.0
 CONSTRAINTS ?= constraints/cpu.txt
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -16,7 +19,7 @@ PIP := $(BIN)/pip --disable-pip-version-check -q
 .PHONY: install assets serve test test-fast lint redis browser bench clean tuned-model promote-model eval-model eval-gate world-decide \
 	world publish-run
 
-$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml $(CONSTRAINTS)
+$(INSTALLED): pyproject.toml clients/python/pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	@# torch first, from its pinned CPU build, so that nothing below pulls a CUDA build
@@ -26,7 +29,7 @@ $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml $(CONSTRAINTS)
 	$(PIP) uninstall -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 	touch $@
 
-install: $(VENV)/.installed
+install: $(INSTALLED)
 
 assets: install
 	$(BIN)/sem assets
@@ -36,7 +39,8 @@ assets: install
 # ~2x a merged model's latency on a CPU (BENCHMARKS.md): `make serve SERVE_MODELS=` serves the merged default alone.
 SERVE_MODELS ?= SEM_MODEL=base SEM_DEFAULT_MODEL=SmolLM2-135M-Instruct-SEM \
 	SEM_ADAPTERS=SmolLM2-135M-Instruct-SEM=sem/adapters/sem-smollm2-135m,sem-world-135m=sem/adapters/sem-world-135m
-serve: assets
+serve:
+	@$(MAKE) --no-print-directory assets EXTRAS=$(SERVE_EXTRAS)
 	$(SERVE_MODELS) $(BIN)/sem-serve
 
 redis:
