@@ -56,5 +56,25 @@ def decide(
     typer.echo(f"-> {final} ({out}/curve.md, curve.png)")
 
 
+def decide_curves(
+    runs: Annotated[list[str], typer.Option("--run", help="name=<a `trainer decide --out` folder> (repeat).")],
+    out: Annotated[Path, typer.Option(help="The plot (png); the table goes beside it as .md.")],
+) -> None:
+    """Several decide runs' dev curves side by side: P(search) AUROC, searches, over- and under-search by step."""
+    from trainer.evals.curve import compare_curves
+
+    named = []
+    for item in runs:
+        name, sep, folder = item.partition("=")
+        if not (sep and name and (Path(folder) / "history.json").is_file()):
+            raise typer.BadParameter(f"{item!r}: expected name=<a folder with history.json>", param_hint="--run")
+        named.append((name, Path(folder)))
+    table = compare_curves(named, out)
+    out.with_suffix(".md").write_text(table + "\n")
+    typer.echo(table)
+    typer.echo(f"-> {out}, {out.with_suffix('.md')}")
+
+
 def register(app: typer.Typer) -> None:
     app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(decide)
+    app.command("decide-curves")(decide_curves)

@@ -74,3 +74,35 @@ def write_curve(out: Path, title: str = "Dev curve (greedy, as served)") -> None
     fig.tight_layout()
     fig.savefig(out / "curve.png", dpi=110)
     plt.close(fig)
+
+
+COMPARED = ("dev_auroc", "dev_searches", "dev_over_search", "dev_under_search")
+
+
+def compare_curves(runs: Sequence[tuple[str, Path]], out: Path) -> str:
+    """Several runs' dev curves side by side (each run's `history.json`): one panel per measure of `COMPARED`,
+    a line per run, written to `out` (png); returns the same as a markdown table (a row per run and dev step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trainer.evals.tables import markdown_table
+
+    fig, axes = plt.subplots(1, len(COMPARED), figsize=(4 * len(COMPARED), 3.6), sharex=True)
+    rows = []
+    for name, folder in runs:
+        points = [r for r in json.loads((folder / "history.json").read_text()) if r.get("dev_questions")]
+        rows += [{"run": name, **{k: r.get(k) for k in ("step", *COMPARED)}} for r in points]
+        for ax, key in zip(axes, COMPARED, strict=True):
+            ax.plot([r["step"] for r in points], [r.get(key) for r in points], marker="o", label=name)
+    for ax, key in zip(axes, COMPARED, strict=True):
+        ax.set_title(key[4:].replace("_", " "))
+        ax.set_xlabel("step")
+        ax.set_ylim(0, 1)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return markdown_table(rows, ["run", "step", *COMPARED], "Dev curves (greedy, as served), side by side")

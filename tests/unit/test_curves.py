@@ -1,0 +1,40 @@
+"""The decide runs' curves side by side (`trainer decide-curves`): every committed run's dev points, a line per run,
+and a bad `--run` that says what to fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from trainer.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def history(folder: Path, aurocs: list[float]) -> Path:
+    folder.mkdir(parents=True)
+    rows = [{"step": 20 * i, "dev_questions": 120, "dev_auroc": a, "dev_searches": 0.5, "dev_over_search": 0.1,
+             "dev_under_search": 0.2} for i, a in enumerate(aurocs)]  # fmt: skip
+    rows.insert(1, {"step": 1, "reward": 0.5})  # a training step without a dev point: not a curve point
+    (folder / "history.json").write_text(json.dumps(rows))
+    return folder
+
+
+def test_curves_of_several_runs_are_tabled_and_plotted(tmp_path: Path) -> None:
+    a, b = history(tmp_path / "a", [0.6, 0.9]), history(tmp_path / "b", [0.6, 0.7, 0.65])
+    committed = ROOT / "results/world/decide-note-full"
+    out = tmp_path / "cmp" / "curves.png"
+    result = CliRunner().invoke(app, ["decide-curves", "--run", f"a={a}", "--run", f"b={b}", "--run",
+                                      f"full={committed}", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    table = out.with_suffix(".md").read_text()
+    assert out.stat().st_size > 10_000  # a real plot
+    assert "| a | 20 | 0.9 |" in table and "| b | 40 | 0.65 |" in table and "| full | 40 | 0.956 |" in table
+    assert "| a | 1 |" not in table
+
+
+def test_a_run_without_a_history_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["decide-curves", "--run", f"x={tmp_path}", "--out", str(tmp_path / "c.png")])
+    assert result.exit_code == 2 and "history.json" in result.output
