@@ -127,8 +127,9 @@ def run_decide_engine(model: str, labels: Path, work: Path, opts: argparse.Names
     """The cheap step of `trainer decide` (issue #40) on the same questions and sizes: rollouts and branches through
     the loop on vLLM, the first turn's loss with the shared prefix, one optimizer step."""
     from trainer.evals.labels import read_labels
+    from trainer.runtime import labels_training_corpus
     from trainer.train.decide import DecideConfig, Decider, batches
-    from trainer.train.decide_run import corpus_without, engine_model, load_policy
+    from trainer.train.decide_run import engine_model, load_policy
     from trainer.train.vllm_rollout import RolloutEngine
 
     config = DecideConfig(questions=opts.prompts, generations=opts.generations, max_tokens=opts.max_tokens)
@@ -139,7 +140,7 @@ def run_decide_engine(model: str, labels: Path, work: Path, opts: argparse.Names
     started = time.perf_counter()
     engine = RolloutEngine(engine_model(model), dtype="float32", max_num_seqs=max(64, opts.prompts * opts.generations))
     engine_start = time.perf_counter() - started
-    search = _retriever(corpus_without(labels, all_labels, "test", work / "corpus.jsonl"))
+    search = _retriever(labels_training_corpus(labels, work / "corpus.jsonl"))
     steps = []
     try:
         decider = Decider(policy, tokenizer, search, config, engine)

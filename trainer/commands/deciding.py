@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -30,7 +30,7 @@ def decide(
     decision (`--credit two_action`; `plain` is GRPO's own, `brier` scores calibration). Every other option is a
     field of DecideConfig (`--steps 300 --questions 16 --generations 4 --reward sem --full`; `--config-help`)."""
     from trainer.evals.curve import curve_point, write_curve
-    from trainer.runtime import retriever
+    from trainer.runtime import labels_training_corpus, retriever
     from trainer.train.config import parse_config
     from trainer.train.credit import CREDITS
     from trainer.train.decide import DecideConfig
@@ -51,7 +51,11 @@ def decide(
         raise typer.BadParameter(
             f"{labels_file} does not exist: run `trainer world label` first", param_hint="--labels"
         )
-    final = run_decide(model, labels_file, out, config, searcher=retriever, judge=curve_point, resume=resume)
+
+    def searcher() -> Any:  # what training searches: no test passage (written beside the run)
+        return retriever(labels_training_corpus(labels_file, out / "corpus.jsonl"))
+
+    final = run_decide(model, labels_file, out, config, searcher=searcher, judge=curve_point, resume=resume)
     write_curve(out)
     typer.echo(f"-> {final} ({out}/curve.md, curve.png)")
 

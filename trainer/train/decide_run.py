@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from trainer.evals.labels import Label, read_labels
-from trainer.runtime import labels_training_corpus
 from trainer.train.decide import (
     DecideConfig,
     Decider,
@@ -61,10 +60,11 @@ def engine_model(model_path: str) -> str:
     return base_of(model_path) if is_adapter(model_path) else model_path
 
 
-def run_decide(model_path: str, labels_file: Path, out: Path, config: DecideConfig, *, searcher: Callable[[Path], Any],
+def run_decide(model_path: str, labels_file: Path, out: Path, config: DecideConfig, *, searcher: Callable[[], Any],
                judge: Judge, resume: bool = True) -> Path:  # fmt: skip
     """Train until `steps` or until the dev AUROC (`judge`'s "auroc") has not improved for `patience` steps; returns
-    out/final. `searcher` builds the loop's search over a corpus file."""
+    out/final. `searcher` builds the loop's search (over the labels' corpus less the test
+    passages: trainer.runtime.labels_training_corpus)."""
     import torch
     from transformers import AutoTokenizer
 
@@ -88,7 +88,7 @@ def run_decide(model_path: str, labels_file: Path, out: Path, config: DecideConf
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = load_policy(model_path, config, checkpoint)
     model.train()
-    search = searcher(labels_training_corpus(labels_file, out / "corpus.jsonl"))
+    search = searcher()
     forms = [answer_form(lab) for lab in dev]
     engine = None
     if config.engine == "vllm":
