@@ -4,6 +4,8 @@ adapter answers over HTTP as `trainer eval-gate` measured it.
 1. Throughput: the same questions at 8 clients, `always` (a search and two generations each), against (a) the merged
    default model served alone (no LoRA), and (b) the base with SEM's adapter and the world's served together (as
    `make serve` runs them), the requests alternating between the two adapters. Answers/s and tokens/s, p50/p95.
+   and (c) `SEM_ADAPTER_ENGINES=own`: the merged default and the world's adapter merged, each on a vLLM engine of its
+   own bound to its own cores.
 2. The world adapter through the service, per gate (`never`, `always`, `confidence` at its calibrated threshold), on
    the world's dev questions: accuracy and searches, beside the committed `eval-gate` run of the same adapter
    (results/world/adapter-dev), with its intervals.
@@ -40,6 +42,9 @@ WORLD = ROOT / "sem" / "adapters" / "sem-world-135m"
 DEFAULT, WORLD_NAME = "SmolLM2-135M-Instruct-SEM", "sem-world-135m"
 SERVED_TOGETHER = {"SEM_MODEL": "base", "SEM_DEFAULT_MODEL": DEFAULT,
                    "SEM_ADAPTERS": f"{DEFAULT}={TUNED_ADAPTER},{WORLD_NAME}={WORLD}"}  # fmt: skip
+# SEM_ADAPTER_ENGINES=own: the merged default on one engine, the world's adapter merged on another, a core each
+OWN_ENGINES = {"SEM_ADAPTERS": f"{WORLD_NAME}={WORLD}", "SEM_ADAPTER_ENGINES": "own"}
+DEFAULT_MERGED = None  # the engine's own model: a request naming none
 MAX_TOKENS = 64  # as `trainer eval-gate` answers the world
 
 
@@ -99,14 +104,16 @@ def main() -> None:
     throughput, served = [], []
     setups = (("merged default alone", {"SEM_CORPUS": corpus}, [None]),
               ("base + SEM + world adapters, alternating", {**SERVED_TOGETHER, "SEM_CORPUS": corpus},
-               [DEFAULT, WORLD_NAME]))  # fmt: skip
+               [DEFAULT, WORLD_NAME]),
+              ("merged default + world on an engine of its own (a core each), alternating", {**OWN_ENGINES,
+               "SEM_CORPUS": corpus}, [DEFAULT_MERGED, WORLD_NAME]))  # fmt: skip
     for name, env, models in setups:
         proc, base = start_service({**env, "SEM_REDIS_URL": "", "SEM_CACHE_LRU_SIZE": "0"})
         try:
             asyncio.run(answer_all(base, load[:8], "always", opts.clients, models))  # warm-up, not counted
             throughput.append({"served": name, "clients": opts.clients,
                                **asyncio.run(answer_all(base, load, "always", opts.clients, models))})  # fmt: skip
-            if len(models) > 1:
+            if len(models) > 1 and "SEM_ADAPTER_ENGINES" not in env:
                 for gate in tqdm([g for g in opts.gates.split(",") if g], desc="the world adapter over HTTP, dev"):
                     got = asyncio.run(answer_all(base, dev, gate, opts.clients, [WORLD_NAME]))
                     served.append({"gate": gate, "questions": got["questions"], "accuracy": got["accuracy"],
@@ -115,12 +122,15 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=60)
     ratio = throughput[1]["answers_per_s"] / throughput[0]["answers_per_s"]
+    own = throughput[2]["answers_per_s"] / throughput[0]["answers_per_s"]
     table = markdown_table(throughput, cell=str)
-    table += f"\n\nTwo adapters together / merged alone, answers/s at {opts.clients} clients: {ratio:.2f}x\n\n"
+    table += f"\n\nTwo models together / merged alone, answers/s at {opts.clients} clients: {ratio:.2f}x "
+    table += f"(multi-LoRA), {own:.2f}x (engines of their own)\n\n"
     table += markdown_table(served, cell=str)
     print(table)
     opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(json.dumps({"throughput": throughput, "ratio": round(ratio, 3), "served": served},
+    opts.out.write_text(json.dumps({"throughput": throughput, "ratio": round(ratio, 3), "ratio_own": round(own, 3),
+                                    "served": served},
                                    indent=1) + "\n")  # fmt: skip
     opts.out.with_suffix(".md").write_text(table + "\n")
     print(f"-> {opts.out}, {opts.out.with_suffix('.md')}")

@@ -164,10 +164,20 @@ def _adapter_sha256() -> str:
 
 def prepare_tuned_model(home: Path, *, force: bool = False, adapter: Path = TUNED_ADAPTER) -> Path:
     """Merge SEM's LoRA adapter into the prepared base checkpoint (in float32, saved as bf16) under `home`."""
-    path = tuned_model_dir(home)
+    return merge_adapter_into(base_model_dir(home), adapter, tuned_model_dir(home), force=force)
+
+
+def merged_adapter_dir(home: Path, name: str) -> Path:
+    """Where a served adapter merged into its model lives (`SEM_ADAPTER_ENGINES=own`)."""
+    return home / "models" / f"merged-{name}"
+
+
+def merge_adapter_into(base: Path, adapter: Path, path: Path, *, force: bool = False) -> Path:
+    """`adapter` merged into the checkpoint `base` (in float32, saved as bf16) at `path`, with its tokenizer and the
+    adapter's gate; kept while the adapter's weights are unchanged (their sha256 in the marker)."""
     digest = file_sha256(adapter / "adapter_model.safetensors")
     if _marker_sha256(path) == digest and not force:
-        log.info("tuned model already prepared at %s", path)
+        log.info("merged model already prepared at %s", path)
         _install_gate(path, adapter / GATE_FILE)
         return path
     try:
@@ -175,12 +185,12 @@ def prepare_tuned_model(home: Path, *, force: bool = False, adapter: Path = TUNE
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:
-        raise AssetsMissingError(f"merging SEM's adapter needs torch, transformers and peft: {exc}") from exc
-    base = base_model_dir(home)
+        raise AssetsMissingError(f"merging an adapter needs torch, transformers and peft: {exc}") from exc
     log.info("merging the adapter %s into %s", adapter.name, base.name)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().to(torch.bfloat16)
-    with tempfile.TemporaryDirectory(dir=home) as tmp:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         staging = Path(tmp) / "hf"
         merged.save_pretrained(staging)
         AutoTokenizer.from_pretrained(base).save_pretrained(staging)
@@ -190,7 +200,7 @@ def prepare_tuned_model(home: Path, *, force: bool = False, adapter: Path = TUNE
     marker = {"adapter": adapter.name, "sha256": digest, "base": base.name, "licence": "Apache-2.0"}
     (path / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     _install_gate(path, adapter / GATE_FILE)
-    log.info("tuned model ready at %s", path)
+    log.info("merged model ready at %s", path)
     return path
 
 

@@ -22,6 +22,11 @@ class EngineKind(StrEnum):
     openai = "openai"  # a remote OpenAI-compatible completion server (SEM_ENGINE_URL)
 
 
+class AdapterEngines(StrEnum):
+    shared = "shared"  # vLLM's multi-LoRA: every adapter on the model's engine
+    own = "own"  # each adapter merged into the model at start-up, on an engine of its own with its own CPU cores
+
+
 class VLLMSettings(BaseModel):
     """Knobs of the in-process vLLM engine (`SEM_VLLM__<NAME>`)."""
 
@@ -261,6 +266,13 @@ class Settings(BaseSettings):
         description="LoRA adapters served beside the model by one engine (vLLM), by name: "
         "`SEM_ADAPTERS=world=path/to/adapter,other=path`. A folder may carry its gate (sem_gate.json), its own "
         "search corpus (corpus.jsonl) and playground examples (examples.json).",
+    )
+    adapter_engines: AdapterEngines = Field(
+        AdapterEngines.shared,
+        description="How the adapters are served: `shared` (vLLM's multi-LoRA on the model's engine) or `own` "
+        "(each merged into the model at start-up and served by a vLLM engine of its own, the CPU's cores split "
+        "between the engines: on 2 cores two merged engines gave 0.86-0.96x one model's answers/s where multi-LoRA "
+        "gave 0.40x, BENCHMARKS.md).",
     )
     default_model: str | None = Field(
         None,

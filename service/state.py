@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +19,9 @@ from sem.loop import SearchLoop, Trace
 from sem.rate import SearchRateDial
 from sem.search import build_backend
 from sem.search.base import SearchBackend
-from sem.settings import EngineKind, Settings
+from sem.settings import AdapterEngines, EngineKind, Settings
 from service.admission import Admission
+from service.engines import BIND, own_engine, pinned, split_cores
 from service.exceptions import InvalidRequest, NotReadyError
 from service.metrics import Metrics
 from service.models import ModelRegistry, ServedModel, adapter_settings, served_model
@@ -43,7 +45,15 @@ class ServiceState:
         self.settings = settings
         self.engine: Engine | None = engine
         self._owns_engine = engine is None
-        self._engine_factory = engine_factory or (lambda: build_engine(settings))
+        # SEM_ADAPTER_ENGINES=own: the adapters get engines of their own (service.engines), the model's is plain,
+        # and each engine its share of the cores unless the operator bound them (VLLM_CPU_OMP_THREADS_BIND)
+        self.own_engines: dict[str, SupervisedEngine] = {}
+        own = settings.adapter_engines is AdapterEngines.own and bool(settings.adapters)
+        self._cores: list[str | None] = [None] * (1 + len(settings.adapters))
+        if own and BIND not in os.environ:
+            self._cores = list(split_cores(os.cpu_count() or 1, 1 + len(settings.adapters)))
+        plain = settings.model_copy(update={"adapters": {}}) if own else settings
+        self._engine_factory = engine_factory or pinned(lambda: build_engine(plain), self._cores[0])
         # Set when the service cannot serve and will not recover (start-up failed, the engine cannot be brought
         # back): /healthz fails so a liveness probe acts, and `on_fatal` (sem-serve: exit non-zero) is called.
         self.fatal: str | None = None
@@ -96,19 +106,27 @@ class ServiceState:
         load or the engine is down (`require_loop`)."""
         self.require_loop()
         assert self.models is not None  # loaded with the loop
-        return self.models.get(name)
+        model = self.models.get(name)
+        if model.name in self.own_engines:
+            self.own_engines[model.name].require_ready()
+        return model
 
     async def _load_models(self, engine: Engine) -> ModelRegistry:
         """The engine's own model and each adapter, each with its gate defaults and search (service.models)."""
         assert self.search is not None
         settings = self.settings
         models = [served_model(self.model_name, settings.model_path, None, settings, engine, self.search)]
-        for name, path in settings.adapters.items():
+        for i, (name, path) in enumerate(settings.adapters.items(), 1):
             own = adapter_settings(settings, Path(path))
             search = self.search
             if own is not None:  # its own corpus: an index of its own, the same cache store
                 search = self._cached(await build_backend(own))
-            models.append(served_model(name, str(path), name, settings, engine, search))
+            if settings.adapter_engines is AdapterEngines.own:
+                mine = self.own_engines[name] = await own_engine(settings, name, Path(path), self._cores[i],
+                                                                 self._engine_event)  # fmt: skip
+                models.append(served_model(name, str(path), None, settings, mine, search))
+            else:
+                models.append(served_model(name, str(path), name, settings, engine, search))
         return ModelRegistry(models, settings.default_model)
 
     def _cached(self, backend: SearchBackend) -> CachedSearch:
@@ -125,7 +143,8 @@ class ServiceState:
 
     @property
     def ready(self) -> bool:
-        if isinstance(self.engine, SupervisedEngine) and self.engine.state is not EngineState.ready:
+        engines = [self.engine, *self.own_engines.values()]
+        if any(isinstance(e, SupervisedEngine) and e.state is not EngineState.ready for e in engines):
             return False
         return self.loop is not None
 
@@ -203,5 +222,7 @@ class ServiceState:
                 await model.search.aclose()
         if self.search is not None:
             await self.search.aclose()
+        for engine in self.own_engines.values():
+            await engine.aclose()
         if self.engine is not None and self._owns_engine:
             await self.engine.aclose()

@@ -1,0 +1,54 @@
+"""Adapters on engines of their own (`SEM_ADAPTER_ENGINES=own`, issue #42): the world's adapter merged into the
+model at start-up and served by a vLLM engine of its own beside the default's, each bound to its own core."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import free_port, launch, stop
+from tests.integration.test_adapters import TAUGHT, WORLD, WORLD_NAME, ask
+
+
+@pytest.fixture(scope="module")
+def served(settings) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    env = {"SEM_PORT": str(port), "SEM_HOME": str(settings.home_dir), "SEM_ADAPTERS": f"{WORLD_NAME}={WORLD}",
+           "SEM_ADAPTER_ENGINES": "own"}  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    proc = launch([sys.executable, "-m", "service"], env, "service-adapter-engines.log", f"{base}/readyz")
+    yield base, proc.pid
+    stop(proc)
+
+
+def test_an_adapter_on_its_own_engine_answers_as_the_adapter(served: tuple[str, int], settings) -> None:
+    base, _ = served
+    cards = {c["id"]: c for c in httpx.get(f"{base}/v1/models").json()["data"]}
+    assert WORLD_NAME in cards and cards[WORLD_NAME]["parent"] is None  # merged: not a LoRA over another model
+    world_gate = json.loads((WORLD / "sem_gate.json").read_text())
+    assert cards[WORLD_NAME]["confidence_threshold"] == world_gate["confidence_threshold"]  # its own gate
+    question, year = TAUGHT
+    with httpx.Client(base_url=base, timeout=120) as client:
+        world = ask(client, question, model=WORLD_NAME, search="never")
+        default = ask(client, question, search="never")
+    assert world["answer"] == year and world["model"] == WORLD_NAME
+    assert default["answer"] != year
+    marker = json.loads((settings.home_dir / "models" / f"merged-{WORLD_NAME}" / "sem-asset.json").read_text())
+    assert marker["adapter"] == WORLD.name
+
+
+def test_each_engine_runs_on_its_own_cores(served: tuple[str, int]) -> None:
+    """Two engines on this machine's cores split between them (vLLM-CPU's thread binding from the environment each
+    engine process was started with)."""
+    _, pid = served
+    engines = [p for p in psutil.Process(pid).children(recursive=True) if "EngineCore" in " ".join(p.cmdline())
+               or p.name().startswith("VLLM::EngineCor")]  # fmt: skip
+    binds = sorted(p.environ().get("VLLM_CPU_OMP_THREADS_BIND", "") for p in engines)
+    assert len(engines) == 2, [p.name() for p in psutil.Process(pid).children(recursive=True)]
+    cpus = psutil.cpu_count()
+    assert binds == (["0", "1"] if cpus == 2 else sorted(binds)) and len(set(binds)) == 2
