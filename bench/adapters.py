@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import statistics
 import sys
 import time
@@ -32,7 +31,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serving import start_service  # noqa: E402 - the bench folder's own helper
+from serving import start_service, world_test_questions  # noqa: E402 - the bench folder's own helper
 
 from sem.assets import TUNED_ADAPTER  # noqa: E402
 from trainer.evals.labels import Label, is_right, read_labels  # noqa: E402
@@ -94,10 +93,7 @@ def main() -> None:
     parser.add_argument("--committed", type=Path, default=ROOT / "results/world/adapter-dev/gate.json")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/adapters.json")
     opts = parser.parse_args()
-    if not opts.labels.is_file():
-        sys.exit(f"{opts.labels} is missing: build the world first (`make world`)")
-    load = read_labels(opts.labels, "test")
-    random.Random(0).shuffle(load)
+    load = world_test_questions(opts.labels)
     load = load[: opts.questions]
     dev = read_labels(opts.labels, "dev")
     corpus = str(WORLD / "corpus.jsonl")  # what the world adapter searches when served; the merged default too here

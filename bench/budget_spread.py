@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import math
-import random
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serving import start_service  # noqa: E402 - the bench folder's own helper
+from serving import start_service, world_test_questions  # noqa: E402 - the bench folder's own helper
 
 from trainer.evals.labels import Label, is_right, read_labels  # noqa: E402
 from trainer.evals.measures import fmt, paired_difference  # noqa: E402
@@ -92,10 +91,7 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=7, help="searches a minute (the deployment's budget)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/budget_spread.json")
     opts = parser.parse_args()
-    if not opts.labels.is_file():
-        sys.exit(f"{opts.labels} is missing: build the world first (`make world`)")
-    labels = read_labels(opts.labels, "test")
-    random.Random(0).shuffle(labels)
+    labels = world_test_questions(opts.labels)
     k = opts.per_window
     windows = [labels[i * k : (i + 1) * k] for i in range(opts.windows)]
     dev = read_labels(opts.labels, "dev")

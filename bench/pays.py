@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import statistics
 import sys
 import time
@@ -33,7 +32,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serving import start_service  # noqa: E402 - the bench folder's own helper
+from serving import start_service, world_test_questions  # noqa: E402 - the bench folder's own helper
 
 from trainer.evals.labels import Label, is_right, read_labels  # noqa: E402
 from trainer.evals.tables import markdown_table  # noqa: E402
@@ -171,10 +170,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.3, help="the search-rate dial against a budget's cliff")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/pays.json")
     opts = parser.parse_args()
-    if not opts.labels.is_file():
-        sys.exit(f"{opts.labels} is missing: build the world first (`make world`)")
-    labels = read_labels(opts.labels, "test")
-    random.Random(0).shuffle(labels)
+    labels = world_test_questions(opts.labels)
     warm = read_labels(opts.labels, "dev")[:100]
     dial: list[dict] = []
     crowd, solo = labels[: opts.questions], labels[: opts.solo]

@@ -55,6 +55,19 @@ def markdown(rows: list[dict]) -> str:
     return markdown_table(rows, cell=str)
 
 
+def world_test_questions(labels: Path) -> list:
+    """The world's labelled test questions in the benches' one seeded order; exits saying how to build them."""
+    import random
+
+    from trainer.evals.labels import read_labels
+
+    if not labels.is_file():
+        sys.exit(f"{labels} is missing: build the world first (`make world`)")
+    questions = read_labels(labels, "test")
+    random.Random(0).shuffle(questions)
+    return questions
+
+
 def start_service(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = open(ROOT / "bench" / "results" / "service.log", "w")  # noqa: SIM115 - lives as long as the process
