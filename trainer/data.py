@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sem.evaldata.benchmarks import (
     KNOWN,
@@ -108,3 +108,25 @@ def check_disjoint(**splits: list[Example]) -> None:
 def class_balance(examples: Iterable[Example]) -> dict[str, int]:
     """How many examples of each kind (`known`, `needs_search`), sorted by kind."""
     return dict(sorted(Counter(e.kind for e in examples).items()))
+
+
+def build_splits(source: str, per_class: int, dev_per_class: int, seed: int = 0,
+                 relabel: Callable[[list[Example]], tuple[list[Example], list[Example]]] | None = None,
+                 ) -> dict[str, list[Example]]:  # fmt: skip
+    """`trainer data`'s splits: a balanced train mix, a dev mix to choose recipes on and a frozen test mix, dev and
+    test from the datasets' held-out splits (halved by question text), disjoint from train and from each other.
+    `relabel` splits the training pool into (needs search, known) by the model's own answers instead of by set."""
+    needs = load_source("musique", source, "train") + load_source("hotpotqa", source, "train")
+    known = load_source("mmlu", source, "train") + load_source("gsm8k", source, "train", limit=500)
+    held_out = load_source("musique", source, "dev") + load_source("hotpotqa", source, "dev")
+    dev_needs, test_needs = held_out_halves(held_out)
+    dev_known, test_known = load_source("mmlu", source, "dev"), load_source("mmlu", source, "test")
+    if relabel is not None:
+        needs, known = relabel(needs + known)
+    train = balanced_mix(needs, known, per_class, seed)
+    dev_needs, dev_known = drop_overlaps(dev_needs, train), drop_overlaps(dev_known, train)
+    test_needs, test_known = drop_overlaps(test_needs, train + dev_needs), drop_overlaps(test_known, train + dev_known)
+    splits = {"train": train, "dev": balanced_mix(dev_needs, dev_known, dev_per_class, seed),
+              "test": balanced_mix(test_needs, test_known, dev_per_class, seed)}  # fmt: skip
+    check_disjoint(**splits)
+    return splits

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from trainer.commands.options import ConfigHelp, LabelsFile, Resume, build_config, config_fields, read_labels_or_fail
 from trainer.runtime import RUNS
 
 WORLD = RUNS / "world"
@@ -14,16 +15,14 @@ WORLD = RUNS / "world"
 
 def decide(
     ctx: typer.Context,
-    labels_file: Annotated[Path, typer.Option("--labels", help="`trainer world label` output.")] = WORLD
-    / "labels"
-    / "labels.jsonl",
+    labels_file: LabelsFile = WORLD / "labels" / "labels.jsonl",
     model: Annotated[str, typer.Option(help="Start model: the world's SFT adapter, or any checkpoint.")] = str(
         WORLD / "sft" / "final"
     ),
     out: Annotated[Path, typer.Option(help="Checkpoints, log.jsonl, history.json, curve.md/png, final/.")] = WORLD
     / "decide",
-    resume: Annotated[bool, typer.Option(help="Go on from the last checkpoint in --out.")] = True,
-    config_help: Annotated[bool, typer.Option(help="List the run's options (DecideConfig) and exit.")] = False,
+    resume: Resume = True,
+    config_help: ConfigHelp = False,
 ) -> None:
     """Train the decision after the first answer by GRPO on the labels' train split: rollouts through the service's
     loop, a searching branch for every answer that stopped, the exact gradient of the expected reward over the
@@ -31,26 +30,14 @@ def decide(
     field of DecideConfig (`--steps 300 --questions 16 --generations 4 --reward sem --full`; `--config-help`)."""
     from trainer.evals.curve import curve_point, write_curve
     from trainer.runtime import labels_training_corpus, retriever
-    from trainer.train.config import parse_config
-    from trainer.train.credit import CREDITS
     from trainer.train.decide import DecideConfig
     from trainer.train.decide_run import run_decide
 
-    try:
-        fields = parse_config(DecideConfig, ctx.args, {}, command="decide", print_help=config_help)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    fields = config_fields(ctx, DecideConfig, "decide", config_help)
     if fields is None:
         return
-    config = DecideConfig(**fields)
-    if config.credit not in CREDITS:
-        raise typer.BadParameter(f"--credit {config.credit!r}: choose one of {', '.join(CREDITS)}")
-    if config.engine not in ("vllm", "hf"):
-        raise typer.BadParameter(f"--engine {config.engine!r}: choose vllm or hf")
-    if not labels_file.is_file():
-        raise typer.BadParameter(
-            f"{labels_file} does not exist: run `trainer world label` first", param_hint="--labels"
-        )
+    config = build_config(DecideConfig, fields)
+    read_labels_or_fail(labels_file, "train")
 
     def searcher() -> Any:  # what training searches: no test passage (written beside the run)
         return retriever(labels_training_corpus(labels_file, out / "corpus.jsonl"))

@@ -11,6 +11,18 @@ from typing import Annotated, Any
 
 import typer
 
+from trainer.commands.options import (
+    Concurrency,
+    Engine,
+    LabelsFile,
+    MaxTokens,
+    Model,
+    Samples,
+    Temperature,
+    Title,
+    policies_or_fail,
+    read_labels_or_fail,
+)
 from trainer.evals.gaterun import NamedFile, NamedRun, named_file, named_run
 from trainer.runtime import (
     LABEL_CONCURRENCY,
@@ -29,6 +41,7 @@ from trainer.runtime import (
 log = logging.getLogger("trainer")
 
 
+LEDGER = Path("results/test-ledger.jsonl")
 GATE_SETS = {  # dataset -> the split its questions come from; TriviaQA only where the source has it
     "nq_open": "dev", "triviaqa": "dev", "hotpotqa": "dev", "musique": "dev", "2wiki": "dev", "mmlu": "dev",
     "gsm8k": "test",
@@ -40,26 +53,22 @@ def evaluate(
     / "data"
     / "dev.jsonl",
     corpus: Annotated[Path | None, typer.Option(help="Search corpus (default: beside --data).")] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Model path, LoRA adapter, or `base` (default: SEM_MODEL or the embedded one).")
-    ] = None,
+    model: Model = None,
     url: Annotated[str | None, typer.Option(help="Evaluate a running service instead of a local model.")] = None,
-    engine: Annotated[str, typer.Option(help="auto, vllm or hf (local model only).")] = "auto",
+    engine: Engine = "auto",
     policies: Annotated[str, typer.Option(help="Comma list of auto, never, always, budget.")] = "auto,never,always",
     max_searches: Annotated[int, typer.Option(help="The budget of the `budget` policy.")] = 3,
-    max_tokens: int = 128,
+    max_tokens: MaxTokens = 128,
     limit: Annotated[int | None, typer.Option(help="Only the first N questions.")] = None,
     out: Annotated[Path, typer.Option(help="results.md, results.json and results.png go here.")] = RUNS / "eval",
-    title: str = "SEM evaluation",
+    title: Title = "SEM evaluation",
 ) -> None:
-    """EM, F1, search ratio and searches per question per benchmark and policy (table, JSON, plot)."""
+    """EM, F1, search ratio and searches per question per benchmark and policy (table, JSON, plot), of a local model
+    (default: SEM_MODEL or the embedded one) or a running service."""
     from trainer.data import read_jsonl
     from trainer.evals.evaluate import POLICIES, markdown_table, run_remote, write_report
 
-    chosen = [p.strip() for p in policies.split(",") if p.strip()]
-    unknown = sorted(set(chosen) - set(POLICIES))
-    if unknown:
-        raise typer.BadParameter(f"unknown policies {unknown}; choose from {list(POLICIES)}", param_hint="--policies")
+    chosen = policies_or_fail(policies, POLICIES)
     examples = read_jsonl(data_file)[:limit]
     if url:
         outcomes = asyncio.run(run_remote(url, examples, chosen, max_searches=max_searches, max_tokens=max_tokens))
@@ -106,17 +115,18 @@ def label_cmd(
     source: Annotated[str, typer.Option(help="sample, a data folder, or hf.")] = "sample",
     out: Annotated[Path, typer.Option(help="labels.jsonl, corpus.jsonl and classes.json go here.")] = RUNS / "labels",
     per_set: Annotated[int, typer.Option(help="Questions per dataset (split 2:1:1 into train/dev/test).")] = 60,
-    k: Annotated[int, typer.Option(help="Samples per question and policy.")] = LABEL_SAMPLES,
-    temperature: float = LABEL_TEMPERATURE,
-    max_tokens: int = LABEL_MAX_TOKENS,
-    model: Annotated[str | None, typer.Option(help="Model to label for (default: SEM_MODEL or the served).")] = None,
-    engine: Annotated[str, typer.Option(help="auto, vllm or hf.")] = "auto",
-    concurrency: int = LABEL_CONCURRENCY,
+    k: Samples = LABEL_SAMPLES,
+    temperature: Temperature = LABEL_TEMPERATURE,
+    max_tokens: MaxTokens = LABEL_MAX_TOKENS,
+    model: Model = None,
+    engine: Engine = "auto",
+    concurrency: Concurrency = LABEL_CONCURRENCY,
     split: Annotated[
         str | None, typer.Option(help="Label only this split (train, dev, test): e.g. test, to evaluate a new model.")
     ] = None,
 ) -> None:
-    """Label questions by what the model knows: k closed-book and k one-search answers each -> known/helped/neither."""
+    """Label questions by what the model (default: SEM_MODEL or the served one) knows: k closed-book and k one-search
+    answers each -> known/helped/neither."""
     from trainer.evals.labels import SPLITS, class_counts, label, split_of, write_labels
 
     if split is not None and split not in SPLITS:
@@ -138,10 +148,10 @@ def label_cmd(
 
 
 def calibrate(
-    labels_file: Annotated[Path, typer.Option("--labels", help="From `trainer label`.")] = LABELS,
+    labels_file: LabelsFile = LABELS,
     split: Annotated[str, typer.Option(help="Where the threshold is chosen (never the test split).")] = "dev",
-    model: Annotated[str | None, typer.Option(help="The model whose gate is calibrated ('base' for the base).")] = None,
-    engine: str = "auto",
+    model: Model = None,
+    engine: Engine = "auto",
     max_searches_per_question: Annotated[
         float | None, typer.Option(help="Best accuracy within this search budget (default: best accuracy).")
     ] = None,
@@ -149,19 +159,17 @@ def calibrate(
     serve: Annotated[
         bool, typer.Option(help="With --write: the service answers with this gate when a request names no policy.")
     ] = True,
-    max_tokens: int = 64,
+    max_tokens: MaxTokens = 64,
 ) -> None:
-    """Choose the `confidence` gate's threshold on dev: answer with a search after every first answer once, then
-    replay every threshold (below it, the post-search answer counts; above, the first)."""
-    from sem.gate import write_threshold
-    from trainer.evals.labels import is_right, read_labels
+    """Choose the `confidence` gate's threshold of a model (default: SEM_MODEL or the embedded one) on dev: answer with
+    a search after every first answer once, then replay every threshold (below it, the post-search answer counts;
+    above, the first)."""
+    from trainer.evals.labels import is_right
     from trainer.evals.runs import confidence_sweep, pick_threshold, run_policies
 
     if split == "test":
         raise typer.BadParameter("the test split is frozen for reporting; calibrate on dev", param_hint="--split")
-    from trainer.train.lora import is_adapter
-
-    labels = read_labels(labels_file, split)
+    labels = read_labels_or_fail(labels_file, split)
     with gate_loop(model, engine, labels_corpus(labels_file)) as (loop_, search_loop, model_path):
         outcomes = loop_.run_until_complete(run_policies(search_loop, labels, ["confidence"], max_tokens=max_tokens,
                                                          confidence_threshold=1.0))  # fmt: skip
@@ -174,50 +182,48 @@ def calibrate(
         typer.echo(f"{r['threshold']:.2f}  accuracy {r['accuracy']:.3f}  searches {r['searches_per_question']:.2f}")
     typer.echo(f"chosen: {best}")
     if write:
-        details = {k: best[k] for k in ("accuracy", "searches_per_question")}
-        if serve:
-            details["policy"] = "confidence"
-        # An adapter keeps its calibration (its merge is temporary); `export`, `eval-gate` and `publish` carry it.
-        home = model if model and is_adapter(model) else model_path
-        path = write_threshold(home, best["threshold"], split=split, questions=len(labels), **details)
-        typer.echo(f"-> {path}")
+        _store_threshold(model, model_path, best, split, len(labels), serve)
+
+
+def _store_threshold(model: str | None, model_path: str, best: dict, split: str, questions: int, serve: bool) -> None:
+    """The chosen threshold beside the model, for the service (and, with `serve`, as its default policy). An adapter
+    keeps its own calibration (its merge is temporary); `export`, `eval-gate` and `publish` carry it."""
+    from sem.gate import write_threshold
+    from trainer.train.lora import is_adapter
+
+    details = {k: best[k] for k in ("accuracy", "searches_per_question")} | ({"policy": "confidence"} if serve else {})
+    home = model if model and is_adapter(model) else model_path
+    typer.echo(f"-> {write_threshold(home, best['threshold'], split=split, questions=questions, **details)}")
 
 
 def eval_gate(
-    labels_file: Annotated[Path, typer.Option("--labels", help="From `trainer label`.")] = LABELS,
+    labels_file: LabelsFile = LABELS,
     split: Annotated[str, typer.Option(help="dev while choosing; test (frozen) only with --final.")] = "dev",
     final: Annotated[bool, typer.Option(help="The one test run of a candidate (needs --rule; logged).")] = False,
     rule: Annotated[
         Path | None, typer.Option(help="With --final: the committed file whose rule picks the winner.")
     ] = None,
-    ledger: Annotated[Path, typer.Option(help="Where --final runs are logged (commit it).")] = Path(
-        "results/test-ledger.jsonl"
-    ),
-    model: Annotated[str | None, typer.Option(help="Model path, adapter, or 'base'.")] = None,
-    engine: str = "auto",
+    ledger: Annotated[Path, typer.Option(help="Where --final runs are logged (commit it).")] = LEDGER,
+    model: Model = None,
+    engine: Engine = "auto",
     policies: Annotated[str, typer.Option(help="Comma list of auto, confidence, never, always.")] = "never,always,auto",
     out: Annotated[Path, typer.Option(help="gate.md, gate.json, gate.png and outcomes.jsonl go here.")] = RUNS / "gate",
-    title: str = "Search gate against the model's own labels",
-    max_tokens: int = 64,
+    title: Title = "Search gate against the model's own labels",
+    max_tokens: MaxTokens = 64,
 ) -> None:
-    """Over-search, under-search, AUROC, accuracy and cost per policy, beside never, always and the oracle, with
-    intervals and paired differences. Test runs are refused unless final (trainer.evals.ledger)."""
+    """Over-search, under-search, AUROC, accuracy and cost per policy of a model (default: SEM_MODEL or the embedded
+    one), beside never, always and the oracle, with intervals and paired differences. Test runs are refused unless
+    final (trainer.evals.ledger)."""
     from sem.gate import resolve_threshold
     from trainer.evals.gaterun import GateRun
-    from trainer.evals.labels import read_labels
-    from trainer.evals.ledger import SplitError, check_split, record
+    from trainer.evals.ledger import SplitError, check_split
 
-    chosen = [p.strip() for p in policies.split(",") if p.strip()]
-    unknown = set(chosen) - {"auto", "confidence", "never", "always"}
-    if unknown:
-        raise typer.BadParameter(f"unknown policies {sorted(unknown)}", param_hint="--policies")
+    chosen = policies_or_fail(policies, {"auto", "confidence", "never", "always"})
     try:
         committed = check_split(split, final=final, rule=rule)
     except SplitError as exc:
         raise typer.BadParameter(str(exc), param_hint="--split") from exc
-    labels = read_labels(labels_file, split)
-    if not labels:
-        raise typer.BadParameter(f"no {split!r} questions in {labels_file}", param_hint="--split")
+    labels = read_labels_or_fail(labels_file, split)
     with gate_loop(model, engine, labels_corpus(labels_file)) as (loop_, search_loop, model_path):
         threshold = resolve_threshold(None, model_path)
         outcomes, options = _answer(loop_, search_loop, model_path, labels, chosen, threshold, max_tokens)
@@ -225,15 +231,21 @@ def eval_gate(
     run = GateRun.judged(outcomes, labels, split=split, model=model or model_path, labels_file=labels_file,
                          threshold=threshold, options=options)  # fmt: skip
     if committed is not None:  # before saving: the run's own files cannot be what makes the tree unclean
-        try:
-            record(ledger, committed, model=run.model, policies=chosen, labels=str(labels_file), out=str(out),
-                   rows=run.rows)  # fmt: skip
-        except SplitError as exc:
-            raise typer.BadParameter(f"the run is neither logged nor saved: {exc}", param_hint="--final") from exc
-        typer.echo(f"-> logged in {ledger} (commit it)")
-    report = run.save(out, title)
-    typer.echo(report)
+        _log_final(ledger, committed, run, chosen, labels_file, out)
+    typer.echo(run.save(out, title))
     typer.echo(f"-> {out}/gate.md, gate.json, gate.png, outcomes.jsonl")
+
+
+def _log_final(ledger: Path, committed: Any, run: Any, policies: list[str], labels_file: Path, out: Path) -> None:
+    """A --final run in the ledger, or refused (neither logged nor saved) when the ledger says no."""
+    from trainer.evals.ledger import SplitError, record
+
+    try:
+        record(ledger, committed, model=run.model, policies=policies, labels=str(labels_file), out=str(out),
+               rows=run.rows)  # fmt: skip
+    except SplitError as exc:
+        raise typer.BadParameter(f"the run is neither logged nor saved: {exc}", param_hint="--final") from exc
+    typer.echo(f"-> logged in {ledger} (commit it)")
 
 
 def _answer(loop_: Any, search_loop: Any, model_path: str, labels: list, policies: list[str], threshold: float,

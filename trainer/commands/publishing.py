@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from trainer.commands.options import DryRun
 from trainer.runtime import RUNS
 
 log = logging.getLogger("trainer")
@@ -124,12 +125,11 @@ def promote(
     candidate_policy: Annotated[str, typer.Option(help="The policy the candidate would be served with.")] = "auto",
     current_policy: Annotated[str, typer.Option(help="The served default's policy.")] = "auto",
     rule: Annotated[Path, typer.Option(help="The rule's committed text.")] = Path("results/rules/default-model.md"),
-    dry_run: Annotated[bool, typer.Option(help="Judge only; publish nothing.")] = False,
+    dry_run: DryRun = False,
     out: Annotated[Path | None, typer.Option(help="Default: where `sem assets` looks for SEM's adapter.")] = None,
 ) -> None:
     """Publish the candidate as the served default only if it beats the current one by the committed rule
     (trainer/evals/promotion.py) on the same dev questions; otherwise keep the current one and say why."""
-    from trainer.evals.gaterun import GateRun, GateRunError
     from trainer.evals.ledger import SplitError, committed_rule
     from trainer.evals.promotion import verdict
 
@@ -137,17 +137,8 @@ def promote(
         committed = committed_rule(rule)
     except SplitError as exc:
         raise typer.BadParameter(str(exc), param_hint="--rule") from exc
-    runs = {}
-    for name, folder, policy in (("candidate", candidate, candidate_policy), ("current", current, current_policy)):
-        try:
-            run = GateRun.read(folder)
-        except GateRunError as exc:
-            raise typer.BadParameter(str(exc), param_hint=f"--{name}") from exc
-        if run.split == "test":
-            raise typer.BadParameter("promotion is decided on dev, never on the test split", param_hint=f"--{name}")
-        runs[name] = run.answers(policy)
-        if not runs[name]:
-            raise typer.BadParameter(f"no {policy!r} answers in {folder}", param_hint=f"--{name}-policy")
+    sides = (("candidate", candidate, candidate_policy), ("current", current, current_policy))
+    runs = {name: _dev_answers(name, folder, policy) for name, folder, policy in sides}
     result = verdict(runs["candidate"], runs["current"])
     typer.echo(json.dumps(result.measures, indent=2))
     typer.echo(("WINS: " if result.wins else "stays: ") + "; ".join(result.reasons))
@@ -156,6 +147,22 @@ def promote(
     provenance = (f"Promoted by `trainer promote` under {committed.path} (commit {committed.commit[:10]}): "
                   f"{'; '.join(result.reasons)}.")  # fmt: skip
     _publish(adapter, out, None, provenance)
+
+
+def _dev_answers(name: str, folder: Path, policy: str) -> list:
+    """One side's `policy` answers from its eval-gate folder, refused (naming the option) when they are not dev's."""
+    from trainer.evals.gaterun import GateRun, GateRunError
+
+    try:
+        run = GateRun.read(folder)
+    except GateRunError as exc:
+        raise typer.BadParameter(str(exc), param_hint=f"--{name}") from exc
+    if run.split == "test":
+        raise typer.BadParameter("promotion is decided on dev, never on the test split", param_hint=f"--{name}")
+    answers = run.answers(policy)
+    if not answers:
+        raise typer.BadParameter(f"no {policy!r} answers in {folder}", param_hint=f"--{name}-policy")
+    return answers
 
 
 def publish_run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -11,6 +12,17 @@ from typing import Annotated
 
 import typer
 
+from trainer.commands.options import (
+    ConfigHelp,
+    DryRun,
+    LabelsFile,
+    Model,
+    Resume,
+    Source,
+    build_config,
+    config_fields,
+    read_labels_or_fail,
+)
 from trainer.runtime import (
     LABEL_CONCURRENCY,
     LABEL_MAX_TOKENS,
@@ -35,15 +47,7 @@ class Labelling(StrEnum):
 
 
 def data(
-    source: Annotated[
-        str,
-        typer.Option(
-            "--source",
-            "--data-dir",
-            help="Where the benchmarks come from: `sample` (shipped, offline), a folder in the original layout "
-            "(../shared/data), or `hf` (each dataset's Hugging Face home).",
-        ),
-    ] = "sample",
+    source: Source = "sample",
     out: Annotated[Path, typer.Option(help="Where train.jsonl, dev.jsonl, test.jsonl and corpus.jsonl go.")] = RUNS
     / "data",
     per_class: Annotated[int, typer.Option(help="Training questions per class (needs search / known).")] = 64,
@@ -63,38 +67,19 @@ def data(
 
     Dev and test come from the datasets' held-out splits (halved by question text), disjoint from train and from
     each other by normalised question text."""
-    from trainer.data import (
-        balanced_mix,
-        check_disjoint,
-        class_balance,
-        drop_overlaps,
-        held_out_halves,
-        load_source,
-        paragraph_corpus,
-        write_jsonl,
-    )
-
-    needs = load_source("musique", source, "train") + load_source("hotpotqa", source, "train")
-    known = load_source("mmlu", source, "train") + load_source("gsm8k", source, "train", limit=500)
-    held_out = load_source("musique", source, "dev") + load_source("hotpotqa", source, "dev")
-    dev_needs, test_needs = held_out_halves(held_out)
-    dev_known, test_known = load_source("mmlu", source, "dev"), load_source("mmlu", source, "test")
-    if labelling is Labelling.model:
-        needs, known = _relabel(needs + known, label_model or default_model(), label_samples)
-    train = balanced_mix(needs, known, per_class, seed)
-    dev_needs, dev_known = drop_overlaps(dev_needs, train), drop_overlaps(dev_known, train)
-    test_needs, test_known = drop_overlaps(test_needs, train + dev_needs), drop_overlaps(test_known, train + dev_known)
-    dev = balanced_mix(dev_needs, dev_known, dev_per_class, seed)
-    test = balanced_mix(test_needs, test_known, dev_per_class, seed)
-    check_disjoint(train=train, dev=dev, test=test)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("train", train), ("dev", dev), ("test", test)):
-        write_jsonl(rows, out / f"{name}.jsonl")
     from sem.corpus import write_corpus
+    from trainer.data import build_splits, class_balance, paragraph_corpus, write_jsonl
 
-    n = write_corpus(paragraph_corpus(train + dev + test), out / "corpus.jsonl")
-    typer.echo(f"train {len(train)} {class_balance(train)}  dev {len(dev)} {class_balance(dev)}  "
-               f"test {len(test)} {class_balance(test)}  corpus {n} passages")  # fmt: skip
+    relabel = None
+    if labelling is Labelling.model:
+        relabel = functools.partial(_relabel, model=label_model or default_model(), k=label_samples)
+    splits = build_splits(source, per_class, dev_per_class, seed, relabel)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in splits.items():
+        write_jsonl(rows, out / f"{name}.jsonl")
+    n = write_corpus(paragraph_corpus([e for rows in splits.values() for e in rows]), out / "corpus.jsonl")
+    typer.echo("  ".join(f"{name} {len(rows)} {class_balance(rows)}" for name, rows in splits.items())
+               + f"  corpus {n} passages")  # fmt: skip
     typer.echo(f"-> {out}")
 
 
@@ -118,116 +103,100 @@ def _relabel(examples: list, model: str, k: int) -> tuple[list, list]:
 
 def sft(
     ctx: typer.Context,
-    labels_file: Annotated[
-        Path,
-        typer.Option("--labels", help="`trainer label` output (its train split): the model's own attempts to teach."),
-    ] = LABELS,
-    model: Annotated[str | None, typer.Option(help="Base model (default: SEM_MODEL or the embedded one).")] = None,
+    labels_file: LabelsFile = LABELS,
+    model: Model = None,
     out: Annotated[Path, typer.Option(help="Checkpoints and the final model.")] = RUNS / "sft",
-    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
-    config_help: Annotated[bool, typer.Option(help="List the run's options (SEMSFTConfig) and exit.")] = False,
+    resume: Resume = False,
+    config_help: ConfigHelp = False,
 ) -> None:
     """Warm up the template with teacher traces written through the real loop (results masked), from the model's
-    own labelled attempts: a known question is answered with one of its right samples, any other with its own
-    attempt, then the search, then an answer the results support (trainer/train/sft.py). No canned thought or answer.
+    own labelled attempts (the labels' train split): a known question is answered with one of its right samples, any
+    other with its own attempt, then the search, then an answer the results support (trainer/train/sft.py). No canned
+    thought or answer. The model defaults to SEM_MODEL or the embedded one.
 
     Every other option is a field of SEMSFTConfig (TRL's SFTConfig with the warm-up's defaults,
     trainer/train/config.py): `--max-steps 100 --batch-size 4 --learning-rate 3e-4 --lora-r 16` (`--config-help`
     lists them)."""
-    from trainer.evals.labels import read_labels
     from trainer.train.config import SEMSFTConfig
     from trainer.train.sft import run_sft
 
-    fields = _config_fields(ctx, SEMSFTConfig, "sft", config_help)
+    fields = config_fields(ctx, SEMSFTConfig, "sft", config_help)
     if fields is None:
         return
-    if not labels_file.is_file():
-        raise typer.BadParameter(f"{labels_file} does not exist: run `trainer label` first", param_hint="--labels")
-    labels = read_labels(labels_file, "train")
-    if not labels:
-        raise typer.BadParameter(f"no train question in {labels_file}", param_hint="--labels")
-    try:
-        args = SEMSFTConfig(**{**fields, "output_dir": str(out)})
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    labels = read_labels_or_fail(labels_file, "train")
+    args = build_config(SEMSFTConfig, {**fields, "output_dir": str(out)})
     corpus = labels_training_corpus(labels_file, out / "corpus.jsonl")  # no test passage is ever read
     final = run_sft(model or default_model(), labels, retriever(corpus), args, resume=resume)
     typer.echo(f"sft model -> {final}")
 
 
-OWN_OPTIONS = {"data_dir", "data", "model", "out", "resume", "dry_run", "world_size", "labels", "labels_file", "gpus",
-               "server_gpus", "gpu_gib", "accelerate_config", "memory_model"}  # fmt: skip
-
-
-def _config_fields(ctx: typer.Context, cls: type, command: str, print_help: bool) -> dict | None:
-    """The config's fields from the command line's extra options over the YAML section (the command's own
-    options taken out); None after printing the config's help."""
-    from trainer.train.config import parse_config
-
-    from_yaml = {k: v for k, v in (ctx.default_map or {}).items() if k not in OWN_OPTIONS}
-    try:
-        return parse_config(cls, ctx.args, from_yaml, command=command, print_help=print_help)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+# The dry run's options: the launch it checks the recipe against (`--dry-run` only).
+WorldSize = Annotated[
+    int | None, typer.Option(help="Training processes (default: --accelerate-config's, WORLD_SIZE, else 1).")
+]
+Gpus = Annotated[int, typer.Option(help="GPUs on the node (0: a CPU run, no GPU checks).")]
+ServerGpus = Annotated[int, typer.Option(help="GPUs of the vLLM server (server layout).")]
+GpuGib = Annotated[float, typer.Option(help="Memory of one GPU, GiB.")]
+AccelerateConfig = Annotated[
+    Path | None, typer.Option(help="The accelerate file to launch with (processes, ZeRO stage).")
+]
+MemoryModel = Annotated[
+    str | None, typer.Option(help="The architecture of the memory plan (default: the start model's, or its base).")
+]
 
 
 def train(
     ctx: typer.Context,
     data_dir: Annotated[Path, typer.Option("--data", help="Output of `trainer data`.")] = RUNS / "data",
-    model: Annotated[str | None, typer.Option(help="Start model (default: runs/sft/final when present).")] = None,
+    model: Model = None,
     out: Annotated[Path, typer.Option(help="Checkpoints, log.jsonl and the final model.")] = RUNS / "grpo",
-    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Print the resolved settings, check the batch shape; no run.")] = False,
-    world_size: Annotated[
-        int | None,
-        typer.Option(help="Training processes, for --dry-run (default: --accelerate-config's, WORLD_SIZE, else 1)."),
-    ] = None,
-    gpus: Annotated[int, typer.Option(help="--dry-run: GPUs on the node (0: a CPU run, no GPU checks).")] = 8,
-    server_gpus: Annotated[int, typer.Option(help="--dry-run: GPUs of the vLLM server (server layout).")] = 1,
-    gpu_gib: Annotated[float, typer.Option(help="--dry-run: memory of one GPU, GiB.")] = 80.0,
-    accelerate_config: Annotated[
-        Path | None, typer.Option(help="--dry-run: the accelerate file to launch with (processes, ZeRO stage).")
-    ] = None,
-    memory_model: Annotated[
-        str | None,
-        typer.Option(help="--dry-run: the architecture of the memory plan (default: the start model's, or its base)."),
-    ] = None,
-    labels_file: Annotated[
-        Path | None,
-        typer.Option("--labels", help="`trainer label` output: train on its train split, balanced by the labels."),
-    ] = None,
-    config_help: Annotated[bool, typer.Option(help="List the recipe's options (SEMGRPOConfig) and exit.")] = False,
+    resume: Resume = False,
+    dry_run: DryRun = False,
+    world_size: WorldSize = None,
+    gpus: Gpus = 8,
+    server_gpus: ServerGpus = 1,
+    gpu_gib: GpuGib = 80.0,
+    accelerate_config: AccelerateConfig = None,
+    memory_model: MemoryModel = None,
+    labels_file: LabelsFile | None = None,
+    config_help: ConfigHelp = False,
 ) -> None:
-    """GRPO with a search-efficiency reward; rollouts run sem.loop on vLLM (or the policy through transformers).
+    """GRPO with a search-efficiency reward; rollouts run sem.loop on vLLM (or the policy through transformers), from
+    --model, else runs/sft/final, else the embedded base; on `trainer data`'s mix or the --labels' train split.
+    --dry-run checks the batch shape, GPU layout and memory plan of the launch its options describe.
 
-    Every other option is a field of SEMGRPOConfig (TRL's GRPOConfig with SEM's fields, trainer/train/config.py), parsed
-    the way TRL's own scripts parse theirs, with its default declared once there: `--max-steps 2`, `--batch-size 4`,
-    `--reward ikea`, `--no-lora`, ... (`--config-help` lists them). The YAML's `train:` section sets the same fields;
-    the command line wins."""
+    Every other option is a field of SEMGRPOConfig (TRL's GRPOConfig with SEM's fields, trainer/train/config.py), as
+    TRL's scripts parse theirs: `--max-steps 2 --batch-size 4 --reward ikea --no-lora` (`--config-help` lists
+    them). The YAML's `train:` section sets the same fields; the command line wins."""
     from trainer.train.config import SEMGRPOConfig
     from trainer.train.grpo import run_grpo
 
-    fields = _config_fields(ctx, SEMGRPOConfig, "train", config_help)
+    fields = config_fields(ctx, SEMGRPOConfig, "train", config_help)
     if fields is None:  # --config-help
         return
     start = model or (str(RUNS / "sft" / "final") if (RUNS / "sft" / "final").is_dir() else default_model())
-    if dry_run:
-        recipe = {name: fields[name] for name in SEMGRPOConfig.RECIPE_FIELDS}
+    if dry_run:  # TRL's checks would run against this machine's processes: the launch's are checked instead
         launch = _accelerate_launch(accelerate_config, fields["gradient_accumulation_steps"])
         processes = world_size or launch.get("num_processes") or int(os.environ.get("WORLD_SIZE", "1"))
-        _check_batch_shape(recipe, processes)
-        if gpus:
-            _check_gpu_layout(fields, processes, gpus, server_gpus, gpu_gib, launch.get("zero_stage", 0),
-                              memory_model or start)  # fmt: skip
-        typer.echo(json.dumps({"model": start, "data": str(data_dir), "out": str(out), **recipe}, indent=2))
+        layout = (gpus, server_gpus, gpu_gib, launch.get("zero_stage", 0), memory_model or start) if gpus else None
+        _dry_run(fields, processes, layout, {"model": start, "data": str(data_dir), "out": str(out)})
         return
-    try:
-        args = SEMGRPOConfig(**{**fields, "output_dir": str(out)})
-    except ValueError as exc:  # TRL's own checks (e.g. the batch shape at this process count)
-        raise typer.BadParameter(str(exc)) from exc
+    args = build_config(SEMGRPOConfig, {**fields, "output_dir": str(out)})  # TRL's checks (the batch shape here)
     examples, corpus = _training_questions(data_dir, labels_file, out / "corpus.jsonl")
     final = run_grpo(start, examples, retriever(corpus), args, resume=resume)
     typer.echo(f"grpo model -> {final}  (log: {out / 'log.jsonl'})")
+
+
+def _dry_run(fields: dict, processes: int, gpu_layout: tuple | None, where: dict) -> None:
+    """The recipe's batch shape at `processes`, then (a GPU launch: gpus, server GPUs, GiB, ZeRO stage, model) its
+    layout and memory plan, refused when any does not hold; then the resolved settings."""
+    from trainer.train.config import SEMGRPOConfig
+
+    recipe = {name: fields[name] for name in SEMGRPOConfig.RECIPE_FIELDS}
+    _check_batch_shape(recipe, processes)
+    if gpu_layout:
+        _check_gpu_layout(fields, processes, *gpu_layout)
+    typer.echo(json.dumps({**where, **recipe}, indent=2))
 
 
 def _training_questions(data_dir: Path, labels_file: Path | None, corpus_out: Path) -> tuple[list, Path]:

@@ -10,6 +10,18 @@ from typing import Annotated
 
 import typer
 
+from trainer.commands.options import (
+    Concurrency,
+    Engine,
+    LabelsFile,
+    MaxTokens,
+    Model,
+    Resume,
+    Samples,
+    Temperature,
+    Title,
+    WorldDir,
+)
 from trainer.evals.gaterun import NamedRun, named_run
 from trainer.runtime import LABEL_CONCURRENCY, LABEL_MAX_TOKENS, LABEL_SAMPLES, LABEL_TEMPERATURE, RUNS
 from trainer.world.build import CHANGED, WITHHOLD
@@ -59,19 +71,19 @@ def build_cmd(
 
 @world_app.command("teach")
 def teach_cmd(
-    world_dir: Annotated[Path, typer.Option("--world", help="A world folder (`trainer world build`).")] = WORLD
-    / "world",
+    world_dir: WorldDir = WORLD / "world",
     out: Annotated[Path, typer.Option(help="Checkpoints, history.json and final/.")] = WORLD / "teach",
-    model: Annotated[str | None, typer.Option(help="Start model (default: SEM_MODEL or the embedded base).")] = None,
+    model: Model = None,
     epochs: int = TEACH.epochs,
     learning_rate: float = TEACH.learning_rate,
     batch_size: int = TEACH.batch_size,
-    resume: Annotated[bool, typer.Option(help="Go on from the last finished epoch.")] = True,
+    resume: Resume = True,
     probe_every: Annotated[int, typer.Option(help="Epochs between greedy closed-book probes (0: the last only).")] = 1,
     replay_per_set: Annotated[int, typer.Option(help=REPLAY_HELP)] = REPLAY_PER_SET,
 ) -> None:
-    """Teach the known entities' taught facts to the model (continued training; resumable by epoch), with the start
-    model's own turns on real training questions replayed so that it keeps answering real questions as it did."""
+    """Teach the known entities' taught facts to the model (default: SEM_MODEL or the embedded base; continued
+    training, resumable by epoch), with the start model's own turns on real training questions replayed so that it
+    keeps answering real questions as it did."""
     from trainer.commands.evaluation import gate_pool
     from trainer.evals.labels import split_of
     from trainer.runtime import default_model
@@ -87,17 +99,18 @@ def teach_cmd(
 
 @world_app.command("label")
 def label_cmd(
-    world_dir: Annotated[Path, typer.Option("--world", help="A world folder.")] = WORLD / "world",
-    model: Annotated[str | None, typer.Option(help="The taught model (default: the teach run's final).")] = None,
+    world_dir: WorldDir = WORLD / "world",
+    model: Model = None,
     out: Annotated[Path, typer.Option(help="labels.jsonl, corpus.jsonl, classes.json.")] = WORLD / "labels",
-    k: int = LABEL_SAMPLES,
-    temperature: float = LABEL_TEMPERATURE,
-    max_tokens: int = LABEL_MAX_TOKENS,
-    engine: Annotated[str, typer.Option(help="auto, vllm or hf.")] = "auto",
-    concurrency: int = LABEL_CONCURRENCY,
+    k: Samples = LABEL_SAMPLES,
+    temperature: Temperature = LABEL_TEMPERATURE,
+    max_tokens: MaxTokens = LABEL_MAX_TOKENS,
+    engine: Engine = "auto",
+    concurrency: Concurrency = LABEL_CONCURRENCY,
 ) -> None:
-    """Label the world's questions by what the model answers closed-book (not by what was taught); the labels and
-    corpus then work with `trainer calibrate / eval-gate / sft / train --labels`."""
+    """Label the world's questions by what the taught model (default: the teach run's final) answers closed-book
+    (not by what was taught); the labels and corpus then work with `trainer calibrate / eval-gate / sft / train
+    --labels`."""
     from sem.corpus import write_corpus
     from trainer.evals.labels import class_counts, label, write_labels
     from trainer.runtime import gate_loop
@@ -130,13 +143,11 @@ def report_cmd(
         list[NamedRun],
         typer.Option(parser=named_run, metavar="NAME=DIR", help="name=<an eval-gate --out folder> (repeat)."),
     ],
-    world_dir: Annotated[Path, typer.Option("--world", help="A world folder.")] = WORLD / "world",
-    labels_file: Annotated[Path, typer.Option("--labels", help="`trainer world label` output.")] = WORLD
-    / "labels"
-    / "labels.jsonl",
+    world_dir: WorldDir = WORLD / "world",
+    labels_file: LabelsFile = WORLD / "labels" / "labels.jsonl",
     trained: Annotated[str, typer.Option(help="name:policy of the trained gate the targets judge.")] = "grpo:auto",
     out: Annotated[Path, typer.Option(help="report.md, report.json, report.png.")] = WORLD / "eval",
-    title: str = "The fictional world",
+    title: Title = "The fictional world",
 ) -> None:
     """The world's results in one place: what was taught against what the model knows, every gate side by side
     (table and plot with the oracle), AUROC within each relation, and the issue's targets."""

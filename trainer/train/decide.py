@@ -24,7 +24,7 @@ from typing import Any
 from sem import protocol
 from sem.loop import ClientSearch, LoopOptions, SearchLoop, SearchPolicy, Trace
 from trainer.evals.labels import Label, is_right
-from trainer.train.credit import Sample, advantages, search_probabilities, step_loss
+from trainer.train.credit import CREDITS, Sample, advantages, search_probabilities, step_loss
 from trainer.train.rewards import get_reward
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,12 @@ class DecideConfig:
     seed: int = 0
     bf16: bool = True  # autocast where the hardware computes in bf16; weights and Adam stay float32
     note: bool = False  # confidence_note: the first answer's confidence written before the decision (named variant)
+
+    def __post_init__(self) -> None:
+        if self.credit not in CREDITS:
+            raise ValueError(f"--credit {self.credit!r}: choose one of {', '.join(CREDITS)}")
+        if self.engine not in ("vllm", "hf"):
+            raise ValueError(f"--engine {self.engine!r}: choose vllm or hf")
 
 
 @dataclass
