@@ -1,5 +1,7 @@
-"""Where SEM pays (issue #44): every gate on the world's test questions through the running service, while each
-search costs what a web search API costs (sem.search.costly: log-normal waits, spread fitted to published p50/p95).
+"""Where SEM pays (issue #44): every gate on labelled questions (the world's test split by default; real questions
+with `--labels results/gate/tuned/labels/labels.jsonl --split dev --model default`) through the running service,
+while each search costs what a web search API costs (sem.search.costly: log-normal waits, spread fitted to published
+p50/p95).
 
 For each search latency (median 0, 100, 300, 1,000, 3,000 ms) one service is started with the world's model and
 corpus, the cache off (every search pays, as a first-seen question does) and the simulated cost on; each gate
@@ -13,7 +15,7 @@ same questions in the same order.
 
     .venv/bin/python bench/pays.py [--model runs/world/sft/final] [--questions 120] [--solo 40]
 
-Needs the world (`make world`); writes bench/results/pays.{json,md,png}.
+Needs the world (`make world`), or real labels; writes bench/results/pays.{json,md,png} (`--out` to change).
 """
 
 from __future__ import annotations
@@ -32,11 +34,11 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serving import start_service, world_test_questions  # noqa: E402 - the bench folder's own helper
+from serving import labelled_questions, start_service  # noqa: E402 - the bench folder's own helper
 
 from trainer.evals.labels import Label, is_right, read_labels  # noqa: E402
 from trainer.evals.tables import markdown_table  # noqa: E402
-from trainer.runtime import labels_corpus, servable  # noqa: E402
+from trainer.runtime import gate_corpus, servable  # noqa: E402
 
 GATES = ("never", "always", "auto", "confidence")
 LATENCIES_MS = (0, 100, 300, 1000, 3000)
@@ -133,7 +135,7 @@ def break_even(rows: list[dict]) -> list[dict]:
     return out
 
 
-def plot(rows: list[dict], path: Path, price: float) -> None:
+def plot(rows: list[dict], path: Path, price: float, questions: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,7 +149,7 @@ def plot(rows: list[dict], path: Path, price: float) -> None:
         left.scatter([r["cost_per_1000"] for r in mine], [r["accuracy"] for r in mine], label=gate)
         right.plot([r["search_ms"] for r in at], [r["mean_s"] for r in at], marker="o", label=gate)
     left.set_xlabel(f"search cost per 1,000 answers (at {price:g} per 1,000 searches)")
-    left.set_ylabel("accuracy (world test questions)")
+    left.set_ylabel(f"accuracy ({questions})")
     right.set_xlabel("median search latency (ms)")
     right.set_ylabel(f"mean answer latency (s), {solo} client")
     right.set_xscale("symlog", linthresh=100)
@@ -159,32 +161,34 @@ def plot(rows: list[dict], path: Path, price: float) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="runs/world/sft/final", help="model or adapter (merged for the service)")
-    parser.add_argument("--labels", type=Path, default=ROOT / "runs/world/labels/labels.jsonl")
-    parser.add_argument("--questions", type=int, default=120, help="test questions at 16 clients (seeded sample)")
-    parser.add_argument("--solo", type=int, default=40, help="of those, how many one client answers")
-    parser.add_argument("--latencies", default=",".join(map(str, LATENCIES_MS)), help="median ms per search")
-    parser.add_argument("--price", type=float, default=5.0, help="per 1,000 searches (assumed)")
-    parser.add_argument("--rate", type=float, default=0.3, help="the search-rate dial against a budget's cliff")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/pays.json")
-    opts = parser.parse_args()
-    labels = world_test_questions(opts.labels)
-    warm = read_labels(opts.labels, "dev")[:100]
-    dial: list[dict] = []
-    crowd, solo = labels[: opts.questions], labels[: opts.solo]
-    corpus = labels_corpus(opts.labels)
+def corpus_for(labels: Path) -> Path:
+    """The corpus the labels were searched on: beside them, or (labels committed without one) rebuilt under runs/,
+    never written into results/."""
+    beside = labels.with_name("corpus.jsonl")
+    if beside.is_file():
+        return beside
+    out = ROOT / "runs" / "bench" / f"{labels.parent.name}-corpus.jsonl"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        gate_corpus([lab.example for lab in read_labels(labels)], out)
+    return out
+
+
+def run(opts: argparse.Namespace, crowd: list[Label], solo: list[Label], warm: list[Label],
+        corpus: Path) -> tuple[list[dict], list[dict]]:  # fmt: skip
+    """One service per search latency; every gate at 1 and 16 clients; the dial against the cliff at 0 ms."""
     rows: list[dict] = []
-    with servable(opts.model) as model_path:
+    dial: list[dict] = []
+    with servable(None if opts.model == "default" else opts.model) as model_path:
         for latency in (int(x) for x in opts.latencies.split(",")):
-            env = {"SEM_MODEL": str(model_path), "SEM_CORPUS": str(corpus), "SEM_CACHE_LRU_SIZE": "0",
-                   "SEM_REDIS_URL": "", "SEM_SEARCH__SIMULATED_LATENCY_MS": str(latency),
-                   "SEM_SEARCH__SIMULATED_LATENCY_SEED": "0",
+            env = {"SEM_CORPUS": str(corpus), "SEM_CACHE_LRU_SIZE": "0", "SEM_REDIS_URL": "",
+                   "SEM_SEARCH__SIMULATED_LATENCY_MS": str(latency), "SEM_SEARCH__SIMULATED_LATENCY_SEED": "0",
                    "SEM_SEARCH__PRICE_PER_1000": str(opts.price)}  # fmt: skip
+            if model_path:  # else the service's own default model
+                env["SEM_MODEL"] = str(model_path)
             proc, base = start_service(env)
             try:
-                if latency == 0:  # first, while the dial's window holds no test question
+                if latency == 0:  # first, while the dial's window holds no judged question
                     dialled = asyncio.run(answer_dialled(base, warm, crowd, opts.rate))
                 for clients, questions in ((1, solo), (16, crowd)):
                     answered = {}
@@ -196,6 +200,27 @@ def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)
+    return rows, dial
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="runs/world/sft/final",
+                        help="model or adapter (merged for the service); `default`: the service's own")  # fmt: skip
+    parser.add_argument("--labels", type=Path, default=ROOT / "runs/world/labels/labels.jsonl")
+    parser.add_argument("--split", default="test", help="the labels' split answered (the dial warms on another)")
+    parser.add_argument("--questions", type=int, default=120, help="questions at 16 clients (seeded sample)")
+    parser.add_argument("--solo", type=int, default=40, help="of those, how many one client answers")
+    parser.add_argument("--latencies", default=",".join(map(str, LATENCIES_MS)), help="median ms per search")
+    parser.add_argument("--price", type=float, default=5.0, help="per 1,000 searches (assumed)")
+    parser.add_argument("--rate", type=float, default=0.3, help="the search-rate dial against a budget's cliff")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/pays.json")
+    opts = parser.parse_args()
+    labels = labelled_questions(opts.labels, opts.split)
+    warm = read_labels(opts.labels, "dev" if opts.split == "test" else "train")[:100]
+    crowd, solo = labels[: opts.questions], labels[: opts.solo]
+    rows, dial = run(opts, crowd, solo, warm, corpus_for(opts.labels))
+    crossings = break_even(rows)
     crossings = break_even(rows)
     table = markdown_table(rows, cell=str) + "\n\nBreak-even search latency against `always`:\n\n"
     table += markdown_table(crossings, cell=str)
@@ -205,9 +230,10 @@ def main() -> None:
     print(table)
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     opts.out.write_text(json.dumps({"rows": rows, "break_even": crossings, "dial": dial, "model": opts.model,
+                                    "labels": str(opts.labels), "split": opts.split,
                                     "price_per_1000": opts.price}, indent=1) + "\n")  # fmt: skip
     opts.out.with_suffix(".md").write_text(table + "\n")
-    plot(rows, opts.out.with_suffix(".png"), opts.price)
+    plot(rows, opts.out.with_suffix(".png"), opts.price, f"{opts.labels.parent.name} {opts.split} questions")
     print(f"-> {opts.out}, {opts.out.with_suffix('.md')}, {opts.out.with_suffix('.png')}")
 
 

@@ -57,13 +57,18 @@ def markdown(rows: list[dict]) -> str:
 
 def world_test_questions(labels: Path) -> list:
     """The world's labelled test questions in the benches' one seeded order; exits saying how to build them."""
+    return labelled_questions(labels, "test", missing="build the world first (`make world`)")
+
+
+def labelled_questions(labels: Path, split: str, missing: str = "label them first (`trainer label`)") -> list:
+    """A labels file's questions of one split in the benches' one seeded order; exits saying how to make them."""
     import random
 
     from trainer.evals.labels import read_labels
 
     if not labels.is_file():
-        sys.exit(f"{labels} is missing: build the world first (`make world`)")
-    questions = read_labels(labels, "test")
+        sys.exit(f"{labels} is missing: {missing}")
+    questions = read_labels(labels, split)
     random.Random(0).shuffle(questions)
     return questions
 
