@@ -13,8 +13,9 @@ from trainer.cli import app
 from trainer.commands.options import policies_or_fail, read_labels_or_fail
 from trainer.train.decide import DecideConfig
 
-LABEL = {"example": {"id": "q1", "question": "Who?", "answers": ["Ann"], "kind": "known", "source": "world"}, "split": "dev",
-         "closed": ["Ann"], "searched": ["Ann"], "p_closed": 1.0, "p_search": 1.0, "klass": "known"}  # fmt: skip
+LABEL = {"example": {"id": "q1", "question": "Who?", "answers": ["Ann"], "kind": "known", "source": "world"},
+         "split": "dev", "closed": ["Ann"], "searched": ["Ann"], "p_closed": 1.0, "p_search": 1.0,
+         "klass": "known"}  # fmt: skip
 
 
 def test_a_missing_labels_file_is_refused_the_same_way_by_every_command(tmp_path: Path) -> None:
