@@ -58,7 +58,6 @@ def main() -> None:
             rows.append({"clients": clients, "max_batch": max_batch, "seconds": round(seconds, 2),
                          "answers_per_s": round(clients / seconds, 2),
                          "tokens_per_s": round(tokens / seconds, 1)})  # fmt: skip
-        rows[-1]["speedup"] = round(rows[-2]["seconds"] / rows[-1]["seconds"], 2)
     table = markdown_table(rows, cell=str)
     print(table)
     opts.out.parent.mkdir(parents=True, exist_ok=True)
