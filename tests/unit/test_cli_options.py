@@ -52,3 +52,9 @@ def test_the_decide_recipe_refuses_a_choice_it_does_not_have() -> None:
         DecideConfig(engine="tpu")
     result = CliRunner().invoke(app, ["decide", "--credit", "nope"])
     assert result.exit_code == 2 and "two_action, plain, brier" in " ".join(result.output.split())
+
+
+def test_every_command_that_reads_labels_takes_the_option() -> None:
+    for command in ("sft", "train", "decide", "calibrate", "eval-gate"):
+        result = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
+        assert result.exit_code == 0 and "--labels" in result.output, command

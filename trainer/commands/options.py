@@ -8,12 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
-LabelsFile = Annotated[
-    Path,
-    typer.Option(
-        "--labels", help="Questions labelled by what the model knows (`trainer label`, `trainer world label`)."
-    ),
-]
+LABELS_HELP = "Questions labelled by what the model knows (`trainer label`, `trainer world label`)."
+LabelsFile = Annotated[Path, typer.Option("--labels", help=LABELS_HELP)]
+# typer reads an option's declaration only from the outer Annotated: an optional path needs its own alias
+MaybeLabelsFile = Annotated[Path | None, typer.Option("--labels", help=LABELS_HELP)]
 Model = Annotated[
     str | None, typer.Option(help="A checkpoint, a LoRA adapter, or 'base' (default: the command's, see its help).")
 ]

@@ -16,6 +16,7 @@ from trainer.commands.options import (
     ConfigHelp,
     DryRun,
     LabelsFile,
+    MaybeLabelsFile,
     Model,
     Resume,
     Source,
@@ -158,7 +159,7 @@ def train(
     gpu_gib: GpuGib = 80.0,
     accelerate_config: AccelerateConfig = None,
     memory_model: MemoryModel = None,
-    labels_file: LabelsFile | None = None,
+    labels_file: MaybeLabelsFile = None,
     config_help: ConfigHelp = False,
 ) -> None:
     """GRPO with a search-efficiency reward; rollouts run sem.loop on vLLM (or the policy through transformers), from
