@@ -38,7 +38,7 @@ from serving import labelled_questions, start_service  # noqa: E402 - the bench 
 
 from trainer.evals.labels import Label, is_right, read_labels  # noqa: E402
 from trainer.evals.tables import markdown_table  # noqa: E402
-from trainer.runtime import gate_corpus, servable  # noqa: E402
+from trainer.runtime import labels_corpus, servable  # noqa: E402
 
 GATES = ("never", "always", "auto", "confidence")
 LATENCIES_MS = (0, 100, 300, 1000, 3000)
@@ -161,19 +161,6 @@ def plot(rows: list[dict], path: Path, price: float, questions: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def corpus_for(labels: Path) -> Path:
-    """The corpus the labels were searched on: beside them, or (labels committed without one) rebuilt under runs/,
-    never written into results/."""
-    beside = labels.with_name("corpus.jsonl")
-    if beside.is_file():
-        return beside
-    out = ROOT / "runs" / "bench" / f"{labels.parent.name}-corpus.jsonl"
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        gate_corpus([lab.example for lab in read_labels(labels)], out)
-    return out
-
-
 def run(opts: argparse.Namespace, crowd: list[Label], solo: list[Label], warm: list[Label],
         corpus: Path) -> tuple[list[dict], list[dict]]:  # fmt: skip
     """One service per search latency; every gate at 1 and 16 clients; the dial against the cliff at 0 ms."""
@@ -219,7 +206,8 @@ def main() -> None:
     labels = labelled_questions(opts.labels, opts.split)
     warm = read_labels(opts.labels, "dev" if opts.split == "test" else "train")[:100]
     crowd, solo = labels[: opts.questions], labels[: opts.solo]
-    rows, dial = run(opts, crowd, solo, warm, corpus_for(opts.labels))
+    corpus = labels_corpus(opts.labels, ROOT / "runs" / "bench" / f"{opts.labels.parent.name}-corpus.jsonl")
+    rows, dial = run(opts, crowd, solo, warm, corpus)
     crossings = break_even(rows)
     crossings = break_even(rows)
     table = markdown_table(rows, cell=str) + "\n\nBreak-even search latency against `always`:\n\n"

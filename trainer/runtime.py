@@ -112,12 +112,17 @@ def labels_training_corpus(labels_file: Path, out: Path) -> Path:
     return training_corpus(labels_corpus(labels_file), held, kept, out)
 
 
-def labels_corpus(labels_file: Path) -> Path:
-    """The corpus the labels were searched on, beside them; rebuilt from the labelled questions when missing."""
+def labels_corpus(labels_file: Path, rebuild_at: Path | None = None) -> Path:
+    """The corpus the labels were searched on, beside them; when missing, rebuilt from the labelled questions at
+    `rebuild_at` (default: beside them; labels committed under results/ give a place under runs/)."""
     from trainer.evals.labels import read_labels
 
     corpus = labels_file.with_name("corpus.jsonl")
+    if corpus.is_file():
+        return corpus
+    corpus = rebuild_at or corpus
     if not corpus.is_file():
+        corpus.parent.mkdir(parents=True, exist_ok=True)
         gate_corpus([lab.example for lab in read_labels(labels_file)], corpus)
     return corpus
 
