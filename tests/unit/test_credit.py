@@ -41,11 +41,11 @@ def test_the_cheap_step_equals_the_plain_step_in_loss_and_gradients(credit: str)
     model = tiny_model()
     samples = batch()
     advantages(samples, credit)  # type: ignore[arg-type]
-    cheap = step_loss(model, samples, EOS, credit, decision_weight=2.0)  # type: ignore[arg-type]
+    cheap = step_loss(model, samples, EOS, credit, decision_weight=2.0, miss_weight=3.0)  # type: ignore[arg-type]
     cheap.backward()
     fast = grads(model)
     model.zero_grad()
-    plain = plain_loss(model, samples, EOS, credit, decision_weight=2.0)  # type: ignore[arg-type]
+    plain = plain_loss(model, samples, EOS, credit, decision_weight=2.0, miss_weight=3.0)  # type: ignore[arg-type]
     plain.backward()
     slow = grads(model)
     assert cheap.item() == pytest.approx(plain.item(), abs=1e-5)
@@ -53,6 +53,22 @@ def test_the_cheap_step_equals_the_plain_step_in_loss_and_gradients(credit: str)
     for name in fast:
         assert torch.allclose(fast[name], slow[name], atol=1e-5), name
     assert any(g.abs().sum() > 0 for g in fast.values())
+
+
+def test_the_miss_weight_counts_only_wrong_first_answers_decisions() -> None:
+    model = tiny_model()
+    right = [s for s in batch() if s.decision is not None and s.r_stop > 0]
+    wrong = [s for s in batch() if s.decision is not None and s.r_stop <= 0]
+    with torch.no_grad():
+        for samples in (right, wrong):
+            advantages(samples, "brier")
+        assert step_loss(model, right, EOS, "brier", miss_weight=2.0).item() == pytest.approx(
+            step_loss(model, right, EOS, "brier").item(), abs=1e-6
+        )
+        answers = step_loss(model, wrong, EOS, "brier", miss_weight=0.0).item()  # the answer tokens' part alone
+        once = step_loss(model, wrong, EOS, "brier").item() - answers
+        twice = step_loss(model, wrong, EOS, "brier", miss_weight=2.0).item() - answers
+    assert once > 0 and twice == pytest.approx(2 * once, rel=1e-4)
 
 
 def test_two_action_credit_follows_what_each_action_earns() -> None:

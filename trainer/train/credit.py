@@ -109,9 +109,11 @@ def common_prefix(rows: Sequence[Sequence[int]]) -> int:
     return n
 
 
-def _terms(logprobs: Any, targets: Any, samples: Sequence[Sample], eos_id: int, credit: Credit, weight: float) -> Any:
+def _terms(logprobs: Any, targets: Any, samples: Sequence[Sample], eos_id: int, credit: Credit, weight: float,
+           miss_weight: float = 1.0) -> Any:  # fmt: skip
     """The summed loss terms of a batch from the log-softmax at every trained position, row by row in order: each
-    sample's answer positions, then its decision position (when it has one)."""
+    sample's answer positions, then its decision position (when it has one). `miss_weight` (brier): a first answer
+    that earns nothing counts that many times, which moves the greedy decision's cut on P(wrong) to 1/(1 + w)."""
     import torch
 
     token_logp = logprobs.gather(-1, targets[:, None]).squeeze(-1)
@@ -131,7 +133,8 @@ def _terms(logprobs: Any, targets: Any, samples: Sequence[Sample], eos_id: int, 
             if credit == "two_action":
                 total = total - weight * s.decision_advantage * p_search
             else:  # brier: P(search) against "the first answer earns nothing by itself"
-                total = total + weight * (p_search - float(s.r_stop <= 0)) ** 2
+                missed = s.r_stop <= 0
+                total = total + weight * (miss_weight if missed else 1.0) * (p_search - float(missed)) ** 2
         at += 1
     return total
 
@@ -185,7 +188,7 @@ def _rows_and_picks(samples: Sequence[Sample]) -> tuple[list[list[int]], list[tu
 
 
 def step_loss(model: Any, samples: Sequence[Sample], eos_id: int, credit: Credit = "two_action",
-              decision_weight: float = 1.0, pad_id: int = 0) -> Any:  # fmt: skip
+              decision_weight: float = 1.0, pad_id: int = 0, miss_weight: float = 1.0) -> Any:  # fmt: skip
     """The batch's loss, cheaply (`hidden_at`): the output layer applied only at trained positions."""
     import torch
 
@@ -193,7 +196,7 @@ def step_loss(model: Any, samples: Sequence[Sample], eos_id: int, credit: Credit
     hidden = hidden_at(model, rows, picks, pad_id)
     logits = _decoder(model).lm_head(hidden).float()
     targets = torch.tensor(_targets(samples), device=logits.device)
-    terms = _terms(torch.log_softmax(logits, -1), targets, samples, eos_id, credit, decision_weight)
+    terms = _terms(torch.log_softmax(logits, -1), targets, samples, eos_id, credit, decision_weight, miss_weight)
     return terms / _trained_count(samples)
 
 
@@ -209,7 +212,7 @@ def search_probabilities(model: Any, rows: Sequence[Sequence[int]], eos_id: int,
 
 
 def plain_loss(model: Any, samples: Sequence[Sample], eos_id: int, credit: Credit = "two_action",
-               decision_weight: float = 1.0) -> Any:  # fmt: skip
+               decision_weight: float = 1.0, miss_weight: float = 1.0) -> Any:  # fmt: skip
     """The same loss the straightforward way (each row on its own, whole prompt, full logits): the reference the
     cheap step is tested against."""
     import torch
@@ -222,4 +225,5 @@ def plain_loss(model: Any, samples: Sequence[Sample], eos_id: int, credit: Credi
         picked.append(logits[s.trained_positions()])
     targets = torch.tensor(_targets(samples), device=device)
     logprobs = torch.log_softmax(torch.cat(picked), -1)
-    return _terms(logprobs, targets, samples, eos_id, credit, decision_weight) / _trained_count(samples)
+    terms = _terms(logprobs, targets, samples, eos_id, credit, decision_weight, miss_weight)
+    return terms / _trained_count(samples)

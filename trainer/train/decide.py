@@ -42,6 +42,7 @@ class DecideConfig:
     tau: float = 0.8
     credit: str = "two_action"
     decision_weight: float = 1.0
+    miss_weight: float = 1.0  # brier: a wrong first answer counts this many times (cut: P(wrong) > 1/(1 + w))
     learning_rate: float = 5e-5
     full: bool = False  # train every weight (a LoRA policy is merged first) instead of the adapter
     lora_r: int = 16  # a new adapter's rank, when the start model is not one
@@ -205,7 +206,8 @@ class Decider:
         started = time.perf_counter()
         with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.autocast):
             loss = step_loss(self.model, samples, self.eos, self.config.credit,  # type: ignore[arg-type]
-                             self.config.decision_weight, self.tokenizer.pad_token_id or 0)  # fmt: skip
+                             self.config.decision_weight, self.tokenizer.pad_token_id or 0,
+                             self.config.miss_weight)  # fmt: skip
         forward_s = time.perf_counter() - started
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
