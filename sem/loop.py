@@ -18,6 +18,8 @@ Policies (also the evaluation baselines):
 - `confidence`: a gate for any model, trained or not: the model answers closed-book; when the least likely token of
   its answer span (inside `<answer>`, or an untagged answer's first sentence: `answer_confidence`, one scale for both)
   is below `confidence_threshold` (a probability), the question itself is searched and the model answers again.
+- `either`: the combined gate: `auto` (with its note, when configured), and when the model's decision lets its first
+  answer stand though that answer's confidence is below `confidence_threshold`, `confidence`'s search of the question.
 
 Client-side search (OpenAI tool calls): with `client_search` the loop does not run a search, it ends at it
 (`Trace.pending_search`, finish reason `tool_calls`) and the caller runs it. The next request brings the rounds back
@@ -128,8 +130,8 @@ class SearchLoop:
         prompt = protocol.render_prompt(tokenizer, messages)
         trace = Trace(request_id, prompt, tokenizer.encode(prompt, add_special_tokens=False))
         check_prompt_length(len(trace.prompt_ids), opts.max_prompt_tokens)
-        noting = opts.confidence_note and opts.policy is SearchPolicy.auto and opts.max_searches > 0
-        out = TraceBuilder(trace, tokenizer, opts.logprobs or opts.policy is SearchPolicy.confidence or noting)
+        noting = opts.confidence_note and opts.policy.model_decides and opts.max_searches > 0
+        out = TraceBuilder(trace, tokenizer, opts.logprobs or opts.policy.reads_confidence or noting)
         if opts.seed is not None and not getattr(self.engine, "honours_seed", True):
             trace.seed_honoured = False  # sampled unseeded rather than risk the engine (sem.engines.vllm)
         trace.search_budget_exhausted = opts.search_budget_exhausted
@@ -137,7 +139,7 @@ class SearchLoop:
             async for event in self._replay(done, opts, out):
                 yield event
 
-        budget = opts.max_searches if opts.policy is SearchPolicy.auto else 0
+        budget = opts.max_searches if opts.policy.model_decides else 0
         if opts.policy is SearchPolicy.always and not trace.searches:
             call = protocol.format_forced_search(question)
             out.inserted(call)
@@ -188,7 +190,14 @@ class SearchLoop:
                     protocol.parse_step(delta.text).kind is not protocol.StepKind.search
                     or delta.finish_reason != "stop"
                 ):
-                    break  # no search call after the note: the first answer stands, what was written instead is cut
+                    # no search call after the note: what was written instead is cut, the first answer stands
+                    if not self._unsure(trace, opts):
+                        break
+                    async for event in self._search_question(question, opts, out):
+                        yield event
+                    if trace.pending_search is not None:
+                        break
+                    continue
                 yield TextDelta(delta.text)
             if self._degenerate(delta, out, opts):
                 delta.finish_reason = "degenerate"
@@ -235,17 +244,13 @@ class SearchLoop:
                 noted = True
                 yield Inserted(note)
                 continue
-            if opts.policy is SearchPolicy.confidence and not trace.searches:  # the first answer, tagged or not
+            if opts.policy.reads_confidence and not trace.searches:  # the first answer, tagged or not
                 trace.confidence = answer_confidence(delta.text, delta.token_ids, delta.logprobs, tokenizer)
-                if opts.max_searches > 0 and (trace.confidence or 0.0) < opts.confidence_threshold:
-                    call = "\n" + protocol.format_forced_search(question)
-                    out.inserted(call)
-                    yield Inserted(call)
-                    if opts.client_search:
-                        trace.pending_search = question
-                        break
-                    async for event in self._search(question, opts, out, forced=True):
+                if self._unsure(trace, opts):
+                    async for event in self._search_question(question, opts, out):
                         yield event
+                    if trace.pending_search is not None:
+                        break
                     continue
             break  # an answer that stands, or EOS without a tag: the model is done
         if trace.pending_search is not None:
@@ -270,6 +275,27 @@ class SearchLoop:
                     yield TextDelta(piece.text)
             out.generated(forced.text, forced.token_ids, forced.logprobs)
         yield Final(out.finish())
+
+    @staticmethod
+    def _unsure(trace: Trace, opts: LoopOptions) -> bool:
+        """`confidence`'s test of a first answer that would stand (`either` asks it after the model's decision)."""
+        return (
+            opts.policy.reads_confidence
+            and opts.max_searches > 0
+            and not trace.searches
+            and (trace.confidence or 0.0) < opts.confidence_threshold
+        )
+
+    async def _search_question(self, question: str, opts: LoopOptions, out: TraceBuilder) -> AsyncIterator[Event]:
+        """The gate's own search: the question itself, after the first answer (handed over under client_search)."""
+        call = "\n" + protocol.format_forced_search(question)
+        out.inserted(call)
+        yield Inserted(call)
+        if opts.client_search:
+            out.trace.pending_search = question
+            return
+        async for event in self._search(question, opts, out, forced=True):
+            yield event
 
     @staticmethod
     def _hand_over(query: str, out: TraceBuilder) -> Final:

@@ -20,6 +20,17 @@ class SearchPolicy(StrEnum):
     never = "never"
     always = "always"
     confidence = "confidence"
+    either = "either"  # `auto`, with `confidence`'s search when the model lets an unsure first answer stand
+
+    @property
+    def model_decides(self) -> bool:
+        """The model's own tokens may open a search (its decision, within the budget)."""
+        return self in (SearchPolicy.auto, SearchPolicy.either)
+
+    @property
+    def reads_confidence(self) -> bool:
+        """The first answer's confidence can search the question itself."""
+        return self in (SearchPolicy.confidence, SearchPolicy.either)
 
 
 class Searcher(Protocol):
@@ -51,7 +62,7 @@ class LoopOptions:
     force_answer: bool = True
     answer_tokens: int = 32
     max_prompt_tokens: int | None = None  # the service's cap; PromptTooLong beyond it
-    confidence_threshold: float = 0.5  # `confidence` policy: search when the answer's least likely token is below
+    confidence_threshold: float = 0.5  # `confidence`, `either`: search when the answer's least likely token is below
     # `auto`: after the first answer, write its confidence into the context (<confidence>93</confidence>) for the
     # model to read before it decides; the decision stays the model's (issue #40's named variant).
     confidence_note: bool = False

@@ -219,7 +219,7 @@ def qwen2_service(qwen2_random: Path, tmp_path_factory, settings) -> Iterator[st
     stop(proc)
 
 
-@pytest.mark.parametrize("policy", ["auto", "never", "always", "confidence"])
+@pytest.mark.parametrize("policy", ["auto", "never", "always", "confidence", "either"])
 def test_a_second_architecture_with_a_template_from_settings_answers_every_policy(qwen2_service, policy) -> None:
     """The text is noise (random weights); the protocol is not: every policy gives a 200 with an answer field."""
     reply = httpx.post(f"{qwen2_service}/v1/answer", json={"question": "Who wrote Hamlet?", "search": policy},

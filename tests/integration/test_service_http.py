@@ -119,6 +119,25 @@ def test_confidence_gate_through_the_service(client: httpx.Client) -> None:
     assert bad.status_code == 422 or bad.status_code == 400
 
 
+def test_either_searches_when_the_model_or_its_confidence_says_so(client: httpx.Client) -> None:
+    """The combined gate on the real service: at threshold 0 it is `auto` (the same searches, answer for answer), at
+    threshold 1 every question is searched, by the model's own query or by the question itself."""
+    questions = ["Who wrote Hamlet?", "What is the capital of France?", "Who painted the Mona Lisa?"]
+
+    def ask(question: str, search: str, **extra: float) -> dict:
+        reply = client.post("/v1/answer", json={"question": question, "search": search, "max_tokens": 64, **extra})
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    for question in questions:
+        auto = ask(question, "auto")
+        assert ask(question, "either", confidence_threshold=0.0)["search_count"] == auto["search_count"]
+        sure = ask(question, "either", confidence_threshold=1.0)
+        assert sure["search_count"] >= 1
+        if auto["search_count"] == 0:  # the model let its answer stand: the gate searched the question itself
+            assert sure["searches"][0]["query"] == question
+
+
 def test_a_blocked_source_never_reaches_the_model_and_is_cached_apart(client: httpx.Client) -> None:
     """Source filters on the real service: the embedded corpus's passages are known by their id's prefix (`wiki:42`:
     `wiki`), so blocking `wiki` leaves the model no passage at all, and the same query unfiltered is searched again,

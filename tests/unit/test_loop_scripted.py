@@ -445,3 +445,51 @@ async def test_no_note_without_an_answer_or_a_search_left(tokenizer, retriever) 
     no_budget, _, _ = await run(tokenizer, retriever, ["<answer>Shakespeare</answer>"], confidence_note=True,
                                 max_searches=0)  # fmt: skip
     assert no_budget.completion == "<answer>Shakespeare</answer>" and no_budget.confidence is None
+
+
+# ---- either: the model's decision, and confidence's search when it lets an unsure answer stand -------------------
+
+
+@pytest.mark.parametrize(("threshold", "searches"), [(0.2, False), (0.5, True)])
+async def test_either_searches_an_unsure_answer_the_model_let_stand(tokenizer, retriever, threshold, searches) -> None:
+    engine = ReplayEngine(tokenizer, ["<answer>Marlowe</answer>", "<answer>Shakespeare</answer>"],
+                          logprob=math.log(0.3))  # fmt: skip
+    options = LoopOptions(policy=SearchPolicy.either, confidence_threshold=threshold)
+    trace = await SearchLoop(engine, retriever).run("Who wrote Hamlet?", options)
+    assert trace.confidence == pytest.approx(0.3) and trace.search_count == int(searches)
+    if searches:
+        assert trace.answers == ["Marlowe", "Shakespeare"] and trace.follows_template
+        assert trace.searches[0].query == "Who wrote Hamlet?" and trace.searches[0].forced
+    else:
+        assert trace.completion == "<answer>Marlowe</answer>" and trace.engine_calls == 1
+
+
+async def test_either_keeps_the_models_own_search(tokenizer, retriever) -> None:
+    engine = ReplayEngine(tokenizer, ["<answer>Marlowe</answer>\n<search> Hamlet author </search>",
+                                      "<answer>Shakespeare</answer>"], logprob=math.log(0.3))  # fmt: skip
+    options = LoopOptions(policy=SearchPolicy.either, confidence_threshold=0.9)
+    trace = await SearchLoop(engine, retriever).run("Who wrote Hamlet?", options)
+    assert trace.search_count == 1 and not trace.searches[0].forced and trace.searches[0].query == "Hamlet author"
+    assert trace.answer == "Shakespeare" and trace.confidence is None  # the model decided: nothing left to read
+
+
+@pytest.mark.parametrize(("threshold", "searches"), [(0.2, False), (0.5, True)])
+async def test_either_after_the_note_searches_when_the_model_stops_unsure(tokenizer, retriever, threshold,
+                                                                         searches) -> None:  # fmt: skip
+    engine = ReplayEngine(tokenizer, ["<answer>Marlowe</answer>", "Perhaps", "<answer>Shakespeare</answer>"],
+                          logprob=math.log(0.41))  # fmt: skip
+    options = LoopOptions(policy=SearchPolicy.either, confidence_note=True, confidence_threshold=threshold)
+    trace = await SearchLoop(engine, retriever).run("Who wrote Hamlet?", options)
+    noted = "<answer>Marlowe</answer>\n<confidence>41</confidence>"
+    if searches:  # what the model wrote instead of a search call is cut; the question is searched after the note
+        assert trace.completion.startswith(noted + "\n<search> Who wrote Hamlet? </search>")
+        assert "Perhaps" not in trace.completion and trace.answer == "Shakespeare" and trace.searches[0].forced
+    else:
+        assert trace.completion == noted and trace.search_count == 0
+
+
+async def test_either_under_client_search_hands_the_question_over(tokenizer, retriever) -> None:
+    engine = ReplayEngine(tokenizer, ["<answer>Marlowe</answer>"], logprob=math.log(0.3))
+    options = LoopOptions(policy=SearchPolicy.either, confidence_threshold=0.5, client_search=True)
+    trace = await SearchLoop(engine, retriever).run("Who wrote Hamlet?", options)
+    assert trace.pending_search == "Who wrote Hamlet?" and trace.search_count == 0

@@ -188,6 +188,19 @@ def test_targets_judge_the_trained_gate_even_when_it_is_a_confidence_gate() -> N
     )
 
 
+def test_changed_facts_targets_read_under_search_and_the_rests_paired_lower_end() -> None:
+    from trainer.world.report import changed_targets
+
+    classes = {"changed": {"under_search": {"value": 0.0}}, "taught": {"under_search": {"value": None}}}
+    versus = {"accuracy_not_changed": {"difference": 0.01, "n": 397, "ci": (-0.03, 0.04)}}
+    checks = {t["target"]: t for t in changed_targets(classes, versus)}
+    assert checks["changed facts: under-search"]["met"] is True  # 0.0 is a measure, not a missing one
+    assert checks["the rest: accuracy - confidence's, paired lower end"] == {
+        "target": "the rest: accuracy - confidence's, paired lower end", "measured": -0.03, "bound": ">= -0.02",
+        "met": False}  # fmt: skip
+    assert changed_targets({}, {}) == []  # a world without changed facts, or no paired run: nothing to judge
+
+
 def test_the_report_shows_each_class_apart_and_a_decision_that_follows_the_form() -> None:
     from trainer.evals.runs import Outcome
     from trainer.world.report import by_class, by_form

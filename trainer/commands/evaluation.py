@@ -206,7 +206,9 @@ def eval_gate(
     ledger: Annotated[Path, typer.Option(help="Where --final runs are logged (commit it).")] = LEDGER,
     model: Model = None,
     engine: Engine = "auto",
-    policies: Annotated[str, typer.Option(help="Comma list of auto, confidence, never, always.")] = "never,always,auto",
+    policies: Annotated[
+        str, typer.Option(help="Comma list of auto, confidence, either, never, always.")
+    ] = "never,always,auto",
     out: Annotated[Path, typer.Option(help="gate.md, gate.json, gate.png and outcomes.jsonl go here.")] = RUNS / "gate",
     title: Title = "Search gate against the model's own labels",
     max_tokens: MaxTokens = 64,
@@ -218,7 +220,7 @@ def eval_gate(
     from trainer.evals.gaterun import GateRun
     from trainer.evals.ledger import SplitError, check_split
 
-    chosen = policies_or_fail(policies, {"auto", "confidence", "never", "always"})
+    chosen = policies_or_fail(policies, {"auto", "confidence", "either", "never", "always"})
     try:
         committed = check_split(split, final=final, rule=rule)
     except SplitError as exc:

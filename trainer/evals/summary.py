@@ -96,7 +96,10 @@ def summarise(outcomes: Sequence[Outcome], labels: Sequence[Label]) -> list[dict
 
 def gate_score(o: Outcome) -> float | None:
     """How strongly the gate leaned to searching on this answer: a trained gate's probability of searching after its
-    first answer, the `confidence` gate's 1 - confidence; None where the gate has no score of its own."""
+    first answer, the `confidence` gate's 1 - confidence; None where the gate has no score of its own. `either`
+    combines two gates' decisions: its score is what it did (searched: 1, not: 0)."""
+    if o.policy == "either":
+        return float(o.searches > 0)
     if (p := o.extra.get("search_probability")) is not None:
         return p
     return 1 - o.confidence if o.confidence is not None else None
