@@ -4,7 +4,8 @@ two CPU cores, resumable, with a learning curve on a fixed dev subset.
 A step: `questions` training questions x `generations` answers through `sem.loop` (the service's loop, `auto`, one
 search of one passage at most), on vLLM (the policy's weights pushed after every step) or HF; for every answer that
 stopped, a branch that searches from its own first answer (the loop's client-search replay, on the passage the
-search returns), so both actions of every first answer are scored; then one optimizer step on the first turn and the
+search returns), started as soon as that answer ends so it fills the engine's batch beside the slower rollouts, and
+both actions of every first answer are scored; then one optimizer step on the first turn and the
 decision (`trainer.train.credit`). Every `eval_every` steps the policy answers the dev subset greedily, as served:
 P(search) after its own first answer, AUROC against that answer being wrong, over- and under-search, accuracy.
 """
@@ -162,32 +163,38 @@ class Decider:
         done = ClientSearch(query=question, result=result, answer=first)
         return await self.loop.run(question, options, client_searches=[done])
 
+    async def _rollout(self, lab: Label, options: LoopOptions, clock: dict[str, float]) -> tuple[Trace, Trace | None]:
+        """One rollout, and at once (while the engine still runs the others) its branch when it stopped."""
+        trace = await self.loop.run(lab.example.prompt_text(), options)
+        clock["rollouts_done"] = time.perf_counter()
+        if trace.search_count or not trace.answers:
+            return trace, None
+        return trace, await self._branch(lab, trace.answers[0], options)
+
     def rollouts(self, batch: Sequence[Label]) -> tuple[list[Sample], dict[str, float]]:
         g, options = self.config.generations, self.options(self.config.temperature)
-        started = time.perf_counter()
-        traces = self._run([self.loop.run(lab.example.prompt_text(), options) for lab in batch for _ in range(g)])
-        rollout_s = time.perf_counter() - started
         labs = [lab for lab in batch for _ in range(g)]
-        stopped = [i for i, t in enumerate(traces) if not t.search_count and t.answers]
         started = time.perf_counter()
-        branches = self._run([self._branch(labs[i], traces[i].answers[0], options) for i in stopped])
-        branch_s = time.perf_counter() - started
-        branch_of = dict(zip(stopped, branches, strict=True))
+        clock = {"rollouts_done": started}
+        done = self._run([self._rollout(lab, options, clock) for lab in labs])
+        ended = time.perf_counter()
         samples = []
-        for i, (lab, trace) in enumerate(zip(labs, traces, strict=True)):
+        for i, (lab, (trace, branch)) in enumerate(zip(labs, done, strict=True)):
             answer, note, decision = first_turn(trace, self.close_ids, self.eos)
             reward = self._score(lab, trace.answers, trace.search_count)
             first = trace.answers[:1]
             r_stop = self._score(lab, first, 0)
             if trace.search_count:
                 r_search = reward
-            elif i in branch_of:
-                r_search = self._score(lab, first + branch_of[i].answers[-1:], 1)
+            elif branch is not None:
+                r_search = self._score(lab, first + branch.answers[-1:], 1)
             else:
                 r_search = 0.0
             samples.append(Sample(list(trace.prompt_ids), answer, decision, reward, r_stop, r_search,
                                   group=i // g, searched=bool(trace.search_count), note=note))  # fmt: skip
-        return samples, {"rollout_s": rollout_s, "branch_s": branch_s, "branches": len(stopped)}
+        # branch_s: what the branches added after the last rollout ended (they overlap the rollouts' tail)
+        return samples, {"rollout_s": clock["rollouts_done"] - started, "branch_s": ended - clock["rollouts_done"],
+                         "branches": sum(branch is not None for _, branch in done)}  # fmt: skip
 
     # ---- the step ----------------------------------------------------------------------------------------------
     def push(self) -> float:
