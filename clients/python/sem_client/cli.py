@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     ask = sub.add_parser("ask", help="Ask one question; prints the answer and the searches it took.")
     ask.add_argument("question")
-    ask.add_argument("--search", choices=["auto", "never", "always", "confidence"], default=None)
+    ask.add_argument("--search", choices=["auto", "never", "always", "confidence", "either"], default=None)
     ask.add_argument("--max-searches", type=int, default=None)
     ask.add_argument("--base-url", default=None, help="default: SEM_BASE_URL or http://127.0.0.1:8000")
     ask.add_argument("--json", action="store_true", help="print the whole response as JSON")

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-SearchPolicy = Literal["auto", "never", "always", "confidence"]
+SearchPolicy = Literal["auto", "never", "always", "confidence", "either"]
 
 
 class _Model(BaseModel):
