@@ -118,22 +118,21 @@ def targets(closed: dict[str, Any], known_share: float, gates: dict[str, dict[st
     trained gate that is itself a `confidence` gate is not replaced by another model's."""
     oracle, auto, conf = gates.get("oracle", {}), gates.get("trained", {}), gates.get("confidence", {})
 
-    check = _check
     out = [
-        check("taught facts right closed-book (held-out phrasing)", closed["taught"]["right"], 0.8, True),
-        check("unknown entities right closed-book", closed["unknown"]["right"], 0.05, False),
-        check("known share (as the model measures it), at least", known_share, 0.3, True),
-        check("known share, at most", known_share, 0.7, False),
-        check("confidence: AUROC", conf.get("auroc"), 0.9, True),
-        check(f"{gate}: over-search", auto.get("over_search"), 0.05, False),
-        check(f"{gate}: under-search (not known)", auto.get("under_search_not_known"), 0.10, False),
-        check(f"{gate}: AUROC of its own P(search)", auto.get("auroc"), 0.95, True),
-        check(f"{gate}: under-search on withheld facts", withheld.get("value"), 0.15, False),
+        _check("taught facts right closed-book (held-out phrasing)", closed["taught"]["right"], 0.8, True),
+        _check("unknown entities right closed-book", closed["unknown"]["right"], 0.05, False),
+        _check("known share (as the model measures it), at least", known_share, 0.3, True),
+        _check("known share, at most", known_share, 0.7, False),
+        _check("confidence: AUROC", conf.get("auroc"), 0.9, True),
+        _check(f"{gate}: over-search", auto.get("over_search"), 0.05, False),
+        _check(f"{gate}: under-search (not known)", auto.get("under_search_not_known"), 0.10, False),
+        _check(f"{gate}: AUROC of its own P(search)", auto.get("auroc"), 0.95, True),
+        _check(f"{gate}: under-search on withheld facts", withheld.get("value"), 0.15, False),
     ]
     if oracle.get("accuracy") is not None and auto.get("accuracy") is not None:
-        out.append(check(f"{gate}: accuracy - oracle's", round(auto["accuracy"] - oracle["accuracy"], 3), -0.03, True))
+        out.append(_check(f"{gate}: accuracy - oracle's", round(auto["accuracy"] - oracle["accuracy"], 3), -0.03, True))
     if auto.get("searches_per_question") is not None:
-        out.append(check(f"{gate}: searches/question - (not-known share + 0.05)",
+        out.append(_check(f"{gate}: searches/question - (not-known share + 0.05)",
                          round(auto["searches_per_question"] - (1 - known_share) - 0.05, 3), 0.0, False))  # fmt: skip
     return out
 
@@ -186,17 +185,17 @@ def assemble(world: World, runs: dict[str, GateRun], labels: Sequence[Label], tr
     if confidence and (trained_run, trained_policy) in answers:
         ours, theirs = answers[(trained_run, trained_policy)], answers[(confidence["model"], "confidence")]
 
-        def paired(measure: Callable[[Outcome], float]) -> dict:
-            return paired_difference({i: measure(o) for i, o in ours.items()},
-                                     {i: measure(o) for i, o in theirs.items()})  # fmt: skip
+        def paired(measure: Callable[[Outcome], float], keep: Callable[[str], bool] = lambda _: True) -> dict:
+            return paired_difference({i: measure(o) for i, o in ours.items() if keep(i)},
+                                     {i: measure(o) for i, o in theirs.items() if keep(i)})  # fmt: skip
 
         versus = {"a": f"{trained_run} {trained_policy}", "b": f"{confidence['model']} confidence",
                   "accuracy": paired(lambda o: float(o.right)),
                   "searches_per_question": paired(lambda o: float(o.searches)),
-                  "accuracy_not_changed": paired_difference(*(  # item 4: what the gate costs away from changed facts
-                      {i: float(o.right) for i, o in side.items() if world.teaching_class(i) != "changed"}
-                      for side in (ours, theirs)))}  # fmt: skip
-    checks += changed_targets(classes.get(trained.replace(":", " "), {}), versus)
+                  # item 4: what the gate costs away from the changed facts
+                  "accuracy_not_changed": paired(lambda o: float(o.right),
+                                                 keep=lambda i: world.teaching_class(i) != "changed")}  # fmt: skip
+    checks += changed_targets(classes.get(f"{trained_run} {trained_policy}", {}), versus)
     return {"split": split, "known_share": known_share, "closed_book": closed,
             "taught_vs_known": agreement(world, labels), "gates": rows, "auroc_by_relation": relations,
             "withheld_under_search": withheld, "versus_confidence": versus, "targets": checks,
