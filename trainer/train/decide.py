@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -56,12 +57,24 @@ class DecideConfig:
     seed: int = 0
     bf16: bool = True  # autocast where the hardware computes in bf16; weights and Adam stay float32
     note: bool = False  # confidence_note: the first answer's confidence written before the decision (named variant)
+    # a share of each step's questions drawn from those whose text matches `focus` (a regex, e.g. r"\bnow\?$": the
+    # questions that ask a current value), the rest from the others: more of a rare kind per step, same loss
+    focus: str = ""
+    focus_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.credit not in CREDITS:
             raise ValueError(f"--credit {self.credit!r}: choose one of {', '.join(CREDITS)}")
         if self.engine not in ("vllm", "hf"):
             raise ValueError(f"--engine {self.engine!r}: choose vllm or hf")
+        if not 0.0 <= self.focus_share <= 1.0:
+            raise ValueError(f"--focus_share {self.focus_share}: a share between 0 and 1")
+        if self.focus_share and not self.focus:
+            raise ValueError("--focus_share needs --focus (a regex over the question's text)")
+        try:
+            re.compile(self.focus)
+        except re.error as e:
+            raise ValueError(f"--focus {self.focus!r} is not a regex: {e}") from e
 
 
 @dataclass
@@ -269,12 +282,29 @@ class DevAnswer:
 
 def batches(labels: Sequence[Label], config: DecideConfig, step: int) -> list[Label]:
     """The step's questions: a fresh shuffle of the training questions each pass, seeded, so a resumed run draws
-    what the uninterrupted one would."""
-    per_pass = max(1, len(labels) // config.questions)
-    order = list(labels)
-    random.Random(f"{config.seed}:{step // per_pass}").shuffle(order)
-    start = (step % per_pass) * config.questions
-    return order[start : start + config.questions]
+    what the uninterrupted one would. With `focus`, `focus_share` of them come from the questions whose text matches
+    it (their own passes), the rest from the others."""
+    focus = re.compile(config.focus) if config.focus_share else None
+    if focus is None:
+        return _draw(labels, config.questions, f"{config.seed}:", step)
+    chosen = [lab for lab in labels if focus.search(lab.example.question)]
+    if not chosen:
+        raise ValueError(f"--focus {config.focus!r} matches none of the {len(labels)} training questions")
+    others = [lab for lab in labels if not focus.search(lab.example.question)]
+    n = round(config.questions * config.focus_share)
+    key = f"{config.seed}:"  # the unfocused draw's own key: without focus a run draws what it always drew
+    return _draw(chosen, n, f"{key}focus:", step) + _draw(others, config.questions - n, key, step)
+
+
+def _draw(pool: Sequence[Label], n: int, key: str, step: int) -> list[Label]:
+    """Step `step`'s n questions of `pool`, shuffled afresh (seeded by `key`) each time the pool is used up."""
+    if n <= 0 or not pool:
+        return []
+    per_pass = max(1, len(pool) // n)
+    order = list(pool)
+    random.Random(f"{key}{step // per_pass}").shuffle(order)
+    start = (step % per_pass) * n
+    return order[start : start + n]
 
 
 def save_state(decider: Decider, out: Path, step: int, history: list[dict[str, Any]]) -> Path:
