@@ -23,6 +23,7 @@ from trainer.train.decide import (
     save_state,
     summary_row,
 )
+from trainer.train.lora import tokenizer_source
 
 log = logging.getLogger(__name__)
 Judge = Callable[[list[DevAnswer], list[str]], dict[str, Any]]  # dev answers and their forms -> a curve point
@@ -40,13 +41,13 @@ def load_policy(model_path: str, config: DecideConfig, checkpoint: Path | None) 
     from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from trainer.train.lora import base_of, is_adapter, load_trainable, lora_config
+    from trainer.train.lora import base_path, is_adapter, load_trainable, lora_config
 
     source = str(checkpoint) if checkpoint else model_path
     if is_adapter(source):
         if not config.full:
             return load_trainable(source)
-        base = AutoModelForCausalLM.from_pretrained(base_of(source), dtype=torch.float32)
+        base = AutoModelForCausalLM.from_pretrained(base_path(source), dtype=torch.float32)
         # PEFT loads an adapter for inference, its base frozen: merged, every weight trains
         return PeftModel.from_pretrained(base, source).merge_and_unload().requires_grad_(True)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
@@ -55,9 +56,9 @@ def load_policy(model_path: str, config: DecideConfig, checkpoint: Path | None) 
 
 def engine_model(model_path: str) -> str:
     """A full checkpoint with the policy's architecture and tokenizer, for vLLM to start from (weights follow)."""
-    from trainer.train.lora import base_of, is_adapter
+    from trainer.train.lora import base_path, is_adapter
 
-    return base_of(model_path) if is_adapter(model_path) else model_path
+    return base_path(model_path) if is_adapter(model_path) else model_path
 
 
 def run_decide(model_path: str, labels_file: Path, out: Path, config: DecideConfig, *, searcher: Callable[[], Any],
@@ -85,7 +86,7 @@ def run_decide(model_path: str, labels_file: Path, out: Path, config: DecideConf
         log.info("decide: resuming after step %d (%s)", start, checkpoint)
     (out / "config.json").write_text(json.dumps({**config.__dict__, "model": model_path,
                                                  "labels": str(labels_file)}, indent=2) + "\n")  # fmt: skip
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model_path))  # a shipped adapter carries none
     model = load_policy(model_path, config, checkpoint)
     model.train()
     search = searcher()

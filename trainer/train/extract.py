@@ -50,13 +50,13 @@ def load_full(model: str, dtype: Any = None) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from trainer.train.lora import base_of, is_adapter, resolve_base
+    from trainer.train.lora import base_path, is_adapter
 
     if not is_adapter(model):
         return AutoModelForCausalLM.from_pretrained(model, dtype=dtype or torch.float32)
     from peft import PeftModel
 
-    base = AutoModelForCausalLM.from_pretrained(resolve_base(base_of(model)), dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(base_path(model), dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, model).merge_and_unload()
     return merged.to(dtype) if dtype else merged
 

@@ -75,9 +75,11 @@ def build_grpo_trainer(
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from trainer.train.lora import tokenizer_source
+
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model_path))  # a shipped adapter carries none
     rows = [
         {"prompt": ex.prompt_text(), "answers": list(ex.answers), "source": ex.source,
          "choices": list(ex.choices or []), "kind": ex.kind}

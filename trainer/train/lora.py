@@ -38,13 +38,26 @@ def resolve_base(base: str) -> str:
     return str(base_model_dir(Settings().home_dir)) if base == BASE_MODEL_ID else base
 
 
+def base_path(adapter_dir: str | Path) -> str:
+    """The adapter's base, where it is on this machine."""
+    return resolve_base(base_of(adapter_dir))
+
+
+def tokenizer_source(model_path: str | Path) -> str:
+    """Where a model's tokenizer is: beside it, or for an adapter that carries none (a shipped one), its base's."""
+    path = Path(model_path)
+    if is_adapter(path) and not (path / "tokenizer_config.json").is_file():
+        return base_path(path)
+    return str(model_path)
+
+
 def load_trainable(adapter_dir: str | Path, base: str | None = None, dtype: Any = None) -> Any:
     """The base model with the adapter attached and trainable (GRPO continuing the SFT adapter)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    start = base or resolve_base(base_of(adapter_dir))
+    start = base or base_path(adapter_dir)
     model = AutoModelForCausalLM.from_pretrained(start, dtype=dtype or torch.float32)
     return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
 
@@ -100,12 +113,10 @@ def merge_adapter(adapter_dir: Path, output_dir: Path) -> Path:
     from sem.gate import gate_path
 
     # Merged in float32, saved in bf16: one rounding, not one per factor.
-    base = AutoModelForCausalLM.from_pretrained(resolve_base(base_of(adapter_dir)), dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(base_path(adapter_dir), dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().to(torch.bfloat16)
     merged.save_pretrained(str(output_dir))
-    # a shipped adapter carries no tokenizer (its base's is the one it was trained with)
-    has_own = (Path(adapter_dir) / "tokenizer_config.json").is_file()
-    tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir) if has_own else resolve_base(base_of(adapter_dir)))
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(adapter_dir))
     tokenizer.save_pretrained(str(output_dir))
     if gate_path(adapter_dir).is_file():
         shutil.copyfile(gate_path(adapter_dir), gate_path(output_dir))

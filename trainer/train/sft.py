@@ -153,9 +153,10 @@ def run_sft(
     from transformers.trainer_utils import get_last_checkpoint
 
     from trainer.train.decision import DecisionWeightedSFTTrainer
+    from trainer.train.lora import tokenizer_source
 
     output_dir = Path(args.output_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model_path))  # a shipped adapter carries none
     rows = build_sft_rows(labels, tokenizer, retriever)
     log.info("sft: %d traces, %d tokens trained", len(rows), sum(sum(x != IGNORE for x in r["labels"]) for r in rows))
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
