@@ -21,7 +21,8 @@ LABEL = {"example": {"id": "q1", "question": "Who?", "answers": ["Ann"], "kind":
 def test_a_missing_labels_file_is_refused_the_same_way_by_every_command(tmp_path: Path) -> None:
     missing = tmp_path / "nope.jsonl"
     for command in (["sft"], ["decide"], ["calibrate"], ["eval-gate"]):
-        result = CliRunner().invoke(app, [*command, "--labels", str(missing)])
+        # wide enough that rich's error box does not cut the long temporary path (a terminal's 80 columns did)
+        result = CliRunner(env={"COLUMNS": "400"}).invoke(app, [*command, "--labels", str(missing)])
         assert result.exit_code == 2, (command, result.output)
         said = " ".join(result.output.split())
         assert "--labels" in said and "does not exist" in said and "trainer label" in said, (command, said)
