@@ -12,7 +12,9 @@ Policies (also the evaluation baselines):
 - `auto`: the model decides. What follows an `</answer>` is held back until it opens `<search>` (the search runs,
   within `max_searches`) or does not (the answer stands and the request is cut there).
   With `confidence_note`, the first answer's confidence (`answer_confidence`) is written after it
-  (`<confidence>93</confidence>`) and the model's next request decides: a search call, or the answer stands.
+  (`<confidence>93</confidence>`) and the model's next token decides, as `trainer decide` trains it: the end of
+  its turn lets the answer stand; anything else is a search (its own call if it writes one, else the question,
+  after the decision token as generated).
 - `never`: no search; a `<search>` the model writes gets a refusal in its `<result>`.
 - `always`: naive RAG: one search with the question itself before the model writes anything, then no more.
 - `confidence`: a gate for any model, trained or not: the model answers closed-book; when the least likely token of
@@ -179,6 +181,8 @@ class SearchLoop:
                         yield TextDelta(shown)
                     if (gate and gate.answer_stands) or self._degenerate(delta, out, opts):
                         break
+                    if deciding and not _may_open_search(delta.text):
+                        break  # a search, but not a call of its own: the question is searched below
             finally:
                 await pieces.aclose()  # aborts the engine request when we stopped early
             if gate and gate.answer_stands:
@@ -190,10 +194,20 @@ class SearchLoop:
                     protocol.parse_step(delta.text).kind is not protocol.StepKind.search
                     or delta.finish_reason != "stop"
                 ):
-                    # no search call after the note: what was written instead is cut, the first answer stands
-                    if not self._unsure(trace, opts):
+                    # The token after the note is the decision trained (P(search) = 1 - P(end of turn)): the end
+                    # of the turn lets the first answer stand (unless `either` finds it unsure); any other token
+                    # is a search of the question, that token kept as generated and the rest cut.
+                    decided = bool(delta.token_ids) and delta.token_ids[0] != tokenizer.eos_token_id
+                    if not decided and not self._unsure(trace, opts):
                         break
-                    async for event in self._search_question(question, opts, out):
+                    lead = ""
+                    if decided:
+                        lead = tokenizer.decode(delta.token_ids[:1], skip_special_tokens=True)
+                        out.generated(lead, delta.token_ids[:1], delta.logprobs[:1] if delta.logprobs else None)
+                        tokens_left -= 1
+                        if lead:
+                            yield TextDelta(lead)
+                    async for event in self._search_question(question, opts, out, after=lead):
                         yield event
                     if trace.pending_search is not None:
                         break
@@ -286,9 +300,11 @@ class SearchLoop:
             and (trace.confidence or 0.0) < opts.confidence_threshold
         )
 
-    async def _search_question(self, question: str, opts: LoopOptions, out: TraceBuilder) -> AsyncIterator[Event]:
-        """The gate's own search: the question itself, after the first answer (handed over under client_search)."""
-        call = "\n" + protocol.format_forced_search(question)
+    async def _search_question(self, question: str, opts: LoopOptions, out: TraceBuilder,
+                               after: str = "") -> AsyncIterator[Event]:  # fmt: skip
+        """The gate's own search: the question itself, after the first answer (handed over under client_search);
+        `after`: what the model wrote last (a line break it wrote is not doubled)."""
+        call = ("" if after.endswith("\n") else "\n") + protocol.format_forced_search(question)
         out.inserted(call)
         yield Inserted(call)
         if opts.client_search:
@@ -386,6 +402,12 @@ def _single_token_ids(tokenizer: object, texts: list[str]) -> list[int]:
     """Token ids of the texts that are one token each in this tokenizer."""
     ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]  # type: ignore[attr-defined]
     return [i[0] for i in ids if len(i) == 1]
+
+
+def _may_open_search(text: str) -> bool:
+    """Whether what the model wrote after the note can still become its own search call."""
+    head = text.lstrip()
+    return head.startswith(protocol.SEARCH_OPEN) or protocol.SEARCH_OPEN.startswith(head)
 
 
 def _searched(query: str, trace: Trace) -> bool:

@@ -426,16 +426,36 @@ async def test_the_note_goes_in_after_the_first_answer_and_the_model_searches_af
     assert trace.completion.startswith("<answer>Marlowe</answer>\n<confidence>41</confidence>\n<search>")
 
 
-@pytest.mark.parametrize("after", [EOS, "Perhaps <answer>Kyd</answer>"])
-async def test_without_a_search_call_after_the_note_the_first_answer_stands(tokenizer, retriever, after) -> None:
-    engine = ReplayEngine(tokenizer, ["<answer>Shakespeare</answer>", after], logprob=math.log(0.97))
+async def test_the_end_of_the_turn_after_the_note_lets_the_first_answer_stand(tokenizer, retriever) -> None:
+    engine = ReplayEngine(tokenizer, ["<answer>Shakespeare</answer>", EOS], logprob=math.log(0.97))
     events = [
         e async for e in SearchLoop(engine, retriever).stream("Who wrote Hamlet?", LoopOptions(confidence_note=True))
     ]
     trace = events[-1].trace
     assert trace.answer == "Shakespeare" and trace.search_count == 0 and trace.engine_calls == 2
-    assert trace.completion == "<answer>Shakespeare</answer>\n<confidence>97</confidence>"  # what followed is cut
+    assert trace.completion == "<answer>Shakespeare</answer>\n<confidence>97</confidence>"
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "<answer>Shakespeare</answer>"
+
+
+@pytest.mark.parametrize("after", ["\n<answer>Kyd</answer>", "Perhaps Kyd"])
+async def test_anything_but_the_end_of_the_turn_after_the_note_searches_the_question(tokenizer, retriever,
+                                                                                      after) -> None:  # fmt: skip
+    """The decision trained is P(search) = 1 - P(end of turn) at the token after the note: served the same."""
+    engine = ReplayEngine(tokenizer, ["<answer>Marlowe</answer>", after, "<answer>Shakespeare</answer>"],
+                          logprob=math.log(0.97))  # fmt: skip
+    events = [
+        e async for e in SearchLoop(engine, retriever).stream("Who wrote Hamlet?", LoopOptions(confidence_note=True))
+    ]
+    trace = events[-1].trace
+    decision = tokenizer.decode(tokenizer.encode(after, add_special_tokens=False)[:1])
+    noted = "<answer>Marlowe</answer>\n<confidence>97</confidence>"
+    # the decision token stays as the model wrote it (training credits it), the rest is cut, the question searched
+    call = ("" if decision.endswith("\n") else "\n") + "<search> Who wrote Hamlet? </search>"
+    assert trace.completion.startswith(noted + decision + call)
+    assert "Kyd" not in trace.completion and trace.answers == ["Marlowe", "Shakespeare"]
+    assert trace.search_count == 1 and trace.searches[0].query == "Who wrote Hamlet?" and trace.searches[0].forced
+    shown = "".join(e.text for e in events if isinstance(e, TextDelta | Inserted))
+    assert shown.startswith("<answer>Marlowe</answer>\n<confidence>97</confidence>" + decision + call)
 
 
 async def test_no_note_without_an_answer_or_a_search_left(tokenizer, retriever) -> None:
@@ -476,14 +496,14 @@ async def test_either_keeps_the_models_own_search(tokenizer, retriever) -> None:
 @pytest.mark.parametrize(("threshold", "searches"), [(0.2, False), (0.5, True)])
 async def test_either_after_the_note_searches_when_the_model_stops_unsure(tokenizer, retriever, threshold,
                                                                          searches) -> None:  # fmt: skip
-    engine = ReplayEngine(tokenizer, ["<answer>Marlowe</answer>", "Perhaps", "<answer>Shakespeare</answer>"],
+    engine = ReplayEngine(tokenizer, ["<answer>Marlowe</answer>", EOS, "<answer>Shakespeare</answer>"],
                           logprob=math.log(0.41))  # fmt: skip
     options = LoopOptions(policy=SearchPolicy.either, confidence_note=True, confidence_threshold=threshold)
     trace = await SearchLoop(engine, retriever).run("Who wrote Hamlet?", options)
     noted = "<answer>Marlowe</answer>\n<confidence>41</confidence>"
-    if searches:  # what the model wrote instead of a search call is cut; the question is searched after the note
+    if searches:  # the model ended its turn, but its answer is unsure: the question is searched after the note
         assert trace.completion.startswith(noted + "\n<search> Who wrote Hamlet? </search>")
-        assert "Perhaps" not in trace.completion and trace.answer == "Shakespeare" and trace.searches[0].forced
+        assert trace.answer == "Shakespeare" and trace.searches[0].forced
     else:
         assert trace.completion == noted and trace.search_count == 0
 

@@ -264,18 +264,19 @@ def _answer(loop_: Any, search_loop: Any, model_path: str, labels: list, policie
     lettered = [lab.example for lab in labels if lab.example.choices]
     scorer = Scorer.load(model_path)  # one load for both read-backs
     options = option_report(score_options(scorer, lettered)) if lettered else None
-    _score_decisions(outcomes, labels, scorer)
+    _score_decisions(outcomes, labels, scorer, note)
     return outcomes, options
 
 
-def _score_decisions(outcomes: list, labels: list, scorer: Any) -> None:
-    """`auto`'s own score per question: P(search | its first answer), for the trained gate's AUROC."""
+def _score_decisions(outcomes: list, labels: list, scorer: Any, note: bool = False) -> None:
+    """`auto`'s own score per question: P(search | its first answer), read as the loop serves the decision (after
+    the confidence note, when the model was trained with one), for the trained gate's AUROC."""
     from trainer.evals.decision import search_probabilities
 
     questions = {lab.example.id: lab.example.prompt_text() for lab in labels}
     turns = [o for o in outcomes if "first_turn" in o.extra]
     if turns:
-        probabilities = search_probabilities(scorer, [(questions[o.id], o.extra["first_turn"]) for o in turns])
+        probabilities = search_probabilities(scorer, [(questions[o.id], o.extra["first_turn"]) for o in turns], note)
         for o, p in zip(turns, probabilities, strict=True):
             o.extra["search_probability"] = round(p, 5)
 

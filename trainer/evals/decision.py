@@ -1,8 +1,9 @@
 """A trained gate's own score: how likely the model was to search right after its first answer.
 
 `auto` has no threshold to sweep, but the decision it samples greedily is a probability: P(`<search>` opens next |
-the prompt and its first answer). Read back by teacher forcing, it ranks questions the way the gate leans, so a
-trained gate gets an AUROC beside the `confidence` gate's (EVALUATION.md: does it search more where it does not know?).
+the prompt and its first answer), or after a confidence note P(anything but the end of the turn). Read back by
+teacher forcing, it ranks questions the way the gate leans, so a trained gate gets an AUROC beside the `confidence`
+gate's (EVALUATION.md: does it search more where it does not know?).
 """
 
 from __future__ import annotations
@@ -27,11 +28,16 @@ def first_turn(text: str) -> str | None:
     return None if close < 0 else text[: close + len(protocol.ANSWER_CLOSE)]
 
 
-def search_probabilities(scorer: Scorer, items: Sequence[tuple[str, str]]) -> list[float]:
-    """P(a search call opens next) after each (question, first turn), summed over the ways to open it."""
+def search_probabilities(scorer: Scorer, items: Sequence[tuple[str, str]], note: bool = False) -> list[float]:
+    """P(search) after each (question, first turn), as the loop serves the decision: without a note, P(a search
+    call opens next), summed over the ways to open it; after a `confidence_note`, 1 - P(end of turn), the one
+    token that decides there (`sem.loop`, as `trainer decide` trains it)."""
     out = []
     for question, turn in items:
         prompt = protocol.render_prompt(scorer.tokenizer, protocol.build_messages(question))
         prefix = scorer.encode(prompt + turn)
-        out.append(sum(math.exp(scorer.continuation_logprobs(prefix, o).sum().item()) for o in OPENERS))
+        if note:
+            out.append(1.0 - math.exp(scorer.next_token_logprobs(prefix)[scorer.tokenizer.eos_token_id].item()))
+        else:
+            out.append(sum(math.exp(scorer.continuation_logprobs(prefix, o).sum().item()) for o in OPENERS))
     return out
