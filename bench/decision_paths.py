@@ -1,8 +1,9 @@
 """Where a `--note` decision's probability goes: after each question's own first turn (answer and confidence note, as
 an `eval-gate` run wrote it), P(end of turn), P(a line break), and after "\\n<" P("search") against P("answer") (a
-second answer, which the loop cuts, letting the first stand). Training takes P(search) = 1 - P(end of turn); the
-served greedy `auto` searches only when the line break and then "search" win. Medians and quartiles by the world's
-teaching class, as a Markdown table.
+second answer). Training takes P(search) = 1 - P(end of turn), and since session 24 the loop serves that one token
+(anything but the end of the turn searches); before, the served greedy `auto` searched only when the line break and
+then "search" won, a second choice no credit trained. Medians and quartiles by the world's teaching class, as a
+Markdown table.
 
     .venv/bin/python bench/decision_paths.py --model runs/world/focus/final \
         --outcomes runs/world/eval/focus/outcomes.jsonl
