@@ -58,7 +58,7 @@ from sem.trace import (
     Trace,
     TraceBuilder,
 )
-from sem.turns import AnswerGate, TurnCollector
+from sem.turns import AnswerGate, TurnCollector, may_open_search
 
 # The loop's public names, wherever they are defined (callers import them from here).
 __all__ = [
@@ -181,7 +181,7 @@ class SearchLoop:
                         yield TextDelta(shown)
                     if (gate and gate.answer_stands) or self._degenerate(delta, out, opts):
                         break
-                    if deciding and not _may_open_search(delta.text):
+                    if deciding and not may_open_search(delta.text):
                         break  # a search, but not a call of its own: the question is searched below
             finally:
                 await pieces.aclose()  # aborts the engine request when we stopped early
@@ -402,12 +402,6 @@ def _single_token_ids(tokenizer: object, texts: list[str]) -> list[int]:
     """Token ids of the texts that are one token each in this tokenizer."""
     ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]  # type: ignore[attr-defined]
     return [i[0] for i in ids if len(i) == 1]
-
-
-def _may_open_search(text: str) -> bool:
-    """Whether what the model wrote after the note can still become its own search call."""
-    head = text.lstrip()
-    return head.startswith(protocol.SEARCH_OPEN) or protocol.SEARCH_OPEN.startswith(head)
 
 
 def _searched(query: str, trace: Trace) -> bool:

@@ -8,6 +8,16 @@ from sem.confidence import tokens_to_spell
 from sem.engines.base import Delta
 
 
+def may_open_search(text: str) -> bool:
+    """Whether text the model wrote after an answer (or its note) opens a search call or still can.
+
+    >>> may_open_search(" <sea"), may_open_search(" <search> q"), may_open_search(" <answer>")
+    (True, True, False)
+    """
+    head = text.lstrip()
+    return head.startswith(protocol.SEARCH_OPEN) or protocol.SEARCH_OPEN.startswith(head)
+
+
 class AnswerGate:
     """Reads one engine request's text as it streams and holds back what follows a closed `</answer>` until that
     text opens `<search>` (the model's search call: shown) or cannot (the answer stands: cut at `end`).
@@ -35,13 +45,11 @@ class AnswerGate:
         show_to = len(self.text)
         if close >= 0:
             after = close + len(protocol.ANSWER_CLOSE)
-            head = self.text[after:].lstrip()
-            if head.startswith(protocol.SEARCH_OPEN):
-                pass  # the model searches: everything is its own
-            elif protocol.SEARCH_OPEN.startswith(head):  # nothing yet, or a prefix of <search>: wait
-                show_to = after
-            else:
+            head = self.text[after:]
+            if not may_open_search(head):
                 self.answer_stands, self.end, show_to = True, after, after
+            elif not head.lstrip().startswith(protocol.SEARCH_OPEN):  # nothing yet, or a prefix of <search>: wait
+                show_to = after
         return self._show(show_to)
 
     def flush(self) -> str:
