@@ -38,3 +38,17 @@ def test_curves_of_several_runs_are_tabled_and_plotted(tmp_path: Path) -> None:
 def test_a_run_without_a_history_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["decide-curves", "--run", f"x={tmp_path}", "--out", str(tmp_path / "c.png")])
     assert result.exit_code == 2 and "history.json" in result.output
+
+
+def test_a_dev_point_scores_the_sem_reward_as_served() -> None:
+    from trainer.evals.curve import curve_point
+    from trainer.train.decide import DevAnswer
+
+    answers = [
+        DevAnswer("known", 0.1, first_wrong=False, searched=False, right=True, answer="a"),  # earns 1
+        DevAnswer("redundant", 0.9, first_wrong=False, searched=True, right=True, answer="a"),  # right, earns 0
+        DevAnswer("needed", 0.9, first_wrong=True, searched=True, right=True, answer="a"),  # earns 1
+        DevAnswer("missed", 0.2, first_wrong=True, searched=False, right=False, answer="b"),  # earns 0
+    ]
+    point = curve_point(answers)
+    assert point["accuracy"] == 0.75 and point["sem"] == 0.5

@@ -10,7 +10,7 @@ from typing import Any
 from trainer.evals.measures import auroc
 
 CURVE_COLUMNS = ["step", "reward", "searched", "first_right", "dev_auroc", "dev_over_search", "dev_under_search",
-                 "dev_accuracy", "dev_searches", "dev_auroc_year", "dev_auroc_name", "dev_auroc_form",
+                 "dev_accuracy", "dev_searches", "dev_sem", "dev_auroc_year", "dev_auroc_name", "dev_auroc_form",
                  "step_s"]  # fmt: skip
 
 
@@ -23,7 +23,8 @@ def curve_point(answers: Sequence[Any], forms: Sequence[str] | None = None) -> d
     answer being wrong (an unscored answer counts as what the gate did), over-search (searched a right first answer),
     under-search (stopped at a wrong one), accuracy, searches; with `forms` (the answer's kind: year or name) the
     AUROC within each form and the AUROC of P(search) for the form itself, which a decision by knowledge keeps near
-    0.5."""
+    0.5. `sem`: the SEM reward (PAPER.md) as served, exact: a right answer earns 1 unless it searched after a right
+    first answer (a redundant search earns nothing), so it weighs accuracy and searching in one number."""
     scores = [a.p_search if a.p_search is not None else float(a.searched) for a in answers]
     wrong = [a.first_wrong for a in answers]
     out: dict[str, Any] = {
@@ -31,6 +32,7 @@ def curve_point(answers: Sequence[Any], forms: Sequence[str] | None = None) -> d
         "over_search": _share([a.searched for a in answers if not a.first_wrong]),
         "under_search": _share([not a.searched for a in answers if a.first_wrong]),
         "accuracy": _share([a.right for a in answers]), "searches": _share([a.searched for a in answers]),
+        "sem": _share([a.right and not (a.searched and not a.first_wrong) for a in answers]),
     }  # fmt: skip
     if forms is not None:
         for name in sorted(set(forms)):
