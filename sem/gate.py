@@ -15,6 +15,7 @@ from typing import Any
 GATE_FILE = "sem_gate.json"
 DEFAULT_THRESHOLD = 0.5
 TRAINED_FIELDS = ("confidence_note",)  # how the model was trained to be served, not what a calibration chose
+KEPT_FIELDS = (*TRAINED_FIELDS, "decision_threshold")  # what recalibrating `confidence` leaves as it was
 
 
 def gate_path(model_path: str | Path) -> Path:
@@ -46,7 +47,7 @@ def write_threshold(model_path: str | Path, threshold: float, **details: Any) ->
     """Store a calibration beside the model's weights; `details` says how it was chosen (split, metric, counts)."""
     path = gate_path(model_path)
     staged = path.with_name(path.name + ".tmp")
-    trained = {k: v for k, v in read_gate(model_path).items() if k in TRAINED_FIELDS}  # a recalibration keeps them
+    trained = {k: v for k, v in read_gate(model_path).items() if k in KEPT_FIELDS}  # a recalibration keeps them
     staged.write_text(json.dumps({"confidence_threshold": threshold, **details, **trained}, indent=2) + "\n")
     staged.replace(path)  # replaces a link too: a folder of links to another model's files never writes into it
     return path
@@ -85,3 +86,16 @@ def resolve_confidence_note(configured: bool | None, model_path: str | Path) -> 
     if configured is not None:
         return configured
     return bool(read_gate(model_path).get("confidence_note", False))
+
+
+def resolve_decision_threshold(configured: float | None, model_path: str | Path) -> float | None:
+    """The cut on `auto`'s P(search) after the note: configured, else the one calibrated for the model
+    (`decision_threshold` in its gate file), else None (the sampled decision token decides).
+
+    >>> resolve_decision_threshold(None, "/nonexistent") is None, resolve_decision_threshold(0.8, "/nonexistent")
+    (True, 0.8)
+    """
+    if configured is not None:
+        return configured
+    stored = read_gate(model_path).get("decision_threshold")
+    return None if stored is None else float(stored)

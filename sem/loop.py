@@ -14,7 +14,8 @@ Policies (also the evaluation baselines):
   With `confidence_note`, the first answer's confidence (`answer_confidence`) is written after it
   (`<confidence>93</confidence>`) and the model's next token decides, as `trainer decide` trains it: the end of
   its turn lets the answer stand; anything else is a search (its own call if it writes one, else the question,
-  after the decision token as generated).
+  after the decision token as generated). With `decision_threshold`, the model's P(search) there (1 - P(end of
+  turn)) is read against that cut instead, as `confidence`'s threshold reads the answer's confidence.
 - `never`: no search; a `<search>` the model writes gets a refusal in its `<result>`.
 - `always`: naive RAG: one search with the question itself before the model writes anything, then no more.
 - `confidence`: a gate for any model, trained or not: the model answers closed-book; when the least likely token of
@@ -34,6 +35,7 @@ query the client already answered is refused, not handed back (as a search past 
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -59,6 +61,8 @@ from sem.trace import (
     TraceBuilder,
 )
 from sem.turns import AnswerGate, TurnCollector, may_open_search
+
+DECISION_TOP_K = 20  # tokens whose log-probabilities a decision_threshold reads (an end of turn outside: P < 1/20)
 
 # The loop's public names, wherever they are defined (callers import them from here).
 __all__ = [
@@ -171,8 +175,10 @@ class SearchLoop:
             closes = can_search and not answering
             stops = [protocol.SEARCH_CLOSE] if closes else [protocol.SEARCH_CLOSE, protocol.ANSWER_CLOSE]
             gate = AnswerGate() if can_search and not (answering or deciding) else None
+            cut = opts.decision_threshold if deciding else None  # the decision read at a cut, not sampled
             delta = TurnCollector()
-            pieces = self._generate(out, opts, stops, tokens_left, f"{request_id}-{turns}")
+            pieces = self._generate(out, opts, stops, tokens_left, f"{request_id}-{turns}",
+                                    top_logprobs=DECISION_TOP_K if cut is not None else 0)  # fmt: skip
             try:
                 async for piece in pieces:
                     delta.add(piece)
@@ -181,6 +187,10 @@ class SearchLoop:
                         yield TextDelta(shown)
                     if (gate and gate.answer_stands) or self._degenerate(delta, out, opts):
                         break
+                    if cut is not None and trace.decision_p_search is None and piece.top_logprobs:
+                        trace.decision_p_search = p_search(piece.top_logprobs[0], tokenizer.eos_token_id)
+                        if trace.decision_p_search <= cut:
+                            break  # the answer stands, whatever token was sampled
                     if deciding and not may_open_search(delta.text):
                         break  # a search, but not a call of its own: the question is searched below
             finally:
@@ -190,18 +200,20 @@ class SearchLoop:
             elif gate and (rest := gate.flush()):
                 yield TextDelta(rest)
             if deciding:
-                if (
-                    protocol.parse_step(delta.text).kind is not protocol.StepKind.search
-                    or delta.finish_reason != "stop"
-                ):
-                    # The token after the note is the decision trained (P(search) = 1 - P(end of turn)): the end
-                    # of the turn lets the first answer stand (unless `either` finds it unsure); any other token
-                    # is a search of the question, that token kept as generated and the rest cut.
-                    decided = bool(delta.token_ids) and delta.token_ids[0] != tokenizer.eos_token_id
+                # The token after the note is the decision trained (P(search) = 1 - P(end of turn)): the end of
+                # the turn lets the first answer stand (unless `either` finds it unsure); any other token is a
+                # search, its own call when it wrote one, else the question, that token kept as generated and the
+                # rest cut. With a decision_threshold, P(search) read against it decides instead of the sample
+                # (the engine could not tell it: the sample decides).
+                sampled = bool(delta.token_ids) and delta.token_ids[0] != tokenizer.eos_token_id
+                read = trace.decision_p_search
+                decided = read > cut if cut is not None and read is not None else sampled
+                own_call = protocol.parse_step(delta.text).kind is protocol.StepKind.search
+                if not (decided and own_call and delta.finish_reason == "stop"):
                     if not decided and not self._unsure(trace, opts):
                         break
                     lead = ""
-                    if decided:
+                    if decided and sampled:
                         lead = tokenizer.decode(delta.token_ids[:1], skip_special_tokens=True)
                         out.generated(lead, delta.token_ids[:1], delta.logprobs[:1] if delta.logprobs else None)
                         tokens_left -= 1
@@ -356,6 +368,7 @@ class SearchLoop:
         max_tokens: int,
         request_id: str,
         suppress: list[int] | None = None,
+        top_logprobs: int = 0,
     ) -> AsyncIterator[Delta]:
         out.trace.engine_calls += 1
         context = out.context_ids
@@ -370,6 +383,7 @@ class SearchLoop:
             seed=opts.seed,
             logprobs=out.trace.logprobs is not None,
             suppress_token_ids=suppress or [],
+            top_logprobs=top_logprobs,
             adapter=self.adapter,
         )
         async for piece in self.engine.generate(context, params, request_id=request_id):
@@ -396,6 +410,16 @@ class SearchLoop:
         )
         out.inserted(block)
         yield SearchResult(record, index, block)
+
+
+def p_search(top: dict[int, float], eos_id: int) -> float:
+    """P(search) at the decision, 1 - P(end of turn), from the most likely tokens' log-probabilities there; an end
+    of turn outside them counts as 0 (it is below the least likely of them: under 1/k).
+
+    >>> round(p_search({2: math.log(0.3), 7: math.log(0.6)}, eos_id=2), 6), p_search({7: -0.1}, eos_id=2)
+    (0.7, 1.0)
+    """
+    return 1.0 - math.exp(top[eos_id]) if eos_id in top else 1.0
 
 
 def _single_token_ids(tokenizer: object, texts: list[str]) -> list[int]:

@@ -66,6 +66,9 @@ class LoopOptions:
     # `auto`: after the first answer, write its confidence into the context (<confidence>93</confidence>) for the
     # model to read before it decides; the decision stays the model's (issue #40's named variant).
     confidence_note: bool = False
+    # With the note: search when the model's P(search) after it (1 - P(end of turn)) is above this, a cut calibrated
+    # on dev as `confidence_threshold` is; None: the decision token the model samples decides (greedy: its argmax).
+    decision_threshold: float | None = None
     search_mode: str | None = None  # one of the backend's modes (Milvus: bm25, dense, hybrid); None: its default
     client_search: bool = False  # end at a search (Trace.pending_search) for the caller to run, instead of running it
     domains: DomainFilter | None = None  # source filter: passages it does not allow never reach the model
@@ -87,5 +90,7 @@ class LoopOptions:
             base["policy"] = SearchPolicy(defaults.policy)
         if defaults.confidence_note is not None:
             base["confidence_note"] = defaults.confidence_note
+        if defaults.decision_threshold is not None:
+            base["decision_threshold"] = defaults.decision_threshold
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)  # type: ignore[arg-type]

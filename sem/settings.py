@@ -90,6 +90,14 @@ class LoopDefaults(BaseModel):
         description="`auto`: write the first answer's confidence into the context before the model decides; "
         "default: what the model was trained with (`sem_gate.json`), else off.",
     )
+    decision_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="`auto` with the confidence note: search when the model's P(search) after the note (1 - P(end of "
+        "turn)) is above this; default: the cut stored with the model (`trainer calibrate-decision`), else the "
+        "sampled decision token.",
+    )
 
 
 class SearchSettings(BaseModel):

@@ -106,6 +106,8 @@ class Trace:
     # inserted results): what a prefix-caching engine prefills, block rounding aside.
     prefill_tokens: int = 0
     confidence: float | None = None  # `confidence` policy: the first answer's least likely token's probability
+    # `auto` with a decision_threshold: the model's P(search) (1 - P(end of turn)) after the confidence note, as read
+    decision_p_search: float | None = None
     seed_honoured: bool | None = None  # False when a seed was asked for and the engine could not honour it
     pending_search: str | None = None  # client_search: the query the loop stopped at, for the caller to run
     search_budget_exhausted: bool = False  # a search was refused (or never offered) because the budget is spent

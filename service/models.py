@@ -11,7 +11,13 @@ from pathlib import Path
 
 from sem.cache import CachedSearch
 from sem.engines import Engine
-from sem.gate import DEFAULT_THRESHOLD, resolve_confidence_note, resolve_policy, resolve_threshold
+from sem.gate import (
+    DEFAULT_THRESHOLD,
+    resolve_confidence_note,
+    resolve_decision_threshold,
+    resolve_policy,
+    resolve_threshold,
+)
 from sem.loop import SearchLoop
 from sem.rate import SearchRateDial
 from sem.settings import LoopDefaults, Settings
@@ -46,6 +52,7 @@ def model_defaults(loop: LoopDefaults, gate_home: str) -> LoopDefaults:
         "confidence_threshold": resolve_threshold(loop.confidence_threshold, gate_home),
         "policy": resolve_policy(loop.policy, gate_home),
         "confidence_note": resolve_confidence_note(loop.confidence_note, gate_home),
+        "decision_threshold": resolve_decision_threshold(loop.decision_threshold, gate_home),
     })  # fmt: skip
 
 

@@ -21,6 +21,8 @@ class SamplingOptions:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     logprobs: bool = False  # return the sampled tokens' log-probabilities (training rollouts)
+    # also return the k most likely tokens' log-probabilities at each position (the decision's P(end of turn))
+    top_logprobs: int = 0
     suppress_token_ids: list[int] = field(default_factory=list)  # never sample these
     adapter: str | None = None  # a served LoRA adapter's name (`SEM_ADAPTERS`); None: the engine's own model
 
@@ -43,6 +45,9 @@ class Delta:
     logprobs: list[float] | None = None
     finish_reason: str | None = None
     stop: str | None = None
+    # with `top_logprobs`: per token, the most likely tokens' log-probabilities (token id -> logprob); None where
+    # the engine cannot tell
+    top_logprobs: list[dict[int, float]] | None = None
 
 
 @runtime_checkable

@@ -179,6 +179,7 @@ class HFEngine:
                 suppress_tokens=first.suppress_token_ids or None,
                 return_dict_in_generate=True,
                 output_scores=any(r.options.logprobs for r in batch),
+                output_logits=any(r.options.top_logprobs for r in batch),  # raw: the model's own distribution
                 pad_token_id=pad,
             )
         scores = None
@@ -189,7 +190,8 @@ class HFEngine:
             n = min(ended[i] or out.sequences.shape[1] - width, r.options.max_tokens)  # a finished row's pads dropped
             ids: list[int] = out.sequences[i, width : width + n].tolist()
             logprobs = scores[i, :n].tolist() if scores is not None and r.options.logprobs else None
-            deltas.append(self._finish(ids, logprobs, r.options, r.request_id))
+            top = _top_logprobs(out.logits, i, n, r.options.top_logprobs) if r.options.top_logprobs else None
+            deltas.append(self._finish(ids, logprobs, r.options, r.request_id, top))
         return deltas
 
     def _row_done(self, request: _Request, new_ids: Any, new: int, window: int) -> bool:
@@ -211,7 +213,8 @@ class HFEngine:
 
         return self.model.disable_adapter() if self.adapters and adapter is None else contextlib.nullcontext()
 
-    def _finish(self, ids: list[int], logprobs: list[float] | None, options: SamplingOptions, request_id: str) -> Delta:
+    def _finish(self, ids: list[int], logprobs: list[float] | None, options: SamplingOptions, request_id: str,
+                top: list[dict[int, float]] | None = None) -> Delta:  # fmt: skip
         eos = self.tokenizer.eos_token_id
         # Cut after the first stop string (generate may overshoot by a token), keeping the stop in the text.
         # Under min_tokens, stops only count after the first min_tokens tokens.
@@ -221,12 +224,24 @@ class HFEngine:
             stop, cut = first_stop(text[head:], options.stop)
             if stop or ids[n - 1] == eos:
                 end = head + cut
-                return Delta(text[:end], ids[:n], logprobs[:n] if logprobs else logprobs, "stop", stop)
+                return Delta(text[:end], ids[:n], logprobs[:n] if logprobs else logprobs, "stop", stop,
+                             top[:n] if top else top)  # fmt: skip
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         with self._guard:
             cancelled = request_id in self._cancelled
         reason = "abort" if cancelled else "length"
-        return Delta(text, ids, logprobs, reason)
+        return Delta(text, ids, logprobs, reason, top_logprobs=top)
+
+
+def _top_logprobs(logits: Any, row: int, n: int, k: int) -> list[dict[int, float]]:
+    """The k most likely tokens' log-probabilities at each of a row's first n positions, from the raw logits."""
+    import torch
+
+    out = []
+    for step in logits[:n]:
+        values, ids = torch.log_softmax(step[row].float(), dim=-1).topk(k)
+        out.append(dict(zip(ids.tolist(), values.tolist(), strict=True)))
+    return out
 
     async def abort(self, request_id: str) -> None:
         with self._guard:

@@ -91,6 +91,9 @@ class OpenAIEngine:
             body["seed"] = options.seed
         if options.logprobs:
             body["logprobs"] = 0
+        if options.top_logprobs:
+            body["logprobs"] = options.top_logprobs
+            body["return_tokens_as_token_ids"] = True  # vLLM's extension: "token_id:<id>", not a text piece
         if options.suppress_token_ids:
             body["logit_bias"] = {str(t): -100 for t in options.suppress_token_ids}
         text = ""
@@ -132,7 +135,8 @@ class OpenAIEngine:
             logprobs = [lp if lp is not None else 0.0 for lp in choice["logprobs"].get("token_logprobs", [])]
         if finish == "stop" and stop is None and options.stop:
             stop, _ = first_stop(so_far + piece, options.stop)
-        return Delta(piece, list(ids), logprobs, finish, stop)
+        top = _top_logprobs(choice.get("logprobs")) if options.top_logprobs else None
+        return Delta(piece, list(ids), logprobs, finish, stop, top)
 
     async def abort(self, request_id: str) -> None:
         return None  # closing the stream is the abort: the server cancels a request whose client went away
@@ -142,3 +146,21 @@ class OpenAIEngine:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _top_logprobs(logprobs: dict[str, Any] | None) -> list[dict[int, float]] | None:
+    """`top_logprobs` keyed by token id ("token_id:<id>", vLLM's `return_tokens_as_token_ids`), or None where the
+    server gave none or keyed them by text (which names no token exactly).
+
+    >>> _top_logprobs({"top_logprobs": [{"token_id:2": -0.1, "token_id:7": -2.5}]})
+    [{2: -0.1, 7: -2.5}]
+    >>> _top_logprobs({"top_logprobs": [{"<": -0.1}]}) is None
+    True
+    """
+    positions = (logprobs or {}).get("top_logprobs")
+    if not positions:
+        return None
+    try:
+        return [{int(k.removeprefix("token_id:")): float(v) for k, v in (pos or {}).items()} for pos in positions]
+    except ValueError:
+        return None

@@ -38,11 +38,13 @@ class ReplayEngine:
         elif stop is None and self.tokenizer.eos_token_id is not None:
             ids = [*ids, self.tokenizer.eos_token_id]  # the reply ended: the model stops
         logprobs = [self.logprob] * len(ids) if options.logprobs else None
+        top = [{i: self.logprob} for i in ids] if options.top_logprobs else None  # the scripted token alone
         # Two pieces, as a streaming engine sends many.
         half = len(ids) // 2
         head = self.tokenizer.decode(ids[:half], skip_special_tokens=True)
-        yield Delta(head, ids[:half], logprobs[:half] if logprobs else None)
-        yield Delta(text[len(head) :], ids[half:], logprobs[half:] if logprobs else None, finish, stop)
+        yield Delta(head, ids[:half], logprobs[:half] if logprobs else None, top_logprobs=top[:half] if top else None)
+        yield Delta(text[len(head) :], ids[half:], logprobs[half:] if logprobs else None, finish, stop,
+                    top[half:] if top else None)  # fmt: skip
 
     async def abort(self, request_id: str) -> None:
         return None

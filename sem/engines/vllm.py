@@ -182,7 +182,8 @@ class VLLMEngine:
             seed=options.seed if self.honours_seed else None,
             stop=options.stop or None,
             include_stop_str_in_output=True,
-            logprobs=0 if options.logprobs else None,
+            # k most likely (the sampled token is always among what vLLM returns)
+            logprobs=options.top_logprobs if options.top_logprobs else (0 if options.logprobs else None),
             logit_bias={tid: -100.0 for tid in options.suppress_token_ids} or None,
             output_kind=RequestOutputKind.DELTA,
         )
@@ -198,9 +199,12 @@ class VLLMEngine:
                 logprobs = None
                 if options.logprobs and o.logprobs is not None:
                     logprobs = [lp[tid].logprob for tid, lp in zip(o.token_ids, o.logprobs, strict=True)]
+                top = None
+                if options.top_logprobs and o.logprobs is not None:
+                    top = [{tid: lp.logprob for tid, lp in position.items()} for position in o.logprobs]
                 finish = o.finish_reason if out.finished else None
                 stop = o.stop_reason if isinstance(o.stop_reason, str) else None
-                yield Delta(o.text, list(o.token_ids), logprobs, finish, stop)
+                yield Delta(o.text, list(o.token_ids), logprobs, finish, stop, top)
         except Exception as exc:  # asyncio.CancelledError is a BaseException and passes through
             raise EngineError(f"vLLM generation failed: {exc}") from exc
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
+import pytest
 import pytest_asyncio
 
 from sem import protocol
@@ -95,3 +97,23 @@ async def test_auto_asks_the_engine_once_per_segment(loop: SearchLoop) -> None:
         assert not trace.forced_answer and trace.engine_calls == trace.search_count + 1, trace.completion
     calls = sorted({(t.search_count, t.engine_calls) for t in traces})
     assert calls == [(0, 1), (1, 2)], calls  # the tuned default searches on some of these and not on others
+
+
+async def test_top_logprobs_hold_the_greedy_token_at_its_own_logprob(loop: SearchLoop) -> None:
+    """What a decision_threshold reads: each position's most likely tokens, the greedy one first and at the
+    log-probability the engine reports for the sampled token."""
+    from sem.engines.base import SamplingOptions
+
+    tokenizer = loop.engine.tokenizer
+    prompt = protocol.render_prompt(tokenizer, protocol.build_messages("Who wrote Hamlet?"))
+    ids = tokenizer.encode(prompt, add_special_tokens=False)
+    options = SamplingOptions(max_tokens=4, logprobs=True, top_logprobs=5)
+    deltas = [d async for d in loop.engine.generate(ids, options, request_id="top-logprobs")]
+    tokens = [t for d in deltas for t in d.token_ids]
+    sampled = [lp for d in deltas for lp in d.logprobs or []]
+    top = [pos for d in deltas for pos in d.top_logprobs or []]
+    assert len(top) == len(tokens) == len(sampled) == 4
+    for token, logprob, position in zip(tokens, sampled, top, strict=True):
+        assert len(position) >= 5 and max(position, key=position.get) == token
+        assert position[token] == pytest.approx(logprob, abs=1e-3)
+        assert sum(math.exp(v) for v in position.values()) <= 1 + 1e-3

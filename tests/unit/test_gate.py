@@ -147,6 +147,21 @@ def test_a_recalibration_keeps_how_the_model_is_served(tmp_path) -> None:
     assert resolve_confidence_note(False, tmp_path) is False  # configured wins
 
 
+def test_the_decisions_cut_is_read_from_the_model_folder_and_survives_a_recalibration(tmp_path) -> None:
+    from sem.gate import resolve_decision_threshold, update_gate
+    from sem.loop_options import LoopOptions
+    from sem.settings import LoopDefaults
+    from service.models import model_defaults
+
+    assert resolve_decision_threshold(None, tmp_path) is None  # never calibrated: the sampled token decides
+    update_gate(tmp_path, confidence_note=True, decision_threshold=0.9)  # `trainer calibrate --decision`
+    write_threshold(tmp_path, 0.62, split="dev")  # `confidence` recalibrated after it
+    assert resolve_decision_threshold(None, tmp_path) == 0.9 and resolve_decision_threshold(0.5, tmp_path) == 0.5
+    served = model_defaults(LoopDefaults(), str(tmp_path))
+    assert served.decision_threshold == 0.9 and served.confidence_note is True
+    assert LoopOptions.from_defaults(served).decision_threshold == 0.9
+
+
 async def test_teacher_traces_carry_the_models_own_first_answers(tokenizer, tiny_corpus) -> None:
     """SFT from labels: the first answer is one of the model's samples and the label decides the search; no fixed
     thought string, no placeholder answer (a teacher that wrote "unknown" or "I know this." fails here)."""

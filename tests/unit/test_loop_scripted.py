@@ -467,6 +467,56 @@ async def test_no_note_without_an_answer_or_a_search_left(tokenizer, retriever) 
     assert no_budget.completion == "<answer>Shakespeare</answer>" and no_budget.confidence is None
 
 
+# ---- decision_threshold: the decision after the note read at a cut on P(search), as confidence's threshold is ---
+
+
+@pytest.mark.parametrize(("cut", "searches"), [(0.2, True), (0.5, False)])
+async def test_a_cut_on_p_search_decides_after_the_note(tokenizer, retriever, cut, searches) -> None:
+    """The model ends its turn with P(end of turn) 0.7: P(search) 0.3 searches at a cut of 0.2, stands at 0.5."""
+    engine = ReplayEngine(tokenizer, ["<answer>Marlowe</answer>", EOS, "<answer>Shakespeare</answer>"],
+                          logprob=math.log(0.7))  # fmt: skip
+    options = LoopOptions(confidence_note=True, decision_threshold=cut)
+    trace = await SearchLoop(engine, retriever).run("Who wrote Hamlet?", options)
+    noted = "<answer>Marlowe</answer>\n<confidence>70</confidence>"
+    assert trace.decision_p_search == pytest.approx(0.3)
+    if searches:  # the question searched after the note, no decision token kept (the cut decided, not a sample)
+        assert trace.completion.startswith(noted + "\n<search> Who wrote Hamlet? </search>")
+        assert trace.answers == ["Marlowe", "Shakespeare"] and trace.searches[0].forced
+    else:
+        assert trace.completion == noted and trace.search_count == 0
+
+
+@pytest.mark.parametrize(("cut", "searches"), [(0.9, True), (1.0, False)])
+async def test_a_cut_keeps_the_models_own_call_or_lets_the_answer_stand(tokenizer, retriever, cut, searches) -> None:
+    """The model opens its own call: the end of its turn is not among the likely tokens, so P(search) reads 1."""
+    engine = ReplayEngine(tokenizer, ["<answer>Marlowe</answer>", "\n<search> Hamlet author </search>",
+                                      "<answer>Shakespeare</answer>"], logprob=math.log(0.7))  # fmt: skip
+    options = LoopOptions(confidence_note=True, decision_threshold=cut)
+    trace = await SearchLoop(engine, retriever).run("Who wrote Hamlet?", options)
+    assert trace.decision_p_search == 1.0
+    if searches:
+        assert trace.search_count == 1 and trace.searches[0].query == "Hamlet author" and not trace.searches[0].forced
+        assert trace.answer == "Shakespeare"
+    else:  # a cut of 1 never searches: the first answer stands though the model began a call
+        assert trace.completion == "<answer>Marlowe</answer>\n<confidence>70</confidence>"
+
+
+class BlindEngine(ReplayEngine):
+    """An engine that cannot tell the most likely tokens (a server without them)."""
+
+    async def generate(self, prompt_ids, options, *, request_id):
+        async for delta in super().generate(prompt_ids, options, request_id=request_id):
+            delta.top_logprobs = None
+            yield delta
+
+
+async def test_a_cut_the_engine_cannot_read_leaves_the_decision_to_the_sample(tokenizer, retriever) -> None:
+    engine = BlindEngine(tokenizer, ["<answer>Marlowe</answer>", EOS], logprob=math.log(0.7))
+    options = LoopOptions(confidence_note=True, decision_threshold=0.1)
+    trace = await SearchLoop(engine, retriever).run("Who wrote Hamlet?", options)
+    assert trace.decision_p_search is None and trace.search_count == 0  # the sampled end of turn decided
+
+
 # ---- either: the model's decision, and confidence's search when it lets an unsure answer stand -------------------
 
 

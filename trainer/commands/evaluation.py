@@ -159,30 +159,58 @@ def calibrate(
     serve: Annotated[
         bool, typer.Option(help="With --write: the service answers with this gate when a request names no policy.")
     ] = True,
+    decision: Annotated[
+        bool,
+        typer.Option(
+            help="Calibrate `auto`'s cut on its P(search) after the note instead (a `trainer decide "
+            "--note` model; stored as decision_threshold, the policy left as it is)."
+        ),
+    ] = False,
     max_tokens: MaxTokens = 64,
 ) -> None:
     """Choose the `confidence` gate's threshold of a model (default: SEM_MODEL or the embedded one) on dev: answer with
     a search after every first answer once, then replay every threshold (below it, the post-search answer counts;
-    above, the first)."""
+    above, the first). With --decision, the same for the cut on `auto`'s P(search) after its confidence note."""
+    from sem.gate import resolve_confidence_note
     from trainer.evals.labels import is_right
-    from trainer.evals.runs import confidence_sweep, pick_threshold, run_policies
+    from trainer.evals.runs import confidence_sweep, decision_sweep, pick_threshold, run_policies
 
     if split == "test":
         raise typer.BadParameter("the test split is frozen for reporting; calibrate on dev", param_hint="--split")
     labels = read_labels_or_fail(labels_file, split)
     with gate_loop(model, engine, labels_corpus(labels_file)) as (loop_, search_loop, model_path):
-        outcomes = loop_.run_until_complete(run_policies(search_loop, labels, ["confidence"], max_tokens=max_tokens,
-                                                         confidence_threshold=1.0))  # fmt: skip
+        if decision and not resolve_confidence_note(None, model_path):
+            raise typer.BadParameter("the cut reads the decision after the confidence note: this model was not "
+                                     "trained with it (`trainer decide --note`)", param_hint="--decision")  # fmt: skip
+        policy = "auto" if decision else "confidence"
+        outcomes = loop_.run_until_complete(run_policies(search_loop, labels, [policy], max_tokens=max_tokens,
+                                                         confidence_threshold=1.0, confidence_note=decision,
+                                                         decision_threshold=0.0 if decision else None))  # fmt: skip
     by_id = {lab.example.id: lab.example for lab in labels}
     for o in outcomes:
         o.extra["first_right"] = is_right(o.first_answer, by_id[o.id])
-    sweep = confidence_sweep(outcomes, [round(0.05 * i, 2) for i in range(21)])
+    if decision:  # P(search) crowds near 1 for a trained model: finer cuts there
+        sweep = decision_sweep(outcomes, [round(0.05 * i, 2) for i in range(19)] + [0.95, 0.97, 0.98, 0.99, 1.0])
+    else:
+        sweep = confidence_sweep(outcomes, [round(0.05 * i, 2) for i in range(21)])
     best = pick_threshold(sweep, max_searches_per_question)
     for r in sweep:
         typer.echo(f"{r['threshold']:.2f}  accuracy {r['accuracy']:.3f}  searches {r['searches_per_question']:.2f}")
     typer.echo(f"chosen: {best}")
-    if write:
+    if write and decision:
+        _store_cut(model, model_path, best, split, len(labels))
+    elif write:
         _store_threshold(model, model_path, best, split, len(labels), serve)
+
+
+def _store_cut(model: str | None, model_path: str, best: dict, split: str, questions: int) -> None:
+    """The chosen cut on `auto`'s P(search) beside the model (its gate file's decision_threshold)."""
+    from sem.gate import update_gate
+    from trainer.train.lora import is_adapter
+
+    how = {"split": split, "questions": questions, **{k: best[k] for k in ("accuracy", "searches_per_question")}}
+    home = model if model and is_adapter(model) else model_path
+    typer.echo(f"-> {update_gate(home, decision_threshold=best['threshold'], decision_calibration=how)}")
 
 
 def _store_threshold(model: str | None, model_path: str, best: dict, split: str, questions: int, serve: bool) -> None:
@@ -253,14 +281,16 @@ def _log_final(ledger: Path, committed: Any, run: Any, policies: list[str], labe
 def _answer(loop_: Any, search_loop: Any, model_path: str, labels: list, policies: list[str], threshold: float,
             max_tokens: int) -> tuple[list, dict | None]:  # fmt: skip
     """Every policy's answers, `auto`'s own P(search) on each, and multiple choice scored by likelihood."""
-    from sem.gate import resolve_confidence_note
+    from sem.gate import resolve_confidence_note, resolve_decision_threshold
     from trainer.evals.likelihood import Scorer
     from trainer.evals.options import option_report, score_options
     from trainer.evals.runs import run_policies
 
     note = resolve_confidence_note(None, model_path)  # `auto` as the model was trained (sem.gate)
+    cut = resolve_decision_threshold(None, model_path) if note else None  # as calibrated for it, if it was
     outcomes = loop_.run_until_complete(run_policies(search_loop, labels, policies, max_tokens=max_tokens,
-                                                     confidence_threshold=threshold, confidence_note=note))  # fmt: skip
+                                                     confidence_threshold=threshold, confidence_note=note,
+                                                     decision_threshold=cut))  # fmt: skip
     lettered = [lab.example for lab in labels if lab.example.choices]
     scorer = Scorer.load(model_path)  # one load for both read-backs
     options = option_report(score_options(scorer, lettered)) if lettered else None

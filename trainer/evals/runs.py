@@ -73,6 +73,8 @@ def outcome_of(lab: Label, policy: str, trace: Trace, latency_s: float) -> Outco
         extra["first_turn"] = turn + confidence_note(trace)  # what the decision read
     if policy == "confidence":
         extra["gate"] = confidence_gate(trace)
+    if trace.decision_p_search is not None:  # the decision read at a cut (decision_threshold)
+        extra["decision_p_search"] = round(trace.decision_p_search, 5)
     if trace.searches:  # did what it retrieved hold the answer? (the reading measure: right when it did)
         inserted = (seg.text for seg in trace.segments if not seg.generated)
         results = "".join(text for text in inserted if text.lstrip().startswith(RESULT_OPEN))
@@ -92,14 +94,15 @@ async def run_policies(
     max_searches: int = 1,
     confidence_threshold: float = 0.5,
     confidence_note: bool = False,
+    decision_threshold: float | None = None,
     concurrency: int = 8,
 ) -> list[Outcome]:
     """Answer every question once per policy (greedy), timing each answer."""
 
     def job(lab: Label, policy: str) -> Callable[[], Any]:
         options = LoopOptions(policy=SearchPolicy(policy), max_tokens=max_tokens, max_searches=max_searches,
-                              confidence_threshold=confidence_threshold,
-                              confidence_note=confidence_note)  # fmt: skip
+                              confidence_threshold=confidence_threshold, confidence_note=confidence_note,
+                              decision_threshold=decision_threshold)  # fmt: skip
 
         async def run() -> Outcome:
             started = time.perf_counter()
@@ -160,6 +163,29 @@ def confidence_sweep(outcomes: Sequence[Outcome], thresholds: Sequence[float]) -
         for o in outcomes:
             searched = searched_at(o, t)
             right.append(o.right if searched else o.extra["first_right"])
+            searches.append(1 if searched else 0)
+        rows.append({"threshold": t, "accuracy": round(statistics.fmean(right), 4),
+                     "searches_per_question": round(statistics.fmean(searches), 4)})  # fmt: skip
+    return rows
+
+
+def decision_sweep(outcomes: Sequence[Outcome], thresholds: Sequence[float]) -> list[dict[str, Any]]:
+    """Accuracy and searches per question of `auto` at each cut on its P(search) after the note, from runs at cut 0
+    (every read decision searched), replaying what the loop does: above t the answer after the search counts, else
+    the first answer; an answer whose decision was never read (no closed first answer) counts as it went.
+
+    >>> o = Outcome("q", "world", KNOWN, "auto", "b", "a", False, 0.0, 1, 9, 3, 0.1, None,
+    ...             {"decision_p_search": 0.7, "first_right": True})
+    >>> [(r["threshold"], r["accuracy"], r["searches_per_question"]) for r in decision_sweep([o], [0.5, 0.8])]
+    [(0.5, 0.0, 1.0), (0.8, 1.0, 0.0)]
+    """
+    rows = []
+    for t in thresholds:
+        right, searches = [], []
+        for o in outcomes:
+            p = o.extra.get("decision_p_search")
+            searched = bool(o.searches) if p is None else p > t
+            right.append(o.right if p is None or searched else o.extra["first_right"])
             searches.append(1 if searched else 0)
         rows.append({"threshold": t, "accuracy": round(statistics.fmean(right), 4),
                      "searches_per_question": round(statistics.fmean(searches), 4)})  # fmt: skip
