@@ -232,6 +232,16 @@ class HFEngine:
         reason = "abort" if cancelled else "length"
         return Delta(text, ids, logprobs, reason, top_logprobs=top)
 
+    async def abort(self, request_id: str) -> None:
+        with self._guard:
+            self._cancelled.add(request_id)
+
+    async def check_health(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
 
 def _top_logprobs(logits: Any, row: int, n: int, k: int) -> list[dict[int, float]]:
     """The k most likely tokens' log-probabilities at each of a row's first n positions, from the raw logits."""
@@ -242,13 +252,3 @@ def _top_logprobs(logits: Any, row: int, n: int, k: int) -> list[dict[int, float
         values, ids = torch.log_softmax(step[row].float(), dim=-1).topk(k)
         out.append(dict(zip(ids.tolist(), values.tolist(), strict=True)))
     return out
-
-    async def abort(self, request_id: str) -> None:
-        with self._guard:
-            self._cancelled.add(request_id)
-
-    async def check_health(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None

@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from sem import protocol
-from sem.engines.base import SamplingOptions
+from sem.engines.base import Engine, SamplingOptions
 from sem.engines.hf import HFEngine
 
 
@@ -21,6 +21,7 @@ async def test_hf_top_logprobs_are_the_models_next_token_distribution(tokenizer)
     with torch.no_grad():
         expected = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].float(), -1)
     engine = HFEngine(model, tokenizer, "tiny")
+    assert isinstance(engine, Engine)  # the whole contract (abort, check_health, aclose), not generate alone
     deltas = [d async for d in engine.generate(ids, SamplingOptions(max_tokens=2, top_logprobs=5), request_id="t")]
     (delta,) = deltas
     assert delta.top_logprobs is not None and len(delta.top_logprobs) == len(delta.token_ids) == 2
