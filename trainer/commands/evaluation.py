@@ -189,8 +189,8 @@ def calibrate(
     by_id = {lab.example.id: lab.example for lab in labels}
     for o in outcomes:
         o.extra["first_right"] = is_right(o.first_answer, by_id[o.id])
-    if decision:  # P(search) crowds near 1 for a trained model: finer cuts there
-        sweep = decision_sweep(outcomes, [round(0.05 * i, 2) for i in range(19)] + [0.95, 0.97, 0.98, 0.99, 1.0])
+    if decision:  # P(search) crowds at both ends for a trained model: every hundredth is a cut
+        sweep = decision_sweep(outcomes, [round(0.01 * i, 2) for i in range(101)])
     else:
         sweep = confidence_sweep(outcomes, [round(0.05 * i, 2) for i in range(21)])
     best = pick_threshold(sweep, max_searches_per_question)
