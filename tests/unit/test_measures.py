@@ -15,7 +15,7 @@ from tests.unit.test_gate import label, outcome
 from trainer.evals.labels import HELPED, KNOWN, NEITHER
 from trainer.evals.ledger import SplitError, check_split, committed_rule, read_ledger, record
 from trainer.evals.measures import MIN_COUNT, TOO_FEW, auroc_interval, paired_difference, rate
-from trainer.evals.runs import confidence_gate, confidence_sweep
+from trainer.evals.runs import confidence_gate, confidence_sweep, decision_sweep
 from trainer.evals.summary import compare, summarise
 
 
@@ -33,6 +33,21 @@ def test_the_sweep_never_searches_an_answer_the_loop_never_scored() -> None:
     legacy = outcome(0, "confidence", HELPED, False, 0, None)  # saved before `gate` was recorded
     legacy.extra["first_right"] = False
     assert confidence_sweep([legacy], [0.5])[0]["searches_per_question"] == 0.0
+
+
+def test_the_cut_sweep_replays_read_decisions_and_keeps_the_rest_as_they_went() -> None:
+    """`calibrate --decision` replays every cut on P(search); an answer whose decision was never read (the first
+    answer never closed) keeps what its run did, searched or not."""
+    sure = outcome(0, "auto", KNOWN, False, 1)
+    sure.extra.update(decision_p_search=0.15, first_right=True)
+    unsure = outcome(1, "auto", HELPED, True, 1)
+    unsure.extra.update(decision_p_search=0.6, first_right=False)
+    unread = outcome(2, "auto", HELPED, True, 1)
+    unread.extra["first_right"] = False
+    sweep = {r["threshold"]: r for r in decision_sweep([sure, unsure, unread], [0.1, 0.5, 0.7])}
+    assert [sweep[t]["searches_per_question"] for t in (0.1, 0.5, 0.7)] == [1.0, 0.6667, 0.3333]
+    assert sweep[0.5]["accuracy"] == 1.0  # the sure one keeps its right first answer, the unsure one searches
+    assert sweep[0.1]["accuracy"] == 0.6667 and sweep[0.7]["accuracy"] == 0.6667
 
 
 def test_the_gate_is_read_off_the_trace() -> None:

@@ -157,16 +157,7 @@ def confidence_sweep(outcomes: Sequence[Outcome], thresholds: Sequence[float]) -
     """Accuracy and searches per question of the `confidence` gate at each threshold, from runs at threshold 1.0
     (every scored first answer searched), replaying what the loop does: below t the answer after the search
     counts, else the first answer; an answer the gate never scored (token cap) is never searched."""
-    rows = []
-    for t in thresholds:
-        right, searches = [], []
-        for o in outcomes:
-            searched = searched_at(o, t)
-            right.append(o.right if searched else o.extra["first_right"])
-            searches.append(1 if searched else 0)
-        rows.append({"threshold": t, "accuracy": round(statistics.fmean(right), 4),
-                     "searches_per_question": round(statistics.fmean(searches), 4)})  # fmt: skip
-    return rows
+    return _replay(outcomes, thresholds, lambda o, t: (searched_at(o, t), True))
 
 
 def decision_sweep(outcomes: Sequence[Outcome], thresholds: Sequence[float]) -> list[dict[str, Any]]:
@@ -179,13 +170,25 @@ def decision_sweep(outcomes: Sequence[Outcome], thresholds: Sequence[float]) -> 
     >>> [(r["threshold"], r["accuracy"], r["searches_per_question"]) for r in decision_sweep([o], [0.5, 0.8])]
     [(0.5, 0.0, 1.0), (0.8, 1.0, 0.0)]
     """
+
+    def at_cut(o: Outcome, t: float) -> tuple[bool, bool]:
+        p = o.extra.get("decision_p_search")
+        return (bool(o.searches), False) if p is None else (p > t, True)
+
+    return _replay(outcomes, thresholds, at_cut)
+
+
+def _replay(
+    outcomes: Sequence[Outcome], thresholds: Sequence[float], gate: Callable[[Outcome, float], tuple[bool, bool]]
+) -> list[dict[str, Any]]:
+    """One row per threshold from runs that searched after every gated first answer: `gate(o, t)` says whether the
+    replayed loop searches and whether the gate read this answer at all (one it did not keeps its run's answer)."""
     rows = []
     for t in thresholds:
         right, searches = [], []
         for o in outcomes:
-            p = o.extra.get("decision_p_search")
-            searched = bool(o.searches) if p is None else p > t
-            right.append(o.right if p is None or searched else o.extra["first_right"])
+            searched, read = gate(o, t)
+            right.append(o.right if searched or not read else o.extra["first_right"])
             searches.append(1 if searched else 0)
         rows.append({"threshold": t, "accuracy": round(statistics.fmean(right), 4),
                      "searches_per_question": round(statistics.fmean(searches), 4)})  # fmt: skip
