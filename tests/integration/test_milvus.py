@@ -22,7 +22,7 @@ except ImportError:  # a failure that says what to install, never a skip
     pytest.fail("Milvus Lite is missing: install the `milvus` extra (`make install` does)", pytrace=False)
 
 
-def open_backend(corpus: Path, db: Path, **kwargs) -> MilvusBackend:
+def open_backend(corpus: Path, db: Path | str, **kwargs) -> MilvusBackend:
     backend = MilvusBackend(corpus, str(db), **kwargs)
     backend.load_sync()
     return backend
@@ -89,7 +89,8 @@ def test_a_collection_from_another_corpus_is_refused(tiny_corpus: Path, tmp_path
 
 def test_unreachable_server_is_a_clear_error(tiny_corpus: Path) -> None:
     with pytest.raises(ConfigError, match="cannot connect to Milvus"):
-        open_backend(tiny_corpus, Path(f"http://127.0.0.1:{free_port()}"))
+        # a str: Path would fold "http://" into "http:/", a local file (and a folder "http:" in the working tree)
+        open_backend(tiny_corpus, f"http://127.0.0.1:{free_port()}")
 
 
 def test_dense_and_hybrid(tiny_corpus: Path, tmp_path: Path) -> None:
