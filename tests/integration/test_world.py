@@ -103,6 +103,7 @@ def test_the_decision_trains_on_the_world_through_two_cheap_steps(tiny: Path) ->
     assert history[0]["dev_questions"] == history[2]["dev_questions"] == min(4, sum(
         lab.split == "dev" for lab in read_labels(labels)))  # fmt: skip
     assert all(r["rollouts"] == 4 for r in history[1:])  # 2 questions x 2 answers a step
+    assert all(r["dev_read"] is None or 0.0 <= r["dev_read"] <= 1.0 for r in (history[0], history[2]))
     # the adapter moved from the SFT start: brier credit gives every closed first answer's decision a gradient
     start, end = (load_file(p / "adapter_model.safetensors") for p in (tiny / "sft" / "final", out / "final"))
     assert start.keys() == end.keys() and any(not (start[k] == end[k]).all() for k in start)

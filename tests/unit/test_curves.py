@@ -52,3 +52,20 @@ def test_a_dev_point_scores_the_sem_reward_as_served() -> None:
     ]
     point = curve_point(answers)
     assert point["accuracy"] == 0.75 and point["sem"] == 0.5
+    assert point["read"] is None  # no reading measured
+
+
+def test_a_dev_point_reads_the_answer_after_a_search_apart_from_the_decision() -> None:
+    """`read`: right after a search from every first answer (a branch where the decision stopped), so a fall in
+    accuracy can be told apart: the decision's, or the reading's."""
+    from trainer.evals.curve import curve_point
+    from trainer.train.decide import DevAnswer
+
+    answers = [
+        DevAnswer("stopped, its branch read right", 0.1, False, False, True, "a", read_right=True),
+        DevAnswer("searched, read wrong", 0.9, True, True, False, "b", read_right=False),
+        DevAnswer("searched, read right", 0.9, True, True, True, "a", read_right=True),
+        DevAnswer("no first answer", None, True, False, False, "", read_right=None),  # not counted
+    ]
+    point = curve_point(answers)
+    assert point["read"] == 0.6667 and point["accuracy"] == 0.5

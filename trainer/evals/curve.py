@@ -10,8 +10,8 @@ from typing import Any
 from trainer.evals.measures import auroc
 
 CURVE_COLUMNS = ["step", "reward", "searched", "first_right", "dev_auroc", "dev_over_search", "dev_under_search",
-                 "dev_accuracy", "dev_searches", "dev_sem", "dev_auroc_year", "dev_auroc_name", "dev_auroc_form",
-                 "step_s"]  # fmt: skip
+                 "dev_accuracy", "dev_searches", "dev_sem", "dev_read", "dev_auroc_year", "dev_auroc_name",
+                 "dev_auroc_form", "step_s"]  # fmt: skip
 
 
 def _share(flags: Sequence[bool]) -> float | None:
@@ -24,7 +24,8 @@ def curve_point(answers: Sequence[Any], forms: Sequence[str] | None = None) -> d
     under-search (stopped at a wrong one), accuracy, searches; with `forms` (the answer's kind: year or name) the
     AUROC within each form and the AUROC of P(search) for the form itself, which a decision by knowledge keeps near
     0.5. `sem`: the SEM reward (PAPER.md) as served, exact: a right answer earns 1 unless it searched after a right
-    first answer (a redundant search earns nothing), so it weighs accuracy and searching in one number."""
+    first answer (a redundant search earns nothing), so it weighs accuracy and searching in one number. `read`: the
+    accuracy if every first answer were searched after (the reading, apart from the decision)."""
     scores = [a.p_search if a.p_search is not None else float(a.searched) for a in answers]
     wrong = [a.first_wrong for a in answers]
     out: dict[str, Any] = {
@@ -33,6 +34,7 @@ def curve_point(answers: Sequence[Any], forms: Sequence[str] | None = None) -> d
         "under_search": _share([not a.searched for a in answers if a.first_wrong]),
         "accuracy": _share([a.right for a in answers]), "searches": _share([a.searched for a in answers]),
         "sem": _share([a.right and not (a.searched and not a.first_wrong) for a in answers]),
+        "read": _share([a.read_right for a in answers if a.read_right is not None]),
     }  # fmt: skip
     if forms is not None:
         for name in sorted(set(forms)):
@@ -66,7 +68,7 @@ def write_curve(out: Path, title: str = "Dev curve (greedy, as served)") -> None
         left.plot([r["step"] for r in steps], [r[key] for r in steps], lw=0.8, label=f"{key} (train rollouts)")
     left.set_xlabel("step")
     left.legend(fontsize=8)
-    for key in ("dev_auroc", "dev_over_search", "dev_under_search", "dev_accuracy", "dev_auroc_form"):
+    for key in ("dev_auroc", "dev_over_search", "dev_under_search", "dev_accuracy", "dev_read", "dev_auroc_form"):
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
         right.plot([s for s, _ in pts], [v for _, v in pts], marker="o", label=key[4:])
     right.set_xlabel("step")

@@ -265,8 +265,14 @@ class Decider:
         )
         self.model.train()
         p = dict(zip(kept, probabilities, strict=True))
+        # Reading after a first answer, as if every one were searched: the served answer where it searched, else a
+        # branch from its first answer (training's r_search). It tells the decision's losses from the reading's.
+        stopped = [i for i, t in enumerate(traces) if t.answers and not t.search_count]
+        branches = self._run([self._branch(labels[i], traces[i].answers[0], self.options(0.0)) for i in stopped])
+        read = {i: is_right(b.answer, labels[i].example) for i, b in zip(stopped, branches, strict=True)}
         return [DevAnswer(lab.example.id, p.get(i), not (t.answers and is_right(t.answers[0], lab.example)),
-                          bool(t.search_count), is_right(t.answer, lab.example), t.answer)
+                          bool(t.search_count), is_right(t.answer, lab.example), t.answer,
+                          read.get(i, is_right(t.answer, lab.example) if t.search_count else None))
                 for i, (t, lab) in enumerate(zip(traces, labels, strict=True))]  # fmt: skip
 
 
@@ -278,6 +284,7 @@ class DevAnswer:
     searched: bool
     right: bool
     answer: str
+    read_right: bool | None = None  # right after a search from its first answer (None: no first answer to read after)
 
 
 def batches(labels: Sequence[Label], config: DecideConfig, step: int) -> list[Label]:
