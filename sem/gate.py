@@ -15,7 +15,7 @@ from typing import Any
 GATE_FILE = "sem_gate.json"
 DEFAULT_THRESHOLD = 0.5
 TRAINED_FIELDS = ("confidence_note",)  # how the model was trained to be served, not what a calibration chose
-KEPT_FIELDS = (*TRAINED_FIELDS, "decision_threshold")  # what recalibrating `confidence` leaves as it was
+KEPT_FIELDS = (*TRAINED_FIELDS, "decision_threshold", "read_fresh")  # what recalibrating `confidence` leaves as it was
 
 
 def gate_path(model_path: str | Path) -> Path:
@@ -86,6 +86,18 @@ def resolve_confidence_note(configured: bool | None, model_path: str | Path) -> 
     if configured is not None:
         return configured
     return bool(read_gate(model_path).get("confidence_note", False))
+
+
+def resolve_read_fresh(configured: bool | None, model_path: str | Path) -> bool:
+    """Whether the answer after a search is read without the first answer (`LoopOptions.read_fresh`): configured,
+    else stored with the model (`read_fresh` in its gate file), else off.
+
+    >>> resolve_read_fresh(None, "/nonexistent"), resolve_read_fresh(True, "/nonexistent")
+    (False, True)
+    """
+    if configured is not None:
+        return configured
+    return bool(read_gate(model_path).get("read_fresh", False))
 
 
 def resolve_decision_threshold(configured: float | None, model_path: str | Path) -> float | None:

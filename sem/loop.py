@@ -24,6 +24,11 @@ Policies (also the evaluation baselines):
 - `either`: the combined gate: `auto` (with its note, when configured), and when the model's decision lets its first
   answer stand though that answer's confidence is below `confidence_threshold`, `confidence`'s search of the question.
 
+`read_fresh` (any policy that searches after a first answer): from the first search on, the model's context is the
+prompt, the search call and what follows; the first answer (its note, the model's call) stays in the trace and the
+stream but is set aside (`Trace.fresh_from`), so the answer after the search is read as `always` reads it, not
+anchored on the first one. Such a trace is not one context: training refuses it (`trainer.train.rollout`).
+
 Client-side search (OpenAI tool calls): with `client_search` the loop does not run a search, it ends at it
 (`Trace.pending_search`, finish reason `tool_calls`) and the caller runs it. The next request brings the rounds back
 (`ClientSearch`: the model's turn that searched, or the answer before it, the query, what the caller's search
@@ -343,6 +348,8 @@ class SearchLoop:
             answer = protocol.format_answer(done.answer) + " " if done.answer else ""
             call = answer + protocol.format_forced_search(done.query)
         out.inserted(call)
+        if opts.read_fresh and out.trace.fresh_from is None and protocol.extract_answers(call):
+            out.read_fresh(protocol.format_forced_search(done.query))  # as a search the loop ran itself
         yield Inserted(call)
         # The tool's text read into passages and inserted as the service's own results are ([1] title: text), at
         # most top_k of them; a single passage (plain text) may use the whole block's room.
@@ -401,6 +408,8 @@ class SearchLoop:
             out.inserted(refusal)
             yield Inserted(refusal)
             return
+        if opts.read_fresh and out.trace.fresh_from is None and out.trace.generated_tokens:
+            out.read_fresh(protocol.format_forced_search(query))  # the first answer leaves the context
         record = SearchRecord(
             query, found.passages, found.cached, found.latency_ms, found.error, forced, dropped=found.dropped
         )

@@ -69,6 +69,10 @@ class LoopOptions:
     # With the note: search when the model's P(search) after it (1 - P(end of turn)) is above this, a cut calibrated
     # on dev as `confidence_threshold` is; None: the decision token the model samples decides (greedy: its argmax).
     decision_threshold: float | None = None
+    # A search after a first answer: the answer after it is written from the question and the results alone (the first
+    # answer, its note and the model's call stay in the trace but leave the context), as `always` reads. The world's
+    # dev: a first answer in context anchors the one after the search (session 27, docs/results.md).
+    read_fresh: bool = False
     search_mode: str | None = None  # one of the backend's modes (Milvus: bm25, dense, hybrid); None: its default
     client_search: bool = False  # end at a search (Trace.pending_search) for the caller to run, instead of running it
     domains: DomainFilter | None = None  # source filter: passages it does not allow never reach the model
@@ -92,5 +96,7 @@ class LoopOptions:
             base["confidence_note"] = defaults.confidence_note
         if defaults.decision_threshold is not None:
             base["decision_threshold"] = defaults.decision_threshold
+        if defaults.read_fresh is not None:
+            base["read_fresh"] = defaults.read_fresh
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)  # type: ignore[arg-type]

@@ -98,6 +98,12 @@ class LoopDefaults(BaseModel):
         "turn)) is above this; default: the cut stored with the model (`trainer calibrate-decision`), else the "
         "sampled decision token.",
     )
+    read_fresh: bool | None = Field(
+        None,
+        description="A search after a first answer: write the answer after it from the question and the results "
+        "alone (the first answer stays in the reply, out of the model's context). Default: the model's gate file "
+        "(`sem_gate.json`), else off.",
+    )
 
 
 class SearchSettings(BaseModel):

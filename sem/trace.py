@@ -111,6 +111,9 @@ class Trace:
     seed_honoured: bool | None = None  # False when a seed was asked for and the engine could not honour it
     pending_search: str | None = None  # client_search: the query the loop stopped at, for the caller to run
     search_budget_exhausted: bool = False  # a search was refused (or never offered) because the budget is spent
+    # `read_fresh`: the completion's tokens before this index were set aside at the first search: shown, but out of
+    # the model's context from then on (it read the question, the search and its results alone). None: one context.
+    fresh_from: int | None = None
 
     @property
     def answer(self) -> str:
@@ -141,6 +144,14 @@ class Trace:
         return protocol.follows_template(self.completion)
 
 
+def require_one_context(trace: Trace) -> Trace:
+    """The trace as one sequence a trainer can score, token by token; a `read_fresh` trace is not one (the answer
+    after its search was read without what came before)."""
+    if trace.fresh_from is not None:
+        raise ValueError("a read_fresh trace is not one context: train on rollouts run with read_fresh off")
+    return trace
+
+
 class TraceBuilder:
     """Accumulates text, token ids, mask and log-probs in step."""
 
@@ -149,6 +160,7 @@ class TraceBuilder:
         self.tokenizer = tokenizer
         self.parts: list[str] = []
         self.computed = 0  # context tokens the engine has computed (prefilled or generated) so far
+        self.fresh_lead: list[int] = []  # read_fresh: the search call the context holds in place of what was set aside
         if want_logprobs:
             trace.logprobs = []
 
@@ -170,9 +182,19 @@ class TraceBuilder:
         if self.trace.logprobs is not None:
             self.trace.logprobs.extend([0.0] * len(ids))
 
+    def read_fresh(self, lead: str) -> None:
+        """Set aside all the completion holds so far: it stays in the trace (and what was streamed), but the model's
+        context goes on from the prompt and `lead` (the search call, in context only) as if nothing came before."""
+        self.trace.fresh_from = len(self.trace.completion_ids)
+        self.fresh_lead = self.tokenizer.encode(lead, add_special_tokens=False)  # type: ignore[attr-defined]
+        self.computed = min(self.computed, len(self.trace.prompt_ids))  # only the prompt is still a computed prefix
+
     @property
     def context_ids(self) -> list[int]:
-        return self.trace.prompt_ids + self.trace.completion_ids
+        """What the model reads next: the prompt and the completion, or after `read_fresh` what came since."""
+        if self.trace.fresh_from is None:
+            return self.trace.prompt_ids + self.trace.completion_ids
+        return self.trace.prompt_ids + self.fresh_lead + self.trace.completion_ids[self.trace.fresh_from :]
 
     def finish(self) -> Trace:
         self.trace.completion = "".join(self.parts)

@@ -16,6 +16,7 @@ from sem.gate import (
     resolve_confidence_note,
     resolve_decision_threshold,
     resolve_policy,
+    resolve_read_fresh,
     resolve_threshold,
 )
 from sem.loop import SearchLoop
@@ -53,6 +54,7 @@ def model_defaults(loop: LoopDefaults, gate_home: str) -> LoopDefaults:
         "policy": resolve_policy(loop.policy, gate_home),
         "confidence_note": resolve_confidence_note(loop.confidence_note, gate_home),
         "decision_threshold": resolve_decision_threshold(loop.decision_threshold, gate_home),
+        "read_fresh": resolve_read_fresh(loop.read_fresh, gate_home),
     })  # fmt: skip
 
 

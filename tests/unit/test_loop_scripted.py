@@ -563,3 +563,53 @@ async def test_either_under_client_search_hands_the_question_over(tokenizer, ret
     options = LoopOptions(policy=SearchPolicy.either, confidence_threshold=0.5, client_search=True)
     trace = await SearchLoop(engine, retriever).run("Who wrote Hamlet?", options)
     assert trace.pending_search == "Who wrote Hamlet?" and trace.search_count == 0
+
+
+@pytest.mark.parametrize("policy", [SearchPolicy.confidence, SearchPolicy.auto])
+async def test_read_fresh_reads_the_answer_after_a_search_as_always_does(tokenizer, retriever, policy) -> None:
+    """The gate's search (confidence) or the model's own call (auto): the answer after it is written from the prompt,
+    the search and its results alone, the context `always` gives; the first answer stays in the trace."""
+    first = "<answer>Marlowe</answer>" + ("<search>Who wrote Hamlet?</search>" if policy is SearchPolicy.auto else "")
+    replies = [first, "<answer>Shakespeare</answer>"]
+    engine = ReplayEngine(tokenizer, replies, logprob=math.log(0.3))
+    options = LoopOptions(policy=policy, confidence_threshold=1.0, read_fresh=True)
+    trace = await SearchLoop(engine, retriever).run("Who wrote Hamlet?", options)
+    _, _, always = await run(tokenizer, retriever, ["<answer>Shakespeare</answer>"], policy=SearchPolicy.always)
+    assert trace.search_count == 1 and trace.answers == ["Marlowe", "Shakespeare"]
+    assert "Marlowe" not in engine.contexts[1]
+    assert engine.contexts[1] == always.contexts[0]
+    assert trace.fresh_from is not None and "Marlowe" in tokenizer.decode(trace.completion_ids[: trace.fresh_from])
+    assert trace.prefill_tokens == len(trace.prompt_ids) + len(tokenizer.encode(engine.contexts[1])) - len(
+        trace.prompt_ids
+    )  # the prompt once, then all the fresh context after it (block rounding aside)
+
+
+async def test_read_fresh_leaves_a_trace_without_a_search_as_one_context(tokenizer, retriever) -> None:
+    trace, _, engine = await run(tokenizer, retriever, ["<answer>Shakespeare</answer>"], read_fresh=True)
+    assert trace.fresh_from is None and len(engine.contexts) == 1
+    _, _, always = await run(tokenizer, retriever, ["<answer>Shakespeare</answer>"], policy=SearchPolicy.always,
+                             read_fresh=True)  # fmt: skip
+    assert "Hamlet" in always.contexts[0]  # `always` had no first answer to set aside
+
+
+async def test_read_fresh_sets_a_client_rounds_answer_aside(tokenizer, retriever) -> None:
+    engine = ReplayEngine(tokenizer, ["<answer>Lutz</answer>"])
+    done = ClientSearch(query="capital of Zubrowka", answer="unknown", call_id="call_1", result="Lutz.")
+    trace = await SearchLoop(engine, retriever).run("Capital of Zubrowka?",
+                                                    LoopOptions(client_search=True, read_fresh=True),
+                                                    client_searches=[done])  # fmt: skip
+    completion = engine.contexts[0].split("<|im_start|>assistant\n")[-1]
+    assert completion.startswith("<search> capital of Zubrowka </search>\n<result>\n[1] Lutz.")
+    assert trace.answers == ["unknown", "Lutz"]
+
+
+async def test_a_read_fresh_trace_is_refused_for_training(tokenizer, retriever) -> None:
+    from sem.trace import require_one_context
+
+    engine = ReplayEngine(tokenizer, ["<answer>Marlowe</answer>", "<answer>Shakespeare</answer>"],
+                          logprob=math.log(0.3))  # fmt: skip
+    options = LoopOptions(policy=SearchPolicy.confidence, confidence_threshold=1.0, read_fresh=True)
+    trace = await SearchLoop(engine, retriever).run("Who wrote Hamlet?", options)
+    assert trace.search_count == 1
+    with pytest.raises(ValueError, match="read_fresh"):
+        require_one_context(trace)

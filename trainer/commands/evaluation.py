@@ -240,6 +240,10 @@ def eval_gate(
     out: Annotated[Path, typer.Option(help="gate.md, gate.json, gate.png and outcomes.jsonl go here.")] = RUNS / "gate",
     title: Title = "Search gate against the model's own labels",
     max_tokens: MaxTokens = 64,
+    read_fresh: Annotated[
+        bool | None,
+        typer.Option(help="Read the answer after a search without the first answer (default: the model's gate file)."),
+    ] = None,
 ) -> None:
     """Over-search, under-search, AUROC, accuracy and cost per policy of a model (default: SEM_MODEL or the embedded
     one), beside never, always and the oracle, with intervals and paired differences. Test runs are refused unless
@@ -256,7 +260,7 @@ def eval_gate(
     labels = read_labels_or_fail(labels_file, split)
     with gate_loop(model, engine, labels_corpus(labels_file)) as (loop_, search_loop, model_path):
         threshold = resolve_threshold(None, model_path)
-        outcomes, options = _answer(loop_, search_loop, model_path, labels, chosen, threshold, max_tokens)
+        outcomes, options = _answer(loop_, search_loop, model_path, labels, chosen, threshold, max_tokens, read_fresh)
     # an adapter is named by its own path, not the temporary merge the engine loaded
     run = GateRun.judged(outcomes, labels, split=split, model=model or model_path, labels_file=labels_file,
                          threshold=threshold, options=options)  # fmt: skip
@@ -279,18 +283,19 @@ def _log_final(ledger: Path, committed: Any, run: Any, policies: list[str], labe
 
 
 def _answer(loop_: Any, search_loop: Any, model_path: str, labels: list, policies: list[str], threshold: float,
-            max_tokens: int) -> tuple[list, dict | None]:  # fmt: skip
+            max_tokens: int, read_fresh: bool | None = None) -> tuple[list, dict | None]:  # fmt: skip
     """Every policy's answers, `auto`'s own P(search) on each, and multiple choice scored by likelihood."""
-    from sem.gate import resolve_confidence_note, resolve_decision_threshold
+    from sem.gate import resolve_confidence_note, resolve_decision_threshold, resolve_read_fresh
     from trainer.evals.likelihood import Scorer
     from trainer.evals.options import option_report, score_options
     from trainer.evals.runs import run_policies
 
     note = resolve_confidence_note(None, model_path)  # `auto` as the model was trained (sem.gate)
     cut = resolve_decision_threshold(None, model_path) if note else None  # as calibrated for it, if it was
+    fresh = resolve_read_fresh(read_fresh, model_path)
     outcomes = loop_.run_until_complete(run_policies(search_loop, labels, policies, max_tokens=max_tokens,
                                                      confidence_threshold=threshold, confidence_note=note,
-                                                     decision_threshold=cut))  # fmt: skip
+                                                     decision_threshold=cut, read_fresh=fresh))  # fmt: skip
     lettered = [lab.example for lab in labels if lab.example.choices]
     scorer = Scorer.load(model_path)  # one load for both read-backs
     options = option_report(score_options(scorer, lettered)) if lettered else None

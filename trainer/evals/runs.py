@@ -79,6 +79,8 @@ def outcome_of(lab: Label, policy: str, trace: Trace, latency_s: float) -> Outco
         inserted = (seg.text for seg in trace.segments if not seg.generated)
         results = "".join(text for text in inserted if text.lstrip().startswith(RESULT_OPEN))
         extra["gold_in_results"] = found_in(results, lab.example) is not None
+    if trace.fresh_from is not None:  # read_fresh: the answer after the search was read without the first one
+        extra["read_fresh"] = True
     return Outcome(lab.example.id, lab.example.source, lab.klass, policy, trace.answer, first,
                    is_right(trace.answer, lab.example), f1(trace.answer, list(lab.example.answers)),
                    trace.search_count, trace.generated_tokens, trace.engine_calls, latency_s,
@@ -95,6 +97,7 @@ async def run_policies(
     confidence_threshold: float = 0.5,
     confidence_note: bool = False,
     decision_threshold: float | None = None,
+    read_fresh: bool = False,
     concurrency: int = 8,
 ) -> list[Outcome]:
     """Answer every question once per policy (greedy), timing each answer."""
@@ -102,7 +105,7 @@ async def run_policies(
     def job(lab: Label, policy: str) -> Callable[[], Any]:
         options = LoopOptions(policy=SearchPolicy(policy), max_tokens=max_tokens, max_searches=max_searches,
                               confidence_threshold=confidence_threshold, confidence_note=confidence_note,
-                              decision_threshold=decision_threshold)  # fmt: skip
+                              decision_threshold=decision_threshold, read_fresh=read_fresh)  # fmt: skip
 
         async def run() -> Outcome:
             started = time.perf_counter()

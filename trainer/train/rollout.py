@@ -20,6 +20,7 @@ from sem.cache import CachedSearch
 from sem.engines.hf import HFEngine
 from sem.errors import EngineError
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
+from sem.trace import require_one_context
 
 if TYPE_CHECKING:
     from trainer.train.vllm_rollout import RolloutEngine
@@ -79,7 +80,7 @@ def trace_columns(traces: list[Trace], eos_id: int | None) -> dict[str, list[Any
         "follows_template": [],
     }
     for trace in traces:
-        ids, mask = list(trace.completion_ids), list(trace.loss_mask)
+        ids, mask = list(require_one_context(trace).completion_ids), list(trace.loss_mask)
         logprobs = list(trace.logprobs or [0.0] * len(ids))
         if eos_id is not None and (not ids or ids[-1] != eos_id):
             ids.append(eos_id)

@@ -20,6 +20,7 @@ from sem.cache import CachedSearch
 from sem.engines.replay import ReplayEngine
 from sem.loop import LoopOptions, SearchLoop, SearchPolicy, Trace
 from sem.protocol import ANSWER_CLOSE, format_result
+from sem.trace import require_one_context
 from trainer.data import Example
 from trainer.evals.labels import KNOWN, Label, found_in, is_right
 from trainer.train.lora import lora_config
@@ -115,7 +116,7 @@ def _untrain_tail(trace: Trace) -> None:
 def sft_row(trace: Trace, eos_id: int | None) -> dict[str, list[int]]:
     """input_ids and labels: the prompt and inserted results are not trained on; a final EOS is, after a trained
     answer (an answer left out of the loss leaves its EOS out too)."""
-    ids = trace.prompt_ids + trace.completion_ids
+    ids = trace.prompt_ids + require_one_context(trace).completion_ids
     labels = [IGNORE] * len(trace.prompt_ids) + [
         tok if keep else IGNORE for tok, keep in zip(trace.completion_ids, trace.loss_mask, strict=True)
     ]

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sem.trace import require_one_context
 from trainer.train.extract import ExtractReport, load_full, write_report
 from trainer.world.teach import Piece, batches, collate
 
@@ -85,7 +86,7 @@ def trace_pieces(traces: Sequence[Any]) -> list[Any]:
     included. The facts alone leave reading a passage to what the cut kept."""
     pieces = []
     for trace in traces:
-        ids, mask, at = trace.completion_ids, trace.loss_mask, 0
+        ids, mask, at = require_one_context(trace).completion_ids, trace.loss_mask, 0
         while at < len(ids):
             if not mask[at]:
                 at += 1
