@@ -117,3 +117,17 @@ async def test_top_logprobs_hold_the_greedy_token_at_its_own_logprob(loop: Searc
         assert len(position) >= 5 and max(position, key=position.get) == token
         assert position[token] == pytest.approx(logprob, abs=1e-3)
         assert sum(math.exp(v) for v in position.values()) <= 1 + 1e-3
+
+
+async def test_read_fresh_answers_after_the_search_from_a_context_without_the_first_answer(loop: SearchLoop) -> None:
+    """The real engines take a context that is not the previous one extended: the first answer is set aside at the
+    search (still in the trace) and the model writes its answer after the results."""
+    options = LoopOptions(policy=SearchPolicy.confidence, confidence_threshold=1.0, read_fresh=True, max_tokens=96)
+    trace = await loop.run("Who wrote Hamlet?", options)
+    assert trace.search_count == 1 and trace.fresh_from is not None
+    tokenizer = loop.engine.tokenizer
+    before, after = (tokenizer.decode(ids) for ids in (trace.completion_ids[: trace.fresh_from],
+                                                        trace.completion_ids[trace.fresh_from :]))  # fmt: skip
+    assert protocol.extract_answers(before) and protocol.RESULT_OPEN not in before
+    assert after.lstrip().startswith(protocol.RESULT_OPEN) and sum(trace.loss_mask[trace.fresh_from :]) > 0
+    assert trace.answer  # the model's own answer after the results (right or not)

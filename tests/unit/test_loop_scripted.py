@@ -579,9 +579,8 @@ async def test_read_fresh_reads_the_answer_after_a_search_as_always_does(tokeniz
     assert "Marlowe" not in engine.contexts[1]
     assert engine.contexts[1] == always.contexts[0]
     assert trace.fresh_from is not None and "Marlowe" in tokenizer.decode(trace.completion_ids[: trace.fresh_from])
-    assert trace.prefill_tokens == len(trace.prompt_ids) + len(tokenizer.encode(engine.contexts[1])) - len(
-        trace.prompt_ids
-    )  # the prompt once, then all the fresh context after it (block rounding aside)
+    # the prompt, then the fresh context after it: the call and the results, each once
+    assert trace.prefill_tokens == len(tokenizer.encode(engine.contexts[1], add_special_tokens=False))
 
 
 async def test_read_fresh_leaves_a_trace_without_a_search_as_one_context(tokenizer, retriever) -> None:
