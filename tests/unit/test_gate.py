@@ -353,6 +353,10 @@ def test_reading_is_scored_where_the_results_held_the_answer() -> None:
     assert [o.extra["gold_in_results"] for o in runs] == [True, True, False]
     (row,) = summarise(runs, [zubrowka])
     assert row["read_accuracy"] == 0.5 and row["readable"] == 2
+    fresh = traced(lutz, "Lutz")
+    fresh.fresh_from = 3  # read_fresh set the first answer aside: the outcome says so, one context says nothing
+    assert outcome_of(zubrowka, "confidence", fresh, 0.1).extra["read_fresh"] is True
+    assert "read_fresh" not in runs[0].extra
 
 
 def test_trainer_eval_writes_the_one_outcome_and_compare_reads_runs_old_and_new(tmp_path) -> None:

@@ -167,11 +167,17 @@ def calibrate(
         ),
     ] = False,
     max_tokens: MaxTokens = 64,
+    read_fresh: Annotated[
+        bool | None,
+        typer.Option(
+            help="Read the answer after a search without the first answer, as served (default: the model's gate file)."
+        ),
+    ] = None,
 ) -> None:
     """Choose the `confidence` gate's threshold of a model (default: SEM_MODEL or the embedded one) on dev: answer with
     a search after every first answer once, then replay every threshold (below it, the post-search answer counts;
     above, the first). With --decision, the same for the cut on `auto`'s P(search) after its confidence note."""
-    from sem.gate import resolve_confidence_note
+    from sem.gate import resolve_confidence_note, resolve_read_fresh
     from trainer.evals.labels import is_right
     from trainer.evals.runs import confidence_sweep, decision_sweep, pick_threshold, run_policies
 
@@ -179,13 +185,15 @@ def calibrate(
         raise typer.BadParameter("the test split is frozen for reporting; calibrate on dev", param_hint="--split")
     labels = read_labels_or_fail(labels_file, split)
     with gate_loop(model, engine, labels_corpus(labels_file)) as (loop_, search_loop, model_path):
+        fresh = resolve_read_fresh(read_fresh, model_path)  # the answers after the searches as they will be served
         if decision and not resolve_confidence_note(None, model_path):
             raise typer.BadParameter("the cut reads the decision after the confidence note: this model was not "
                                      "trained with it (`trainer decide --note`)", param_hint="--decision")  # fmt: skip
         policy = "auto" if decision else "confidence"
         outcomes = loop_.run_until_complete(run_policies(search_loop, labels, [policy], max_tokens=max_tokens,
                                                          confidence_threshold=1.0, confidence_note=decision,
-                                                         decision_threshold=0.0 if decision else None))  # fmt: skip
+                                                         decision_threshold=0.0 if decision else None,
+                                                         read_fresh=fresh))  # fmt: skip
     by_id = {lab.example.id: lab.example for lab in labels}
     for o in outcomes:
         o.extra["first_right"] = is_right(o.first_answer, by_id[o.id])
