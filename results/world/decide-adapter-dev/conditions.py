@@ -1,4 +1,5 @@
 """The session-27 rule's three dev conditions for `auto` with read_fresh, against a baseline run's `confidence`."""
+
 import json
 import sys
 from pathlib import Path
@@ -7,7 +8,7 @@ from trainer.evals.gaterun import GateRun
 from trainer.evals.measures import paired_difference
 
 run, policy, base_run = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
-questions = {q["id"]: q for q in map(json.loads, open("runs/world/world/questions.jsonl"))}
+questions = {q["id"]: q for q in map(json.loads, Path("runs/world/world/questions.jsonl").read_text().splitlines())}
 mine = {o.id: o for o in GateRun.read(run).outcomes if o.policy == policy}
 base = {o.id: o for o in GateRun.read(base_run).outcomes if o.policy == "confidence"}
 changed = [i for i in mine if questions[i]["changed"]]
@@ -19,8 +20,10 @@ searches = sum(1 for o in mine.values() if o.searches) / len(mine)
 fresh = sum(1 for o in mine.values() if o.extra.get("read_fresh"))
 diff = paired_difference({i: float(mine[i].right) for i in rest}, {i: float(base[i].right) for i in rest})
 every = paired_difference({i: float(o.right) for i, o in mine.items()}, {i: float(base[i].right) for i in mine})
-print(f"{run} {policy} vs {base_run} confidence: all {sum(o.right for o in mine.values()) / len(mine):.3f} "
-      f"(paired {every}); read fresh {fresh}; changed unsearched {unsearched}/{len(changed)} (<= 2: {unsearched <= 2}); "
-      f"changed right {sum(mine[i].right for i in changed)}; rest accuracy {acc:.3f} vs {acc_base:.3f} "
-      f"(>= -0.02: {acc >= acc_base - 0.02}; paired {diff}); searches {searches:.3f} (<= 0.75: {searches <= 0.75})")
+print(
+    f"{run} {policy} vs {base_run} confidence: all {sum(o.right for o in mine.values()) / len(mine):.3f} "
+    f"(paired {every}); read fresh {fresh}; changed unsearched {unsearched}/{len(changed)} (<= 2: {unsearched <= 2}); "
+    f"changed right {sum(mine[i].right for i in changed)}; rest accuracy {acc:.3f} vs {acc_base:.3f} "
+    f"(>= -0.02: {acc >= acc_base - 0.02}; paired {diff}); searches {searches:.3f} (<= 0.75: {searches <= 0.75})"
+)
 print("GO" if unsearched <= 2 and acc >= acc_base - 0.02 and searches <= 0.75 else "NO GO")
