@@ -27,7 +27,8 @@ Policies (also the evaluation baselines):
 `read_fresh` (any policy that searches after a first answer): from the first search on, the model's context is the
 prompt, the search call and what follows; the first answer (its note, the model's call) stays in the trace and the
 stream but is set aside (`Trace.fresh_from`), so the answer after the search is read as `always` reads it, not
-anchored on the first one. Such a trace is not one context: training refuses it (`trainer.train.rollout`).
+anchored on the first one; a search that found nothing to read leaves it in. Such a trace is not one context:
+training refuses it (`sem.trace.require_one_context`).
 
 Client-side search (OpenAI tool calls): with `client_search` the loop does not run a search, it ends at it
 (`Trace.pending_search`, finish reason `tool_calls`) and the caller runs it. The next request brings the rounds back
@@ -408,8 +409,9 @@ class SearchLoop:
             out.inserted(refusal)
             yield Inserted(refusal)
             return
-        if opts.read_fresh and out.trace.fresh_from is None and out.trace.generated_tokens:
-            out.read_fresh(protocol.format_forced_search(query))  # the first answer leaves the context
+        # read_fresh: the first answer leaves the context, unless the search brought nothing to read in its place
+        if opts.read_fresh and out.trace.fresh_from is None and out.trace.generated_tokens and found.passages:
+            out.read_fresh(protocol.format_forced_search(query))
         record = SearchRecord(
             query, found.passages, found.cached, found.latency_ms, found.error, forced, dropped=found.dropped
         )

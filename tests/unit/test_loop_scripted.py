@@ -209,6 +209,11 @@ async def test_search_failure_degrades_to_no_results(tokenizer, tiny_corpus: Pat
     assert "backend timed out" in trace.search_errors[0]
     assert "search failed" in engine.contexts[1]
     assert trace.answer == "unsure"
+    # read_fresh keeps the first answer in context when the search brought nothing to read instead
+    engine = ReplayEngine(tokenizer, ["<answer>Marlowe</answer><search>Hamlet</search>", "<answer>Marlowe</answer>"])
+    options = LoopOptions(read_fresh=True)
+    trace = await SearchLoop(engine, CachedSearch(backend)).run("Who wrote Hamlet?", options)
+    assert trace.fresh_from is None and "Marlowe" in engine.contexts[1] and "search failed" in engine.contexts[1]
 
 
 @pytest.mark.parametrize(("threshold", "searches"), [(0.0, False), (0.2, False), (0.5, True), (1.0, True)])
