@@ -13,5 +13,5 @@ python -c "from sem.gate import update_gate; print(update_gate('$A', confidence_
 echo "== eval-gate $(date)"
 trainer eval-gate --split dev --labels $L --model $A --policies auto,either,confidence --out $out/decide-svd \
   --title "Session 27: checkpoint 40 cut to an adapter by SVD alone, read fresh, world dev"
-for p in auto either; do python runs/s27/conditions.py $out/decide-svd $p results/world/fresh-dev/adapter-fresh; done
+for p in auto either; do python results/world/fresh-dev/conditions.py $out/decide-svd $p results/world/fresh-dev/adapter-fresh; done
 echo "== done $(date)"

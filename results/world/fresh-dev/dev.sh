@@ -11,8 +11,8 @@ echo "== eval-gate adapter $(date)"
 trainer eval-gate --split dev --labels $L --model sem/adapters/sem-world-135m --read-fresh \
   --policies confidence --out $out/adapter-fresh --title "Session 27: the adapter's confidence with read_fresh, world dev"
 for p in auto either; do
-  python runs/s27/conditions.py $out/focus40-fresh $p $out/adapter-fresh
-  python runs/s27/conditions.py $out/focus40-fresh $p results/world/focus-dev/adapter
+  python results/world/fresh-dev/conditions.py $out/focus40-fresh $p $out/adapter-fresh
+  python results/world/fresh-dev/conditions.py $out/focus40-fresh $p results/world/focus-dev/adapter
 done
-python runs/s27/conditions.py $out/adapter-fresh confidence results/world/focus-dev/adapter
+python results/world/fresh-dev/conditions.py $out/adapter-fresh confidence results/world/focus-dev/adapter
 echo "== done $(date)"
