@@ -129,16 +129,18 @@ def run_decide_engine(model: str, labels: Path, work: Path, opts: argparse.Names
     from trainer.evals.labels import read_labels
     from trainer.runtime import labels_training_corpus
     from trainer.train.decide import DecideConfig, Decider, batches
-    from trainer.train.decide_run import engine_model, load_policy
+    from trainer.train.decide_run import engine_model, load_policy, rollout_dtype
     from trainer.train.vllm_rollout import RolloutEngine
 
-    config = DecideConfig(questions=opts.prompts, generations=opts.generations, max_tokens=opts.max_tokens)
+    config = DecideConfig(questions=opts.prompts, generations=opts.generations, max_tokens=opts.max_tokens,
+                          full=opts.full, read_fresh=opts.read_fresh, engine_dtype=opts.engine_dtype)  # fmt: skip
     all_labels = read_labels(labels)
     train = [lab for lab in all_labels if lab.split == "train"]
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer = AutoTokenizer.from_pretrained(engine_model(model))  # an adapter ships no tokenizer: its base's
     policy = load_policy(model, config, None)
     started = time.perf_counter()
-    engine = RolloutEngine(engine_model(model), dtype="float32", max_num_seqs=max(64, opts.prompts * opts.generations))
+    dtype = rollout_dtype(config)
+    engine = RolloutEngine(engine_model(model), dtype=dtype, max_num_seqs=max(64, opts.prompts * opts.generations))
     engine_start = time.perf_counter() - started
     search = _retriever(labels_training_corpus(labels, work / "corpus.jsonl"))
     steps = []
@@ -155,7 +157,8 @@ def run_decide_engine(model: str, labels: Path, work: Path, opts: argparse.Names
 
     step_s = mean("step_s")
     return {
-        "engine": "decide (cheap, vllm)", "steps": len(measured), "step_s": round(step_s, 1),
+        "engine": f"decide (cheap, vllm {dtype}, {'full' if config.full else 'LoRA'}"
+                  f"{', read fresh' if config.read_fresh else ''})", "steps": len(measured), "step_s": round(step_s, 1),
         "rollout_s": round(mean("rollout_s") + mean("branch_s"), 1), "sync_s": round(mean("push_s"), 2),
         "logps_nograd_s": 0.0, "loss_forward_s": round(mean("forward_s"), 1),
         "backward_rest_s": round(step_s - mean("rollout_s") - mean("branch_s") - mean("push_s") - mean("forward_s"), 1),
@@ -207,6 +210,10 @@ def main() -> None:
     parser.add_argument("--labels", type=Path, default=None,
                         help="Train on these labels' train split (the world's: runs/world/labels/labels.jsonl) "
                         "instead of the shipped sample's mix; the `decide` engine needs them.")  # fmt: skip
+    parser.add_argument("--full", action="store_true", help="decide: train every weight, not the adapter.")
+    parser.add_argument("--read-fresh", action="store_true", help="decide: searches read fresh (sem.loop).")
+    parser.add_argument("--engine-dtype", default="auto", help="decide: the rollout engine's dtype (auto: "
+                        "bfloat16 where the CPU computes in it).")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "training.json")
     opts = parser.parse_args()
     model = opts.model or Settings().model_path

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from trainer.train.credit import CREDITS, Sample, advantages, group_advantages, plain_loss, step_loss
+from trainer.train.credit import CREDITS, Sample, advantages, group_advantages, hidden_at, plain_loss, step_loss
 
 EOS = 2
 
@@ -53,6 +53,22 @@ def test_the_cheap_step_equals_the_plain_step_in_loss_and_gradients(credit: str)
     for name in fast:
         assert torch.allclose(fast[name], slow[name], atol=1e-5), name
     assert any(g.abs().sum() > 0 for g in fast.values())
+
+
+def test_rows_sharing_a_prompt_run_it_once_with_the_same_states() -> None:
+    """A group's prompt run once and fanned out gives every row the states it gets alone, prompts of unequal length
+    and a row with nothing after its prompt included; rows that share no prompt take the one-level path."""
+    model = tiny_model()
+    samples = [*batch(), Sample([1, 7, 8, 9, 10, 13, 14, 15], [], None, reward=0.0, group=1)]
+    rows = [s.row for s in samples]
+    picks = [(i, p) for i, r in enumerate(rows) for p in range(5, len(r))]
+    with torch.no_grad():
+        alone = torch.stack([model.model(input_ids=torch.tensor([rows[i]])).last_hidden_state[0, p] for i, p in picks])
+        grouped = hidden_at(model, rows, picks, prompt_lengths=[len(s.prompt) for s in samples])
+        flat = hidden_at(model, rows, picks)
+        distinct = hidden_at(model, rows[1:3], [(0, 6), (1, 7)], prompt_lengths=[7, 8])
+    assert torch.allclose(grouped, alone, atol=1e-5) and torch.allclose(flat, alone, atol=1e-5)
+    assert torch.allclose(distinct, alone[[picks.index((1, 6)), picks.index((2, 7))]], atol=1e-5)
 
 
 def test_the_miss_weight_counts_only_wrong_first_answers_decisions() -> None:

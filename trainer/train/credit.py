@@ -118,25 +118,27 @@ def _terms(logprobs: Any, targets: Any, samples: Sequence[Sample], eos_id: int, 
 
     token_logp = logprobs.gather(-1, targets[:, None]).squeeze(-1)
     ratio = torch.exp(token_logp - token_logp.detach())  # on-policy: 1 in value, grad logp in gradient
-    total = logprobs.new_zeros(())
-    at = 0
+    # one vector op per kind of term, not one index per sample: each indexed element's backward fills a zero tensor
+    # the size of its source (a decision's P(search) indexed alone cost a whole log-softmax's worth per sample)
+    answer_advantage, decisions, decision_advantage, missed = [], [], [], []
     for s in samples:
-        n = len(s.answer)
-        total = total - (s.answer_advantage * ratio[at : at + n]).sum()
-        at += n
-        if s.decision is None:
-            continue
-        if credit == "plain":
-            total = total - s.decision_advantage * ratio[at]
-        else:
-            p_search = 1 - torch.exp(logprobs[at, eos_id])
-            if credit == "two_action":
-                total = total - weight * s.decision_advantage * p_search
-            else:  # brier: P(search) against "the first answer earns nothing by itself"
-                missed = s.r_stop <= 0
-                total = total + weight * (miss_weight if missed else 1.0) * (p_search - float(missed)) ** 2
-        at += 1
-    return total
+        answer_advantage += [s.answer_advantage] * len(s.answer)
+        if s.decision is not None:
+            answer_advantage.append(0.0)
+            decisions.append(len(answer_advantage) - 1)
+            decision_advantage.append(s.decision_advantage)
+            missed.append(float(s.r_stop <= 0))
+    total = -(ratio.new_tensor(answer_advantage) * ratio).sum()
+    if not decisions:
+        return total
+    at, advantage = torch.tensor(decisions, device=ratio.device), ratio.new_tensor(decision_advantage)
+    if credit == "plain":
+        return total - (advantage * ratio[at]).sum()
+    p_search = 1 - torch.exp(logprobs[at, eos_id])
+    if credit == "two_action":
+        return total - weight * (advantage * p_search).sum()
+    miss = ratio.new_tensor(missed)  # brier: P(search) against "the first answer earns nothing by itself"
+    return total + weight * ((1 + (miss_weight - 1) * miss) * (p_search - miss) ** 2).sum()
 
 
 def _trained_count(samples: Sequence[Sample]) -> int:
@@ -147,38 +149,78 @@ def _targets(samples: Sequence[Sample]) -> list[int]:
     return [t for s in samples for t in (*s.answer, *(() if s.decision is None else (s.decision,)))]
 
 
-def _decoder(model: Any) -> Any:
+def causal_lm(model: Any) -> Any:
     """The causal LM under a PEFT wrapper (its `model` is the decoder stack, `lm_head` the output layer)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def hidden_at(model: Any, rows: Sequence[Sequence[int]], picks: Sequence[tuple[int, int]], pad_id: int = 0) -> Any:
+def hidden_at(model: Any, rows: Sequence[Sequence[int]], picks: Sequence[tuple[int, int]], pad_id: int = 0,
+              prompt_lengths: Sequence[int] | None = None) -> Any:  # fmt: skip
     """The last layer's states at `picks` ((row, position in the row)), cheaply: the rows' common prefix run once
-    (with gradients, when enabled) and shared as a key-value cache, the rest right-padded after it."""
+    (with gradients, when enabled) and shared as a key-value cache, the rest right-padded after it.
+
+    With `prompt_lengths` (each row's prompt), rows that share a whole prompt share it too: each distinct prompt's
+    rest runs once after the common prefix, and its rows' own tails after that (a GRPO group's answers to one
+    question: on the world's batches this halves the tokens a step runs)."""
     import torch
 
-    lm = _decoder(model)
+    lm = causal_lm(model)
     device = next(lm.parameters()).device
     shared = min(common_prefix(rows), min(p for _, p in picks))  # every picked position stays in the row's tail
-    tails = [r[shared:] for r in rows]
-    width = max(len(t) for t in tails)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros((len(rows), shared + width), dtype=torch.long, device=device)
-    mask[:, :shared] = 1
-    for i, tail in enumerate(tails):
-        ids[i, : len(tail)] = torch.tensor(tail, device=device)
-        mask[i, shared : shared + len(tail)] = 1
-    positions = torch.arange(shared, shared + width, device=device).expand(len(rows), -1)
     cache = None
     if shared:
         cache = lm.model(
             input_ids=torch.tensor([list(rows[0][:shared])], device=device), use_cache=True
         ).past_key_values
-        cache.batch_repeat_interleave(len(rows))
-    hidden = lm.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                      use_cache=cache is not None).last_hidden_state  # fmt: skip
-    index = torch.tensor([(i, p - shared) for i, p in picks], device=device)
-    return hidden[index[:, 0], index[:, 1]]
+    seen = torch.ones((1, shared), dtype=torch.long, device=device)
+    cuts = [shared] * len(rows)
+    prompts: list[tuple[int, ...]] = []
+    first = owner = None
+    if prompt_lengths is not None and min(prompt_lengths) > shared:
+        keys = [tuple(r[shared:n]) for r, n in zip(rows, prompt_lengths, strict=True)]
+        prompts = list(dict.fromkeys(keys))
+    if len(prompts) < len(rows) and prompts:  # some rows share a prompt: run each prompt once, then fan out
+        if cache is not None:
+            cache.batch_repeat_interleave(len(prompts))
+        starts, seen = [shared] * len(prompts), seen.expand(len(prompts), -1)
+        first, cache, seen = _tails(lm, [list(k) for k in prompts], starts, seen, cache, pad_id)
+        owner = torch.tensor([prompts.index(k) for k in keys], device=device)
+        cache.reorder_cache(owner)
+        seen, cuts = seen[owner], list(prompt_lengths)  # type: ignore[arg-type]
+    else:
+        if cache is not None:
+            cache.batch_repeat_interleave(len(rows))
+        seen = seen.expand(len(rows), -1)
+    tails = [list(r[c:]) for r, c in zip(rows, cuts, strict=True)]
+    own, _, _ = _tails(lm, tails, cuts, seen, cache, pad_id)
+    # two advanced indexes, not one per pick (each indexed element's backward fills a zero tensor of its source's size)
+    mine = [k for k, (i, p) in enumerate(picks) if p >= cuts[i]]
+    theirs = [k for k, (i, p) in enumerate(picks) if p < cuts[i]]  # positions in a shared prompt: its own run's
+    parts = [own[[picks[k][0] for k in mine], [picks[k][1] - cuts[picks[k][0]] for k in mine]]]
+    if theirs:
+        rows_of = [int(owner[picks[k][0]]) for k in theirs]  # type: ignore[index]
+        parts.append(first[rows_of, [picks[k][1] - shared for k in theirs]])  # type: ignore[index]
+    order = torch.tensor(mine + theirs, device=device).argsort()
+    return torch.cat(parts)[order]
+
+
+def _tails(lm: Any, tails: Sequence[Sequence[int]], starts: Sequence[int], seen: Any, cache: Any,
+           pad_id: int) -> tuple[Any, Any, Any]:  # fmt: skip
+    """Run right-padded `tails` after `cache` (one row each; `seen`: the cache's attention mask, `starts`: each
+    tail's first position). Returns their states, the grown cache and its mask."""
+    import torch
+
+    device = seen.device
+    width = max(1, max(len(t) for t in tails))
+    ids = torch.full((len(tails), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(tails), width), dtype=torch.long, device=device)
+    for i, tail in enumerate(tails):
+        ids[i, : len(tail)] = torch.tensor(list(tail), dtype=torch.long, device=device)
+        mask[i, : len(tail)] = 1
+    positions = torch.tensor(list(starts), device=device)[:, None] + torch.arange(width, device=device)
+    full = torch.cat([seen, mask], dim=1)
+    out = lm.model(input_ids=ids, attention_mask=full, position_ids=positions, past_key_values=cache, use_cache=True)
+    return out.last_hidden_state, out.past_key_values, full
 
 
 def _rows_and_picks(samples: Sequence[Sample]) -> tuple[list[list[int]], list[tuple[int, int]]]:
@@ -193,8 +235,8 @@ def step_loss(model: Any, samples: Sequence[Sample], eos_id: int, credit: Credit
     import torch
 
     rows, picks = _rows_and_picks(samples)
-    hidden = hidden_at(model, rows, picks, pad_id)
-    logits = _decoder(model).lm_head(hidden).float()
+    hidden = hidden_at(model, rows, picks, pad_id, [len(s.prompt) for s in samples])
+    logits = causal_lm(model).lm_head(hidden).float()
     targets = torch.tensor(_targets(samples), device=logits.device)
     terms = _terms(torch.log_softmax(logits, -1), targets, samples, eos_id, credit, decision_weight, miss_weight)
     return terms / _trained_count(samples)
@@ -207,7 +249,7 @@ def search_probabilities(model: Any, rows: Sequence[Sequence[int]], eos_id: int,
 
     with torch.no_grad():
         hidden = hidden_at(model, rows, [(i, len(r) - 1) for i, r in enumerate(rows)], pad_id)
-        logits = _decoder(model).lm_head(hidden).float()
+        logits = causal_lm(model).lm_head(hidden).float()
     return (1 - torch.softmax(logits, -1)[:, eos_id]).tolist()
 
 
@@ -217,7 +259,7 @@ def plain_loss(model: Any, samples: Sequence[Sample], eos_id: int, credit: Credi
     cheap step is tested against."""
     import torch
 
-    lm = _decoder(model)
+    lm = causal_lm(model)
     device = next(lm.parameters()).device
     picked, targets = [], []
     for s in samples:

@@ -26,7 +26,7 @@ from typing import Any
 from sem import protocol
 from sem.loop import ClientSearch, LoopOptions, SearchLoop, SearchPolicy, Trace
 from trainer.evals.labels import Label, is_right
-from trainer.train.credit import CREDITS, Sample, advantages, search_probabilities, step_loss
+from trainer.train.credit import CREDITS, Sample, advantages, causal_lm, search_probabilities, step_loss
 from trainer.train.rewards import get_reward
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,15 @@ class DecideConfig:
     max_minutes: float = 0.0  # stop (checkpointed, resumable) after this long; 0: no limit
     save_every: int = 20
     engine: str = "vllm"
+    # the rollout engine's dtype: `auto` is bfloat16 where the CPU computes in it (sem.hardware), else float32; the
+    # loss is on-policy (no old-policy log-probs to match), and the policy's forward runs in bf16 autocast there too
+    engine_dtype: str = "auto"
     seed: int = 0
     bf16: bool = True  # autocast where the hardware computes in bf16; weights and Adam stay float32
     note: bool = False  # confidence_note: the first answer's confidence written before the decision (named variant)
+    # read_fresh: a search after a first answer reads from the prompt and the call alone, as the served decide model
+    # reads (sem.loop); a group's searches of one query then share the passage's prefill in the engine's cache
+    read_fresh: bool = False
     # a share of each step's questions drawn from those whose text matches `focus` (a regex, e.g. r"\bnow\?$": the
     # questions that ask a current value), the rest from the others: more of a rare kind per step, same loss
     focus: str = ""
@@ -67,6 +73,8 @@ class DecideConfig:
             raise ValueError(f"--credit {self.credit!r}: choose one of {', '.join(CREDITS)}")
         if self.engine not in ("vllm", "hf"):
             raise ValueError(f"--engine {self.engine!r}: choose vllm or hf")
+        if self.engine_dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"--engine_dtype {self.engine_dtype!r}: choose auto, float32 or bfloat16")
         if not 0.0 <= self.focus_share <= 1.0:
             raise ValueError(f"--focus_share {self.focus_share}: a share between 0 and 1")
         if self.focus_share and not self.focus:
@@ -140,6 +148,8 @@ class Decider:
 
         self.autocast = config.bf16 and computes_bf16(device)
         self.device = device
+        if device == "cpu":  # the step's rows are short: plain attention's backward beats SDPA's CPU kernel here
+            causal_lm(model).set_attn_implementation("eager")
         self.pushed = engine is None  # HF samples the policy itself
         self._hf_loop = asyncio.new_event_loop()
 
@@ -159,7 +169,8 @@ class Decider:
     def options(self, temperature: float) -> LoopOptions:
         return LoopOptions(policy=SearchPolicy.auto, max_searches=1, top_k=self.config.top_k, temperature=temperature,
                            max_tokens=self.config.max_tokens, logprobs=False, force_answer=False,
-                           passage_chars=300, confidence_note=self.config.note)  # fmt: skip
+                           passage_chars=300, confidence_note=self.config.note,
+                           read_fresh=self.config.read_fresh)  # fmt: skip
 
     def _score(self, lab: Label, answers: list[str], searches: int) -> float:
         ex = lab.example
@@ -327,11 +338,12 @@ def save_state(decider: Decider, out: Path, step: int, history: list[dict[str, A
 
 
 def mark_gate(folder: Path, config: DecideConfig) -> None:
-    """A policy trained with the confidence note is served with it: its gate file says so (sem.gate)."""
-    if config.note:
+    """A policy trained with the confidence note, or reading fresh, is served so: its gate file says so (sem.gate)."""
+    flags = {k: True for k, on in (("confidence_note", config.note), ("read_fresh", config.read_fresh)) if on}
+    if flags:
         from sem.gate import update_gate
 
-        update_gate(folder, confidence_note=True)
+        update_gate(folder, **flags)
 
 
 def last_checkpoint(out: Path) -> Path | None:

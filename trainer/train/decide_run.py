@@ -54,6 +54,17 @@ def load_policy(model_path: str, config: DecideConfig, checkpoint: Path | None) 
     return model if config.full else get_peft_model(model, lora_config(config.lora_r))
 
 
+def rollout_dtype(config: DecideConfig) -> str:
+    """The rollout engine's dtype: `engine_dtype`, `auto` resolved by what the CPU computes in (sem.hardware)."""
+    import torch
+
+    from sem.hardware import resolve_dtype
+
+    on_cpu = not torch.cuda.is_available()
+    chosen = resolve_dtype(config.engine_dtype, on_cpu=on_cpu)
+    return "bfloat16" if chosen == "auto" and on_cpu else chosen
+
+
 def engine_model(model_path: str) -> str:
     """A full checkpoint with the policy's architecture and tokenizer, for vLLM to start from (weights follow)."""
     from trainer.train.lora import base_path, is_adapter
@@ -95,7 +106,7 @@ def run_decide(model_path: str, labels_file: Path, out: Path, config: DecideConf
     if config.engine == "vllm":
         from trainer.train.vllm_rollout import RolloutEngine
 
-        engine = RolloutEngine(engine_model(model_path), dtype="float32", seed=config.seed,
+        engine = RolloutEngine(engine_model(model_path), dtype=rollout_dtype(config), seed=config.seed,
                                max_num_seqs=max(64, config.questions * config.generations))  # fmt: skip
     try:
         decider = Decider(model, tokenizer, search, config, engine)
