@@ -133,14 +133,16 @@ def run_decide_engine(model: str, labels: Path, work: Path, opts: argparse.Names
     from trainer.train.vllm_rollout import RolloutEngine
 
     config = DecideConfig(questions=opts.prompts, generations=opts.generations, max_tokens=opts.max_tokens,
-                          full=opts.full, read_fresh=opts.read_fresh, engine_dtype=opts.engine_dtype)  # fmt: skip
+                          full=opts.full, read_fresh=opts.read_fresh, engine_dtype=opts.engine_dtype,
+                          engine_block_size=opts.block_size)  # fmt: skip
     all_labels = read_labels(labels)
     train = [lab for lab in all_labels if lab.split == "train"]
     tokenizer = AutoTokenizer.from_pretrained(engine_model(model))  # an adapter ships no tokenizer: its base's
     policy = load_policy(model, config, None)
     started = time.perf_counter()
     dtype = rollout_dtype(config)
-    engine = RolloutEngine(engine_model(model), dtype=dtype, max_num_seqs=max(64, opts.prompts * opts.generations))
+    engine = RolloutEngine(engine_model(model), dtype=dtype, max_num_seqs=max(64, opts.prompts * opts.generations),
+                           block_size=config.engine_block_size or None)  # fmt: skip
     engine_start = time.perf_counter() - started
     search = _retriever(labels_training_corpus(labels, work / "corpus.jsonl"))
     steps = []
@@ -156,9 +158,10 @@ def run_decide_engine(model: str, labels: Path, work: Path, opts: argparse.Names
         return statistics.fmean(s[key] for s in measured)
 
     step_s = mean("step_s")
+    traits = [f"vllm {dtype}", "full" if config.full else "LoRA", *(["read fresh"] if config.read_fresh else []),
+              *([f"block {config.engine_block_size}"] if config.engine_block_size else [])]  # fmt: skip
     return {
-        "engine": f"decide (cheap, vllm {dtype}, {'full' if config.full else 'LoRA'}"
-                  f"{', read fresh' if config.read_fresh else ''})", "steps": len(measured), "step_s": round(step_s, 1),
+        "engine": f"decide (cheap, {', '.join(traits)})", "steps": len(measured), "step_s": round(step_s, 1),
         "rollout_s": round(mean("rollout_s") + mean("branch_s"), 1), "sync_s": round(mean("push_s"), 2),
         "logps_nograd_s": 0.0, "loss_forward_s": round(mean("forward_s"), 1),
         "backward_rest_s": round(step_s - mean("rollout_s") - mean("branch_s") - mean("push_s") - mean("forward_s"), 1),
@@ -214,6 +217,8 @@ def main() -> None:
     parser.add_argument("--read-fresh", action="store_true", help="decide: searches read fresh (sem.loop).")
     parser.add_argument("--engine-dtype", default="auto", help="decide: the rollout engine's dtype (auto: "
                         "bfloat16 where the CPU computes in it).")  # fmt: skip
+    parser.add_argument("--block-size", type=int, default=0, help="decide: the rollout engine's KV-cache block "
+                        "(0: vLLM's own).")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "training.json")
     opts = parser.parse_args()
     model = opts.model or Settings().model_path

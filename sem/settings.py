@@ -35,6 +35,12 @@ class VLLMSettings(BaseModel):
     gpu_memory_utilization: float = Field(0.85, description="Share of GPU memory vLLM may take (CUDA only).")
     enable_prefix_caching: bool = Field(True, description="Resume after a search prefills only the new tokens.")
     max_num_seqs: int = Field(64, description="Most sequences batched in one step.")
+    block_size: int | None = Field(
+        None,
+        ge=16,
+        description="KV-cache block size in tokens; prefix caching reuses whole blocks only. Default: vLLM's (128 "
+        "on a CPU, where a prompt shorter than that shares nothing; 16 on a GPU).",
+    )
     enable_chunked_prefill: bool | None = Field(
         None,
         description="Split long prompts across steps; default: off on CPU (vLLM-CPU cannot rewind a seeded "

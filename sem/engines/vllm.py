@@ -145,6 +145,7 @@ class VLLMEngine:
             enable_chunked_prefill=chunked,
             gpu_memory_utilization=settings.vllm.gpu_memory_utilization,
             max_num_seqs=settings.vllm.max_num_seqs,
+            **({"block_size": settings.vllm.block_size} if settings.vllm.block_size else {}),
             seed=settings.seed,
             worker_extension_cls=f"{__name__}.{WeightLoader.__name__}" if reloadable else "",
             **({"logprobs_mode": logprobs_mode} if logprobs_mode else {}),

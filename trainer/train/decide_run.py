@@ -107,6 +107,7 @@ def run_decide(model_path: str, labels_file: Path, out: Path, config: DecideConf
         from trainer.train.vllm_rollout import RolloutEngine
 
         engine = RolloutEngine(engine_model(model_path), dtype=rollout_dtype(config), seed=config.seed,
+                               block_size=config.engine_block_size or None,
                                max_num_seqs=max(64, config.questions * config.generations))  # fmt: skip
     try:
         decider = Decider(model, tokenizer, search, config, engine)

@@ -151,6 +151,7 @@ class RolloutEngine:
         gpu_memory_utilization: float = 0.3,
         max_num_seqs: int = 64,
         seed: int = 0,
+        block_size: int | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/") if server_url else None
         self.weights_dir = weights_dir  # None: chosen at the first push, by the file's size (scratch_dir)
@@ -171,6 +172,7 @@ class RolloutEngine:
                 kv_cache_gib=kv_cache_gib,
                 gpu_memory_utilization=gpu_memory_utilization,
                 max_num_seqs=max_num_seqs,
+                block_size=block_size,
                 enforce_eager=engine_eager(torch.cuda.is_available()),  # CUDA graphs on a GPU
             ),
         )
