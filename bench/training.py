@@ -12,6 +12,7 @@ generated token that TRL logs for its importance-sampling correction.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -132,9 +133,16 @@ def run_decide_engine(model: str, labels: Path, work: Path, opts: argparse.Names
     from trainer.train.decide_run import engine_model, load_policy, rollout_dtype
     from trainer.train.vllm_rollout import RolloutEngine
 
-    config = DecideConfig(questions=opts.prompts, generations=opts.generations, max_tokens=opts.max_tokens,
-                          full=opts.full, read_fresh=opts.read_fresh, engine_dtype=opts.engine_dtype,
-                          engine_block_size=opts.block_size)  # fmt: skip
+    sizes = {"questions": opts.prompts, "generations": opts.generations, "max_tokens": opts.max_tokens}
+    if opts.decide_config:  # a run's own recipe (its config.json), so the step benched is that run's
+        fields = {f.name for f in dataclasses.fields(DecideConfig)}
+        recipe = {k: v for k, v in json.loads(opts.decide_config.read_text()).items() if k in fields}
+        config = DecideConfig(**{**recipe, **sizes})
+    else:
+        config = DecideConfig(**sizes, full=opts.full, read_fresh=opts.read_fresh, engine_dtype=opts.engine_dtype,
+                              note=opts.note)  # fmt: skip
+    if opts.block_size is not None:
+        config.engine_block_size = opts.block_size
     all_labels = read_labels(labels)
     train = [lab for lab in all_labels if lab.split == "train"]
     tokenizer = AutoTokenizer.from_pretrained(engine_model(model))  # an adapter ships no tokenizer: its base's
@@ -158,7 +166,8 @@ def run_decide_engine(model: str, labels: Path, work: Path, opts: argparse.Names
         return statistics.fmean(s[key] for s in measured)
 
     step_s = mean("step_s")
-    traits = [f"vllm {dtype}", "full" if config.full else "LoRA", *(["read fresh"] if config.read_fresh else []),
+    traits = [f"vllm {dtype}", "full" if config.full else "LoRA", *(["note"] if config.note else []),
+              *(["read fresh"] if config.read_fresh else []),
               *([f"block {config.engine_block_size}"] if config.engine_block_size else [])]  # fmt: skip
     return {
         "engine": f"decide (cheap, {', '.join(traits)})", "steps": len(measured), "step_s": round(step_s, 1),
@@ -215,10 +224,13 @@ def main() -> None:
                         "instead of the shipped sample's mix; the `decide` engine needs them.")  # fmt: skip
     parser.add_argument("--full", action="store_true", help="decide: train every weight, not the adapter.")
     parser.add_argument("--read-fresh", action="store_true", help="decide: searches read fresh (sem.loop).")
+    parser.add_argument("--note", action="store_true", help="decide: the confidence note before the decision.")
+    parser.add_argument("--decide-config", type=Path, default=None, help="decide: a run's config.json (its "
+                        "recipe); the sizes and --block-size above still apply.")  # fmt: skip
     parser.add_argument("--engine-dtype", default="auto", help="decide: the rollout engine's dtype (auto: "
                         "bfloat16 where the CPU computes in it).")  # fmt: skip
-    parser.add_argument("--block-size", type=int, default=0, help="decide: the rollout engine's KV-cache block "
-                        "(0: vLLM's own).")  # fmt: skip
+    parser.add_argument("--block-size", type=int, default=None, help="decide: the rollout engine's KV-cache "
+                        "block (0: vLLM's own; default: trainer decide's).")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "training.json")
     opts = parser.parse_args()
     model = opts.model or Settings().model_path

@@ -57,9 +57,10 @@ class DecideConfig:
     # the rollout engine's dtype: `auto` is bfloat16 where the CPU computes in it (sem.hardware), else float32; the
     # loss is on-policy (no old-policy log-probs to match), and the policy's forward runs in bf16 autocast there too
     engine_dtype: str = "auto"
-    # the rollout engine's KV-cache block (tokens); 0: vLLM's own (128 on a CPU, where a prompt shorter than a block
-    # shares no prefill with its group's other answers, nor a resumed request with the one before it)
-    engine_block_size: int = 0
+    # the rollout engine's KV-cache block (tokens); 0: vLLM's own. Prefix caching reuses whole blocks: at vLLM-CPU's
+    # 128 a world prompt (~125 tokens) shares nothing with its group's other answers; at 32 the system turn is shared
+    # (rollouts of the note's recipe 12.8-13.6 s -> 8.7-10.8 s a step here, BENCHMARKS.md)
+    engine_block_size: int = 32
     seed: int = 0
     bf16: bool = True  # autocast where the hardware computes in bf16; weights and Adam stay float32
     note: bool = False  # confidence_note: the first answer's confidence written before the decision (named variant)

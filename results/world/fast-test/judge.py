@@ -19,6 +19,7 @@ def right(o: dict) -> dict:
 
 
 base = load("results/world/fresh-test/adapter-fresh", "confidence")
+oracle = load("results/world/focus40-test/focus40", "oracle")  # session 26's, the target's reference
 report: dict = {}
 for policy in ("auto", "either", "confidence"):
     mine = load("results/world/fast-test/fast-fresh", policy)
@@ -32,6 +33,7 @@ for policy in ("auto", "either", "confidence"):
         "rest_vs_adapter_confidence_fresh": paired_difference(rest, right(base)),
         "all_vs_adapter_confidence_fresh": paired_difference(right(mine), right(base)),
         "all_vs_session26_checkpoint_fresh": paired_difference(right(mine), right(old)),
+        "all_vs_session26_oracle": paired_difference(right(mine), right(oracle)),
     }
     report[policy] = row
     print(policy, row)
