@@ -184,7 +184,8 @@ def hidden_at(model: Any, rows: Sequence[Sequence[int]], picks: Sequence[tuple[i
             cache.batch_repeat_interleave(len(prompts))
         starts, seen = [shared] * len(prompts), seen.expand(len(prompts), -1)
         first, cache, seen = _tails(lm, [list(k) for k in prompts], starts, seen, cache, pad_id)
-        owner = torch.tensor([prompts.index(k) for k in keys], device=device)
+        index = {k: j for j, k in enumerate(prompts)}
+        owner = torch.tensor([index[k] for k in keys], device=device)
         cache.reorder_cache(owner)
         seen, cuts = seen[owner], list(prompt_lengths)  # type: ignore[arg-type]
     else:
